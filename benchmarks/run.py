@@ -1,0 +1,712 @@
+#!/usr/bin/env python3
+"""stageflow benchmark suite: stageflow's scheduling overhead against a bare asyncio floor.
+
+Usage::
+
+    python benchmarks/run.py [--quick] [--json PATH] [--check] [--only W1,W2,...]
+
+Methodology
+-----------
+* **Reference.** Every workload also runs on ``bare.py``, a minimal hand-written asyncio DAG
+  scheduler (dependency counters, one task per ready node, a completion Future). It is the
+  honest floor: no validation, no events, no context objects. The ratio stageflow/bare is
+  therefore the price of stageflow's features per stage; 1.0 would mean "free".
+* **Same stages.** Both schedulers run the very same stage function objects (a no-op
+  ``async def`` returning ``{"v": i}``), built by ``workloads.py``.
+* **What is timed.** For W1-W4 only awaiting the run is timed: graphs (and the ``Engine``)
+  are constructed beforehand, building is measured on its own by BUILD. Timing uses
+  ``time.perf_counter`` inside one long-lived event loop, so loop creation is excluded.
+* **Interleaving.** Repetitions alternate bare, stageflow, bare, stageflow, ... after one
+  untimed warm-up run each, so slow drifts of the machine (frequency scaling, noisy
+  neighbours) hit both sides alike. ``gc.collect()`` runs before every timed repetition;
+  nothing else (the cyclic GC in particular) is disabled.
+* **Best-of.** The table shows the best (minimum) repetition of each side and the ratio of
+  the two: the minimum is the least noisy estimate of the intrinsic cost on a shared
+  machine. Medians and every sample are kept in the JSON file.
+* **Subprocesses for 100k.** Each 100 000-stage run executes in a fresh interpreter of its
+  own: peak RSS is a high-water mark of the whole process, so only a separate process per
+  (workload, scheduler) can attribute peak memory to one scheduler; it also keeps the big
+  heaps from disturbing the other measurements. On Linux the peak is read from ``VmHWM``
+  rather than ``ru_maxrss``, which a child inherits from its parent across ``exec`` (both are
+  in the JSON file). Each subprocess first times the same workload at 1 000 stages, so the
+  scaling ratio (100k per-stage cost / 1k per-stage cost) compares like with like; a bare
+  subprocess never imports stageflow.
+* **Import time.** ``python -c "import stageflow"`` minus ``python -c "pass"``, both in fresh
+  interpreters, interleaved, best of several (after one untimed run that writes ``.pyc``).
+
+The exit code is 0 even when a target is missed (benchmarks report, they are not tests),
+unless ``--check`` is given: then any miss or error exits with 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import functools
+import gc
+import importlib
+import itertools
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from bare import bare_build
+from workloads import (
+    BARE,
+    IMPLS,
+    SCALABLE,
+    STAGEFLOW,
+    Impl,
+    Spec,
+    chain,
+    fan,
+    layered,
+    sleepers,
+    stageflow_build,
+)
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO_ROOT = BENCH_DIR.parent
+DEFAULT_JSON = BENCH_DIR / "results.json"
+SECTIONS = ("W1", "W2", "W3", "W4", "BUILD", "SCALE", "IMPORT")
+
+
+def log(message: str) -> None:
+    """Progress goes to stderr so stdout holds only the table."""
+    print(message, file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------- configuration
+
+
+@dataclass(frozen=True)
+class Config:
+    reps: int  # timed repetitions per scheduler for W1-W4 and BUILD
+    import_reps: int  # fresh interpreters per side for the import time
+    scale_stages: int  # stage count of the scaling runs
+    scale_reps: int  # timed repetitions of the big run in each subprocess
+    scale_small_reps: int  # timed repetitions of the 1 000-stage run in each subprocess
+    sections: tuple[str, ...]
+
+
+FULL = Config(20, 7, 100_000, 5, 10, SECTIONS)
+QUICK = Config(5, 3, 100_000, 1, 3, tuple(s for s in SECTIONS if s != "SCALE"))
+
+
+# --------------------------------------------------------------------------- results
+
+
+@dataclass(frozen=True)
+class Target:
+    """An upper bound on either the stageflow/bare ratio or stageflow's own figure."""
+
+    subject: Literal["ratio", "stageflow"]
+    limit: float
+
+    def describe(self) -> str:
+        return f"{'ratio' if self.subject == 'ratio' else 'sf'} <= {self.limit:g}"
+
+
+@dataclass
+class Row:
+    """One line of the table (best-of figures) plus everything else for the JSON file."""
+
+    key: str
+    label: str
+    unit: str
+    bare: float | None = None
+    stageflow: float | None = None
+    ratio: float | None = None
+    target: Target | None = None
+    error: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def status(self) -> str:
+        if self.error:
+            return "ERR"
+        if self.target is None:
+            return "-"
+        value = self.ratio if self.target.subject == "ratio" else self.stageflow
+        if value is None:
+            return "n/a"
+        return "ok" if value <= self.target.limit else "MISS"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "key": self.key,
+            "label": self.label,
+            "unit": self.unit,
+            "bare": self.bare,
+            "stageflow": self.stageflow,
+            "ratio": self.ratio,
+            "target": None
+            if self.target is None
+            else {"subject": self.target.subject, "limit": self.target.limit},
+            "status": self.status,
+            "error": self.error,
+            "details": self.details,
+        }
+
+
+def summarize(samples: Sequence[float], factor: float) -> dict[str, Any]:
+    """Best, median and all samples (seconds), each multiplied by ``factor``."""
+    scaled = [s * factor for s in samples]
+    return {"best": min(scaled), "median": statistics.median(scaled), "samples": scaled}
+
+
+def ratio(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None or b == 0 else a / b
+
+
+def fill(row: Row, stats: dict[str, dict[str, Any]]) -> Row:
+    """Put the best-of figures of ``stats`` (keyed by scheduler name) into ``row``."""
+    row.details.update(stats)
+    row.bare = stats.get("bare", {}).get("best")
+    row.stageflow = stats.get("stageflow", {}).get("best")
+    row.ratio = ratio(row.stageflow, row.bare)
+    if "bare" in stats and "stageflow" in stats:
+        row.details["ratio_median"] = ratio(stats["stageflow"]["median"], stats["bare"]["median"])
+    return row
+
+
+# --------------------------------------------------------------------------- timing
+
+
+async def time_runs(
+    impls: Sequence[Impl], graphs: dict[str, Any], n: int, reps: int
+) -> dict[str, list[float]]:
+    """Interleaved timed runs (seconds) of each scheduler on its prepared graph."""
+    for impl in impls:  # warm-up, untimed
+        impl.verify(await impl.runner(graphs[impl.name])(), n)
+    samples: dict[str, list[float]] = {impl.name: [] for impl in impls}
+    for _ in range(reps):
+        for impl in impls:
+            go = impl.runner(graphs[impl.name])
+            gc.collect()
+            start = time.perf_counter()
+            result = await go()
+            elapsed = time.perf_counter() - start
+            impl.verify(result, n)
+            del result
+            samples[impl.name].append(elapsed)
+    return samples
+
+
+def time_calls(calls: Mapping[str, Callable[[], object]], reps: int) -> dict[str, list[float]]:
+    """Interleaved timed calls (seconds) of synchronous functions, after one warm-up each."""
+    for call in calls.values():
+        call()
+    samples: dict[str, list[float]] = {name: [] for name in calls}
+    for _ in range(reps):
+        for name, call in calls.items():
+            gc.collect()
+            start = time.perf_counter()
+            call()
+            samples[name].append(time.perf_counter() - start)
+    return samples
+
+
+# --------------------------------------------------------------------------- in-process sections
+
+
+@dataclass(frozen=True)
+class RunWorkload:
+    key: str
+    label: str
+    make: Callable[[], Spec]
+    unit: Literal["µs/stage", "ms"]
+    target: Target | None = None
+
+
+RUN_WORKLOADS = (
+    RunWorkload("W1", "W1 chain 1000", lambda: chain(1000), "µs/stage"),
+    RunWorkload("W2", "W2 fan-out 1000", lambda: fan(1000), "µs/stage"),
+    RunWorkload("W3", "W3 layers 20x50", layered, "µs/stage"),
+    RunWorkload("W4", "W4 100 x sleep 10ms", sleepers, "ms", Target("ratio", 1.05)),
+)
+
+
+async def measure_workload(work: RunWorkload, impls: Sequence[Impl], reps: int) -> Row:
+    row = Row(work.key, work.label, work.unit, target=work.target)
+    spec = work.make()
+    n = len(spec)
+    graphs = {impl.name: impl.prepare(work.key.lower(), spec) for impl in impls}
+    samples = await time_runs(impls, graphs, n, reps)
+    factor = 1e6 / n if work.unit == "µs/stage" else 1e3
+    row.details["stages"] = n
+    return fill(row, {name: summarize(s, factor) for name, s in samples.items()})
+
+
+async def measure_workloads(cfg: Config, impls: Sequence[Impl]) -> list[Row]:
+    rows = []
+    for work in RUN_WORKLOADS:
+        if work.key not in cfg.sections:
+            continue
+        log(f"  {work.label} ...")
+        try:
+            rows.append(await measure_workload(work, impls, cfg.reps))
+        except Exception as exc:  # report and carry on with the other workloads
+            rows.append(Row(work.key, work.label, work.unit, target=work.target, error=repr(exc)))
+    return rows
+
+
+def cycling(build: Callable[[Spec], object], specs: Sequence[Spec]) -> Callable[[], object]:
+    """A call that builds the next of ``specs`` each time (round robin)."""
+    spec_iter = itertools.cycle(specs)
+    return lambda: build(next(spec_iter))
+
+
+def measure_build(cfg: Config, impls: Sequence[Impl]) -> list[Row]:
+    """BUILD: the W3 graph via 1000 ``with_stage`` + ``build()`` vs a dict + graphlib.
+
+    The main row gives every repetition stage functions never seen before (made outside the
+    timed region), as in an application's one build: anything stageflow caches per function
+    is then paid for. The second row reuses one set of functions for every build.
+    """
+    rows = []
+    for fresh in (True, False):
+        label = "BUILD W3 graph" if fresh else "BUILD W3 graph, same fns"
+        row = Row(
+            "BUILD" if fresh else "BUILD-same-fns",
+            label,
+            "µs/stage",
+            target=Target("ratio", 1.0) if fresh else None,
+        )
+        log(f"  {row.label} ...")
+        count = cfg.reps + 1 if fresh else 1  # +1: the warm-up
+        specs = {impl.name: [layered() for _ in range(count)] for impl in impls}
+        builders: dict[str, Callable[[Spec], object]] = {
+            "bare": bare_build,
+            "stageflow": lambda spec: stageflow_build("w3", spec),
+        }
+        calls = {name: cycling(builders[name], specs[name]) for name in specs}
+        try:
+            samples = time_calls(calls, cfg.reps)
+        except Exception as exc:
+            row.error = repr(exc)
+        else:
+            n = len(specs["bare"][0])
+            row.details["stages"] = n
+            row.details["fresh_functions"] = fresh
+            fill(row, {name: summarize(s, 1e6 / n) for name, s in samples.items()})
+        rows.append(row)
+    return rows
+
+
+# --------------------------------------------------------------------------- subprocesses
+
+
+def subprocess_env() -> dict[str, str]:
+    """The current environment with the repository root first on PYTHONPATH."""
+    env = dict(os.environ)
+    paths = [str(REPO_ROOT), *filter(None, env.get("PYTHONPATH", "").split(os.pathsep))]
+    env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
+    return env
+
+
+def ru_maxrss_kib() -> int:
+    """``ru_maxrss`` of this process (KiB on Linux, bytes on macOS)."""
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss // 1024 if sys.platform == "darwin" else rss
+
+
+def peak_rss_kib() -> int:
+    """Peak resident set size of this process so far, in KiB.
+
+    On Linux this is ``VmHWM``, the high-water mark of the process's own address space.
+    ``ru_maxrss`` is not usable there for a subprocess: it carries over ``exec`` from the
+    (v)forked parent, so a child of a 300 MiB parent starts at 300 MiB. Elsewhere, where
+    ``/proc`` is missing, fall back to ``ru_maxrss`` (keep the parent small).
+    """
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return ru_maxrss_kib()
+
+
+async def scale_worker(
+    workload: str, impl: Impl, n: int, reps: int, small_reps: int
+) -> dict[str, Any]:
+    """Body of one scaling subprocess: 1k runs, then the n-stage runs, plus peak RSS."""
+    make = SCALABLE[workload]
+    small_spec = make(1000)
+    small_n = len(small_spec)
+    small = await time_runs(
+        [impl], {impl.name: impl.prepare("small", small_spec)}, small_n, small_reps
+    )
+    del small_spec
+    gc.collect()
+    rss_baseline = peak_rss_kib()
+
+    start = time.perf_counter()
+    spec = make(n)
+    spec_s = time.perf_counter() - start
+    total = len(spec)
+    start = time.perf_counter()
+    graph = impl.prepare(workload.lower(), spec)
+    prepare_s = time.perf_counter() - start
+    del spec
+    rss_built = peak_rss_kib()
+
+    samples: list[float] = []
+    for _ in range(reps):
+        go = impl.runner(graph)
+        gc.collect()
+        start = time.perf_counter()
+        result = await go()
+        samples.append(time.perf_counter() - start)
+        impl.verify(result, total)
+        del result
+    rss_peak = peak_rss_kib()
+
+    small_stats = summarize(small[impl.name], 1e6 / small_n)
+    big_stats = summarize(samples, 1e6 / total)
+    return {
+        "workload": workload,
+        "impl": impl.name,
+        "stages": total,
+        "small_stages": small_n,
+        "small": small_stats,
+        "big": big_stats,
+        "scale": big_stats["best"] / small_stats["best"],
+        "spec_s": spec_s,
+        "prepare_s": prepare_s,
+        "rss_baseline_kib": rss_baseline,
+        "rss_after_prepare_kib": rss_built,
+        "rss_peak_kib": rss_peak,
+        "rss_bytes_per_stage": (rss_peak - rss_baseline) * 1024 / total,
+        "ru_maxrss_kib": ru_maxrss_kib(),  # includes the parent's RSS on Linux: see peak_rss_kib
+    }
+
+
+def run_scale_subprocess(workload: str, impl: Impl, cfg: Config) -> dict[str, Any]:
+    cmd = [
+        sys.executable, str(Path(__file__).resolve()),
+        "--worker", workload, "--impl", impl.name, "--stages", str(cfg.scale_stages),
+        "--reps", str(cfg.scale_reps), "--small-reps", str(cfg.scale_small_reps),
+    ]  # fmt: skip
+    proc = subprocess.run(
+        cmd, env=subprocess_env(), capture_output=True, text=True, timeout=600, check=False
+    )
+    if proc.returncode != 0:
+        tail = proc.stderr.strip().splitlines()[-3:]
+        raise RuntimeError(f"worker exited with {proc.returncode}: {' | '.join(tail)}")
+    result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return result
+
+
+def measure_scale(cfg: Config, impls: Sequence[Impl]) -> list[Row]:
+    rows: list[Row] = []
+    k = cfg.scale_stages // 1000
+    for workload in SCALABLE:
+        shape = "chain" if workload == "W1" else "fan-out"
+        run = Row(f"{workload}-{k}k", f"{workload} {shape} {k}k", "µs/stage")
+        scale = Row(
+            f"{workload}-scale", f"{workload} scaling {k}k/1k", "x", target=Target("stageflow", 1.2)
+        )
+        rss = Row(f"{workload}-rss", f"{workload} {k}k peak RSS", "MiB")
+        per_stage = Row(f"{workload}-rss-stage", f"{workload} {k}k RSS growth", "B/stage")
+        group = (run, scale, rss, per_stage)
+        for impl in impls:
+            log(f"  {run.label} on {impl.name} (subprocess) ...")
+            try:
+                res = run_scale_subprocess(workload, impl, cfg)
+            except Exception as exc:
+                for row in group:
+                    row.error = f"{impl.name}: {exc!r}"
+                continue
+            setattr(run, impl.name, res["big"]["best"])
+            setattr(scale, impl.name, res["scale"])
+            setattr(rss, impl.name, res["rss_peak_kib"] / 1024)
+            setattr(per_stage, impl.name, res["rss_bytes_per_stage"])
+            run.details[impl.name] = res
+        for row in group:
+            row.ratio = ratio(row.stageflow, row.bare)
+        rows += group
+    return rows
+
+
+def measure_import(cfg: Config) -> Row:
+    row = Row("IMPORT", "import stageflow", "ms", target=Target("stageflow", 150.0))
+    log(f"  {row.label} (subprocesses) ...")
+    with tempfile.TemporaryDirectory(prefix="stageflow-bench-pycache-") as cache:
+        # Measure imports as installed code sees them, with bytecode caches, even where
+        # PYTHONDONTWRITEBYTECODE is set; the caches go to a throwaway directory.
+        env = subprocess_env()
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        env["PYTHONPYCACHEPREFIX"] = cache
+        return _measure_import(row, env, cfg.import_reps)
+
+
+def _measure_import(row: Row, env: dict[str, str], reps: int) -> Row:
+    commands = {"baseline": "pass", "stageflow": "import stageflow"}
+
+    def interpreter(code: str) -> None:
+        subprocess.run(
+            [sys.executable, "-c", code],
+            env=env,
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+
+    try:
+        calls = {name: functools.partial(interpreter, code) for name, code in commands.items()}
+        samples = time_calls(calls, reps)
+        row.details["import_breakdown"] = import_breakdown(env)
+    except subprocess.CalledProcessError as exc:
+        row.error = f"import failed: {exc.stderr.decode().strip().splitlines()[-1:]}"
+        return row
+    stats = {name: summarize(s, 1e3) for name, s in samples.items()}
+    row.details.update(stats)
+    row.stageflow = stats["stageflow"]["best"] - stats["baseline"]["best"]
+    row.details["interpreter_ms"] = stats["baseline"]["best"]
+    return row
+
+
+def import_breakdown(env: dict[str, str], top: int = 8) -> dict[str, Any]:
+    """``-X importtime``: stageflow's cumulative import time and its heaviest direct imports."""
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", "-c", "import stageflow"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    children: list[tuple[str, int]] = []
+    for line in proc.stderr.splitlines():
+        if not line.startswith("import time:") or "imported package" in line:
+            continue
+        _, cumulative, name = line.removeprefix("import time:").split("|")
+        depth = (len(name) - len(name.lstrip(" ")) - 1) // 2
+        if depth == 1:
+            children.append((name.strip(), int(cumulative)))
+        elif depth == 0:
+            if name.strip() == "stageflow":
+                heaviest = sorted(children, key=lambda c: -c[1])[:top]
+                return {
+                    "stageflow_cumulative_ms": int(cumulative) / 1e3,
+                    "direct_imports_ms": {mod: us / 1e3 for mod, us in heaviest},
+                }
+            children = []
+    return {}
+
+
+# --------------------------------------------------------------------------- report
+
+
+def fmt(value: float | None) -> str:
+    if value is None:
+        return "-"
+    magnitude = abs(value)
+    if magnitude >= 1000:
+        return f"{value:,.0f}"
+    if magnitude >= 100:
+        return f"{value:.1f}"
+    return f"{value:.2f}"
+
+
+def render_table(rows: Sequence[Row]) -> str:
+    header = ("workload", "unit", "bare", "stageflow", "sf/bare", "target", "status")
+    lines = [
+        (
+            row.label,
+            row.unit,
+            fmt(row.bare),
+            fmt(row.stageflow),
+            "-" if row.ratio is None else f"{row.ratio:.2f}x",
+            row.target.describe() if row.target else "-",
+            row.status,
+        )
+        for row in rows
+    ]
+    widths = [max(len(cells[i]) for cells in (header, *lines)) for i in range(len(header))]
+    left = {0, 1, 5, 6}
+
+    def render(cells: Sequence[str]) -> str:
+        return "  ".join(
+            c.ljust(w) if i in left else c.rjust(w)
+            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+        ).rstrip()
+
+    out = [render(header), "  ".join("-" * w for w in widths)]
+    out += [render(cells) for cells in lines]
+    out += [f"  {row.label}: {row.error}" for row in rows if row.error]
+    return "\n".join(out)
+
+
+def cpu_model() -> str | None:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or None
+
+
+def git_commit() -> str | None:
+    try:
+        proc = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, check=True
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return proc.stdout.strip() or None
+
+
+def machine_info() -> dict[str, Any]:
+    affinity = getattr(os, "sched_getaffinity", None)
+    return {
+        "python_version": platform.python_version(),
+        "python": sys.version,
+        "implementation": platform.python_implementation(),
+        "executable": sys.executable,
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "cpu_model": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "cpus_usable": len(affinity(0)) if affinity else None,
+        "event_loop_policy": type(asyncio.get_event_loop_policy()).__name__,
+    }
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="fewer repetitions and no 100k subprocess runs (smoke test)",
+    )
+    parser.add_argument(
+        "--json",
+        type=Path,
+        default=DEFAULT_JSON,
+        metavar="PATH",
+        help=f"where to write all figures (default: {DEFAULT_JSON.name} here)",
+    )
+    parser.add_argument(
+        "--check", action="store_true", help="exit with 1 if a target is missed or a workload fails"
+    )
+    parser.add_argument(
+        "--only", metavar="LIST", help=f"comma-separated subset of {','.join(SECTIONS)}"
+    )
+    parser.add_argument("--reps", type=int, help="override the number of timed repetitions")
+    # internal: one scaling run in a fresh interpreter (see measure_scale)
+    parser.add_argument("--worker", choices=sorted(SCALABLE), help=argparse.SUPPRESS)
+    parser.add_argument("--impl", choices=sorted(IMPLS), help=argparse.SUPPRESS)
+    parser.add_argument("--stages", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--small-reps", type=int, help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+def configure(args: argparse.Namespace) -> Config:
+    cfg = QUICK if args.quick else FULL
+    sections = cfg.sections
+    if args.only:
+        wanted = {s.strip().upper() for s in args.only.split(",") if s.strip()}
+        if unknown := wanted - set(SECTIONS):
+            raise SystemExit(f"unknown section(s): {', '.join(sorted(unknown))}")
+        sections = tuple(s for s in SECTIONS if s in wanted)
+    reps = args.reps or cfg.reps
+    return Config(
+        reps, cfg.import_reps, cfg.scale_stages, cfg.scale_reps, cfg.scale_small_reps, sections
+    )
+
+
+def stageflow_version() -> tuple[str | None, str | None]:
+    """``(version, None)`` when stageflow imports, else ``(None, error)``."""
+    try:
+        stageflow = importlib.import_module("stageflow")
+        for name in ("Engine", "Pipeline"):  # the API under test must exist
+            getattr(stageflow, name)
+    except Exception as exc:
+        return None, repr(exc)
+    return str(getattr(stageflow, "__version__", "unknown")), None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    if str(REPO_ROOT) not in sys.path:
+        sys.path.insert(1, str(REPO_ROOT))  # the working tree's stageflow, installed or not
+
+    if args.worker:
+        res = asyncio.run(
+            scale_worker(args.worker, IMPLS[args.impl], args.stages, args.reps, args.small_reps)
+        )
+        print(json.dumps(res))
+        return 0
+
+    cfg = configure(args)
+    version, sf_error = stageflow_version()
+    impls: list[Impl] = [BARE] if sf_error else [BARE, STAGEFLOW]
+    if sf_error:
+        log(f"stageflow unavailable ({sf_error}): running the bare scheduler only")
+    log(f"stageflow benchmarks ({'quick' if args.quick else 'full'}, {cfg.reps} reps)")
+    started = time.perf_counter()
+
+    rows = asyncio.run(measure_workloads(cfg, impls))
+    if "BUILD" in cfg.sections:
+        rows += measure_build(cfg, impls)
+    if "SCALE" in cfg.sections:
+        rows += measure_scale(cfg, impls)
+    if "IMPORT" in cfg.sections and not sf_error:
+        rows.append(measure_import(cfg))
+    elapsed = time.perf_counter() - started
+
+    print(render_table(rows))
+    print(
+        f"\nbest-of figures; ratio = stageflow / bare (1.00x = no overhead over the floor). "
+        f"{elapsed:.0f}s total."
+    )
+    if sf_error:
+        print(f"stageflow unavailable: {sf_error}")
+
+    report = {
+        "generated_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "stageflow_version": version,
+        "stageflow_error": sf_error,
+        "git_commit": git_commit(),
+        "machine": machine_info(),
+        "config": {
+            "quick": args.quick,
+            "reps": cfg.reps,
+            "import_reps": cfg.import_reps,
+            "scale_stages": cfg.scale_stages,
+            "scale_reps": cfg.scale_reps,
+            "scale_small_reps": cfg.scale_small_reps,
+            "sections": list(cfg.sections),
+            "statistic": "best-of (min); medians in details",
+        },
+        "elapsed_s": elapsed,
+        "rows": [row.to_json() for row in rows],
+    }
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(report, indent=2) + "\n")
+    log(f"wrote {args.json}")
+
+    failed = [row for row in rows if row.status in ("MISS", "ERR")]
+    return 1 if args.check and (failed or sf_error) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

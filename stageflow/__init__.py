@@ -1,0 +1,98 @@
+"""stageflow: run stage graphs fast, durably and observably.
+
+Build a graph with :class:`Pipeline`, run it with an :class:`Engine`::
+
+    graph = Pipeline("research").with_stage("fetch", fetch).build()
+    result = await Engine().run(graph, data={"topic": "owls"})
+"""
+
+from ._engine import Engine
+from ._events import Event, EventType
+from ._graph import StageGraph
+from ._pipeline import Pipeline
+from ._result import RunResult, RunStatus
+from ._sinks import FanOutSink, JsonLinesSink, LoggingSink
+from ._spec import StageSpec
+from ._stage import (
+    Stage,
+    StageCall,
+    StageContext,
+    StageInputs,
+    StageKind,
+    StageOutput,
+    StageResult,
+    StageStatus,
+)
+from .errors import (
+    ConfigurationError,
+    CycleError,
+    DuplicateStageError,
+    GraphError,
+    InvalidOptionError,
+    InvalidOutputError,
+    InvalidStageError,
+    InvalidStageNameError,
+    MissingInputError,
+    RunCancelledError,
+    RunError,
+    RunFailedError,
+    RunTimeoutError,
+    SelfDependencyError,
+    StageCancelledError,
+    StageError,
+    StageFailedError,
+    StageflowError,
+    UnknownDependencyError,
+)
+from .interceptors import BaseInterceptor, Interceptor, Priority
+from .ports import Clock, EventSink, LoopClock
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BaseInterceptor",
+    "Clock",
+    "ConfigurationError",
+    "CycleError",
+    "DuplicateStageError",
+    "Engine",
+    "Event",
+    "EventSink",
+    "EventType",
+    "FanOutSink",
+    "GraphError",
+    "Interceptor",
+    "InvalidOptionError",
+    "InvalidOutputError",
+    "InvalidStageError",
+    "InvalidStageNameError",
+    "JsonLinesSink",
+    "LoggingSink",
+    "LoopClock",
+    "MissingInputError",
+    "Pipeline",
+    "Priority",
+    "RunCancelledError",
+    "RunError",
+    "RunFailedError",
+    "RunResult",
+    "RunStatus",
+    "RunTimeoutError",
+    "SelfDependencyError",
+    "Stage",
+    "StageCall",
+    "StageCancelledError",
+    "StageContext",
+    "StageError",
+    "StageFailedError",
+    "StageGraph",
+    "StageInputs",
+    "StageKind",
+    "StageOutput",
+    "StageResult",
+    "StageSpec",
+    "StageStatus",
+    "StageflowError",
+    "UnknownDependencyError",
+    "__version__",
+]

@@ -1,0 +1,213 @@
+"""Engine: runs StageGraphs with a set of interceptors, a sink and limits."""
+
+from __future__ import annotations
+
+import math
+import weakref
+from collections.abc import Iterable, Mapping
+from types import MappingProxyType
+from typing import Any
+
+from ._graph import StageGraph
+from ._ids import RUN_ID, new_run_id
+from ._pipeline import Pipeline
+from ._result import RunResult
+from ._scheduler import RunState, normalize_output
+from ._spec import StageSpec
+from ._stage import StageCall, StageContext
+from .errors import ConfigurationError
+from .interceptors._base import Interceptor, compose, sort_interceptors
+from .ports import Clock, EventSink
+
+__all__ = ["Engine"]
+
+
+class Engine:
+    """Runs stage graphs.
+
+    An Engine holds what is shared by its runs: interceptors, event sink, clock
+    and limits. It is cheap to create and safe to share; runs of one engine may
+    go on concurrently.
+
+    Args:
+        interceptors: wrap every stage call, outermost first by ``priority``.
+        sink: receives every event of every run (none by default: no event is
+            even built).
+        max_parallel: at most this many stages run at once (None: no limit).
+        fail_fast: on the first failed stage, cancel the running stages and start
+            no more (default); with False, independent branches go on and only the
+            failed stage's dependents are skipped.
+        clock: where time is read (default: the running loop's clock).
+
+    Example:
+        >>> import asyncio
+        >>> async def hello(ctx):
+        ...     return {"greeting": f"hello {ctx.data['name']}"}
+        >>> graph = Pipeline("hi").with_stage("hello", hello).build()
+        >>> result = asyncio.run(Engine().run(graph, data={"name": "owls"}))
+        >>> result["hello"].data["greeting"]
+        'hello owls'
+    """
+
+    __slots__ = ("_chains", "_clock", "_interceptors", "fail_fast", "max_parallel", "sink")
+
+    def __init__(
+        self,
+        *,
+        interceptors: Iterable[Interceptor] = (),
+        sink: EventSink | None = None,
+        max_parallel: int | None = None,
+        fail_fast: bool = True,
+        clock: Clock | None = None,
+    ) -> None:
+        given: object = interceptors  # checked at run time too: callers may not type-check
+        if isinstance(given, str | bytes) or not isinstance(given, Iterable):
+            raise ConfigurationError(
+                f"interceptors must be a sequence of interceptors, not {interceptors!r}",
+                "interceptors",
+                interceptors,
+            )
+        self._interceptors = sort_interceptors(list(interceptors))
+        if sink is not None and not callable(getattr(sink, "try_emit", None)):
+            raise ConfigurationError(
+                f"sink {sink!r} is no EventSink: it has no try_emit(event) method",
+                "sink",
+                sink,
+            )
+        if max_parallel is not None and (
+            not isinstance(max_parallel, int) or isinstance(max_parallel, bool) or max_parallel < 1
+        ):
+            raise ConfigurationError(
+                f"max_parallel must be a positive int or None, not {max_parallel!r}",
+                "max_parallel",
+                max_parallel,
+            )
+        if not isinstance(fail_fast, bool):
+            raise ConfigurationError(
+                f"fail_fast must be True or False, not {fail_fast!r}", "fail_fast", fail_fast
+            )
+        if clock is not None and not all(
+            callable(getattr(clock, m, None)) for m in ("monotonic", "wall", "sleep")
+        ):
+            raise ConfigurationError(
+                f"clock {clock!r} is no Clock: it needs monotonic(), wall() and sleep()",
+                "clock",
+                clock,
+            )
+        self.sink = sink
+        self.max_parallel = max_parallel
+        self.fail_fast = fail_fast
+        self._clock = clock
+        self._chains: weakref.WeakKeyDictionary[StageGraph, tuple[StageCall, ...]] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    @property
+    def interceptors(self) -> tuple[Interceptor, ...]:
+        """The interceptors, outermost first."""
+        return self._interceptors
+
+    def calls(self, graph: StageGraph) -> tuple[StageCall, ...]:
+        """Each stage's call wrapped in this engine's interceptors, composed once per graph."""
+        calls = self._chains.get(graph)
+        if calls is None:
+            calls = tuple(self._compose(spec) for spec in graph.stages)
+            self._chains[graph] = calls
+        return calls
+
+    def _compose(self, spec: StageSpec) -> StageCall:
+        if not self._interceptors:
+            return spec.call
+        raw = spec.call
+        name = spec.name
+
+        # Interceptors see a StageOutput whatever the stage returned; when none of them
+        # wraps this stage, the engine calls the stage directly and this layer vanishes.
+        async def normalized(ctx: StageContext) -> Any:
+            return normalize_output(name, await raw(ctx))
+
+        call = compose(spec, self._interceptors, normalized)
+        return raw if call is normalized else call
+
+    async def run(
+        self,
+        graph: StageGraph,
+        data: Mapping[str, Any] | None = None,
+        *,
+        run_id: str | None = None,
+        timeout: float | None = None,
+    ) -> RunResult:
+        """Run ``graph`` once and return how it ended.
+
+        Args:
+            graph: what :meth:`Pipeline.build` returned.
+            data: the run's initial data, read-only to stages as ``ctx.data``.
+            run_id: the run's id (default: a new ULID).
+            timeout: seconds for the whole run; past it, running stages are
+                cancelled and the result's status is ``cancelled`` with a
+                :class:`~stageflow.errors.RunTimeoutError` as ``error``.
+
+        Returns:
+            The :class:`~stageflow.RunResult`; a failed stage does not raise (call
+            ``raise_for_status()`` for that).
+
+        Raises:
+            ConfigurationError: an argument is invalid.
+            asyncio.CancelledError: the task running this was cancelled; running
+                stages were cancelled first and ``run.cancelled`` was emitted.
+        """
+        given: object = graph
+        if not isinstance(given, StageGraph):
+            hint = " (call .build() on it first)" if isinstance(given, Pipeline) else ""
+            raise ConfigurationError(
+                f"run() takes a StageGraph, not {type(given).__name__}{hint}", "graph", given
+            )
+        if data is None:
+            frozen: Mapping[str, Any] = MappingProxyType({})
+        elif isinstance(data, Mapping):
+            bad = [k for k in data if not isinstance(k, str)]
+            if bad:
+                raise ConfigurationError(
+                    f"data keys must be str; got {bad[0]!r} ({type(bad[0]).__name__})",
+                    "data",
+                    bad[0],
+                )
+            frozen = MappingProxyType(dict(data))
+        else:
+            raise ConfigurationError(
+                f"data must be a mapping, not {type(data).__name__} {data!r}", "data", data
+            )
+        if run_id is None:
+            run_id = new_run_id()
+        elif not isinstance(run_id, str) or RUN_ID.fullmatch(run_id) is None:
+            raise ConfigurationError(
+                f"run_id must be 1 to 128 letters, digits, '_', '.', ':' or '-', not {run_id!r}",
+                "run_id",
+                run_id,
+            )
+        if timeout is not None and (
+            isinstance(timeout, bool)
+            or not isinstance(timeout, int | float)
+            or not math.isfinite(timeout)
+            or timeout <= 0
+        ):
+            raise ConfigurationError(
+                f"timeout must be a positive number of seconds or None, not {timeout!r}",
+                "timeout",
+                timeout,
+            )
+        state = RunState(
+            graph,
+            self.calls(graph),
+            run_id,
+            frozen,
+            sink=self.sink,
+            clock=self._clock,
+            max_parallel=self.max_parallel,
+            fail_fast=self.fail_fast,
+        )
+        return await state.execute(timeout)
+
+    def __repr__(self) -> str:
+        names = ", ".join(ic.name for ic in self._interceptors)
+        return f"<Engine interceptors=[{names}] max_parallel={self.max_parallel}>"

@@ -1,0 +1,200 @@
+"""StageGraph: a validated, frozen pipeline with the indices a run needs precomputed."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
+
+from ._spec import StageSpec
+from .errors import CycleError, DuplicateStageError, SelfDependencyError, UnknownDependencyError
+
+if TYPE_CHECKING:
+    from ._result import RunResult
+
+__all__ = ["StageGraph"]
+
+
+class StageGraph:
+    """A frozen, validated graph of stages, made by :meth:`Pipeline.build`.
+
+    Stages are numbered in declaration order; ``successors``, ``predecessors`` and
+    ``in_degree`` are indexed by that number, so a run is O(V + E).
+
+    Attributes:
+        name: the pipeline's name.
+        stages: the stage specs, in declaration order.
+        index: stage name -> its number.
+        successors: for each stage, the numbers of the stages that depend on it.
+        predecessors: for each stage, the numbers of its dependencies.
+        in_degree: for each stage, how many dependencies it has.
+        roots: the numbers of the stages without dependencies.
+    """
+
+    __slots__ = (
+        "__weakref__",
+        "in_degree",
+        "index",
+        "name",
+        "predecessors",
+        "roots",
+        "stages",
+        "successors",
+    )
+
+    name: str
+    stages: tuple[StageSpec, ...]
+    index: Mapping[str, int]
+    successors: tuple[tuple[int, ...], ...]
+    predecessors: tuple[tuple[int, ...], ...]
+    in_degree: tuple[int, ...]
+    roots: tuple[int, ...]
+
+    def __init__(self) -> None:
+        raise TypeError("a StageGraph is made by Pipeline(...).build()")
+
+    @classmethod
+    def _from_specs(cls, name: str, specs: Sequence[StageSpec]) -> StageGraph:
+        index: dict[str, int] = {}
+        for i, spec in enumerate(specs):
+            if index.setdefault(spec.name, i) != i:
+                raise DuplicateStageError(
+                    f"pipeline {name!r}: two stages are named {spec.name!r}", (spec.name,)
+                )
+        n = len(specs)
+        successors: list[list[int]] = [[] for _ in range(n)]
+        predecessors: list[tuple[int, ...]] = []
+        for i, spec in enumerate(specs):
+            preds = []
+            for dep in spec.dependencies:
+                j = index.get(dep)
+                if j is None:
+                    raise UnknownDependencyError(
+                        f"stage {spec.name!r} depends on {dep!r}, which is no stage of "
+                        f"pipeline {name!r}",
+                        spec.name,
+                        dep,
+                    )
+                if j == i:
+                    raise SelfDependencyError(
+                        f"stage {spec.name!r} depends on itself", (spec.name,)
+                    )
+                successors[j].append(i)
+                preds.append(j)
+            if len(preds) > 1 and len(set(preds)) != len(preds):
+                dupes = sorted({d for d in spec.dependencies if spec.dependencies.count(d) > 1})
+                raise DuplicateStageError(
+                    f"stage {spec.name!r} lists dependencies {dupes!r} more than once",
+                    (spec.name, *dupes),
+                )
+            predecessors.append(tuple(preds))
+        in_degree = tuple(map(len, predecessors))
+        _check_acyclic(specs, successors, in_degree)
+        graph = object.__new__(cls)
+        setattr_ = object.__setattr__
+        setattr_(graph, "name", name)
+        setattr_(graph, "stages", tuple(specs))
+        setattr_(graph, "index", MappingProxyType(index))
+        setattr_(graph, "successors", tuple(map(tuple, successors)))
+        setattr_(graph, "predecessors", tuple(predecessors))
+        setattr_(graph, "in_degree", in_degree)
+        setattr_(graph, "roots", tuple(i for i, d in enumerate(in_degree) if d == 0))
+        return graph
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"StageGraph is frozen; cannot set {name!r}")
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The stage names, in declaration order."""
+        return tuple(spec.name for spec in self.stages)
+
+    def __len__(self) -> int:
+        return len(self.stages)
+
+    def __iter__(self) -> Iterator[StageSpec]:
+        return iter(self.stages)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.index
+
+    def __getitem__(self, name: str) -> StageSpec:
+        """The spec of the stage called ``name`` (KeyError if there is none)."""
+        return self.stages[self.index[name]]
+
+    def descendants(self, name: str) -> frozenset[str]:
+        """The names of every stage that depends, directly or not, on ``name``."""
+        seen: set[int] = set()
+        stack = list(self.successors[self.index[name]])
+        while stack:
+            i = stack.pop()
+            if i not in seen:
+                seen.add(i)
+                stack.extend(self.successors[i])
+        return frozenset(self.stages[i].name for i in seen)
+
+    def to_mermaid(self) -> str:
+        """The graph as a Mermaid flowchart (optional dependencies dotted)."""
+        lines = ["flowchart TD"]
+        lines += [f'    s{i}["{spec.name}"]' for i, spec in enumerate(self.stages)]
+        for i, spec in enumerate(self.stages):
+            for dep, j in zip(spec.dependencies, self.predecessors[i], strict=True):
+                arrow = "-.->" if dep in spec.optional else "-->"
+                lines.append(f"    s{j} {arrow} s{i}")
+        return "\n".join(lines) + "\n"
+
+    def to_dot(self) -> str:
+        """The graph in Graphviz DOT (optional dependencies dashed)."""
+        lines = [f'digraph "{self.name}" {{', "    rankdir=LR;", "    node [shape=box];"]
+        lines += [f'    "{spec.name}" [tooltip="{spec.kind.value}"];' for spec in self.stages]
+        for spec in self.stages:
+            for dep in spec.dependencies:
+                style = " [style=dashed]" if dep in spec.optional else ""
+                lines.append(f'    "{dep}" -> "{spec.name}"{style};')
+        lines.append("}")
+        return "\n".join(lines) + "\n"
+
+    async def run(self, data: Mapping[str, Any] | None = None, **kwargs: Any) -> RunResult:
+        """Run this graph on a default :class:`~stageflow.Engine`.
+
+        ``kwargs`` go to :meth:`Engine.run` (``run_id``, ``timeout``).
+        """
+        from ._engine import Engine
+
+        return await Engine().run(self, data=data, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"<StageGraph {self.name!r} with {len(self.stages)} stages>"
+
+
+def _check_acyclic(
+    specs: Sequence[StageSpec], successors: list[list[int]], in_degree: tuple[int, ...]
+) -> None:
+    """Kahn's algorithm; on a leftover, walk it to name one cycle."""
+    remaining = list(in_degree)
+    stack = [i for i, d in enumerate(remaining) if d == 0]
+    seen = 0
+    while stack:
+        i = stack.pop()
+        seen += 1
+        for j in successors[i]:
+            remaining[j] -= 1
+            if remaining[j] == 0:
+                stack.append(j)
+    if seen == len(specs):
+        return
+    # Every leftover stage has a leftover dependency: following dependencies backwards
+    # from any of them must revisit a stage, which closes a cycle.
+    index = {spec.name: i for i, spec in enumerate(specs)}
+    start = next(i for i, d in enumerate(remaining) if d > 0)
+    path: list[int] = []
+    position: dict[int, int] = {}
+    i = start
+    while i not in position:
+        position[i] = len(path)
+        path.append(i)
+        i = next(index[d] for d in specs[i].dependencies if remaining[index[d]] > 0)
+    cycle = path[position[i] :]
+    # path follows dependencies (b depends on a => b, a); a cycle reads in data-flow order.
+    names = [specs[j].name for j in reversed(cycle)]
+    raise CycleError([*names, names[0]])

@@ -1,0 +1,145 @@
+"""Pipeline: the immutable fluent builder of a StageGraph."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any
+
+from ._spec import StageSpec, check_name, make_spec
+from ._stage import StageKind
+from .errors import GraphError
+
+if TYPE_CHECKING:
+    from ._graph import StageGraph
+
+__all__ = ["Pipeline"]
+
+# The stages of a pipeline are a persistent linked list, newest first: with_stage is O(1)
+# and never copies, so building n stages is O(n) and every intermediate Pipeline stays valid.
+_Node = tuple["_Node | None", StageSpec]
+
+
+class Pipeline:
+    """An immutable description of stages and their dependencies.
+
+    Every ``with_*`` method returns a new Pipeline, so a partial pipeline can be
+    shared, extended in several ways and composed. ``build()`` validates the whole
+    graph and returns a frozen :class:`~stageflow.StageGraph`.
+
+    Example:
+        >>> async def fetch(ctx):
+        ...     return {"pages": 3}
+        >>> async def report(ctx):
+        ...     return {"text": f"{ctx.inputs.get_from('fetch', 'pages')} pages"}
+        >>> graph = (
+        ...     Pipeline("research")
+        ...     .with_stage("fetch", fetch, StageKind.WORK)
+        ...     .with_stage("report", report, dependencies=("fetch",))
+        ...     .build()
+        ... )
+        >>> graph.names
+        ('fetch', 'report')
+    """
+
+    __slots__ = ("_count", "_name", "_tail")
+
+    def __init__(self, name: str = "pipeline") -> None:
+        self._name = check_name(name, "pipeline name")
+        self._tail: _Node | None = None
+        self._count = 0
+
+    @property
+    def name(self) -> str:
+        """The pipeline's name (runs, events and spans carry it)."""
+        return self._name
+
+    def _extend(self, tail: _Node | None, count: int) -> Pipeline:
+        new = Pipeline.__new__(Pipeline)
+        new._name = self._name
+        new._tail = tail
+        new._count = count
+        return new
+
+    def with_stage(
+        self,
+        name: str,
+        stage: object,
+        kind: StageKind | str = StageKind.WORK,
+        *,
+        dependencies: Iterable[str] = (),
+        optional: Iterable[str] = (),
+        tags: Iterable[str] = (),
+        metadata: Mapping[str, Any] | None = None,
+    ) -> Pipeline:
+        """Return a new Pipeline with one more stage.
+
+        Args:
+            name: unique name: ASCII letters, digits, ``_`` and ``-``, starting with a
+                letter or ``_``.
+            stage: an ``async def f(ctx)``, a plain ``def f(ctx)`` (run in a worker
+                thread), a class with ``execute(self, ctx)`` (instantiated with no
+                arguments for every attempt) or an object with ``execute(ctx)``.
+            kind: what the stage does; informative only.
+            dependencies: the stages that must end before this one starts; their
+                outputs are in ``ctx.inputs``.
+            optional: those of ``dependencies`` whose failure or skip does not skip
+                this stage (their output is then absent from ``ctx.inputs``).
+            tags: free labels, for interceptors to select stages.
+            metadata: free read-only data for your own interceptors.
+
+        Raises:
+            InvalidStageNameError: ``name`` is not a valid name.
+            InvalidStageError: ``stage`` cannot be called with a context.
+            InvalidOptionError: an option has the wrong type or value.
+        """
+        spec = make_spec(name, stage, kind, dependencies, optional, tags, metadata)
+        return self._extend((self._tail, spec), self._count + 1)
+
+    def compose(self, other: Pipeline) -> Pipeline:
+        """Return a new Pipeline with ``other``'s stages after this one's.
+
+        Stages of ``other`` may depend on stages of this pipeline. Names must stay
+        unique (checked by ``build()``). The result keeps this pipeline's name.
+        """
+        if not isinstance(other, Pipeline):
+            raise GraphError(f"compose() takes a Pipeline, not {type(other).__name__} {other!r}")
+        tail, count = self._tail, self._count
+        for spec in other._specs():
+            tail, count = (tail, spec), count + 1
+        return self._extend(tail, count)
+
+    def _specs(self) -> list[StageSpec]:
+        specs: list[StageSpec] = []
+        node = self._tail
+        while node is not None:
+            node, spec = node
+            specs.append(spec)
+        specs.reverse()
+        return specs
+
+    @property
+    def stages(self) -> tuple[StageSpec, ...]:
+        """The stages declared so far, in declaration order."""
+        return tuple(self._specs())
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __iter__(self) -> Iterator[StageSpec]:
+        return iter(self._specs())
+
+    def build(self) -> StageGraph:
+        """Validate the whole pipeline and return its frozen :class:`~stageflow.StageGraph`.
+
+        Raises:
+            DuplicateStageError: two stages share a name.
+            UnknownDependencyError: a dependency names no stage.
+            SelfDependencyError: a stage depends on itself.
+            CycleError: the dependencies form a cycle; the error names it.
+        """
+        from ._graph import StageGraph
+
+        return StageGraph._from_specs(self._name, self._specs())
+
+    def __repr__(self) -> str:
+        return f"<Pipeline {self._name!r} with {self._count} stages>"

@@ -1,0 +1,129 @@
+"""RunResult: how a run ended, stage by stage."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterator, Mapping
+
+from ._stage import StageResult, StageStatus
+from .errors import RunCancelledError, RunFailedError
+
+__all__ = ["RunResult", "RunStatus"]
+
+
+class RunStatus(enum.StrEnum):
+    """How a run ended (``RUNNING`` while it is driven)."""
+
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class RunResult:
+    """The outcome of one run.
+
+    ``result["stage"]`` is that stage's :class:`~stageflow.StageResult`, so
+    ``result["summarize"].data["summary"]`` reads a stage's output.
+
+    Attributes:
+        run_id: the run's id.
+        pipeline: the pipeline's name.
+        status: completed (no stage failed), failed, or cancelled.
+        stages: every stage's result, by name, in graph order.
+        started_at: wall-clock start, seconds since the epoch.
+        duration: seconds the run took.
+        error: the run-level error: the first stage error of a failed run, or the
+            RunTimeoutError of a run that timed out.
+        sink_errors: how many times the event sink raised (the run went on).
+    """
+
+    __slots__ = (
+        "duration",
+        "error",
+        "pipeline",
+        "run_id",
+        "sink_errors",
+        "stages",
+        "started_at",
+        "status",
+    )
+
+    def __init__(
+        self,
+        run_id: str,
+        pipeline: str,
+        status: RunStatus,
+        stages: Mapping[str, StageResult],
+        *,
+        started_at: float,
+        duration: float,
+        error: BaseException | None = None,
+        sink_errors: int = 0,
+    ) -> None:
+        self.run_id = run_id
+        self.pipeline = pipeline
+        self.status = status
+        self.stages = stages
+        self.started_at = started_at
+        self.duration = duration
+        self.error = error
+        self.sink_errors = sink_errors
+
+    def __getitem__(self, stage: str) -> StageResult:
+        try:
+            return self.stages[stage]
+        except KeyError:
+            raise KeyError(
+                f"run {self.run_id!r} of {self.pipeline!r} has no stage {stage!r}; "
+                f"stages: {', '.join(self.stages)}"
+            ) from None
+
+    def __contains__(self, stage: object) -> bool:
+        return stage in self.stages
+
+    def __iter__(self) -> Iterator[StageResult]:
+        return iter(self.stages.values())
+
+    def __len__(self) -> int:
+        return len(self.stages)
+
+    @property
+    def ok(self) -> bool:
+        """True when the run completed."""
+        return self.status is RunStatus.COMPLETED
+
+    def with_status(self, status: StageStatus) -> tuple[str, ...]:
+        """The names of the stages that ended with ``status``, in graph order."""
+        return tuple(name for name, r in self.stages.items() if r.status is status)
+
+    def raise_for_status(self) -> RunResult:
+        """Return self if the run completed, else raise.
+
+        Raises:
+            RunFailedError: stages failed; ``failed`` names them, ``__cause__`` is the
+                first stage error.
+            RunCancelledError: the run was cancelled (``RunTimeoutError`` if it timed out).
+        """
+        if self.status is RunStatus.COMPLETED:
+            return self
+        if self.status is RunStatus.FAILED:
+            failed = self.with_status(StageStatus.FAILED)
+            reasons = "; ".join(f"{n}: {self.stages[n].reason}" for n in failed[:5])
+            more = f" (and {len(failed) - 5} more)" if len(failed) > 5 else ""
+            raise RunFailedError(
+                f"run {self.run_id!r} of {self.pipeline!r} failed: {reasons}{more}",
+                self.run_id,
+                failed,
+            ) from self.error
+        if isinstance(self.error, RunCancelledError):
+            raise self.error
+        raise RunCancelledError(
+            f"run {self.run_id!r} of {self.pipeline!r} was cancelled", self.run_id
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"<RunResult {self.pipeline!r} {self.run_id} {self.status.value} "
+            f"stages={len(self.stages)} duration={self.duration:.6f}s>"
+        )

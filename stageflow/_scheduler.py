@@ -1,0 +1,436 @@
+"""The scheduler: drives one run of a StageGraph.
+
+A stage starts the moment its last dependency ends and a slot is free. There are
+no layers and no polling: each finished stage decrements its successors' pending
+counts. The worker that finished a stage goes straight on with one newly ready
+successor (keeping its slot), so a chain runs in one task; other ready stages get
+a task each. Everything that only a failure, a skip or a sink needs stays off
+the success path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, Final
+
+from ._events import Event, EventType
+from ._result import RunResult, RunStatus
+from ._stage import StageContext, StageOutput, StageResult, StageStatus
+from .errors import (
+    InvalidOutputError,
+    RunTimeoutError,
+    StageCancelledError,
+    StageFailedError,
+)
+
+if TYPE_CHECKING:
+    from ._graph import StageGraph
+    from ._stage import StageCall
+    from .ports import Clock, EventSink
+
+logger = logging.getLogger("stageflow")
+
+_COMPLETED: Final = StageStatus.COMPLETED
+_FAILED: Final = StageStatus.FAILED
+_SKIPPED: Final = StageStatus.SKIPPED
+_CANCELLED: Final = StageStatus.CANCELLED
+_STAGE_EVENT: Final = {
+    _COMPLETED: EventType.STAGE_COMPLETED,
+    _FAILED: EventType.STAGE_FAILED,
+    _SKIPPED: EventType.STAGE_SKIPPED,
+    _CANCELLED: EventType.STAGE_CANCELLED,
+}
+_RUN_EVENT: Final = {
+    RunStatus.COMPLETED: EventType.RUN_COMPLETED,
+    RunStatus.FAILED: EventType.RUN_FAILED,
+    RunStatus.CANCELLED: EventType.RUN_CANCELLED,
+}
+_EMPTY: Final[Mapping[str, Any]] = {}
+
+
+def to_result(name: str, out: object, attempts: int, started: float, ended: float) -> StageResult:
+    """Turn what a stage's call returned into its StageResult."""
+    if isinstance(out, StageOutput):
+        error = StageFailedError(name, out.reason or "") if out.status is _FAILED else None
+        return StageResult(
+            name, out.status, out.data, error=error, reason=out.reason,
+            attempts=attempts, started=started, ended=ended,
+        )  # fmt: skip
+    if out is None:
+        return StageResult(name, _COMPLETED, {}, attempts=attempts, started=started, ended=ended)
+    if isinstance(out, Mapping):
+        return StageResult(
+            name, _COMPLETED, dict(out), attempts=attempts, started=started, ended=ended
+        )
+    return failed_result(name, InvalidOutputError(name, out), attempts, started, ended)
+
+
+def failed_result(
+    name: str, error: BaseException, attempts: int, started: float | None, ended: float | None
+) -> StageResult:
+    return StageResult(
+        name, _FAILED, error=error, reason=f"{type(error).__name__}: {error}",
+        attempts=attempts, started=started, ended=ended,
+    )  # fmt: skip
+
+
+def normalize_output(name: str, out: object) -> StageOutput:
+    """What an interceptor's inner call returns: always a StageOutput (or raises)."""
+    if isinstance(out, StageOutput):
+        return out
+    if out is None:
+        return StageOutput()
+    if isinstance(out, Mapping):
+        return StageOutput(_COMPLETED, out if type(out) is dict else dict(out))
+    raise InvalidOutputError(name, out)
+
+
+class RunState:
+    """The state of one run; stages see it through their StageContext."""
+
+    __slots__ = (
+        "active",
+        "blocked",
+        "calls",
+        "data",
+        "done",
+        "fail_fast",
+        "failed",
+        "first_error",
+        "graph",
+        "limit",
+        "loop",
+        "now",
+        "pending",
+        "pipeline",
+        "queue",
+        "remaining",
+        "results",
+        "run_id",
+        "seq",
+        "sink",
+        "sink_errors",
+        "stop_reason",
+        "stopping",
+        "t0",
+        "tasks",
+        "wall",
+    )
+
+    def __init__(
+        self,
+        graph: StageGraph,
+        calls: tuple[StageCall, ...],
+        run_id: str,
+        data: Mapping[str, Any],
+        *,
+        sink: EventSink | None,
+        clock: Clock | None,
+        max_parallel: int | None,
+        fail_fast: bool,
+    ) -> None:
+        n = len(graph.stages)
+        self.graph = graph
+        self.calls = calls
+        self.run_id = run_id
+        self.pipeline = graph.name
+        self.data = data
+        self.sink = sink
+        self.fail_fast = fail_fast
+        self.loop = asyncio.get_running_loop()
+        if clock is None:
+            # loop.time() is time.monotonic() unless the loop says otherwise (virtual time);
+            # calling the C function directly saves a Python frame twice per stage.
+            plain = type(self.loop).time is asyncio.BaseEventLoop.time
+            self.now: Callable[[], float] = time.monotonic if plain else self.loop.time
+            self.wall: Callable[[], float] = time.time
+        else:
+            self.now = clock.monotonic
+            self.wall = clock.wall
+        self.results: list[StageResult | None] = [None] * n
+        self.pending = list(graph.in_degree)
+        self.blocked: dict[int, str] = {}
+        self.remaining = n
+        self.active = 0
+        self.limit = sys.maxsize if max_parallel is None else max_parallel
+        self.queue: deque[int] = deque()
+        # Running worker tasks, keyed by the stage each one started with.
+        self.tasks: dict[int, asyncio.Task[None]] = {}
+        self.done: asyncio.Future[None] = self.loop.create_future()
+        self.stopping = False
+        self.stop_reason = ""
+        self.failed = 0
+        self.first_error: BaseException | None = None
+        self.seq = 0
+        self.sink_errors = 0
+        self.t0 = 0.0
+
+    # ------------------------------------------------------------------ driving the run
+
+    async def execute(self, timeout: float | None) -> RunResult:
+        wall_start = self.wall()
+        self.t0 = self.now()
+        if self.sink is not None:
+            self.event(EventType.RUN_STARTED, None, 0, {"stages": len(self.results)})
+        for i in self.graph.roots:
+            self.ready(i)
+        if self.remaining == 0:
+            self.done.set_result(None)
+        timed_out = cancelled = False
+        try:
+            if timeout is None:
+                await self.done
+            else:
+                try:
+                    async with asyncio.timeout(timeout):
+                        await self.done
+                except TimeoutError:
+                    timed_out = True
+        except asyncio.CancelledError:
+            cancelled = True
+        if cancelled or timed_out:
+            self.stop("the run was cancelled" if cancelled else f"the run timed out ({timeout:g}s)")
+        if self.tasks:  # only after a stop: let cancelled stages unwind, leave no orphans
+            await asyncio.wait(self.tasks.values())
+        if self.stopping:
+            self.settle()
+        if cancelled or timed_out:
+            status = RunStatus.CANCELLED
+            if timed_out:
+                assert timeout is not None
+                self.first_error = RunTimeoutError(self.run_id, timeout)
+        else:
+            status = RunStatus.FAILED if self.failed else RunStatus.COMPLETED
+        duration = self.now() - self.t0
+        if self.sink is not None:
+            self.event(_RUN_EVENT[status], None, 0, self.run_summary(status, duration))
+        result = RunResult(
+            self.run_id,
+            self.pipeline,
+            status,
+            {spec.name: r for spec, r in zip(self.graph.stages, self.results, strict=True)},  # type: ignore[misc]
+            started_at=wall_start,
+            duration=duration,
+            error=self.first_error,
+            sink_errors=self.sink_errors,
+        )
+        if cancelled:
+            raise asyncio.CancelledError
+        return result
+
+    def ready(self, i: int) -> None:
+        """Stage i may start: start it now if a slot is free, else queue it."""
+        if self.active < self.limit:
+            self.active += 1
+            self.tasks[i] = self.loop.create_task(self.worker(i))
+        else:
+            self.queue.append(i)
+
+    async def worker(self, i: int) -> None:
+        first = i
+        calls = self.calls
+        specs = self.graph.stages
+        sink = self.sink
+        now = self.now
+        t0 = self.t0
+        try:
+            while True:
+                spec = specs[i]
+                ctx = StageContext(self, i, spec)
+                if sink is not None:
+                    self.event(EventType.STAGE_STARTED, spec.name, 1, {"kind": spec.kind.value})
+                began = now()
+                try:
+                    out = await calls[i](ctx)
+                except asyncio.CancelledError:
+                    if self.stopping:
+                        self.cancelled(i, ctx.attempt, began - t0)
+                        raise
+                    result = self.stray_cancel(spec.name, ctx.attempt, began - t0)
+                except Exception as exc:  # noqa: BLE001 - a stage's error is its result
+                    result = failed_result(spec.name, exc, ctx.attempt, began - t0, now() - t0)
+                else:
+                    if type(out) is dict:  # the common case, inline
+                        result = StageResult(
+                            spec.name, _COMPLETED, out, None, None, ctx.attempt,
+                            began - t0, now() - t0,
+                        )  # fmt: skip
+                    else:
+                        result = to_result(spec.name, out, ctx.attempt, began - t0, now() - t0)
+                i = self.finish(i, result)
+                if i < 0:
+                    return
+        finally:
+            del self.tasks[first]
+
+    def cancelled(self, i: int, attempts: int, began: float) -> None:
+        """Stage i was cancelled by a stop: record it with its timing."""
+        result = StageResult(
+            self.graph.stages[i].name, _CANCELLED, _EMPTY, None, self.stop_reason, attempts,
+            began, self.now() - self.t0,
+        )  # fmt: skip
+        self.results[i] = result
+        if self.sink is not None:
+            self.stage_event(result)
+
+    def stray_cancel(self, name: str, attempts: int, began: float) -> StageResult:
+        """A CancelledError the run did not cause: the stage let one out, or someone
+        cancelled this task. Fail the stage rather than hang or tear down the run."""
+        task = asyncio.current_task()
+        if task is not None:
+            while task.cancelling():
+                task.uncancel()
+        error = StageCancelledError(
+            f"stage {name!r} raised CancelledError without the run cancelling it", name
+        )
+        return failed_result(name, error, attempts, began, self.now() - self.t0)
+
+    def finish(self, i: int, result: StageResult) -> int:
+        """Record stage i's result; return the stage this worker runs next, or -1."""
+        self.results[i] = result
+        self.remaining -= 1
+        if self.sink is not None:
+            self.stage_event(result)
+        if self.stopping:
+            return -1
+        nxt = -1
+        if result.status is _COMPLETED:
+            pending = self.pending
+            blocked = self.blocked
+            for j in self.graph.successors[i]:
+                p = pending[j] - 1
+                pending[j] = p
+                if p == 0:
+                    if blocked and j in blocked:
+                        self.skip(j)
+                    elif nxt < 0:
+                        nxt = j
+                    elif self.active < self.limit:  # self.ready(j), inline: W2's hot loop
+                        self.active += 1
+                        self.tasks[j] = self.loop.create_task(self.worker(j))
+                    else:
+                        self.queue.append(j)
+        elif result.status is _FAILED:
+            self.failed += 1
+            if self.first_error is None:
+                self.first_error = result.error
+            if self.fail_fast:
+                self.stop(f"stage {result.stage!r} failed (fail_fast)")
+                return -1
+            self.block_successors(i, f"dependency {result.stage!r} failed")
+        else:
+            self.block_successors(i, f"dependency {result.stage!r} was skipped")
+        if nxt < 0:
+            if self.queue:
+                nxt = self.queue.popleft()
+            else:
+                self.active -= 1
+        if self.remaining == 0 and not self.done.done():
+            self.done.set_result(None)
+        return nxt
+
+    # ------------------------------------------------------------------ the failure paths
+
+    def block_successors(self, i: int, reason: str) -> None:
+        """Stage i did not complete: skip its dependents, except through optional edges."""
+        specs = self.graph.stages
+        successors = self.graph.successors
+        pending = self.pending
+        blocked = self.blocked
+        stack = [(i, reason)]
+        while stack:
+            k, why = stack.pop()
+            name = specs[k].name
+            for j in successors[k]:
+                if j not in blocked and name not in specs[j].optional:
+                    blocked[j] = why
+                pending[j] -= 1
+                if pending[j] == 0:
+                    if j in blocked:
+                        self.skip(j, cascade=False)
+                        stack.append((j, f"dependency {specs[j].name!r} was skipped"))
+                    else:
+                        self.ready(j)
+
+    def skip(self, j: int, *, cascade: bool = True) -> None:
+        """Record stage j as skipped because of a dependency (it never runs)."""
+        result = StageResult(self.graph.stages[j].name, _SKIPPED, reason=self.blocked[j])
+        self.results[j] = result
+        self.remaining -= 1
+        if self.sink is not None:
+            self.stage_event(result)
+        if cascade:
+            self.block_successors(j, f"dependency {result.stage!r} was skipped")
+
+    def stop(self, reason: str) -> None:
+        """Start no more stages and cancel the running ones (fail-fast or cancellation)."""
+        if self.stopping:
+            return
+        self.stopping = True
+        self.stop_reason = reason
+        self.queue.clear()
+        current = asyncio.current_task()
+        for task in self.tasks.values():
+            if task is not current:
+                task.cancel()
+        if not self.done.done():
+            self.done.set_result(None)
+
+    def settle(self) -> None:
+        """After a stop: give every stage that has no result one."""
+        for j, result in enumerate(self.results):
+            if result is not None:
+                continue
+            # A stage that started has a result by now (completed, failed, or cancelled
+            # by its worker), so one without a result never started.
+            skipped = StageResult(
+                self.graph.stages[j].name, _SKIPPED, reason=f"not started: {self.stop_reason}"
+            )
+            self.results[j] = skipped
+            if self.sink is not None:
+                self.stage_event(skipped)
+
+    # ------------------------------------------------------------------ events
+
+    def event(self, type_: str, stage: str | None, attempt: int, data: Mapping[str, Any]) -> None:
+        self.seq += 1
+        event = Event(
+            type_, self.run_id, self.pipeline, stage, self.seq, self.wall(), attempt, data
+        )
+        try:
+            self.sink.try_emit(event)  # type: ignore[union-attr]
+        except Exception:  # a sink never breaks a run
+            self.sink_errors += 1
+            if self.sink_errors == 1:
+                logger.exception(
+                    "event sink %r raised on %s (run %s); the run goes on, further sink "
+                    "errors of this run are counted in RunResult.sink_errors",
+                    self.sink, type_, self.run_id,
+                )  # fmt: skip
+
+    def stage_event(self, result: StageResult) -> None:
+        data: dict[str, Any] = {}
+        duration = result.duration
+        if duration is not None:
+            data["duration"] = duration
+        if result.reason is not None:
+            data["reason"] = result.reason
+        if result.error is not None:
+            data["error"] = type(result.error).__qualname__
+        self.event(_STAGE_EVENT[result.status], result.stage, result.attempts, data)
+
+    def emit_custom(self, stage: str, attempt: int, type_: str, data: dict[str, Any]) -> None:
+        if self.sink is not None:
+            self.event(type_, stage, attempt, data)
+
+    def run_summary(self, status: RunStatus, duration: float) -> dict[str, Any]:
+        counts = {s.value: 0 for s in StageStatus}
+        for r in self.results:
+            if r is not None:
+                counts[r.status.value] += 1
+        return {"status": status.value, "duration": duration, **counts}

@@ -1,0 +1,156 @@
+"""Built-in event sinks: logging, JSON lines, fan-out."""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import IO, Any
+
+import pydantic_core
+
+from ._events import Event
+from .errors import ConfigurationError
+from .ports import EventSink
+
+__all__ = ["FanOutSink", "JsonLinesSink", "LoggingSink"]
+
+
+class _SyncSink:
+    """try_emit does the work; emit awaits nothing more."""
+
+    def try_emit(self, event: Event) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    async def emit(self, event: Event) -> None:
+        self.try_emit(event)
+
+
+class LoggingSink(_SyncSink):
+    """Logs every event through :mod:`logging` (one record per event).
+
+    The record's message is ``"<type> <stage>"``; its ``extra`` carries
+    ``stageflow_event`` (the :class:`~stageflow.Event`) and the fields
+    ``run_id``, ``pipeline``, ``stage``, ``seq``, ``attempt``, ``event_type``.
+
+    Args:
+        logger: a logger or its name (default ``"stageflow.events"``).
+        level: the level of ordinary events; ``*.failed`` events are logged at
+            WARNING or ``level``, whichever is higher.
+    """
+
+    def __init__(
+        self, logger: logging.Logger | str = "stageflow.events", level: int = logging.INFO
+    ):
+        if isinstance(logger, str):
+            logger = logging.getLogger(logger)
+        if not isinstance(logger, logging.Logger):
+            raise ConfigurationError(
+                f"logger must be a Logger or a name, not {logger!r}", "logger", logger
+            )
+        if not isinstance(level, int) or isinstance(level, bool):
+            raise ConfigurationError(
+                f"level must be a logging level int, not {level!r}", "level", level
+            )
+        self.logger = logger
+        self.level = level
+
+    def try_emit(self, event: Event) -> None:
+        level = max(self.level, logging.WARNING) if event.type.endswith(".failed") else self.level
+        if not self.logger.isEnabledFor(level):
+            return
+        self.logger.log(
+            level,
+            "%s %s%s",
+            event.type,
+            event.stage or event.pipeline,
+            "".join(f" {k}={v}" for k, v in event.data.items()),
+            extra={
+                "stageflow_event": event,
+                "run_id": event.run_id,
+                "pipeline": event.pipeline,
+                "stage": event.stage,
+                "seq": event.seq,
+                "attempt": event.attempt,
+                "event_type": str(event.type),
+            },
+        )
+
+
+class JsonLinesSink(_SyncSink):
+    """Writes each event as one JSON object per line.
+
+    Values JSON cannot hold (custom objects in ``custom.*`` event data) are
+    written as their ``repr``. Writes go to a buffered file: call :meth:`close`
+    (or use the sink as a context manager) to flush.
+
+    Args:
+        target: a path (opened for appending) or a text file object.
+    """
+
+    def __init__(self, target: str | os.PathLike[str] | IO[str]) -> None:
+        if isinstance(target, str | os.PathLike):
+            self._file: IO[str] = Path(target).open("a", encoding="utf-8")  # noqa: SIM115
+            self._owned = True
+        elif isinstance(target, io.TextIOBase) or hasattr(target, "write"):
+            self._file = target
+            self._owned = False
+        else:
+            raise ConfigurationError(
+                f"JsonLinesSink needs a path or a text file, not {target!r}", "target", target
+            )
+
+    def try_emit(self, event: Event) -> None:
+        line = pydantic_core.to_json(event.to_dict(), fallback=repr)
+        self._file.write(line.decode() + "\n")
+
+    def flush(self) -> None:
+        self._file.flush()
+
+    def close(self) -> None:
+        """Flush, and close the file if this sink opened it."""
+        self._file.flush()
+        if self._owned:
+            self._file.close()
+
+    def __enter__(self) -> JsonLinesSink:
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
+
+
+class FanOutSink(_SyncSink):
+    """Sends every event to several sinks; one that raises does not starve the others.
+
+    ``errors`` counts the exceptions raised by the inner sinks (each is logged once).
+    """
+
+    def __init__(self, *sinks: EventSink | Iterable[EventSink]) -> None:
+        flat: list[EventSink] = []
+        for item in sinks:
+            flat.extend(item if isinstance(item, Iterable) else (item,))
+        for position, sink in enumerate(flat):
+            if not callable(getattr(sink, "try_emit", None)):
+                raise ConfigurationError(
+                    f"FanOutSink: sinks[{position}] = {sink!r} has no try_emit(event) method",
+                    "sinks",
+                    sink,
+                )
+        self.sinks: tuple[EventSink, ...] = tuple(flat)
+        self.errors = 0
+        self._logged: set[int] = set()
+
+    def try_emit(self, event: Event) -> None:
+        for sink in self.sinks:
+            try:
+                sink.try_emit(event)
+            except Exception:  # isolate sinks from each other
+                self.errors += 1
+                if id(sink) not in self._logged:
+                    self._logged.add(id(sink))
+                    logging.getLogger("stageflow").exception(
+                        "event sink %r raised on %s; further errors are counted", sink, event.type
+                    )

@@ -1,0 +1,232 @@
+"""StageSpec: one stage as declared, validated and frozen; and how a stage object is called."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import weakref
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
+from typing import Any, Final, NamedTuple
+
+from ._stage import StageCall, StageContext, StageKind
+from .errors import InvalidOptionError, InvalidStageError, InvalidStageNameError
+
+__all__ = ["StageSpec"]
+
+MAX_NAME_LENGTH: Final = 128
+_NAME_CHARS: Final = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
+_EMPTY: Final[Mapping[str, Any]] = MappingProxyType({})
+
+
+class StageSpec(NamedTuple):
+    """One stage of a pipeline, frozen: what ``with_stage`` was given, validated.
+
+    Interceptors read it in ``wrap(spec, call)`` to decide whether and how they apply.
+
+    Attributes:
+        name: the stage's name, unique in its graph.
+        stage: the object given to ``with_stage`` (function, class or instance).
+        kind: what the stage does (:class:`~stageflow.StageKind`).
+        dependencies: the stages it waits for, in declaration order.
+        optional: the subset of ``dependencies`` whose failure or skip does not
+            skip this stage.
+        tags: free labels, e.g. for interceptors to select stages.
+        metadata: free, read-only data for your own interceptors.
+        call: how the engine calls the stage (a thread hop for sync code included).
+    """
+
+    name: str
+    stage: object
+    kind: StageKind
+    dependencies: tuple[str, ...]
+    optional: frozenset[str]
+    tags: frozenset[str]
+    metadata: Mapping[str, Any]
+    call: StageCall
+
+
+def check_name(name: object, what: str = "stage name") -> str:
+    """Return ``name`` if it is a valid stage or pipeline name, else raise."""
+    if not isinstance(name, str):
+        raise InvalidStageNameError(
+            f"{what} must be a str, not {type(name).__name__} {name!r}", name
+        )
+    if not (
+        0 < len(name) <= MAX_NAME_LENGTH
+        and (name[0].isalpha() or name[0] == "_")
+        and _NAME_CHARS.issuperset(name)
+    ):
+        raise InvalidStageNameError(
+            f"invalid {what} {name!r}: use 1 to {MAX_NAME_LENGTH} ASCII letters, digits, "
+            "'_' or '-', starting with a letter or '_'",
+            name,
+        )
+    return name
+
+
+def _names(stage: str, option: str, value: object) -> tuple[str, ...]:
+    """A tuple/list/set of str (a lone str is refused: ``("a")`` is a classic typo)."""
+    if isinstance(value, tuple | list | frozenset | set) and all(isinstance(v, str) for v in value):
+        return tuple(value)
+    hint = f" (did you mean ({value!r},)?)" if isinstance(value, str) else ""
+    raise InvalidOptionError(
+        f"stage {stage!r}: {option} must be a tuple of stage names, not "
+        f"{type(value).__name__} {value!r}{hint}",
+        stage,
+        option,
+        value,
+    )
+
+
+def make_spec(
+    name: object,
+    stage: object,
+    kind: object,
+    dependencies: object,
+    optional: object,
+    tags: object,
+    metadata: object,
+) -> StageSpec:
+    """Validate ``with_stage``'s arguments into a StageSpec (errors name stage, option, value)."""
+    name = check_name(name)
+    if not isinstance(kind, StageKind):
+        try:
+            kind = StageKind(kind)  # type: ignore[arg-type]
+        except ValueError:
+            raise InvalidOptionError(
+                f"stage {name!r}: kind must be a StageKind "
+                f"({', '.join(k.value for k in StageKind)}), not {kind!r}",
+                name,
+                "kind",
+                kind,
+            ) from None
+    deps = (
+        dependencies
+        if type(dependencies) is tuple and all(type(d) is str for d in dependencies)
+        else _names(name, "dependencies", dependencies)
+    )
+    opt: frozenset[str] = frozenset()
+    if optional:
+        opt = frozenset(_names(name, "optional", optional))
+        stray = sorted(opt.difference(deps))
+        if stray:
+            raise InvalidOptionError(
+                f"stage {name!r}: optional names {stray!r}, which are not among its "
+                f"dependencies {deps!r}; list them in dependencies too",
+                name,
+                "optional",
+                optional,
+            )
+    tag_set: frozenset[str] = frozenset(_names(name, "tags", tags)) if tags else frozenset()
+    meta: Mapping[str, Any] = _EMPTY
+    if metadata is not None:
+        if not isinstance(metadata, Mapping) or not all(isinstance(k, str) for k in metadata):
+            raise InvalidOptionError(
+                f"stage {name!r}: metadata must be a mapping with str keys, not {metadata!r}",
+                name,
+                "metadata",
+                metadata,
+            )
+        meta = MappingProxyType(dict(metadata))
+    return StageSpec(name, stage, kind, deps, opt, tag_set, meta, stage_call(name, stage))
+
+
+# --------------------------------------------------------------------------- calling a stage
+
+# How a given function/class is to be called is worked out once per object, not once per
+# with_stage: inspect is slow (~10 µs) and graphs often reuse one function for many stages.
+_ANALYSIS: weakref.WeakKeyDictionary[object, tuple[str, bool]] = weakref.WeakKeyDictionary()
+
+
+def _analyze(name: str, stage: object) -> tuple[str, bool]:
+    """Return (how, is_async): how is "class", "method" or "function"."""
+    if isinstance(stage, type):
+        execute = getattr(stage, "execute", None)
+        if not callable(execute):
+            raise InvalidStageError(
+                f"stage {name!r}: class {stage.__qualname__} has no execute(self, ctx) method",
+                name,
+                stage,
+            )
+        try:
+            inspect.signature(stage).bind()
+        except TypeError:
+            raise InvalidStageError(
+                f"stage {name!r}: class {stage.__qualname__} must be constructible without "
+                "arguments; pass an instance instead",
+                name,
+                stage,
+            ) from None
+        except ValueError:  # no signature available (some builtins): let the call tell
+            pass
+        _check_arity(name, execute, f"{stage.__qualname__}.execute", bound=False)
+        return "class", inspect.iscoroutinefunction(execute)
+    execute = getattr(stage, "execute", None)
+    if callable(execute):
+        _check_arity(name, execute, f"{type(stage).__qualname__}.execute", bound=True)
+        return "method", inspect.iscoroutinefunction(execute)
+    if callable(stage):
+        label = getattr(stage, "__qualname__", type(stage).__qualname__)
+        _check_arity(name, stage, label, bound=True)
+        is_async = inspect.iscoroutinefunction(stage) or (
+            not inspect.isroutine(stage) and inspect.iscoroutinefunction(type(stage).__call__)
+        )
+        return "function", is_async
+    raise InvalidStageError(
+        f"stage {name!r}: expected an async or sync function, a class with execute(), or an "
+        f"object with execute(); got {type(stage).__qualname__} {stage!r}",
+        name,
+        stage,
+    )
+
+
+def _check_arity(name: str, fn: Any, label: str, *, bound: bool) -> None:
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return  # builtins without a signature: the call itself will tell
+    try:
+        if bound:
+            signature.bind(None)
+        else:
+            signature.bind(None, None)
+    except TypeError:
+        raise InvalidStageError(
+            f"stage {name!r}: {label}{signature} must accept exactly one argument, "
+            "the StageContext",
+            name,
+            fn,
+        ) from None
+
+
+def stage_call(name: str, stage: object) -> StageCall:
+    """The engine's call for ``stage``: the function itself when it is async."""
+    try:
+        how, is_async = _ANALYSIS[stage]
+    except (KeyError, TypeError):  # TypeError: not weak-referenceable or unhashable
+        how, is_async = _analyze(name, stage)
+        with contextlib.suppress(TypeError):  # not weak-referenceable: analyze every time
+            _ANALYSIS[stage] = (how, is_async)
+    fn: Callable[[StageContext], Any]
+    if how == "class":
+        cls: Any = stage
+
+        def fn(ctx: StageContext) -> Any:
+            return cls().execute(ctx)
+
+    elif how == "method":
+        fn = stage.execute  # type: ignore[attr-defined]
+    else:
+        fn = stage  # type: ignore[assignment]
+    return fn if is_async else _in_thread(fn)
+
+
+def _in_thread(fn: Callable[[StageContext], Any]) -> StageCall:
+    # asyncio.to_thread copies the contextvars, so spans and context reach the thread.
+    async def call(ctx: StageContext) -> Any:
+        return await asyncio.to_thread(fn, ctx)
+
+    call.__qualname__ = f"in_thread({getattr(fn, '__qualname__', fn)!s})"
+    return call

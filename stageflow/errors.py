@@ -1,0 +1,285 @@
+"""The exceptions stageflow raises.
+
+Every exception derives from :class:`StageflowError`, so ``except
+StageflowError`` catches anything the framework itself raises. Errors found
+while building a graph also derive from :class:`ValueError` (or
+:class:`TypeError` for a value of the wrong type), so code written against
+the builtin hierarchy keeps working::
+
+    StageflowError
+    ├── GraphError (ValueError)               Pipeline.with_stage() / build() refused the graph
+    │   ├── InvalidStageNameError             a stage name is not an identifier-like string
+    │   ├── InvalidStageError (TypeError)     the stage is neither a callable nor has execute()
+    │   ├── InvalidOptionError                a stage option of the wrong type or value
+    │   ├── DuplicateStageError               two stages share a name
+    │   ├── UnknownDependencyError            a dependency names no stage of the graph
+    │   ├── SelfDependencyError               a stage depends on itself
+    │   └── CycleError                        the dependencies form a cycle (``a -> b -> a``)
+    ├── ConfigurationError (ValueError)       a bad argument to Engine, Engine.run, a sink, ...
+    ├── StageError                            raised inside a run, about one stage (``.stage``)
+    │   ├── StageFailedError                  the stage returned ``StageOutput.fail(...)``
+    │   ├── InvalidOutputError (TypeError)    the stage returned something that is not an output
+    │   ├── StageCancelledError               the stage was cancelled outside the run's control
+    │   └── MissingInputError (KeyError)      ``ctx.inputs`` was asked for what is not there
+    └── RunError                              ``RunResult.raise_for_status()``
+        ├── RunFailedError                    one or more stages failed (``.failed``)
+        └── RunCancelledError                 the run was cancelled or timed out
+            └── RunTimeoutError               the run exceeded ``Engine.run(timeout=...)``
+
+Errors name what is wrong: the stage, the field and the offending value are
+both in the message and in attributes, so that tools can act on them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+__all__ = [
+    "ConfigurationError",
+    "CycleError",
+    "DuplicateStageError",
+    "GraphError",
+    "InvalidOptionError",
+    "InvalidOutputError",
+    "InvalidStageError",
+    "InvalidStageNameError",
+    "MissingInputError",
+    "RunCancelledError",
+    "RunError",
+    "RunFailedError",
+    "RunTimeoutError",
+    "SelfDependencyError",
+    "StageCancelledError",
+    "StageError",
+    "StageFailedError",
+    "StageflowError",
+    "UnknownDependencyError",
+]
+
+
+class StageflowError(Exception):
+    """Base class of every exception raised by stageflow."""
+
+
+# --------------------------------------------------------------------------- graph
+
+
+class GraphError(StageflowError, ValueError):
+    """A pipeline cannot become a valid :class:`~stageflow.StageGraph`.
+
+    Attributes:
+        stages: the names of the stages involved, in a meaningful order.
+    """
+
+    def __init__(self, message: str, stages: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.stages: tuple[str, ...] = tuple(stages)
+
+
+class InvalidStageNameError(GraphError):
+    """A stage name is empty, not a string, or not identifier-like.
+
+    Attributes:
+        name: the rejected value.
+    """
+
+    def __init__(self, message: str, name: object) -> None:
+        super().__init__(message, (name,) if isinstance(name, str) else ())
+        self.name = name
+
+
+class InvalidStageError(GraphError, TypeError):
+    """The object given as a stage cannot be run.
+
+    Attributes:
+        stage: the stage name.
+        value: the rejected object.
+    """
+
+    def __init__(self, message: str, stage: str, value: object) -> None:
+        super().__init__(message, (stage,))
+        self.stage = stage
+        self.value = value
+
+
+class InvalidOptionError(GraphError):
+    """A stage option is unknown, or has a value of the wrong type or range.
+
+    Attributes:
+        stage: the stage name.
+        option: the option's name.
+        value: the rejected value.
+    """
+
+    def __init__(self, message: str, stage: str, option: str, value: object) -> None:
+        super().__init__(message, (stage,))
+        self.stage = stage
+        self.option = option
+        self.value = value
+
+
+class DuplicateStageError(GraphError):
+    """Two stages have the same name. ``stages`` holds that name."""
+
+
+class UnknownDependencyError(GraphError):
+    """A stage depends on a name that is no stage of the graph.
+
+    Attributes:
+        stage: the stage that declares the dependency.
+        dependency: the unknown name.
+    """
+
+    def __init__(self, message: str, stage: str, dependency: str) -> None:
+        super().__init__(message, (stage, dependency))
+        self.stage = stage
+        self.dependency = dependency
+
+
+class SelfDependencyError(GraphError):
+    """A stage lists itself among its dependencies. ``stages`` holds its name."""
+
+
+class CycleError(GraphError):
+    """The dependencies form a cycle.
+
+    Attributes:
+        cycle: the stages along the cycle, the first repeated at the end
+            (``("a", "b", "a")`` for ``a -> b -> a``).
+    """
+
+    def __init__(self, cycle: Sequence[str]) -> None:
+        self.cycle: tuple[str, ...] = tuple(cycle)
+        super().__init__(
+            f"the dependencies form a cycle: {' -> '.join(self.cycle)}", self.cycle[:-1]
+        )
+
+
+# --------------------------------------------------------------------------- configuration
+
+
+class ConfigurationError(StageflowError, ValueError):
+    """An argument given to the engine, a run or a sink is invalid.
+
+    Attributes:
+        field: the argument's name.
+        value: the rejected value.
+    """
+
+    def __init__(self, message: str, field: str, value: object) -> None:
+        super().__init__(message)
+        self.field = field
+        self.value = value
+
+
+# --------------------------------------------------------------------------- stages
+
+
+class StageError(StageflowError):
+    """An error about one stage of a run.
+
+    Attributes:
+        stage: the stage's name.
+    """
+
+    def __init__(self, message: str, stage: str) -> None:
+        super().__init__(message)
+        self.stage = stage
+
+
+class StageFailedError(StageError):
+    """The stage reported a failure with :meth:`StageOutput.fail`.
+
+    Attributes:
+        reason: the reason it gave.
+    """
+
+    def __init__(self, stage: str, reason: str) -> None:
+        super().__init__(f"stage {stage!r} failed: {reason}", stage)
+        self.reason = reason
+
+
+class InvalidOutputError(StageError, TypeError):
+    """A stage returned something that is not a StageOutput, a Mapping or None.
+
+    Attributes:
+        value: the returned object.
+    """
+
+    def __init__(self, stage: str, value: object) -> None:
+        super().__init__(
+            f"stage {stage!r} returned {type(value).__qualname__} {_short_repr(value)}; "
+            "a stage must return a StageOutput, a Mapping (its output data) or None",
+            stage,
+        )
+        self.value = value
+
+
+class StageCancelledError(StageError):
+    """The stage raised CancelledError although the run did not cancel it."""
+
+
+class MissingInputError(StageError, KeyError):
+    """``ctx.inputs`` was asked for a stage or key it does not hold.
+
+    Attributes:
+        dependency: the stage asked for.
+        key: the key asked for, or None when the stage itself is missing.
+    """
+
+    def __init__(self, message: str, stage: str, dependency: str, key: str | None) -> None:
+        super().__init__(message, stage)
+        self.dependency = dependency
+        self.key = key
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0])
+
+
+# --------------------------------------------------------------------------- runs
+
+
+class RunError(StageflowError):
+    """Raised by :meth:`RunResult.raise_for_status` for a run that did not complete.
+
+    Attributes:
+        run_id: the run's id.
+    """
+
+    def __init__(self, message: str, run_id: str) -> None:
+        super().__init__(message)
+        self.run_id = run_id
+
+
+class RunFailedError(RunError):
+    """One or more stages failed.
+
+    Attributes:
+        failed: the names of the failed stages, in graph order.
+    """
+
+    def __init__(self, message: str, run_id: str, failed: Sequence[str]) -> None:
+        super().__init__(message, run_id)
+        self.failed: tuple[str, ...] = tuple(failed)
+
+
+class RunCancelledError(RunError):
+    """The run was cancelled before all its stages ended."""
+
+
+class RunTimeoutError(RunCancelledError, TimeoutError):
+    """The run exceeded its ``timeout``.
+
+    Attributes:
+        timeout: the limit, in seconds.
+    """
+
+    def __init__(self, run_id: str, timeout: float) -> None:
+        super().__init__(f"run {run_id!r} exceeded its timeout of {timeout:g}s", run_id)
+        self.timeout = timeout
+
+
+def _short_repr(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -1,0 +1,11 @@
+"""Interceptors: what wraps every stage call (timeouts, retries, tracing, your own).
+
+The chain is composed once per (graph, engine): each interceptor's
+``wrap(spec, call)`` returns a new call, or ``call`` unchanged when it does not
+apply, so an interceptor that does not apply to a stage costs that stage nothing.
+Lower ``priority`` wraps outer; see :class:`Priority` for the built-ins' order.
+"""
+
+from ._base import BaseInterceptor, Interceptor, Priority
+
+__all__ = ["BaseInterceptor", "Interceptor", "Priority"]

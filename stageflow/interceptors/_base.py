@@ -1,0 +1,182 @@
+"""The Interceptor protocol, BaseInterceptor, and how a chain is composed."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from typing import Any, Protocol, runtime_checkable
+
+from .._spec import StageSpec
+from .._stage import StageCall, StageContext, StageOutput
+from ..errors import ConfigurationError
+
+__all__ = ["BaseInterceptor", "Interceptor", "Priority", "compose", "sort_interceptors"]
+
+
+class Priority(enum.IntEnum):
+    """Default priorities of the built-in interceptors: lower runs first (outer).
+
+    Tracing is outermost so that its span covers everything, retries included;
+    checkpoint sits outside retry so that a restored stage runs nothing; timeout is
+    innermost so that it limits one attempt. ``USER`` (1000) is the default for
+    your own interceptors: closest to the stage.
+    """
+
+    TRACING = 100
+    METRICS = 200
+    LOGGING = 300
+    CHECKPOINT = 400
+    RETRY = 500
+    CIRCUIT_BREAKER = 600
+    BUDGET = 700
+    TIMEOUT = 800
+    USER = 1000
+
+
+@runtime_checkable
+class Interceptor(Protocol):
+    """Wraps the call of a stage.
+
+    The contract: ``wrap(spec, call)`` is called once per stage when the engine
+    first runs a graph (not per run, not per call) and returns the call to use
+    instead of ``call`` — or ``call`` itself when this interceptor does not apply
+    to that stage, which then costs that stage nothing. The returned call takes
+    the :class:`~stageflow.StageContext` and returns (an awaitable of) a
+    :class:`~stageflow.StageOutput`; it must await ``call`` at most once per
+    attempt it makes and let ``asyncio.CancelledError`` through.
+
+    Attributes:
+        name: for errors, logs and docs.
+        priority: lower wraps outer (runs first, ends last); ties keep the order in
+            which the interceptors were given to the Engine.
+    """
+
+    name: str
+    priority: int
+
+    def wrap(self, spec: StageSpec, call: StageCall) -> StageCall:
+        """Return the call to use for this stage."""
+        ...
+
+
+class BaseInterceptor:
+    """An interceptor written as hooks; override those you need.
+
+    Hooks you do not override cost nothing: ``wrap`` builds a call with only the
+    ones you did. Override :meth:`applies_to` to leave some stages alone.
+
+    Example:
+        >>> class Audit(BaseInterceptor):
+        ...     priority = 900
+        ...
+        ...     async def after(self, ctx, output):
+        ...         print(f"{ctx.stage} -> {dict(output.data)}")
+        ...         return None  # keep the output
+    """
+
+    name: str = ""
+    priority: int = Priority.USER
+
+    def __init__(self, *, name: str | None = None, priority: int | None = None) -> None:
+        if name is not None:
+            self.name = name
+        if priority is not None:
+            self.priority = priority
+        if not self.name:
+            self.name = type(self).__name__
+
+    def applies_to(self, spec: StageSpec) -> bool:
+        """Whether to wrap this stage at all (default: every stage)."""
+        return True
+
+    async def before(self, ctx: StageContext) -> StageOutput | None:
+        """Called before the stage; return an output to skip the call and use it instead."""
+        return None
+
+    async def after(self, ctx: StageContext, output: StageOutput) -> StageOutput | None:
+        """Called after the stage returned; return an output to replace its output."""
+        return None
+
+    async def on_error(self, ctx: StageContext, error: Exception) -> StageOutput | None:
+        """Called when the stage raised; return an output to recover, None to re-raise."""
+        return None
+
+    def wrap(self, spec: StageSpec, call: StageCall) -> StageCall:
+        if not self.applies_to(spec):
+            return call
+        cls = type(self)
+        before = self.before if cls.before is not BaseInterceptor.before else None
+        after = self.after if cls.after is not BaseInterceptor.after else None
+        on_error = self.on_error if cls.on_error is not BaseInterceptor.on_error else None
+        if before is None and after is None and on_error is None:
+            return call
+
+        async def intercepted(ctx: StageContext) -> Any:
+            if before is not None:
+                early = await before(ctx)
+                if early is not None:
+                    return early
+            if on_error is None:
+                output = await call(ctx)
+            else:
+                try:
+                    output = await call(ctx)
+                except Exception as error:
+                    recovered = await on_error(ctx, error)
+                    if recovered is None:
+                        raise
+                    return recovered
+            if after is not None:
+                replaced = await after(ctx, output)
+                if replaced is not None:
+                    return replaced
+            return output
+
+        intercepted.__qualname__ = f"{self.name}({spec.name})"
+        return intercepted
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r} priority={self.priority}>"
+
+
+def sort_interceptors(interceptors: Sequence[object]) -> tuple[Interceptor, ...]:
+    """Validate interceptors and order them outermost first (stable on priority ties)."""
+    checked: list[Interceptor] = []
+    for position, interceptor in enumerate(interceptors):
+        priority = getattr(interceptor, "priority", None)
+        if not callable(getattr(interceptor, "wrap", None)):
+            raise ConfigurationError(
+                f"interceptors[{position}] = {interceptor!r} has no wrap(spec, call) method",
+                "interceptors",
+                interceptor,
+            )
+        if not isinstance(priority, int) or isinstance(priority, bool):
+            raise ConfigurationError(
+                f"interceptors[{position}] = {interceptor!r}: priority must be an int, "
+                f"not {priority!r}",
+                "interceptors",
+                interceptor,
+            )
+        if not isinstance(getattr(interceptor, "name", None), str):
+            raise ConfigurationError(
+                f"interceptors[{position}] = {interceptor!r}: name must be a str",
+                "interceptors",
+                interceptor,
+            )
+        checked.append(interceptor)  # type: ignore[arg-type]
+    return tuple(sorted(checked, key=lambda ic: ic.priority))
+
+
+def compose(spec: StageSpec, interceptors: Sequence[Interceptor], inner: StageCall) -> StageCall:
+    """Wrap ``inner`` in ``interceptors`` (outermost first) for one stage."""
+    call = inner
+    for interceptor in reversed(interceptors):
+        call = interceptor.wrap(spec, call)
+        if not callable(call):
+            raise ConfigurationError(
+                f"interceptor {interceptor.name!r} returned {call!r} from wrap() for stage "
+                f"{spec.name!r}; wrap must return a call",
+                "interceptors",
+                interceptor,
+            )
+    return call

@@ -1,0 +1,10 @@
+"""Ports: the Protocols through which stageflow reaches the outside world.
+
+Each port states the contract an implementation must keep; adapters in
+``stageflow.adapters`` (and your own classes) implement them.
+"""
+
+from ._clock import Clock, LoopClock
+from ._events import EventSink
+
+__all__ = ["Clock", "EventSink", "LoopClock"]

@@ -1,0 +1,160 @@
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+try:
+    from hypothesis import strategies as st
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    raise ImportError(
+        "stageflow.testing needs Hypothesis: pip install 'stageflow[testing]'"
+    ) from exc
+
+from .._pipeline import Pipeline
+from ..errors import (
+    CycleError,
+    DuplicateStageError,
+    GraphError,
+    InvalidStageNameError,
+    SelfDependencyError,
+    UnknownDependencyError,
+)
+
+
+async def _noop(ctx: Any) -> dict[str, Any]:
+    return {"stage": ctx.stage}
+
+
+@dataclass(frozen=True)
+class DagShape:
+    """The shape of a graph: stage names and their dependencies, in declaration order.
+
+    Attributes:
+        stages: ``(name, dependencies)`` pairs; a dependency may be declared later.
+    """
+
+    stages: tuple[tuple[str, tuple[str, ...]], ...]
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(name for name, _ in self.stages)
+
+    def dependencies(self, name: str) -> tuple[str, ...]:
+        return dict(self.stages)[name]
+
+    def descendants(self, name: str) -> frozenset[str]:
+        """Every stage that depends on ``name``, directly or not."""
+        dependents: dict[str, list[str]] = {n: [] for n, _ in self.stages}
+        for n, deps in self.stages:
+            for d in deps:
+                dependents[d].append(n)
+        seen: set[str] = set()
+        stack = list(dependents[name])
+        while stack:
+            n = stack.pop()
+            if n not in seen:
+                seen.add(n)
+                stack.extend(dependents[n])
+        return frozenset(seen)
+
+    def pipeline(
+        self,
+        stage: object | Callable[[str], object] = _noop,
+        *,
+        name: str = "generated",
+        per_stage: bool = False,
+    ) -> Pipeline:
+        """A Pipeline of this shape; every stage is ``stage`` (or ``stage(name)`` with
+        ``per_stage=True``)."""
+        p = Pipeline(name)
+        for n, deps in self.stages:
+            p = p.with_stage(n, stage(n) if per_stage else stage, dependencies=deps)  # type: ignore[operator]
+        return p
+
+
+@dataclass(frozen=True)
+class InvalidDagShape:
+    """A graph declaration that must be refused, and the GraphError subclass expected."""
+
+    stages: tuple[tuple[str, tuple[str, ...]], ...]
+    expected: type[GraphError]
+
+    def build(self, stage: object = _noop) -> Any:
+        """Declare and build it: must raise ``expected``."""
+        p = Pipeline("invalid")
+        for n, deps in self.stages:
+            p = p.with_stage(n, stage, dependencies=deps)
+        return p.build()
+
+
+@st.composite
+def dag_shapes(
+    draw: st.DrawFn,
+    min_stages: int = 1,
+    max_stages: int = 12,
+    max_dependencies: int = 3,
+    shuffle: bool = True,
+) -> DagShape:
+    """Random valid DAG shapes: stage ``k`` depends on up to ``max_dependencies`` earlier ones.
+
+    With ``shuffle`` the declaration order is permuted, so dependencies may be
+    declared after the stages that use them (``build()`` accepts that).
+    """
+    n = draw(st.integers(min_stages, max_stages))
+    names = [f"s{k}" for k in range(n)]
+    stages = []
+    for k, name in enumerate(names):
+        deps: list[str] = (
+            draw(st.lists(st.sampled_from(names[:k]), max_size=max_dependencies, unique=True))
+            if k
+            else []
+        )
+        stages.append((name, tuple(deps)))
+    if shuffle:
+        stages = draw(st.permutations(stages))
+    return DagShape(tuple(stages))
+
+
+def pipelines(stage: object = _noop, **shape: Any) -> st.SearchStrategy[Pipeline]:
+    """Random valid pipelines, every stage being ``stage``; ``shape`` goes to dag_shapes."""
+    return dag_shapes(**shape).map(lambda s: s.pipeline(stage))
+
+
+@st.composite
+def invalid_dag_shapes(draw: st.DrawFn, max_stages: int = 10) -> InvalidDagShape:
+    """Random graph declarations with exactly one kind of defect, and the error expected."""
+    base = draw(dag_shapes(min_stages=2, max_stages=max_stages, shuffle=False))
+    stages: list[list[Any]] = [list(s) for s in base.stages]
+    kind = draw(st.sampled_from(["cycle", "unknown", "duplicate", "self", "name"]))
+    expected: type[GraphError]
+    if kind == "cycle":
+        # Close a path: make an ancestor depend on one of its descendants (or a later stage).
+        k = draw(st.integers(1, len(stages) - 1))
+        j = draw(st.integers(0, k - 1))
+        # stage j depends on stage k; then ensure k reaches j through dependencies
+        stages[k][1] = tuple(dict.fromkeys((*stages[k][1], stages[j][0])))
+        stages[j][1] = (*stages[j][1], stages[k][0])
+        expected = CycleError
+    elif kind == "unknown":
+        k = draw(st.integers(0, len(stages) - 1))
+        stages[k][1] = (*stages[k][1], "no_such_stage")
+        expected = UnknownDependencyError
+    elif kind == "duplicate":
+        k = draw(st.integers(1, len(stages) - 1))
+        stages[k][0] = stages[draw(st.integers(0, k - 1))][0]
+        stages[k][1] = ()
+        expected = DuplicateStageError
+    elif kind == "self":
+        k = draw(st.integers(0, len(stages) - 1))
+        stages[k][1] = (*stages[k][1], stages[k][0])
+        expected = SelfDependencyError
+    else:
+        k = draw(st.integers(0, len(stages) - 1))
+        bad = draw(st.sampled_from(["", "has space", "1digit", "dot.ted", "x" * 200, "é"]))
+        old = stages[k][0]
+        for s in stages:
+            s[1] = tuple(bad if d == old else d for d in s[1])
+        stages[k][0] = bad
+        expected = InvalidStageNameError
+    return InvalidDagShape(tuple((n, tuple(d)) for n, d in stages), expected)
