@@ -11,7 +11,7 @@ from ._events import Event, EventType
 from ._graph import StageGraph
 from ._pipeline import Pipeline
 from ._result import RunResult, RunStatus
-from ._sinks import FanOutSink, JsonLinesSink, LoggingSink
+from ._sinks import BufferedSink, FanOutSink, JsonLinesSink, LoggingSink
 from ._spec import StageSpec
 from ._stage import (
     Stage,
@@ -51,6 +51,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BaseInterceptor",
+    "BufferedSink",
     "Clock",
     "ConfigurationError",
     "CycleError",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import collections
 import io
 import logging
 import os
@@ -15,7 +17,7 @@ from ._events import Event
 from .errors import ConfigurationError
 from .ports import EventSink
 
-__all__ = ["FanOutSink", "JsonLinesSink", "LoggingSink"]
+__all__ = ["BufferedSink", "FanOutSink", "JsonLinesSink", "LoggingSink"]
 
 
 class _SyncSink:
@@ -154,3 +156,100 @@ class FanOutSink(_SyncSink):
                     logging.getLogger("stageflow").exception(
                         "event sink %r raised on %s; further errors are counted", sink, event.type
                     )
+
+
+class BufferedSink(_SyncSink):
+    """Delivers events to a slow sink in the background, so it never stalls a run.
+
+    ``try_emit`` only appends to a bounded queue; a background task awaits the
+    inner sink's ``emit`` for each event in order. When the queue is full, the
+    oldest queued event is dropped (``overflow="drop_oldest"``, the default: the
+    newest state matters most) or the new one is (``"drop_newest"``); ``dropped``
+    counts them and ``errors`` counts the inner sink's exceptions. Call
+    ``await flush()`` to wait until every queued event is delivered, and
+    ``await aclose()`` at shutdown.
+
+    Args:
+        sink: the slow sink; its ``emit`` is awaited.
+        maxsize: how many events may wait.
+        overflow: ``"drop_oldest"`` or ``"drop_newest"``.
+    """
+
+    def __init__(self, sink: EventSink, *, maxsize: int = 10_000, overflow: str = "drop_oldest"):
+        if not callable(getattr(sink, "emit", None)):
+            raise ConfigurationError(
+                f"BufferedSink needs a sink with an async emit(event), not {sink!r}", "sink", sink
+            )
+        if not isinstance(maxsize, int) or isinstance(maxsize, bool) or maxsize < 1:
+            raise ConfigurationError(
+                f"maxsize must be a positive int, not {maxsize!r}", "maxsize", maxsize
+            )
+        if overflow not in ("drop_oldest", "drop_newest"):
+            raise ConfigurationError(
+                f"overflow must be 'drop_oldest' or 'drop_newest', not {overflow!r}",
+                "overflow",
+                overflow,
+            )
+        self.sink = sink
+        self.maxsize = maxsize
+        self.overflow = overflow
+        self.dropped = 0
+        self.errors = 0
+        self._queue: collections.deque[Event] = collections.deque()
+        self._wakeup: asyncio.Event | None = None
+        self._idle: asyncio.Event | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+
+    def try_emit(self, event: Event) -> None:
+        if self._closed:
+            self.dropped += 1
+            return
+        if len(self._queue) >= self.maxsize:
+            self.dropped += 1
+            if self.overflow == "drop_newest":
+                return
+            self._queue.popleft()
+        self._queue.append(event)
+        if self._task is None:
+            self._start()
+        self._wakeup.set()  # type: ignore[union-attr]
+        self._idle.clear()  # type: ignore[union-attr]
+
+    def _start(self) -> None:
+        self._wakeup = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._task = asyncio.get_running_loop().create_task(self._deliver())
+
+    async def _deliver(self) -> None:
+        assert self._wakeup is not None and self._idle is not None
+        while True:
+            while self._queue:
+                event = self._queue.popleft()
+                try:
+                    await self.sink.emit(event)
+                except Exception:  # the inner sink's failure stays here
+                    self.errors += 1
+                    if self.errors == 1:
+                        logging.getLogger("stageflow").exception(
+                            "buffered sink %r raised on %s; further errors are counted",
+                            self.sink,
+                            event.type,
+                        )
+            self._idle.set()
+            if self._closed:
+                return
+            self._wakeup.clear()
+            await self._wakeup.wait()
+
+    async def flush(self) -> None:
+        """Wait until every event queued so far has been delivered (or failed)."""
+        if self._idle is not None:
+            await self._idle.wait()
+
+    async def aclose(self) -> None:
+        """Deliver what is queued, then stop; later events are dropped and counted."""
+        self._closed = True
+        if self._task is not None:
+            self._wakeup.set()  # type: ignore[union-attr]
+            await self._task
