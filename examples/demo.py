@@ -19,9 +19,9 @@ from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from research import pipeline  # noqa: E402
+from research import pipeline
 
-from stageflow import Engine, Event, RunResult, StageStatus  # noqa: E402
+from stageflow import Engine, Event, RunResult, StageStatus
 
 STYLE = {
     "pending": "dim",

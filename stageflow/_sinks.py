@@ -167,7 +167,8 @@ class BufferedSink(_SyncSink):
     newest state matters most) or the new one is (``"drop_newest"``); ``dropped``
     counts them and ``errors`` counts the inner sink's exceptions. Call
     ``await flush()`` to wait until every queued event is delivered, and
-    ``await aclose()`` at shutdown.
+    ``await aclose()`` at shutdown. A BufferedSink belongs to the event loop that
+    first uses it.
 
     Args:
         sink: the slow sink; its ``emit`` is awaited.
@@ -196,8 +197,9 @@ class BufferedSink(_SyncSink):
         self.dropped = 0
         self.errors = 0
         self._queue: collections.deque[Event] = collections.deque()
-        self._wakeup: asyncio.Event | None = None
-        self._idle: asyncio.Event | None = None
+        self._wakeup = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
         self._task: asyncio.Task[None] | None = None
         self._closed = False
 
@@ -211,18 +213,12 @@ class BufferedSink(_SyncSink):
                 return
             self._queue.popleft()
         self._queue.append(event)
-        if self._task is None:
-            self._start()
-        self._wakeup.set()  # type: ignore[union-attr]
-        self._idle.clear()  # type: ignore[union-attr]
-
-    def _start(self) -> None:
-        self._wakeup = asyncio.Event()
-        self._idle = asyncio.Event()
-        self._task = asyncio.get_running_loop().create_task(self._deliver())
+        self._idle.clear()
+        self._wakeup.set()
+        if self._task is None:  # started on first use, on the loop that runs the engine
+            self._task = asyncio.get_running_loop().create_task(self._deliver())
 
     async def _deliver(self) -> None:
-        assert self._wakeup is not None and self._idle is not None
         while True:
             while self._queue:
                 event = self._queue.popleft()
@@ -244,12 +240,11 @@ class BufferedSink(_SyncSink):
 
     async def flush(self) -> None:
         """Wait until every event queued so far has been delivered (or failed)."""
-        if self._idle is not None:
-            await self._idle.wait()
+        await self._idle.wait()
 
     async def aclose(self) -> None:
         """Deliver what is queued, then stop; later events are dropped and counted."""
         self._closed = True
         if self._task is not None:
-            self._wakeup.set()  # type: ignore[union-attr]
+            self._wakeup.set()
             await self._task
