@@ -56,14 +56,16 @@ class StageGraph:
     @classmethod
     def _from_specs(cls, name: str, specs: Sequence[StageSpec]) -> StageGraph:
         index: dict[str, int] = {}
+        setdefault = index.setdefault
         for i, spec in enumerate(specs):
-            if index.setdefault(spec.name, i) != i:
+            if setdefault(spec.name, i) != i:
                 raise DuplicateStageError(
                     f"pipeline {name!r}: two stages are named {spec.name!r}", (spec.name,)
                 )
         n = len(specs)
         successors: list[list[int]] = [[] for _ in range(n)]
         predecessors: list[tuple[int, ...]] = []
+        backward_only = True  # every dependency declared before its dependent: no cycle possible
         for i, spec in enumerate(specs):
             preds = []
             for dep in spec.dependencies:
@@ -75,21 +77,24 @@ class StageGraph:
                         spec.name,
                         dep,
                     )
+                succ = successors[j]
+                if succ and succ[-1] == i:  # i's dependencies are appended together
+                    raise DuplicateStageError(
+                        f"stage {spec.name!r} lists dependency {dep!r} more than once",
+                        (spec.name, dep),
+                    )
                 if j == i:
                     raise SelfDependencyError(
                         f"stage {spec.name!r} depends on itself", (spec.name,)
                     )
-                successors[j].append(i)
+                if j > i:
+                    backward_only = False
+                succ.append(i)
                 preds.append(j)
-            if len(preds) > 1 and len(set(preds)) != len(preds):
-                dupes = sorted({d for d in spec.dependencies if spec.dependencies.count(d) > 1})
-                raise DuplicateStageError(
-                    f"stage {spec.name!r} lists dependencies {dupes!r} more than once",
-                    (spec.name, *dupes),
-                )
             predecessors.append(tuple(preds))
         in_degree = tuple(map(len, predecessors))
-        _check_acyclic(specs, successors, in_degree)
+        if not backward_only:
+            _check_acyclic(specs, successors, in_degree)
         graph = object.__new__(cls)
         setattr_ = object.__setattr__
         setattr_(graph, "name", name)

@@ -17,6 +17,7 @@ __all__ = ["Pipeline"]
 # The stages of a pipeline are a persistent linked list, newest first: with_stage is O(1)
 # and never copies, so building n stages is O(n) and every intermediate Pipeline stays valid.
 _Node = tuple["_Node | None", StageSpec]
+_new_pipeline = object.__new__
 
 
 class Pipeline:
@@ -54,7 +55,7 @@ class Pipeline:
         return self._name
 
     def _extend(self, tail: _Node | None, count: int) -> Pipeline:
-        new = Pipeline.__new__(Pipeline)
+        new = _new_pipeline(Pipeline)
         new._name = self._name
         new._tail = tail
         new._count = count
@@ -93,7 +94,11 @@ class Pipeline:
             InvalidOptionError: an option has the wrong type or value.
         """
         spec = make_spec(name, stage, kind, dependencies, optional, tags, metadata)
-        return self._extend((self._tail, spec), self._count + 1)
+        new = _new_pipeline(Pipeline)  # _extend, inlined: with_stage is BUILD's hot path
+        new._name = self._name
+        new._tail = (self._tail, spec)
+        new._count = self._count + 1
+        return new
 
     def compose(self, other: Pipeline) -> Pipeline:
         """Return a new Pipeline with ``other``'s stages after this one's.

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import inspect
+import types
 import weakref
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
@@ -47,8 +49,19 @@ class StageSpec(NamedTuple):
     call: StageCall
 
 
+# StageSpec(...) through NamedTuple's Python-level __new__ costs a frame per stage.
+_new_spec: Callable[[tuple[Any, ...]], StageSpec] = functools.partial(tuple.__new__, StageSpec)
+
+
 def check_name(name: object, what: str = "stage name") -> str:
     """Return ``name`` if it is a valid stage or pipeline name, else raise."""
+    if (
+        type(name) is str
+        and len(name) <= MAX_NAME_LENGTH
+        and name.isascii()
+        and name.isidentifier()
+    ):
+        return name  # the common case, all in C
     if not isinstance(name, str):
         raise InvalidStageNameError(
             f"{what} must be a str, not {type(name).__name__} {name!r}", name
@@ -90,7 +103,13 @@ def make_spec(
     metadata: object,
 ) -> StageSpec:
     """Validate ``with_stage``'s arguments into a StageSpec (errors name stage, option, value)."""
-    name = check_name(name)
+    if not (
+        type(name) is str
+        and len(name) <= MAX_NAME_LENGTH
+        and name.isascii()
+        and name.isidentifier()
+    ):
+        name = check_name(name)
     if not isinstance(kind, StageKind):
         try:
             kind = StageKind(kind)  # type: ignore[arg-type]
@@ -103,10 +122,11 @@ def make_spec(
                 kind,
             ) from None
     deps = (
-        dependencies
-        if type(dependencies) is tuple and all(type(d) is str for d in dependencies)
-        else _names(name, "dependencies", dependencies)
+        dependencies if type(dependencies) is tuple else _names(name, "dependencies", dependencies)
     )
+    for dep in deps:
+        if type(dep) is not str:
+            deps = _names(name, "dependencies", dependencies)  # raises, naming the value
     opt: frozenset[str] = frozenset()
     if optional:
         opt = frozenset(_names(name, "optional", optional))
@@ -130,7 +150,7 @@ def make_spec(
                 metadata,
             )
         meta = MappingProxyType(dict(metadata))
-    return StageSpec(name, stage, kind, deps, opt, tag_set, meta, stage_call(name, stage))
+    return _new_spec((name, stage, kind, deps, opt, tag_set, meta, stage_call(name, stage)))
 
 
 # --------------------------------------------------------------------------- calling a stage
@@ -201,14 +221,30 @@ def _check_arity(name: str, fn: Any, label: str, *, bound: bool) -> None:
         ) from None
 
 
+def _check_function(name: str, fn: types.FunctionType) -> None:
+    """The slow path of a function whose code object is not simply ``f(ctx)``."""
+    code = fn.__code__
+    required = code.co_argcount - len(fn.__defaults__ or ())
+    takes_one = code.co_argcount >= 1 or code.co_flags & inspect.CO_VARARGS
+    required_kwonly = code.co_kwonlyargcount - len(fn.__kwdefaults__ or ())
+    if required > 1 or not takes_one or required_kwonly > 0:
+        _check_arity(name, fn, fn.__qualname__, bound=True)  # raises, with the signature
+
+
 def stage_call(name: str, stage: object) -> StageCall:
     """The engine's call for ``stage``: the function itself when it is async."""
-    try:
-        how, is_async = _ANALYSIS[stage]
-    except (KeyError, TypeError):  # TypeError: not weak-referenceable or unhashable
-        how, is_async = _analyze(name, stage)
-        with contextlib.suppress(TypeError):  # not weak-referenceable: analyze every time
-            _ANALYSIS[stage] = (how, is_async)
+    if type(stage) is types.FunctionType:  # the common case, read off the code object
+        code = stage.__code__
+        how, is_async = "function", bool(code.co_flags & inspect.CO_COROUTINE)
+        if code.co_argcount - len(stage.__defaults__ or ()) != 1 or code.co_kwonlyargcount:
+            _check_function(name, stage)
+    else:
+        try:
+            how, is_async = _ANALYSIS[stage]
+        except (KeyError, TypeError):  # TypeError: not weak-referenceable or unhashable
+            how, is_async = _analyze(name, stage)
+            with contextlib.suppress(TypeError):  # not weak-referenceable: analyze every time
+                _ANALYSIS[stage] = (how, is_async)
     fn: Callable[[StageContext], Any]
     if how == "class":
         cls: Any = stage
