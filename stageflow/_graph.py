@@ -29,6 +29,7 @@ class StageGraph:
         predecessors: for each stage, the numbers of its dependencies.
         in_degree: for each stage, how many dependencies it has.
         roots: the numbers of the stages without dependencies.
+        names: the stage names, in declaration order.
     """
 
     __slots__ = (
@@ -36,6 +37,7 @@ class StageGraph:
         "in_degree",
         "index",
         "name",
+        "names",
         "predecessors",
         "roots",
         "stages",
@@ -43,6 +45,7 @@ class StageGraph:
     )
 
     name: str
+    names: tuple[str, ...]
     stages: tuple[StageSpec, ...]
     index: Mapping[str, int]
     successors: tuple[tuple[int, ...], ...]
@@ -99,6 +102,7 @@ class StageGraph:
         setattr_ = object.__setattr__
         setattr_(graph, "name", name)
         setattr_(graph, "stages", tuple(specs))
+        setattr_(graph, "names", tuple(spec.name for spec in specs))
         setattr_(graph, "index", MappingProxyType(index))
         setattr_(graph, "successors", tuple(map(tuple, successors)))
         setattr_(graph, "predecessors", tuple(predecessors))
@@ -108,11 +112,6 @@ class StageGraph:
 
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError(f"StageGraph is frozen; cannot set {name!r}")
-
-    @property
-    def names(self) -> tuple[str, ...]:
-        """The stage names, in declaration order."""
-        return tuple(spec.name for spec in self.stages)
 
     def __len__(self) -> int:
         return len(self.stages)

@@ -19,8 +19,9 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final
 
 from ._events import Event, EventType
+from ._outcomes import CANCELLED, CODE, COMPLETED, FAILED, NONE, SKIPPED, Outcomes, StageResults
 from ._result import RunResult, RunStatus
-from ._stage import StageContext, StageOutput, StageResult, StageStatus
+from ._stage import StageContext, StageOutput, StageStatus
 from .errors import (
     InvalidOutputError,
     RunTimeoutError,
@@ -35,48 +36,18 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("stageflow")
 
-_COMPLETED: Final = StageStatus.COMPLETED
-_FAILED: Final = StageStatus.FAILED
-_SKIPPED: Final = StageStatus.SKIPPED
-_CANCELLED: Final = StageStatus.CANCELLED
-_STAGE_EVENT: Final = {
-    _COMPLETED: EventType.STAGE_COMPLETED,
-    _FAILED: EventType.STAGE_FAILED,
-    _SKIPPED: EventType.STAGE_SKIPPED,
-    _CANCELLED: EventType.STAGE_CANCELLED,
-}
+_STAGE_EVENT: Final = (
+    None,
+    EventType.STAGE_COMPLETED,
+    EventType.STAGE_FAILED,
+    EventType.STAGE_SKIPPED,
+    EventType.STAGE_CANCELLED,
+)
 _RUN_EVENT: Final = {
     RunStatus.COMPLETED: EventType.RUN_COMPLETED,
     RunStatus.FAILED: EventType.RUN_FAILED,
     RunStatus.CANCELLED: EventType.RUN_CANCELLED,
 }
-_EMPTY: Final[Mapping[str, Any]] = {}
-
-
-def to_result(name: str, out: object, attempts: int, started: float, ended: float) -> StageResult:
-    """Turn what a stage's call returned into its StageResult."""
-    if isinstance(out, StageOutput):
-        error = StageFailedError(name, out.reason or "") if out.status is _FAILED else None
-        return StageResult(
-            name, out.status, out.data, error=error, reason=out.reason,
-            attempts=attempts, started=started, ended=ended,
-        )  # fmt: skip
-    if out is None:
-        return StageResult(name, _COMPLETED, {}, attempts=attempts, started=started, ended=ended)
-    if isinstance(out, Mapping):
-        return StageResult(
-            name, _COMPLETED, dict(out), attempts=attempts, started=started, ended=ended
-        )
-    return failed_result(name, InvalidOutputError(name, out), attempts, started, ended)
-
-
-def failed_result(
-    name: str, error: BaseException, attempts: int, started: float | None, ended: float | None
-) -> StageResult:
-    return StageResult(
-        name, _FAILED, error=error, reason=f"{type(error).__name__}: {error}",
-        attempts=attempts, started=started, ended=ended,
-    )  # fmt: skip
 
 
 def normalize_output(name: str, out: object) -> StageOutput:
@@ -86,7 +57,7 @@ def normalize_output(name: str, out: object) -> StageOutput:
     if out is None:
         return StageOutput()
     if isinstance(out, Mapping):
-        return StageOutput(_COMPLETED, out if type(out) is dict else dict(out))
+        return StageOutput(StageStatus.COMPLETED, out if type(out) is dict else dict(out))
     raise InvalidOutputError(name, out)
 
 
@@ -106,11 +77,11 @@ class RunState:
         "limit",
         "loop",
         "now",
+        "outcomes",
         "pending",
         "pipeline",
         "queue",
         "remaining",
-        "results",
         "run_id",
         "seq",
         "sink",
@@ -134,7 +105,6 @@ class RunState:
         max_parallel: int | None,
         fail_fast: bool,
     ) -> None:
-        n = len(graph.stages)
         self.graph = graph
         self.calls = calls
         self.run_id = run_id
@@ -152,10 +122,10 @@ class RunState:
         else:
             self.now = clock.monotonic
             self.wall = clock.wall
-        self.results: list[StageResult | None] = [None] * n
+        self.outcomes = Outcomes(graph.names)
         self.pending = list(graph.in_degree)
-        self.blocked: dict[int, str] = {}
-        self.remaining = n
+        self.blocked: dict[int, str] = {}  # stage -> why it will be skipped
+        self.remaining = len(graph.stages)
         self.active = 0
         self.limit = sys.maxsize if max_parallel is None else max_parallel
         self.queue: deque[int] = deque()
@@ -176,7 +146,7 @@ class RunState:
         wall_start = self.wall()
         self.t0 = self.now()
         if self.sink is not None:
-            self.event(EventType.RUN_STARTED, None, 0, {"stages": len(self.results)})
+            self.event(EventType.RUN_STARTED, None, 0, {"stages": len(self.graph.stages)})
         for i in self.graph.roots:
             self.ready(i)
         if self.remaining == 0:
@@ -208,12 +178,13 @@ class RunState:
             status = RunStatus.FAILED if self.failed else RunStatus.COMPLETED
         duration = self.now() - self.t0
         if self.sink is not None:
-            self.event(_RUN_EVENT[status], None, 0, self.run_summary(status, duration))
+            summary = {"status": status.value, "duration": duration, **self.outcomes.counts()}
+            self.event(_RUN_EVENT[status], None, 0, summary)
         result = RunResult(
             self.run_id,
             self.pipeline,
             status,
-            {spec.name: r for spec, r in zip(self.graph.stages, self.results, strict=True)},  # type: ignore[misc]
+            StageResults(self.outcomes, self.graph.index),
             started_at=wall_start,
             duration=duration,
             error=self.first_error,
@@ -235,6 +206,11 @@ class RunState:
         first = i
         calls = self.calls
         specs = self.graph.stages
+        outcomes = self.outcomes
+        outputs = outcomes.outputs
+        status = outcomes.status
+        times = outcomes.times
+        attempts = outcomes.attempts
         sink = self.sink
         now = self.now
         t0 = self.t0
@@ -244,62 +220,93 @@ class RunState:
                 ctx = StageContext(self, i, spec)
                 if sink is not None:
                     self.event(EventType.STAGE_STARTED, spec.name, 1, {"kind": spec.kind.value})
-                began = now()
+                times[2 * i] = now() - t0
                 try:
                     out = await calls[i](ctx)
                 except asyncio.CancelledError:
+                    times[2 * i + 1] = now() - t0
+                    attempts[i] = ctx.attempt
                     if self.stopping:
-                        self.cancelled(i, ctx.attempt, began - t0)
+                        self.record_cancelled(i)
                         raise
-                    result = self.stray_cancel(spec.name, ctx.attempt, began - t0)
-                except Exception as exc:  # noqa: BLE001 - a stage's error is its result
-                    result = failed_result(spec.name, exc, ctx.attempt, began - t0, now() - t0)
+                    code = self.record_stray_cancel(i)
+                except Exception as exc:  # noqa: BLE001 - a stage's error is its outcome
+                    times[2 * i + 1] = now() - t0
+                    attempts[i] = ctx.attempt
+                    code = self.record_failure(i, exc)
                 else:
+                    times[2 * i + 1] = now() - t0
+                    attempts[i] = ctx.attempt
                     if type(out) is dict:  # the common case, inline
-                        result = StageResult(
-                            spec.name, _COMPLETED, out, None, None, ctx.attempt,
-                            began - t0, now() - t0,
-                        )  # fmt: skip
+                        outputs[i] = out
+                        status[i] = code = COMPLETED
                     else:
-                        result = to_result(spec.name, out, ctx.attempt, began - t0, now() - t0)
-                i = self.finish(i, result)
+                        code = self.record_output(i, out)
+                i = self.finish(i, code)
                 if i < 0:
                     return
         finally:
             del self.tasks[first]
 
-    def cancelled(self, i: int, attempts: int, began: float) -> None:
-        """Stage i was cancelled by a stop: record it with its timing."""
-        result = StageResult(
-            self.graph.stages[i].name, _CANCELLED, _EMPTY, None, self.stop_reason, attempts,
-            began, self.now() - self.t0,
-        )  # fmt: skip
-        self.results[i] = result
-        if self.sink is not None:
-            self.stage_event(result)
+    # ------------------------------------------------------------------ recording outcomes
 
-    def stray_cancel(self, name: str, attempts: int, began: float) -> StageResult:
+    def record_output(self, i: int, out: object) -> int:
+        """Record what stage i returned (not a dict); return its status code."""
+        outcomes = self.outcomes
+        if isinstance(out, StageOutput):
+            code = CODE[out.status]
+            outcomes.outputs[i] = out.data
+            if out.reason is not None:
+                outcomes.reasons[i] = out.reason
+            if code == FAILED:
+                outcomes.errors[i] = StageFailedError(outcomes.names[i], out.reason or "")
+        elif out is None:
+            code = COMPLETED
+            outcomes.outputs[i] = {}
+        elif isinstance(out, Mapping):
+            code = COMPLETED
+            outcomes.outputs[i] = dict(out)
+        else:
+            return self.record_failure(i, InvalidOutputError(outcomes.names[i], out))
+        outcomes.status[i] = code
+        return code
+
+    def record_failure(self, i: int, error: BaseException) -> int:
+        outcomes = self.outcomes
+        outcomes.status[i] = FAILED
+        outcomes.errors[i] = error
+        outcomes.reasons[i] = f"{type(error).__name__}: {error}"
+        return FAILED
+
+    def record_cancelled(self, i: int) -> None:
+        """Stage i was cancelled by a stop."""
+        self.outcomes.status[i] = CANCELLED
+        self.outcomes.reasons[i] = self.stop_reason
+        if self.sink is not None:
+            self.stage_event(i)
+
+    def record_stray_cancel(self, i: int) -> int:
         """A CancelledError the run did not cause: the stage let one out, or someone
         cancelled this task. Fail the stage rather than hang or tear down the run."""
         task = asyncio.current_task()
         if task is not None:
             while task.cancelling():
                 task.uncancel()
+        name = self.outcomes.names[i]
         error = StageCancelledError(
             f"stage {name!r} raised CancelledError without the run cancelling it", name
         )
-        return failed_result(name, error, attempts, began, self.now() - self.t0)
+        return self.record_failure(i, error)
 
-    def finish(self, i: int, result: StageResult) -> int:
-        """Record stage i's result; return the stage this worker runs next, or -1."""
-        self.results[i] = result
+    def finish(self, i: int, code: int) -> int:
+        """Stage i ended with ``code``; return the stage this worker runs next, or -1."""
         self.remaining -= 1
         if self.sink is not None:
-            self.stage_event(result)
+            self.stage_event(i)
         if self.stopping:
             return -1
         nxt = -1
-        if result.status is _COMPLETED:
+        if code == COMPLETED:
             pending = self.pending
             blocked = self.blocked
             for j in self.graph.successors[i]:
@@ -315,16 +322,18 @@ class RunState:
                         self.tasks[j] = self.loop.create_task(self.worker(j))
                     else:
                         self.queue.append(j)
-        elif result.status is _FAILED:
-            self.failed += 1
-            if self.first_error is None:
-                self.first_error = result.error
-            if self.fail_fast:
-                self.stop(f"stage {result.stage!r} failed (fail_fast)")
-                return -1
-            self.block_successors(i, f"dependency {result.stage!r} failed")
         else:
-            self.block_successors(i, f"dependency {result.stage!r} was skipped")
+            name = self.outcomes.names[i]
+            if code == FAILED:
+                self.failed += 1
+                if self.first_error is None:
+                    self.first_error = self.outcomes.errors[i]
+                if self.fail_fast:
+                    self.stop(f"stage {name!r} failed (fail_fast)")
+                    return -1
+                self.block_successors(i, f"dependency {name!r} failed")
+            else:
+                self.block_successors(i, f"dependency {name!r} was skipped")
         if nxt < 0:
             if self.queue:
                 nxt = self.queue.popleft()
@@ -359,13 +368,13 @@ class RunState:
 
     def skip(self, j: int, *, cascade: bool = True) -> None:
         """Record stage j as skipped because of a dependency (it never runs)."""
-        result = StageResult(self.graph.stages[j].name, _SKIPPED, reason=self.blocked[j])
-        self.results[j] = result
+        self.outcomes.status[j] = SKIPPED
+        self.outcomes.reasons[j] = self.blocked[j]
         self.remaining -= 1
         if self.sink is not None:
-            self.stage_event(result)
+            self.stage_event(j)
         if cascade:
-            self.block_successors(j, f"dependency {result.stage!r} was skipped")
+            self.block_successors(j, f"dependency {self.outcomes.names[j]!r} was skipped")
 
     def stop(self, reason: str) -> None:
         """Start no more stages and cancel the running ones (fail-fast or cancellation)."""
@@ -382,18 +391,16 @@ class RunState:
             self.done.set_result(None)
 
     def settle(self) -> None:
-        """After a stop: give every stage that has no result one."""
-        for j, result in enumerate(self.results):
-            if result is not None:
-                continue
-            # A stage that started has a result by now (completed, failed, or cancelled
-            # by its worker), so one without a result never started.
-            skipped = StageResult(
-                self.graph.stages[j].name, _SKIPPED, reason=f"not started: {self.stop_reason}"
-            )
-            self.results[j] = skipped
-            if self.sink is not None:
-                self.stage_event(skipped)
+        """After a stop: give every stage that has no outcome one."""
+        status = self.outcomes.status
+        for j in range(len(status)):
+            # A stage that started has an outcome by now (completed, failed, or cancelled
+            # by its worker), so one without an outcome never started.
+            if status[j] == NONE:
+                status[j] = SKIPPED
+                self.outcomes.reasons[j] = f"not started: {self.stop_reason}"
+                if self.sink is not None:
+                    self.stage_event(j)
 
     # ------------------------------------------------------------------ events
 
@@ -413,24 +420,20 @@ class RunState:
                     self.sink, type_, self.run_id,
                 )  # fmt: skip
 
-    def stage_event(self, result: StageResult) -> None:
+    def stage_event(self, i: int) -> None:
+        outcomes = self.outcomes
         data: dict[str, Any] = {}
-        duration = result.duration
-        if duration is not None:
-            data["duration"] = duration
-        if result.reason is not None:
-            data["reason"] = result.reason
-        if result.error is not None:
-            data["error"] = type(result.error).__qualname__
-        self.event(_STAGE_EVENT[result.status], result.stage, result.attempts, data)
+        attempts = outcomes.attempts[i]
+        if attempts:
+            data["duration"] = outcomes.times[2 * i + 1] - outcomes.times[2 * i]
+        reason = outcomes.reasons.get(i)
+        if reason is not None:
+            data["reason"] = reason
+        error = outcomes.errors.get(i)
+        if error is not None:
+            data["error"] = type(error).__qualname__
+        self.event(_STAGE_EVENT[outcomes.status[i]], outcomes.names[i], attempts, data)  # type: ignore[arg-type]
 
     def emit_custom(self, stage: str, attempt: int, type_: str, data: dict[str, Any]) -> None:
         if self.sink is not None:
             self.event(type_, stage, attempt, data)
-
-    def run_summary(self, status: RunStatus, duration: float) -> dict[str, Any]:
-        counts = {s.value: 0 for s in StageStatus}
-        for r in self.results:
-            if r is not None:
-                counts[r.status.value] += 1
-        return {"status": status.value, "duration": duration, **counts}

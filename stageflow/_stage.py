@@ -12,6 +12,7 @@ from .errors import ConfigurationError, MissingInputError
 
 if TYPE_CHECKING:
     from ._graph import StageGraph
+    from ._outcomes import Outcomes
     from ._spec import StageSpec
 
 __all__ = [
@@ -27,6 +28,7 @@ __all__ = [
 
 _EMPTY: Final[Mapping[str, Any]] = MappingProxyType({})
 _MISSING: Final[Any] = object()
+_COMPLETED_CODE: Final = 1  # stageflow._outcomes.COMPLETED (which imports this module)
 _CUSTOM_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_\-]*(\.[A-Za-z_][A-Za-z0-9_\-]*)*")
 
 
@@ -183,7 +185,7 @@ class _Run(Protocol):
     pipeline: str
     data: Mapping[str, Any]
     graph: StageGraph
-    results: list[StageResult | None]
+    outcomes: Outcomes
 
     def emit_custom(self, stage: str, attempt: int, type_: str, data: dict[str, Any]) -> None: ...
 
@@ -290,7 +292,8 @@ class StageInputs(Mapping[str, Mapping[str, Any]]):
         self._index = index
         self._spec = spec
 
-    def _result(self, dependency: str) -> StageResult | None:
+    def _output(self, dependency: str) -> Mapping[str, Any] | None:
+        """The dependency's output, or None if it did not complete."""
         if dependency not in self._spec.dependencies:
             deps = ", ".join(map(repr, self._spec.dependencies)) or "none"
             raise MissingInputError(
@@ -300,14 +303,13 @@ class StageInputs(Mapping[str, Mapping[str, Any]]):
                 dependency,
                 None,
             )
-        result = self._run.results[self._run.graph.index[dependency]]
-        if result is None or result.status is not StageStatus.COMPLETED:
-            return None
-        return result
+        j = self._run.graph.index[dependency]
+        outcomes = self._run.outcomes
+        return outcomes.outputs[j] if outcomes.status[j] == _COMPLETED_CODE else None
 
     def __getitem__(self, dependency: str) -> Mapping[str, Any]:
-        result = self._result(dependency)
-        if result is None:
+        output = self._output(dependency)
+        if output is None:
             raise MissingInputError(
                 f"stage {self._spec.name!r}: optional dependency {dependency!r} did not "
                 "complete, so it has no output; use get_from(..., default=...)",
@@ -315,7 +317,7 @@ class StageInputs(Mapping[str, Mapping[str, Any]]):
                 dependency,
                 None,
             )
-        return result.data
+        return output
 
     def get_from(self, dependency: str, key: str, default: Any = _MISSING) -> Any:
         """One value of a dependency's output.
@@ -330,28 +332,27 @@ class StageInputs(Mapping[str, Mapping[str, Any]]):
             MissingInputError: ``dependency`` is not a dependency of this stage, or
                 the value is missing and no default was given.
         """
-        result = self._result(dependency)
-        if result is not None:
-            value = result.data.get(key, _MISSING)
+        output = self._output(dependency)
+        if output is not None:
+            value = output.get(key, _MISSING)
             if value is not _MISSING:
                 return value
         if default is not _MISSING:
             return default
-        if result is None:
+        if output is None:
             why = f"optional dependency {dependency!r} did not complete"
         else:
-            keys = ", ".join(map(repr, result.data)) or "none"
+            keys = ", ".join(map(repr, output)) or "none"
             why = f"the output of {dependency!r} has no key {key!r} (keys: {keys})"
         raise MissingInputError(
             f"stage {self._spec.name!r}: {why}", self._spec.name, dependency, key
         )
 
     def __iter__(self) -> Iterator[str]:
-        results = self._run.results
+        status = self._run.outcomes.status
         index = self._run.graph.index
         for dependency in self._spec.dependencies:
-            result = results[index[dependency]]
-            if result is not None and result.status is StageStatus.COMPLETED:
+            if status[index[dependency]] == _COMPLETED_CODE:
                 yield dependency
 
     def __len__(self) -> int:
@@ -359,7 +360,7 @@ class StageInputs(Mapping[str, Mapping[str, Any]]):
 
     def __contains__(self, dependency: object) -> bool:
         return isinstance(dependency, str) and (
-            dependency in self._spec.dependencies and self._result(dependency) is not None
+            dependency in self._spec.dependencies and self._output(dependency) is not None
         )
 
     def __repr__(self) -> str:
