@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
-from ._spec import StageSpec, check_name, make_spec
+from ._spec import StageSpec, check_name, make_spec, unknown_option
 from ._stage import StageKind
 from .errors import GraphError
 
@@ -71,6 +71,7 @@ class Pipeline:
         optional: Iterable[str] = (),
         tags: Iterable[str] = (),
         metadata: Mapping[str, Any] | None = None,
+        **unknown: Any,
     ) -> Pipeline:
         """Return a new Pipeline with one more stage.
 
@@ -91,8 +92,10 @@ class Pipeline:
         Raises:
             InvalidStageNameError: ``name`` is not a valid name.
             InvalidStageError: ``stage`` cannot be called with a context.
-            InvalidOptionError: an option has the wrong type or value.
+            InvalidOptionError: an option is unknown, or has the wrong type or value.
         """
+        if unknown:
+            raise unknown_option(name, unknown)
         spec = make_spec(name, stage, kind, dependencies, optional, tags, metadata)
         new = _new_pipeline(Pipeline)  # _extend, inlined: with_stage is BUILD's hot path
         new._name = self._name

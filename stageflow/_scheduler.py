@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -70,6 +71,7 @@ class RunState:
         "calls",
         "data",
         "done",
+        "ended",
         "fail_fast",
         "failed",
         "first_error",
@@ -90,6 +92,7 @@ class RunState:
         "stopping",
         "t0",
         "tasks",
+        "thread",
         "wall",
     )
 
@@ -139,6 +142,8 @@ class RunState:
         self.seq = 0
         self.sink_errors = 0
         self.t0 = 0.0
+        self.thread = threading.get_ident()
+        self.ended = False
 
     # ------------------------------------------------------------------ driving the run
 
@@ -177,6 +182,7 @@ class RunState:
         else:
             status = RunStatus.FAILED if self.failed else RunStatus.COMPLETED
         duration = self.now() - self.t0
+        self.ended = True
         if self.sink is not None:
             summary = {"status": status.value, "duration": duration, **self.outcomes.counts()}
             self.event(_RUN_EVENT[status], None, 0, summary)
@@ -435,5 +441,15 @@ class RunState:
         self.event(_STAGE_EVENT[outcomes.status[i]], outcomes.names[i], attempts, data)  # type: ignore[arg-type]
 
     def emit_custom(self, stage: str, attempt: int, type_: str, data: dict[str, Any]) -> None:
-        if self.sink is not None:
+        if self.sink is None:
+            return
+        if threading.get_ident() == self.thread:
+            self.event(type_, stage, attempt, data)
+        else:  # from a sync stage's worker thread: sinks are only ever called on the loop
+            self.loop.call_soon_threadsafe(self.late_custom, stage, attempt, type_, data)
+
+    def late_custom(self, stage: str, attempt: int, type_: str, data: dict[str, Any]) -> None:
+        # A thread may outlive its stage (a cancelled run cannot kill it): once the run has
+        # ended, its events are over.
+        if not self.ended:
             self.event(type_, stage, attempt, data)

@@ -149,13 +149,27 @@ class FanOutSink(_SyncSink):
         for sink in self.sinks:
             try:
                 sink.try_emit(event)
-            except Exception:  # isolate sinks from each other
-                self.errors += 1
-                if id(sink) not in self._logged:
-                    self._logged.add(id(sink))
-                    logging.getLogger("stageflow").exception(
-                        "event sink %r raised on %s; further errors are counted", sink, event.type
-                    )
+            except Exception as error:  # noqa: BLE001 - isolate sinks from each other
+                self._failed(sink, event, error)
+
+    async def emit(self, event: Event) -> None:
+        """Deliver to each sink's ``emit`` in turn (awaiting each)."""
+        for sink in self.sinks:
+            try:
+                await sink.emit(event)
+            except Exception as error:  # noqa: BLE001 - isolate sinks from each other
+                self._failed(sink, event, error)
+
+    def _failed(self, sink: EventSink, event: Event, error: Exception) -> None:
+        self.errors += 1
+        if id(sink) not in self._logged:
+            self._logged.add(id(sink))
+            logging.getLogger("stageflow").error(
+                "event sink %r raised on %s; further errors are counted",
+                sink,
+                event.type,
+                exc_info=error,
+            )
 
 
 class BufferedSink(_SyncSink):

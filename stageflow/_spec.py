@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import difflib
 import functools
 import inspect
 import types
@@ -77,6 +78,22 @@ def check_name(name: object, what: str = "stage name") -> str:
             name,
         )
     return name
+
+
+OPTIONS: Final = ("dependencies", "optional", "tags", "metadata")
+
+
+def unknown_option(stage: object, options: Mapping[str, Any]) -> InvalidOptionError:
+    """The error for ``with_stage`` keywords that are no option, with a suggestion."""
+    option, value = next(iter(options.items()))
+    close = difflib.get_close_matches(option, OPTIONS, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else f"; options: {', '.join(OPTIONS)}"
+    return InvalidOptionError(
+        f"stage {stage!r}: unknown option {option!r}={value!r}{hint}",
+        stage if isinstance(stage, str) else repr(stage),
+        option,
+        value,
+    )
 
 
 def _names(stage: str, option: str, value: object) -> tuple[str, ...]:

@@ -57,17 +57,21 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
             once; raise it when stages run real work in threads and timing matters).
     """
 
-    def __init__(self, autojump_threshold: float = 0.0) -> None:
+    def __new__(cls, autojump_threshold: float = 0.0) -> VirtualTimeLoop:
+        # Checked before the loop exists: a half-built loop complains when collected.
         if (
             isinstance(autojump_threshold, bool)
             or not isinstance(autojump_threshold, int | float)
-            or autojump_threshold < 0
+            or not autojump_threshold >= 0
         ):
             raise ConfigurationError(
                 f"autojump_threshold must be a number >= 0, not {autojump_threshold!r}",
                 "autojump_threshold",
                 autojump_threshold,
             )
+        return super().__new__(cls)
+
+    def __init__(self, autojump_threshold: float = 0.0) -> None:
         self._virtual_now = 0.0
         super().__init__(_JumpingSelector(self, float(autojump_threshold)))
 
