@@ -14,7 +14,7 @@ from types import MappingProxyType
 from typing import Any, Final, NamedTuple
 
 from ._stage import StageCall, StageContext, StageKind
-from .errors import InvalidOptionError, InvalidStageError, InvalidStageNameError
+from .errors import InvalidOptionError, InvalidOutputError, InvalidStageError, InvalidStageNameError
 
 __all__ = ["StageSpec"]
 
@@ -279,7 +279,16 @@ def stage_call(name: str, stage: object) -> StageCall:
 def _in_thread(fn: Callable[[StageContext], Any]) -> StageCall:
     # asyncio.to_thread copies the contextvars, so spans and context reach the thread.
     async def call(ctx: StageContext) -> Any:
-        return await asyncio.to_thread(fn, ctx)
+        out = await asyncio.to_thread(fn, ctx)
+        if inspect.iscoroutine(out):  # e.g. a sync wrapper around an async function
+            out.close()
+            raise InvalidOutputError(
+                ctx.stage,
+                out,
+                f"{getattr(fn, '__qualname__', fn)} is not declared async but returned a "
+                "coroutine: declare it with async def",
+            )
+        return out
 
     call.__qualname__ = f"in_thread({getattr(fn, '__qualname__', fn)!s})"
     return call

@@ -207,10 +207,10 @@ class InvalidOutputError(StageError, TypeError):
         value: the returned object.
     """
 
-    def __init__(self, stage: str, value: object) -> None:
+    def __init__(self, stage: str, value: object, hint: str = "") -> None:
         super().__init__(
             f"stage {stage!r} returned {type(value).__qualname__} {_short_repr(value)}; "
-            "a stage must return a StageOutput, a Mapping (its output data) or None",
+            + (hint or "a stage must return a StageOutput, a Mapping (its output data) or None"),
             stage,
         )
         self.value = value
