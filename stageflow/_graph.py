@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Iterator, Mapping, Sequence
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
@@ -13,6 +14,9 @@ if TYPE_CHECKING:
     from ._result import RunResult
 
 __all__ = ["StageGraph"]
+
+
+_name_of = operator.itemgetter(0)  # StageSpec is a NamedTuple: its name, in C
 
 
 class StageGraph:
@@ -102,7 +106,7 @@ class StageGraph:
         setattr_ = object.__setattr__
         setattr_(graph, "name", name)
         setattr_(graph, "stages", tuple(specs))
-        setattr_(graph, "names", tuple(spec.name for spec in specs))
+        setattr_(graph, "names", tuple(map(_name_of, specs)))
         setattr_(graph, "index", MappingProxyType(index))
         setattr_(graph, "successors", tuple(map(tuple, successors)))
         setattr_(graph, "predecessors", tuple(predecessors))

@@ -168,6 +168,11 @@ class RunState:
                     timed_out = True
         except asyncio.CancelledError:
             cancelled = True
+        except Exception:  # an internal error in a worker: stop cleanly, then raise it
+            self.stop("stageflow failed internally")
+            if self.tasks:
+                await asyncio.wait(self.tasks.values())
+            raise
         if cancelled or timed_out:
             self.stop("the run was cancelled" if cancelled else f"the run timed out ({timeout:g}s)")
         if self.tasks:  # only after a stop: let cancelled stages unwind, leave no orphans
@@ -251,6 +256,10 @@ class RunState:
                 i = self.finish(i, code)
                 if i < 0:
                     return
+        except Exception as bug:  # noqa: BLE001 - not a stage's error: stageflow's own
+            # Surface it through Engine.run instead of leaving the run waiting forever.
+            if not self.done.done():
+                self.done.set_exception(bug)
         finally:
             del self.tasks[first]
 

@@ -11,8 +11,6 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import IO, Any
 
-import pydantic_core
-
 from ._events import Event
 from .errors import ConfigurationError
 from .ports import EventSink
@@ -105,7 +103,10 @@ class JsonLinesSink(_SyncSink):
             )
 
     def try_emit(self, event: Event) -> None:
-        line = pydantic_core.to_json(event.to_dict(), fallback=repr)
+        # Imported here: pydantic_core would be a third of `import stageflow`'s time.
+        from pydantic_core import to_json
+
+        line = to_json(event.to_dict(), fallback=repr)
         self._file.write(line.decode() + "\n")
 
     def flush(self) -> None:

@@ -21,6 +21,7 @@ __all__ = ["StageSpec"]
 MAX_NAME_LENGTH: Final = 128
 _NAME_CHARS: Final = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
 _EMPTY: Final[Mapping[str, Any]] = MappingProxyType({})
+_NO_NAMES: Final[frozenset[str]] = frozenset()  # shared: frozenset() allocates each call
 
 
 class StageSpec(NamedTuple):
@@ -144,7 +145,7 @@ def make_spec(
     for dep in deps:
         if type(dep) is not str:
             deps = _names(name, "dependencies", dependencies)  # raises, naming the value
-    opt: frozenset[str] = frozenset()
+    opt = _NO_NAMES
     if optional:
         opt = frozenset(_names(name, "optional", optional))
         stray = sorted(opt.difference(deps))
@@ -156,7 +157,7 @@ def make_spec(
                 "optional",
                 optional,
             )
-    tag_set: frozenset[str] = frozenset(_names(name, "tags", tags)) if tags else frozenset()
+    tag_set = frozenset(_names(name, "tags", tags)) if tags else _NO_NAMES
     meta: Mapping[str, Any] = _EMPTY
     if metadata is not None:
         if not isinstance(metadata, Mapping) or not all(isinstance(k, str) for k in metadata):
