@@ -80,6 +80,7 @@ BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
 DEFAULT_JSON = BENCH_DIR / "results.json"
 SECTIONS = ("W1", "W2", "W3", "W4", "BUILD", "SCALE", "IMPORT")
+WORKLOAD_TIMEOUT = 120.0  # seconds for one in-process workload, or one scaling subprocess
 
 
 def log(message: str) -> None:
@@ -184,6 +185,17 @@ def fill(row: Row, stats: dict[str, dict[str, Any]]) -> Row:
 # --------------------------------------------------------------------------- timing
 
 
+async def timed_run(impl: Impl, prepared: Any, n: int) -> float:
+    """One timed run (seconds) after ``gc.collect()``; the result is verified untimed."""
+    go = impl.runner(prepared)
+    gc.collect()
+    start = time.perf_counter()
+    result = await go()
+    elapsed = time.perf_counter() - start
+    impl.verify(result, n)
+    return elapsed
+
+
 async def time_runs(
     impls: Sequence[Impl], graphs: dict[str, Any], n: int, reps: int
 ) -> dict[str, list[float]]:
@@ -193,14 +205,7 @@ async def time_runs(
     samples: dict[str, list[float]] = {impl.name: [] for impl in impls}
     for _ in range(reps):
         for impl in impls:
-            go = impl.runner(graphs[impl.name])
-            gc.collect()
-            start = time.perf_counter()
-            result = await go()
-            elapsed = time.perf_counter() - start
-            impl.verify(result, n)
-            del result
-            samples[impl.name].append(elapsed)
+            samples[impl.name].append(await timed_run(impl, graphs[impl.name], n))
     return samples
 
 
@@ -256,9 +261,17 @@ async def measure_workloads(cfg: Config, impls: Sequence[Impl]) -> list[Row]:
             continue
         log(f"  {work.label} ...")
         try:
-            rows.append(await measure_workload(work, impls, cfg.reps))
+            # A generous bound around the whole workload (not each timed run), so that a
+            # run that never ends is reported instead of hanging the suite.
+            async with asyncio.timeout(WORKLOAD_TIMEOUT):
+                rows.append(await measure_workload(work, impls, cfg.reps))
         except Exception as exc:  # report and carry on with the other workloads
-            rows.append(Row(work.key, work.label, work.unit, target=work.target, error=repr(exc)))
+            error = (
+                f"no result after {WORKLOAD_TIMEOUT:g}s"
+                if isinstance(exc, TimeoutError)
+                else repr(exc)
+            )
+            rows.append(Row(work.key, work.label, work.unit, target=work.target, error=error))
     return rows
 
 
@@ -302,6 +315,7 @@ def measure_build(cfg: Config, impls: Sequence[Impl]) -> list[Row]:
             row.details["fresh_functions"] = fresh
             fill(row, {name: summarize(s, 1e6 / n) for name, s in samples.items()})
         rows.append(row)
+        del specs, calls  # free this variant's graphs before the next one is measured
     return rows
 
 
@@ -343,13 +357,12 @@ def peak_rss_kib() -> int:
 async def scale_worker(
     workload: str, impl: Impl, n: int, reps: int, small_reps: int
 ) -> dict[str, Any]:
-    """Body of one scaling subprocess: 1k runs, then the n-stage runs, plus peak RSS."""
+    """Body of one scaling subprocess: 1k and n-stage runs, interleaved, plus peak RSS."""
     make = SCALABLE[workload]
     small_spec = make(1000)
     small_n = len(small_spec)
-    small = await time_runs(
-        [impl], {impl.name: impl.prepare("small", small_spec)}, small_n, small_reps
-    )
+    small_graph = impl.prepare("small", small_spec)
+    impl.verify(await impl.runner(small_graph)(), small_n)  # warm-up
     del small_spec
     gc.collect()
     rss_baseline = peak_rss_kib()
@@ -364,18 +377,16 @@ async def scale_worker(
     del spec
     rss_built = peak_rss_kib()
 
+    # Small and big runs alternate, so that a drift of the machine affects both alike.
+    small: list[float] = []
     samples: list[float] = []
     for _ in range(reps):
-        go = impl.runner(graph)
-        gc.collect()
-        start = time.perf_counter()
-        result = await go()
-        samples.append(time.perf_counter() - start)
-        impl.verify(result, total)
-        del result
+        for _ in range(-(-small_reps // reps)):
+            small.append(await timed_run(impl, small_graph, small_n))
+        samples.append(await timed_run(impl, graph, total))
     rss_peak = peak_rss_kib()
 
-    small_stats = summarize(small[impl.name], 1e6 / small_n)
+    small_stats = summarize(small, 1e6 / small_n)
     big_stats = summarize(samples, 1e6 / total)
     return {
         "workload": workload,
@@ -402,7 +413,12 @@ def run_scale_subprocess(workload: str, impl: Impl, cfg: Config) -> dict[str, An
         "--reps", str(cfg.scale_reps), "--small-reps", str(cfg.scale_small_reps),
     ]  # fmt: skip
     proc = subprocess.run(
-        cmd, env=subprocess_env(), capture_output=True, text=True, timeout=600, check=False
+        cmd,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=WORKLOAD_TIMEOUT,
+        check=False,
     )
     if proc.returncode != 0:
         tail = proc.stderr.strip().splitlines()[-3:]

@@ -13,6 +13,7 @@ from ._ids import RUN_ID, new_run_id
 from ._pipeline import Pipeline
 from ._result import RunResult
 from ._scheduler import RunState, normalize_output
+from ._sinks import check_sink
 from ._spec import StageSpec
 from ._stage import StageCall, StageContext
 from .errors import ConfigurationError
@@ -68,12 +69,8 @@ class Engine:
                 interceptors,
             )
         self._interceptors = sort_interceptors(list(interceptors))
-        if sink is not None and not callable(getattr(sink, "try_emit", None)):
-            raise ConfigurationError(
-                f"sink {sink!r} is no EventSink: it has no try_emit(event) method",
-                "sink",
-                sink,
-            )
+        if sink is not None:
+            check_sink(sink)
         if max_parallel is not None and (
             not isinstance(max_parallel, int) or isinstance(max_parallel, bool) or max_parallel < 1
         ):

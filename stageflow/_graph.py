@@ -84,15 +84,15 @@ class StageGraph:
                         spec.name,
                         dep,
                     )
+                if j == i:
+                    raise SelfDependencyError(
+                        f"stage {spec.name!r} depends on itself", (spec.name,)
+                    )
                 succ = successors[j]
                 if succ and succ[-1] == i:  # i's dependencies are appended together
                     raise DuplicateStageError(
                         f"stage {spec.name!r} lists dependency {dep!r} more than once",
                         (spec.name, dep),
-                    )
-                if j == i:
-                    raise SelfDependencyError(
-                        f"stage {spec.name!r} depends on itself", (spec.name,)
                     )
                 if j > i:
                     backward_only = False
@@ -116,6 +116,9 @@ class StageGraph:
 
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError(f"StageGraph is frozen; cannot set {name!r}")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"StageGraph is frozen; cannot delete {name!r}")
 
     def __len__(self) -> int:
         return len(self.stages)
@@ -203,6 +206,9 @@ def _check_acyclic(
         path.append(i)
         i = next(index[d] for d in specs[i].dependencies if remaining[index[d]] > 0)
     cycle = path[position[i] :]
-    # path follows dependencies (b depends on a => b, a); a cycle reads in data-flow order.
-    names = [specs[j].name for j in reversed(cycle)]
+    # path follows dependencies (b depends on a => b, a); a cycle reads in data-flow order,
+    # from the stage declared first, so that the message is the same however it was found.
+    cycle.reverse()
+    first = cycle.index(min(cycle))
+    names = [specs[j].name for j in cycle[first:] + cycle[:first]]
     raise CycleError([*names, names[0]])

@@ -168,8 +168,8 @@ class RunState:
                     timed_out = True
         except asyncio.CancelledError:
             cancelled = True
-        except Exception:  # an internal error in a worker: stop cleanly, then raise it
-            self.stop("stageflow failed internally")
+        except BaseException as escaped:  # from a worker: stop cleanly, then raise it
+            self.stop(f"{type(escaped).__name__} escaped a stage")
             if self.tasks:
                 await asyncio.wait(self.tasks.values())
             raise
@@ -256,10 +256,18 @@ class RunState:
                 i = self.finish(i, code)
                 if i < 0:
                     return
-        except Exception as bug:  # noqa: BLE001 - not a stage's error: stageflow's own
-            # Surface it through Engine.run instead of leaving the run waiting forever.
+        except asyncio.CancelledError:
+            raise  # the run stopped: this stage is recorded as cancelled
+        except BaseException as escaped:
+            # A stage raised a BaseException that is no Exception (KeyboardInterrupt,
+            # SystemExit, your own), or stageflow itself failed: never leave the run waiting
+            # forever. Engine.run stops the other stages and raises it, as TaskGroup does.
+            if self.outcomes.status[i] == NONE:
+                self.record_failure(i, escaped)
             if not self.done.done():
-                self.done.set_exception(bug)
+                self.done.set_exception(escaped)
+            if isinstance(escaped, KeyboardInterrupt | SystemExit):
+                raise  # asyncio stops the loop for these
         finally:
             del self.tasks[first]
 

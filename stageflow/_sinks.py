@@ -18,13 +18,32 @@ from .ports import EventSink
 __all__ = ["BufferedSink", "FanOutSink", "JsonLinesSink", "LoggingSink"]
 
 
+def check_sink(
+    sink: object, field: str = "sink", label: str | None = None, *, method: str = "try_emit"
+) -> None:
+    """Refuse what cannot serve as an EventSink, naming the argument and the value."""
+    label = label or field
+    if isinstance(sink, type):
+        raise ConfigurationError(
+            f"{label} = {sink.__qualname__} is a class; pass an instance: {sink.__qualname__}()",
+            field,
+            sink,
+        )
+    if not callable(getattr(sink, method, None)):
+        raise ConfigurationError(
+            f"{label} = {sink!r} is no EventSink: it has no {method}(event) method", field, sink
+        )
+
+
 class _SyncSink:
     """try_emit does the work; emit awaits nothing more."""
 
     def try_emit(self, event: Event) -> None:  # pragma: no cover - abstract
+        """Handle one event, now."""
         raise NotImplementedError
 
     async def emit(self, event: Event) -> None:
+        """Same as :meth:`try_emit`: this sink never waits."""
         self.try_emit(event)
 
 
@@ -58,6 +77,7 @@ class LoggingSink(_SyncSink):
         self.level = level
 
     def try_emit(self, event: Event) -> None:
+        """Log the event (nothing is formatted when the level is disabled)."""
         level = max(self.level, logging.WARNING) if event.type.endswith(".failed") else self.level
         if not self.logger.isEnabledFor(level):
             return
@@ -79,6 +99,18 @@ class LoggingSink(_SyncSink):
         )
 
 
+def _is_text_file(target: object) -> bool:
+    if isinstance(target, io.RawIOBase | io.BufferedIOBase) or not callable(
+        getattr(target, "write", None)
+    ):
+        return False
+    try:
+        target.write("")  # type: ignore[attr-defined]  # a binary file refuses str
+    except (TypeError, OSError, ValueError):
+        return False
+    return True
+
+
 class JsonLinesSink(_SyncSink):
     """Writes each event as one JSON object per line.
 
@@ -94,15 +126,18 @@ class JsonLinesSink(_SyncSink):
         if isinstance(target, str | os.PathLike):
             self._file: IO[str] = Path(target).open("a", encoding="utf-8")  # noqa: SIM115
             self._owned = True
-        elif isinstance(target, io.TextIOBase) or hasattr(target, "write"):
+        elif _is_text_file(target):
             self._file = target
             self._owned = False
         else:
             raise ConfigurationError(
-                f"JsonLinesSink needs a path or a text file, not {target!r}", "target", target
+                f"JsonLinesSink needs a path or a text file opened for writing, not {target!r}",
+                "target",
+                target,
             )
 
     def try_emit(self, event: Event) -> None:
+        """Write the event as one JSON line (buffered)."""
         # Imported here: pydantic_core would be a third of `import stageflow`'s time.
         from pydantic_core import to_json
 
@@ -110,6 +145,7 @@ class JsonLinesSink(_SyncSink):
         self._file.write(line.decode() + "\n")
 
     def flush(self) -> None:
+        """Flush the file's buffer."""
         self._file.flush()
 
     def close(self) -> None:
@@ -134,19 +170,16 @@ class FanOutSink(_SyncSink):
     def __init__(self, *sinks: EventSink | Iterable[EventSink]) -> None:
         flat: list[EventSink] = []
         for item in sinks:
-            flat.extend(item if isinstance(item, Iterable) else (item,))
+            many = isinstance(item, Iterable) and not isinstance(item, str | bytes | type)
+            flat.extend(item if many else (item,))  # type: ignore[arg-type]
         for position, sink in enumerate(flat):
-            if not callable(getattr(sink, "try_emit", None)):
-                raise ConfigurationError(
-                    f"FanOutSink: sinks[{position}] = {sink!r} has no try_emit(event) method",
-                    "sinks",
-                    sink,
-                )
+            check_sink(sink, "sinks", f"sinks[{position}]")
         self.sinks: tuple[EventSink, ...] = tuple(flat)
         self.errors = 0
         self._logged: set[int] = set()
 
     def try_emit(self, event: Event) -> None:
+        """Hand the event to each sink's ``try_emit`` in turn."""
         for sink in self.sinks:
             try:
                 sink.try_emit(event)
@@ -192,10 +225,7 @@ class BufferedSink(_SyncSink):
     """
 
     def __init__(self, sink: EventSink, *, maxsize: int = 10_000, overflow: str = "drop_oldest"):
-        if not callable(getattr(sink, "emit", None)):
-            raise ConfigurationError(
-                f"BufferedSink needs a sink with an async emit(event), not {sink!r}", "sink", sink
-            )
+        check_sink(sink, method="emit")
         if not isinstance(maxsize, int) or isinstance(maxsize, bool) or maxsize < 1:
             raise ConfigurationError(
                 f"maxsize must be a positive int, not {maxsize!r}", "maxsize", maxsize
@@ -219,6 +249,7 @@ class BufferedSink(_SyncSink):
         self._closed = False
 
     def try_emit(self, event: Event) -> None:
+        """Queue the event for delivery (dropping one if the queue is full)."""
         if self._closed:
             self.dropped += 1
             return

@@ -9,7 +9,7 @@ import functools
 import inspect
 import types
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from types import MappingProxyType
 from typing import Any, Final, NamedTuple
 
@@ -97,13 +97,15 @@ def unknown_option(stage: object, options: Mapping[str, Any]) -> InvalidOptionEr
     )
 
 
-def _names(stage: str, option: str, value: object) -> tuple[str, ...]:
-    """A tuple/list/set of str (a lone str is refused: ``("a")`` is a classic typo)."""
-    if isinstance(value, tuple | list | frozenset | set) and all(isinstance(v, str) for v in value):
-        return tuple(value)
+def _names(stage: str, option: str, value: object, what: str = "stage names") -> tuple[str, ...]:
+    """Any iterable of str but a str itself (``("a")`` for ``("a",)`` is a classic typo)."""
+    if isinstance(value, Iterable) and not isinstance(value, str | bytes | Mapping):
+        names = tuple(value)
+        if all(isinstance(v, str) for v in names):
+            return names
     hint = f" (did you mean ({value!r},)?)" if isinstance(value, str) else ""
     raise InvalidOptionError(
-        f"stage {stage!r}: {option} must be a tuple of stage names, not "
+        f"stage {stage!r}: {option} must be a tuple of {what}, not "
         f"{type(value).__name__} {value!r}{hint}",
         stage,
         option,
@@ -146,7 +148,7 @@ def make_spec(
         if type(dep) is not str:
             deps = _names(name, "dependencies", dependencies)  # raises, naming the value
     opt = _NO_NAMES
-    if optional:
+    if optional != ():
         opt = frozenset(_names(name, "optional", optional))
         stray = sorted(opt.difference(deps))
         if stray:
@@ -157,7 +159,7 @@ def make_spec(
                 "optional",
                 optional,
             )
-    tag_set = frozenset(_names(name, "tags", tags)) if tags else _NO_NAMES
+    tag_set = frozenset(_names(name, "tags", tags, "strings")) if tags != () else _NO_NAMES
     meta: Mapping[str, Any] = _EMPTY
     if metadata is not None:
         if not isinstance(metadata, Mapping) or not all(isinstance(k, str) for k in metadata):

@@ -107,6 +107,9 @@ class StageOutput:
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError(f"StageOutput is immutable; cannot set {name!r}")
 
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"StageOutput is immutable; cannot delete {name!r}")
+
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, StageOutput):
             return NotImplemented
@@ -308,6 +311,7 @@ class StageInputs(Mapping[str, Mapping[str, Any]]):
         return outcomes.outputs[j] if outcomes.status[j] == _COMPLETED_CODE else None
 
     def __getitem__(self, dependency: str) -> Mapping[str, Any]:
+        """The output of ``dependency``, read-only."""
         output = self._output(dependency)
         if output is None:
             raise MissingInputError(
@@ -317,7 +321,7 @@ class StageInputs(Mapping[str, Mapping[str, Any]]):
                 dependency,
                 None,
             )
-        return output
+        return MappingProxyType(output)  # read-only: siblings see the same output
 
     def get_from(self, dependency: str, key: str, default: Any = _MISSING) -> Any:
         """One value of a dependency's output.
@@ -378,4 +382,5 @@ class Stage(Protocol):
     Plain functions ``async def f(ctx)`` and ``def f(ctx)`` are stages too.
     """
 
-    def execute(self, ctx: StageContext) -> Any: ...
+    def execute(self, ctx: StageContext) -> Any:
+        """Run the stage; return a StageOutput, a Mapping or None (awaitable if async)."""

@@ -78,7 +78,7 @@ class GraphError(StageflowError, ValueError):
 
 
 class InvalidStageNameError(GraphError):
-    """A stage name is empty, not a string, or not identifier-like.
+    """A stage (or pipeline) name is empty, not a string, or not identifier-like.
 
     Attributes:
         name: the rejected value.

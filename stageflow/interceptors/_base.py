@@ -102,6 +102,7 @@ class BaseInterceptor:
         return None
 
     def wrap(self, spec: StageSpec, call: StageCall) -> StageCall:
+        """Return ``call`` with the overridden hooks around it (``call`` itself if none apply)."""
         if not self.applies_to(spec):
             return call
         cls = type(self)
@@ -144,6 +145,13 @@ def sort_interceptors(interceptors: Sequence[object]) -> tuple[Interceptor, ...]
     checked: list[Interceptor] = []
     for position, interceptor in enumerate(interceptors):
         priority = getattr(interceptor, "priority", None)
+        if isinstance(interceptor, type):
+            raise ConfigurationError(
+                f"interceptors[{position}] = {interceptor.__qualname__} is a class; pass an "
+                f"instance: {interceptor.__qualname__}()",
+                "interceptors",
+                interceptor,
+            )
         if not callable(getattr(interceptor, "wrap", None)):
             raise ConfigurationError(
                 f"interceptors[{position}] = {interceptor!r} has no wrap(spec, call) method",

@@ -38,12 +38,15 @@ class LoopClock:
     __slots__ = ()
 
     def monotonic(self) -> float:
+        """The running loop's ``time()``."""
         return asyncio.get_running_loop().time()
 
     def wall(self) -> float:
+        """``time.time()``."""
         return time.time()
 
     async def sleep(self, seconds: float) -> None:
+        """``asyncio.sleep(seconds)``."""
         await asyncio.sleep(seconds)
 
     def __repr__(self) -> str:

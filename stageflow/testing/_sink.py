@@ -17,9 +17,11 @@ class RecordingSink:
         self.events: list[Event] = []
 
     def try_emit(self, event: Event) -> None:
+        """Keep the event."""
         self.events.append(event)
 
     async def emit(self, event: Event) -> None:
+        """Keep the event."""
         self.events.append(event)
 
     def types(self, stage: str | None = None) -> list[str]:
@@ -35,6 +37,7 @@ class RecordingSink:
         return [e for e in self.events if e.stage == stage]
 
     def clear(self) -> None:
+        """Forget every event kept so far."""
         self.events.clear()
 
     def __len__(self) -> int:

@@ -38,9 +38,11 @@ class DagShape:
 
     @property
     def names(self) -> tuple[str, ...]:
+        """The stage names, in declaration order."""
         return tuple(name for name, _ in self.stages)
 
     def dependencies(self, name: str) -> tuple[str, ...]:
+        """The dependencies declared for ``name``."""
         return dict(self.stages)[name]
 
     def descendants(self, name: str) -> frozenset[str]:
@@ -129,21 +131,29 @@ def invalid_dag_shapes(draw: st.DrawFn, max_stages: int = 10) -> InvalidDagShape
     kind = draw(st.sampled_from(["cycle", "unknown", "duplicate", "self", "name"]))
     expected: type[GraphError]
     if kind == "cycle":
-        # Close a path: make an ancestor depend on one of its descendants (or a later stage).
-        k = draw(st.integers(1, len(stages) - 1))
-        j = draw(st.integers(0, k - 1))
-        # stage j depends on stage k; then ensure k reaches j through dependencies
-        stages[k][1] = tuple(dict.fromkeys((*stages[k][1], stages[j][0])))
-        stages[j][1] = (*stages[j][1], stages[k][0])
+        # Make an ancestor of some stage depend on that stage: a cycle through every stage
+        # on the path between them (of length 2 or more).
+        deps = {name: set(d) for name, d in stages}
+        with_ancestors = [name for name, _ in stages if base.dependencies(name)]
+        if with_ancestors:
+            k = draw(st.sampled_from(with_ancestors))
+            ancestors = sorted(_ancestors(deps, k))
+            a = draw(st.sampled_from(ancestors))
+        else:  # no edge at all: join two stages both ways
+            k, a = stages[1][0], stages[0][0]
+            stages[1][1] = (a,)
+        for entry in stages:
+            if entry[0] == a:
+                entry[1] = (*entry[1], k)
         expected = CycleError
     elif kind == "unknown":
         k = draw(st.integers(0, len(stages) - 1))
         stages[k][1] = (*stages[k][1], "no_such_stage")
         expected = UnknownDependencyError
     elif kind == "duplicate":
-        k = draw(st.integers(1, len(stages) - 1))
-        stages[k][0] = stages[draw(st.integers(0, k - 1))][0]
-        stages[k][1] = ()
+        # A twin of an existing stage, anywhere: the only defect is the repeated name.
+        twin = stages[draw(st.integers(0, len(stages) - 1))][0]
+        stages.insert(draw(st.integers(0, len(stages))), [twin, ()])
         expected = DuplicateStageError
     elif kind == "self":
         k = draw(st.integers(0, len(stages) - 1))
@@ -157,4 +167,17 @@ def invalid_dag_shapes(draw: st.DrawFn, max_stages: int = 10) -> InvalidDagShape
             s[1] = tuple(bad if d == old else d for d in s[1])
         stages[k][0] = bad
         expected = InvalidStageNameError
+    if kind != "duplicate" and draw(st.booleans()):  # forward references too
+        stages = draw(st.permutations(stages))
     return InvalidDagShape(tuple((n, tuple(d)) for n, d in stages), expected)
+
+
+def _ancestors(deps: dict[str, set[str]], name: str) -> set[str]:
+    seen: set[str] = set()
+    stack = list(deps[name])
+    while stack:
+        n = stack.pop()
+        if n not in seen:
+            seen.add(n)
+            stack.extend(deps[n])
+    return seen

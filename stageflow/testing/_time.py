@@ -76,6 +76,7 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
         super().__init__(_JumpingSelector(self, float(autojump_threshold)))
 
     def time(self) -> float:
+        """Virtual seconds since the loop was created."""
         return self._virtual_now
 
     def _advance(self, seconds: float) -> None:

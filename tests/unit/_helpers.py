@@ -1,0 +1,46 @@
+"""Small stages and shortcuts shared by the unit tests."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from stageflow import Engine, RunResult, StageContext, StageGraph
+from stageflow.testing import RecordingSink, run_virtual
+
+
+async def noop(ctx: StageContext) -> None:
+    """A stage that does nothing and completes."""
+
+
+def sleeper(seconds: float, **data: Any) -> Callable[[StageContext], Any]:
+    """A stage that sleeps ``seconds`` (virtual time in tests) and returns ``data``."""
+
+    async def stage(ctx: StageContext) -> Mapping[str, Any]:
+        await asyncio.sleep(seconds)
+        return data
+
+    return stage
+
+
+def failing(seconds: float = 0.0, message: str = "boom") -> Callable[[StageContext], Any]:
+    """A stage that sleeps ``seconds`` then raises ValueError(message)."""
+
+    async def stage(ctx: StageContext) -> None:
+        await asyncio.sleep(seconds)
+        raise ValueError(message)
+
+    return stage
+
+
+def run(graph: StageGraph, engine: Engine | None = None, **kwargs: Any) -> RunResult:
+    """Run ``graph`` on virtual time and return its result."""
+    return run_virtual((engine or Engine()).run(graph, **kwargs))
+
+
+def run_recorded(graph: StageGraph, **engine_options: Any) -> tuple[RunResult, RecordingSink]:
+    """Run ``graph`` on virtual time with a RecordingSink; return the result and the sink."""
+    sink = RecordingSink()
+    result = run_virtual(Engine(sink=sink, **engine_options).run(graph))
+    return result, sink

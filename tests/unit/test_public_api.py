@@ -1,0 +1,169 @@
+"""The public API: pinned names, each documented."""
+
+from __future__ import annotations
+
+import ast
+import enum
+import inspect
+import itertools
+import re
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+import stageflow
+import stageflow.interceptors
+import stageflow.ports
+import stageflow.testing
+
+PUBLIC: dict[ModuleType, list[str]] = {
+    stageflow: [
+        "BaseInterceptor",
+        "BufferedSink",
+        "Clock",
+        "ConfigurationError",
+        "CycleError",
+        "DuplicateStageError",
+        "Engine",
+        "Event",
+        "EventSink",
+        "EventType",
+        "FanOutSink",
+        "GraphError",
+        "Interceptor",
+        "InvalidOptionError",
+        "InvalidOutputError",
+        "InvalidStageError",
+        "InvalidStageNameError",
+        "JsonLinesSink",
+        "LoggingSink",
+        "LoopClock",
+        "MissingInputError",
+        "Pipeline",
+        "Priority",
+        "RunCancelledError",
+        "RunError",
+        "RunFailedError",
+        "RunResult",
+        "RunStatus",
+        "RunTimeoutError",
+        "SelfDependencyError",
+        "Stage",
+        "StageCall",
+        "StageCancelledError",
+        "StageContext",
+        "StageError",
+        "StageFailedError",
+        "StageGraph",
+        "StageInputs",
+        "StageKind",
+        "StageOutput",
+        "StageResult",
+        "StageSpec",
+        "StageStatus",
+        "StageflowError",
+        "UnknownDependencyError",
+        "__version__",
+    ],
+    stageflow.testing: [
+        "DagShape",
+        "InvalidDagShape",
+        "RecordingSink",
+        "VirtualTimeLoop",
+        "dag_shapes",
+        "invalid_dag_shapes",
+        "pipelines",
+        "run_virtual",
+    ],
+    stageflow.interceptors: ["BaseInterceptor", "Interceptor", "Priority"],
+    stageflow.ports: ["Clock", "EventSink", "LoopClock"],
+}
+
+_PACKAGE = Path(stageflow.__file__).parent
+_MODULES = pytest.mark.parametrize("module", list(PUBLIC), ids=lambda m: m.__name__)
+
+
+def _public_names() -> list[tuple[ModuleType, str]]:
+    return [(m, n) for m, names in PUBLIC.items() for n in names if not n.startswith("__")]
+
+
+def _has_attribute_docstring(name: str) -> bool:
+    """True if a top-level ``name = ...`` of some stageflow module is followed by a string."""
+    for path in sorted(_PACKAGE.rglob("*.py")):
+        body = ast.parse(path.read_text(encoding="utf-8")).body
+        for statement, following in itertools.pairwise(body):
+            targets = (
+                [statement.target]
+                if isinstance(statement, ast.AnnAssign)
+                else getattr(statement, "targets", [])
+            )
+            if any(isinstance(t, ast.Name) and t.id == name for t in targets):
+                return (
+                    isinstance(following, ast.Expr)
+                    and isinstance(following.value, ast.Constant)
+                    and isinstance(following.value.value, str)
+                    and bool(following.value.value.strip())
+                )
+    return False
+
+
+class TestPublicApi:
+    @_MODULES
+    def test_all_is_pinned(self, module):
+        assert module.__all__ == PUBLIC[module]
+
+    @_MODULES
+    def test_all_is_sorted(self, module):
+        assert module.__all__ == sorted(module.__all__)
+
+    @_MODULES
+    def test_every_name_in_all_exists(self, module):
+        missing = [name for name in module.__all__ if not hasattr(module, name)]
+
+        assert missing == []
+
+    def test_subpackages_reexport_the_same_objects(self):
+        for module in (stageflow.interceptors, stageflow.ports):
+            for name in module.__all__:
+                assert getattr(stageflow, name) is getattr(module, name)
+
+    def test_star_import_gives_exactly_all(self):
+        namespace: dict[str, object] = {}
+        exec("from stageflow import *", namespace)
+
+        assert sorted(k for k in namespace if k != "__builtins__") == sorted(stageflow.__all__)
+
+    def test_version_is_a_pep440_release(self):
+        assert re.fullmatch(r"\d+\.\d+\.\d+([ab]|rc)?\d*", stageflow.__version__)
+
+    @pytest.mark.parametrize(
+        ("module", "name"), _public_names(), ids=[f"{m.__name__}.{n}" for m, n in _public_names()]
+    )
+    def test_every_public_name_has_a_docstring(self, module, name):
+        obj = getattr(module, name)
+        if inspect.isclass(obj):
+            doc = obj.__dict__.get("__doc__")  # its own, not inherited
+        elif inspect.isfunction(obj):
+            doc = obj.__doc__
+        else:  # a type alias: documented by a string literal right after its assignment
+            assert _has_attribute_docstring(name), f"{module.__name__}.{name} has no docstring"
+            return
+        assert doc, f"{module.__name__}.{name} has no docstring of its own"
+        assert doc.strip()
+
+    @pytest.mark.parametrize(
+        ("module", "name"), _public_names(), ids=[f"{m.__name__}.{n}" for m, n in _public_names()]
+    )
+    def test_every_public_method_and_property_has_a_docstring(self, module, name):
+        cls = getattr(module, name)
+        if not inspect.isclass(cls) or issubclass(cls, BaseException | enum.Enum):
+            return  # exceptions and enums document themselves in the class docstring
+        undocumented = [
+            attr
+            for attr, value in vars(cls).items()
+            if not attr.startswith("_")
+            and (inspect.isfunction(value) or isinstance(value, property | classmethod))
+            and not inspect.getdoc(getattr(cls, attr))
+        ]
+        assert undocumented == [], f"{cls.__qualname__}: {undocumented} have no docstring"
