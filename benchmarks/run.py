@@ -236,9 +236,9 @@ class RunWorkload:
 
 
 RUN_WORKLOADS = (
-    RunWorkload("W1", "W1 chain 1000", lambda: chain(1000), "µs/stage"),
-    RunWorkload("W2", "W2 fan-out 1000", lambda: fan(1000), "µs/stage"),
-    RunWorkload("W3", "W3 layers 20x50", layered, "µs/stage"),
+    RunWorkload("W1", "W1 chain 1000", lambda: chain(1000), "µs/stage", Target("ratio", 1.5)),
+    RunWorkload("W2", "W2 fan-out 1000", lambda: fan(1000), "µs/stage", Target("ratio", 1.5)),
+    RunWorkload("W3", "W3 layers 20x50", layered, "µs/stage", Target("ratio", 1.5)),
     RunWorkload("W4", "W4 100 x sleep 10ms", sleepers, "ms", Target("ratio", 1.05)),
 )
 
