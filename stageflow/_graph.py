@@ -22,15 +22,14 @@ _name_of = operator.itemgetter(0)  # StageSpec is a NamedTuple: its name, in C
 class StageGraph:
     """A frozen, validated graph of stages, made by :meth:`Pipeline.build`.
 
-    Stages are numbered in declaration order; ``successors``, ``predecessors`` and
-    ``in_degree`` are indexed by that number, so a run is O(V + E).
+    Stages are numbered in declaration order; ``successors``, ``in_degree`` (and
+    ``predecessors``) are indexed by that number, so a run is O(V + E).
 
     Attributes:
         name: the pipeline's name.
         stages: the stage specs, in declaration order.
         index: stage name -> its number.
         successors: for each stage, the numbers of the stages that depend on it.
-        predecessors: for each stage, the numbers of its dependencies.
         in_degree: for each stage, how many dependencies it has.
         roots: the numbers of the stages without dependencies.
         names: the stage names, in declaration order.
@@ -42,7 +41,6 @@ class StageGraph:
         "index",
         "name",
         "names",
-        "predecessors",
         "roots",
         "stages",
         "successors",
@@ -53,7 +51,6 @@ class StageGraph:
     stages: tuple[StageSpec, ...]
     index: Mapping[str, int]
     successors: tuple[tuple[int, ...], ...]
-    predecessors: tuple[tuple[int, ...], ...]
     in_degree: tuple[int, ...]
     roots: tuple[int, ...]
 
@@ -71,10 +68,8 @@ class StageGraph:
                 )
         n = len(specs)
         successors: list[list[int]] = [[] for _ in range(n)]
-        predecessors: list[tuple[int, ...]] = []
         backward_only = True  # every dependency declared before its dependent: no cycle possible
         for i, spec in enumerate(specs):
-            preds = []
             for dep in spec.dependencies:
                 j = index.get(dep)
                 if j is None:
@@ -84,22 +79,20 @@ class StageGraph:
                         spec.name,
                         dep,
                     )
-                if j == i:
-                    raise SelfDependencyError(
-                        f"stage {spec.name!r} depends on itself", (spec.name,)
-                    )
+                if j >= i:
+                    if j == i:
+                        raise SelfDependencyError(
+                            f"stage {spec.name!r} depends on itself", (spec.name,)
+                        )
+                    backward_only = False
                 succ = successors[j]
                 if succ and succ[-1] == i:  # i's dependencies are appended together
                     raise DuplicateStageError(
                         f"stage {spec.name!r} lists dependency {dep!r} more than once",
                         (spec.name, dep),
                     )
-                if j > i:
-                    backward_only = False
                 succ.append(i)
-                preds.append(j)
-            predecessors.append(tuple(preds))
-        in_degree = tuple(map(len, predecessors))
+        in_degree = tuple(len(spec.dependencies) for spec in specs)
         if not backward_only:
             _check_acyclic(specs, successors, in_degree)
         graph = object.__new__(cls)
@@ -109,10 +102,18 @@ class StageGraph:
         setattr_(graph, "names", tuple(map(_name_of, specs)))
         setattr_(graph, "index", MappingProxyType(index))
         setattr_(graph, "successors", tuple(map(tuple, successors)))
-        setattr_(graph, "predecessors", tuple(predecessors))
         setattr_(graph, "in_degree", in_degree)
         setattr_(graph, "roots", tuple(i for i, d in enumerate(in_degree) if d == 0))
         return graph
+
+    @property
+    def predecessors(self) -> tuple[tuple[int, ...], ...]:
+        """For each stage, the numbers of its dependencies, in declaration order.
+
+        Computed on each access (a run only needs ``successors`` and ``in_degree``).
+        """
+        index = self.index
+        return tuple(tuple(index[d] for d in spec.dependencies) for spec in self.stages)
 
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError(f"StageGraph is frozen; cannot set {name!r}")
@@ -149,9 +150,9 @@ class StageGraph:
         lines = ["flowchart TD"]
         lines += [f'    s{i}["{spec.name}"]' for i, spec in enumerate(self.stages)]
         for i, spec in enumerate(self.stages):
-            for dep, j in zip(spec.dependencies, self.predecessors[i], strict=True):
+            for dep in spec.dependencies:
                 arrow = "-.->" if dep in spec.optional else "-->"
-                lines.append(f"    s{j} {arrow} s{i}")
+                lines.append(f"    s{self.index[dep]} {arrow} s{i}")
         return "\n".join(lines) + "\n"
 
     def to_dot(self) -> str:

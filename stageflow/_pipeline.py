@@ -14,9 +14,6 @@ if TYPE_CHECKING:
 
 __all__ = ["Pipeline"]
 
-# The stages of a pipeline are a persistent linked list, newest first: with_stage is O(1)
-# and never copies, so building n stages is O(n) and every intermediate Pipeline stays valid.
-_Node = tuple["_Node | None", StageSpec]
 _new_pipeline = object.__new__
 
 
@@ -42,11 +39,15 @@ class Pipeline:
         ('fetch', 'report')
     """
 
-    __slots__ = ("_count", "_name", "_tail")
+    # A pipeline is a node of a persistent linked list, newest stage first: it holds its last
+    # stage and the pipeline it extends. with_stage is O(1) and never copies, so building n
+    # stages is O(n), and every intermediate Pipeline stays valid and shareable.
+    __slots__ = ("_count", "_name", "_previous", "_spec")
 
     def __init__(self, name: str = "pipeline") -> None:
         self._name = check_name(name, "pipeline name")
-        self._tail: _Node | None = None
+        self._previous: Pipeline | None = None
+        self._spec: StageSpec | None = None
         self._count = 0
 
     @property
@@ -54,11 +55,12 @@ class Pipeline:
         """The pipeline's name (runs, events and spans carry it)."""
         return self._name
 
-    def _extend(self, tail: _Node | None, count: int) -> Pipeline:
+    def _extend(self, spec: StageSpec) -> Pipeline:
         new = _new_pipeline(Pipeline)
         new._name = self._name
-        new._tail = tail
-        new._count = count
+        new._previous = self
+        new._spec = spec
+        new._count = self._count + 1
         return new
 
     def with_stage(
@@ -99,7 +101,8 @@ class Pipeline:
         spec = make_spec(name, stage, kind, dependencies, optional, tags, metadata)
         new = _new_pipeline(Pipeline)  # _extend, inlined: with_stage is BUILD's hot path
         new._name = self._name
-        new._tail = (self._tail, spec)
+        new._previous = self
+        new._spec = spec
         new._count = self._count + 1
         return new
 
@@ -111,17 +114,17 @@ class Pipeline:
         """
         if not isinstance(other, Pipeline):
             raise GraphError(f"compose() takes a Pipeline, not {type(other).__name__} {other!r}")
-        tail, count = self._tail, self._count
+        pipeline = self
         for spec in other._specs():
-            tail, count = (tail, spec), count + 1
-        return self._extend(tail, count)
+            pipeline = pipeline._extend(spec)
+        return pipeline
 
     def _specs(self) -> list[StageSpec]:
         specs: list[StageSpec] = []
-        node = self._tail
-        while node is not None:
-            node, spec = node
-            specs.append(spec)
+        node = self
+        while node._spec is not None:
+            specs.append(node._spec)
+            node = node._previous  # type: ignore[assignment]
         specs.reverse()
         return specs
 

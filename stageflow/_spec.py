@@ -255,16 +255,15 @@ def stage_call(name: str, stage: object) -> StageCall:
     """The engine's call for ``stage``: the function itself when it is async."""
     if type(stage) is types.FunctionType:  # the common case, read off the code object
         code = stage.__code__
-        how, is_async = "function", bool(code.co_flags & inspect.CO_COROUTINE)
         if code.co_argcount - len(stage.__defaults__ or ()) != 1 or code.co_kwonlyargcount:
             _check_function(name, stage)
-    else:
-        try:
-            how, is_async = _ANALYSIS[stage]
-        except (KeyError, TypeError):  # TypeError: not weak-referenceable or unhashable
-            how, is_async = _analyze(name, stage)
-            with contextlib.suppress(TypeError):  # not weak-referenceable: analyze every time
-                _ANALYSIS[stage] = (how, is_async)
+        return stage if code.co_flags & inspect.CO_COROUTINE else _in_thread(stage)
+    try:
+        how, is_async = _ANALYSIS[stage]
+    except (KeyError, TypeError):  # TypeError: not weak-referenceable or unhashable
+        how, is_async = _analyze(name, stage)
+        with contextlib.suppress(TypeError):  # not weak-referenceable: analyze every time
+            _ANALYSIS[stage] = (how, is_async)
     fn: Callable[[StageContext], Any]
     if how == "class":
         cls: Any = stage
