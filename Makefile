@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 .PHONY: demo test lint typecheck docs bench clean help
 
 help:
-	@echo "make demo   run the example pipeline (SQLite-free for now, no network)"
+	@echo "make demo   run the example research pipeline with live progress (no network)"
 	@echo "make test   lint, type-check, layer contract, tests, docs build"
 	@echo "make bench  benchmarks against a bare-asyncio scheduler"
 	@echo "make lint   ruff + mypy + import-linter only"

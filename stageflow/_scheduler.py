@@ -156,7 +156,9 @@ class RunState:
             self.ready(i)
         if self.remaining == 0:
             self.done.set_result(None)
-        timed_out = cancelled = False
+        timed_out = False
+        cancelled: asyncio.CancelledError | None = None
+        escaped: BaseException | None = None
         try:
             if timeout is None:
                 await self.done
@@ -166,32 +168,37 @@ class RunState:
                         await self.done
                 except TimeoutError:
                     timed_out = True
-        except asyncio.CancelledError:
-            cancelled = True
-        except BaseException as escaped:  # from a worker: stop cleanly, then raise it
+        except asyncio.CancelledError as error:
+            cancelled = error
+        except BaseException as error:  # noqa: BLE001 - from a worker: stop, then raise it
+            escaped = error
+        if cancelled is not None:
+            self.stop("the run was cancelled")
+        elif timed_out:
+            self.stop(f"the run timed out ({timeout:g}s)")
+        elif escaped is not None:
             self.stop(f"{type(escaped).__name__} escaped a stage")
-            if self.tasks:
-                await asyncio.wait(self.tasks.values())
-            raise
-        if cancelled or timed_out:
-            self.stop("the run was cancelled" if cancelled else f"the run timed out ({timeout:g}s)")
         if self.tasks:  # only after a stop: let cancelled stages unwind, leave no orphans
             await asyncio.wait(self.tasks.values())
         if self.stopping:
             self.settle()
-        if cancelled or timed_out:
+        if cancelled is not None or timed_out:
             status = RunStatus.CANCELLED
             if timed_out:
                 assert timeout is not None
                 self.first_error = RunTimeoutError(self.run_id, timeout)
         else:
-            status = RunStatus.FAILED if self.failed else RunStatus.COMPLETED
+            status = RunStatus.FAILED if self.failed or escaped else RunStatus.COMPLETED
         duration = self.now() - self.t0
         self.ended = True
         if self.sink is not None:
             summary = {"status": status.value, "duration": duration, **self.outcomes.counts()}
             self.event(_RUN_EVENT[status], None, 0, summary)
-        result = RunResult(
+        if cancelled is not None:
+            raise cancelled
+        if escaped is not None:
+            raise escaped
+        return RunResult(
             self.run_id,
             self.pipeline,
             status,
@@ -201,9 +208,6 @@ class RunState:
             error=self.first_error,
             sink_errors=self.sink_errors,
         )
-        if cancelled:
-            raise asyncio.CancelledError
-        return result
 
     def ready(self, i: int) -> None:
         """Stage i may start: start it now if a slot is free, else queue it."""

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,14 +51,7 @@ class DagShape:
         for n, deps in self.stages:
             for d in deps:
                 dependents[d].append(n)
-        seen: set[str] = set()
-        stack = list(dependents[name])
-        while stack:
-            n = stack.pop()
-            if n not in seen:
-                seen.add(n)
-                stack.extend(dependents[n])
-        return frozenset(seen)
+        return frozenset(_reachable(dependents, name))
 
     def pipeline(
         self,
@@ -137,7 +130,7 @@ def invalid_dag_shapes(draw: st.DrawFn, max_stages: int = 10) -> InvalidDagShape
         with_ancestors = [name for name, _ in stages if base.dependencies(name)]
         if with_ancestors:
             k = draw(st.sampled_from(with_ancestors))
-            ancestors = sorted(_ancestors(deps, k))
+            ancestors = sorted(_reachable(deps, k))
             a = draw(st.sampled_from(ancestors))
         else:  # no edge at all: join two stages both ways
             k, a = stages[1][0], stages[0][0]
@@ -172,12 +165,13 @@ def invalid_dag_shapes(draw: st.DrawFn, max_stages: int = 10) -> InvalidDagShape
     return InvalidDagShape(tuple((n, tuple(d)) for n, d in stages), expected)
 
 
-def _ancestors(deps: dict[str, set[str]], name: str) -> set[str]:
+def _reachable(edges: Mapping[str, Iterable[str]], name: str) -> set[str]:
+    """Every name reachable from ``name`` along ``edges`` (not ``name`` itself, unless cyclic)."""
     seen: set[str] = set()
-    stack = list(deps[name])
+    stack = list(edges[name])
     while stack:
         n = stack.pop()
         if n not in seen:
             seen.add(n)
-            stack.extend(deps[n])
+            stack.extend(edges[n])
     return seen
