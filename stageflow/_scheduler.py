@@ -268,6 +268,8 @@ class RunState:
             # forever. Engine.run stops the other stages and raises it, as TaskGroup does.
             if self.outcomes.status[i] == NONE:
                 self.record_failure(i, escaped)
+                if self.sink is not None:
+                    self.stage_event(i)
             if not self.done.done():
                 self.done.set_exception(escaped)
             if isinstance(escaped, KeyboardInterrupt | SystemExit):

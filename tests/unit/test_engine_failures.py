@@ -494,3 +494,22 @@ class TestEngineInternalErrors:
         assert isinstance(error, InvalidOutputError)
         assert "declare it with async def" in str(error)
         assert "wrapper" in str(error)
+
+    def test_a_run_aborted_by_a_base_exception_still_ends_its_event_stream(self):
+        class Fatal(BaseException):
+            pass
+
+        async def fatal(ctx):
+            raise Fatal
+
+        sink = RecordingSink()
+        graph = Pipeline().with_stage("f", fatal).with_stage("slow", sleeper(100)).build()
+
+        async def main():
+            with pytest.raises(Fatal):
+                await Engine(sink=sink).run(graph)
+
+        run_virtual(main())
+        assert sink.types()[-1] == "run.failed"
+        assert sink.types("slow")[-1] == "stage.cancelled"
+        assert sink.for_stage("f")[-1].type == "stage.failed"
