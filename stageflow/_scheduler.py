@@ -37,6 +37,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("stageflow")
 
+LAUNCH_AHEAD: Final = 256  # tasks created but not yet begun, at most (see RunState.launch)
+
 _STAGE_EVENT: Final = (
     None,
     EventType.STAGE_COMPLETED,
@@ -67,6 +69,7 @@ class RunState:
 
     __slots__ = (
         "active",
+        "backlog",
         "blocked",
         "calls",
         "data",
@@ -93,6 +96,7 @@ class RunState:
         "t0",
         "tasks",
         "thread",
+        "unstarted",
         "wall",
     )
 
@@ -131,7 +135,10 @@ class RunState:
         self.remaining = len(graph.stages)
         self.active = 0
         self.limit = sys.maxsize if max_parallel is None else max_parallel
-        self.queue: deque[int] = deque()
+        self.queue: deque[int] = deque()  # ready, waiting for a slot (max_parallel)
+        # Holding a slot, waiting for a task: see launch().
+        self.backlog: deque[int] = deque()
+        self.unstarted = 0  # tasks created whose worker has not begun yet
         # Running worker tasks, keyed by the stage each one started with.
         self.tasks: dict[int, asyncio.Task[None]] = {}
         self.done: asyncio.Future[None] = self.loop.create_future()
@@ -213,9 +220,23 @@ class RunState:
         """Stage i may start: start it now if a slot is free, else queue it."""
         if self.active < self.limit:
             self.active += 1
-            self.tasks[i] = self.loop.create_task(self.worker(i))
+            self.launch(i)
         else:
             self.queue.append(i)
+
+    def launch(self, i: int) -> None:
+        """Give stage i (which holds a slot) a task of its own.
+
+        At most LAUNCH_AHEAD tasks wait for their first step at any time; past that, stages
+        wait in the backlog and each worker that begins launches the next one. The order
+        in which stages begin is the same, but a fan-out of 100 000 stages no longer keeps
+        100 000 task objects alive at once for the garbage collector to walk over and over.
+        """
+        if self.unstarted < LAUNCH_AHEAD:
+            self.unstarted += 1
+            self.tasks[i] = self.loop.create_task(self.worker(i))
+        else:
+            self.backlog.append(i)
 
     async def worker(self, i: int) -> None:
         first = i
@@ -229,6 +250,9 @@ class RunState:
         sink = self.sink
         now = self.now
         t0 = self.t0
+        self.unstarted -= 1
+        if self.backlog:
+            self.launch(self.backlog.popleft())
         try:
             while True:
                 spec = specs[i]
@@ -348,7 +372,11 @@ class RunState:
                         nxt = j
                     elif self.active < self.limit:  # self.ready(j), inline: W2's hot loop
                         self.active += 1
-                        self.tasks[j] = self.loop.create_task(self.worker(j))
+                        if self.unstarted < LAUNCH_AHEAD:  # self.launch(j), inline
+                            self.unstarted += 1
+                            self.tasks[j] = self.loop.create_task(self.worker(j))
+                        else:
+                            self.backlog.append(j)
                     else:
                         self.queue.append(j)
         else:
@@ -412,6 +440,7 @@ class RunState:
         self.stopping = True
         self.stop_reason = reason
         self.queue.clear()
+        self.backlog.clear()
         current = asyncio.current_task()
         for task in self.tasks.values():
             if task is not current:

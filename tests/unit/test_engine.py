@@ -471,3 +471,56 @@ class TestEngineReuse:
         assert engine.fail_fast is False
         assert engine.sink is None
         assert repr(engine) == "<Engine interceptors=[x] max_parallel=4>"
+
+
+class TestWideFanOuts:
+    """Thousands of stages ready at once (more than the engine creates tasks for at once)."""
+
+    WIDTH = 2000
+
+    def fan_out(self, stage: Any) -> Any:
+        pipeline = Pipeline("wide").with_stage("root", noop)
+        for k in range(self.WIDTH):
+            pipeline = pipeline.with_stage(f"s{k}", stage, dependencies=("root",))
+        return pipeline.build()
+
+    def test_every_ready_stage_runs_at_once_without_a_limit(self):
+        running = peak = 0
+
+        async def wait(ctx):
+            nonlocal running, peak
+            running += 1
+            peak = max(peak, running)
+            await asyncio.sleep(1)
+            running -= 1
+
+        result = run(self.fan_out(wait))
+
+        assert result.ok
+        assert peak == self.WIDTH
+        assert result.duration == pytest.approx(1.0)
+        assert {r.started for r in result if r.stage != "root"} == {0.0}
+
+    def test_stages_begin_in_the_order_they_became_ready(self):
+        order: list[str] = []
+
+        async def note(ctx):
+            order.append(ctx.stage)
+
+        run(self.fan_out(note))
+
+        assert order == [f"s{k}" for k in range(self.WIDTH)]
+
+    def test_a_failure_stops_the_stages_still_waiting_for_a_task(self):
+        async def first_fails(ctx):
+            if ctx.stage == "s0":
+                raise ValueError("boom")
+            await asyncio.sleep(1)
+
+        result = run(self.fan_out(first_fails))
+
+        assert result.status == "failed"
+        statuses = {r.status for r in result if r.stage not in ("root", "s0")}
+        assert statuses <= {"cancelled", "skipped"}
+        assert "skipped" in statuses  # some never got a task: not started
+        assert result.with_status(StageStatus.COMPLETED) == ("root",)
