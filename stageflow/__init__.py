@@ -10,6 +10,7 @@ from ._engine import Engine
 from ._events import Event, EventType
 from ._graph import StageGraph
 from ._pipeline import Pipeline
+from ._policies import Backoff, CircuitBreakerPolicy, RetryPolicy
 from ._result import RunResult, RunStatus
 from ._sinks import BufferedSink, FanOutSink, JsonLinesSink, LoggingSink
 from ._spec import StageSpec
@@ -24,6 +25,7 @@ from ._stage import (
     StageStatus,
 )
 from .errors import (
+    CircuitOpenError,
     ConfigurationError,
     CycleError,
     DuplicateStageError,
@@ -42,16 +44,34 @@ from .errors import (
     StageError,
     StageFailedError,
     StageflowError,
+    StageTimeoutError,
     UnknownDependencyError,
 )
-from .interceptors import BaseInterceptor, Interceptor, Priority
+from .interceptors import (
+    BaseInterceptor,
+    CircuitBreaker,
+    CircuitBreakerInterceptor,
+    CircuitBreakerRegistry,
+    CircuitState,
+    Interceptor,
+    Priority,
+    RetryInterceptor,
+    TimeoutInterceptor,
+)
 from .ports import Clock, EventSink, LoopClock
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Backoff",
     "BaseInterceptor",
     "BufferedSink",
+    "CircuitBreaker",
+    "CircuitBreakerInterceptor",
+    "CircuitBreakerPolicy",
+    "CircuitBreakerRegistry",
+    "CircuitOpenError",
+    "CircuitState",
     "Clock",
     "ConfigurationError",
     "CycleError",
@@ -73,6 +93,8 @@ __all__ = [
     "MissingInputError",
     "Pipeline",
     "Priority",
+    "RetryInterceptor",
+    "RetryPolicy",
     "RunCancelledError",
     "RunError",
     "RunFailedError",
@@ -93,7 +115,9 @@ __all__ = [
     "StageResult",
     "StageSpec",
     "StageStatus",
+    "StageTimeoutError",
     "StageflowError",
+    "TimeoutInterceptor",
     "UnknownDependencyError",
     "__version__",
 ]

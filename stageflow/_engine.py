@@ -11,6 +11,7 @@ from typing import Any
 from ._graph import StageGraph
 from ._ids import RUN_ID, new_run_id
 from ._pipeline import Pipeline
+from ._policies import RetryPolicy
 from ._result import RunResult
 from ._scheduler import RunState, normalize_output
 from ._sinks import check_sink
@@ -18,6 +19,9 @@ from ._spec import StageSpec
 from ._stage import StageCall, StageContext
 from .errors import ConfigurationError
 from .interceptors._base import Interceptor, compose, sort_interceptors
+from .interceptors._breaker import CircuitBreakerInterceptor, CircuitBreakerRegistry
+from .interceptors._retry import RetryInterceptor
+from .interceptors._timeout import TimeoutInterceptor
 from .ports import Clock, EventSink
 
 __all__ = ["Engine"]
@@ -39,6 +43,14 @@ class Engine:
             no more (default); with False, independent branches go on and only the
             failed stage's dependents are skipped.
         clock: where time is read (default: the running loop's clock).
+        stage_timeout: seconds each attempt of a stage without a ``timeout`` option may
+            take. Default None: no limit, because a limit that suits one stage kills
+            another's legitimate work; set it per stage, or here when all stages call
+            services that should answer in bounded time.
+        retry: the RetryPolicy of stages without a ``retry`` option. Default None: no
+            retry, because retrying repeats side effects that may not be idempotent.
+        circuit_breakers: where the circuit breakers live (default: a registry of this
+            engine's own, shared by all its runs; pass one to share it between engines).
 
     Example:
         >>> import asyncio
@@ -52,6 +64,14 @@ class Engine:
 
     __slots__ = ("_chains", "_clock", "_interceptors", "fail_fast", "max_parallel", "sink")
 
+    @property
+    def circuit_breakers(self) -> CircuitBreakerRegistry:
+        """The registry of this engine's circuit breakers (to inspect their state)."""
+        for interceptor in self._interceptors:
+            if isinstance(interceptor, CircuitBreakerInterceptor):
+                return interceptor.registry
+        raise LookupError("no CircuitBreakerInterceptor")  # pragma: no cover - always one
+
     def __init__(
         self,
         *,
@@ -60,15 +80,36 @@ class Engine:
         max_parallel: int | None = None,
         fail_fast: bool = True,
         clock: Clock | None = None,
+        stage_timeout: float | None = None,
+        retry: RetryPolicy | None = None,
+        circuit_breakers: CircuitBreakerRegistry | None = None,
     ) -> None:
-        given: object = interceptors  # checked at run time too: callers may not type-check
-        if isinstance(given, str | bytes) or not isinstance(given, Iterable):
+        checked: object = interceptors  # checked at run time too: callers may not type-check
+        if isinstance(checked, str | bytes) or not isinstance(checked, Iterable):
             raise ConfigurationError(
                 f"interceptors must be a sequence of interceptors, not {interceptors!r}",
                 "interceptors",
                 interceptors,
             )
-        self._interceptors = sort_interceptors(list(interceptors))
+        given = list(interceptors)
+        if circuit_breakers is not None and not isinstance(
+            circuit_breakers, CircuitBreakerRegistry
+        ):
+            raise ConfigurationError(
+                f"circuit_breakers must be a CircuitBreakerRegistry, not {circuit_breakers!r}",
+                "circuit_breakers",
+                circuit_breakers,
+            )
+        # The resilience interceptors are always there: for a stage without the option
+        # they return its call unchanged, so they cost it nothing. An instance of the same
+        # class among `interceptors` replaces the default one.
+        defaults = (
+            TimeoutInterceptor(stage_timeout),
+            RetryInterceptor(retry),
+            CircuitBreakerInterceptor(registry=circuit_breakers),
+        )
+        given += [d for d in defaults if not any(type(g) is type(d) for g in given)]
+        self._interceptors = sort_interceptors(given)
         if sink is not None:
             check_sink(sink)
         if max_parallel is not None and (

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
+from ._policies import CircuitBreakerPolicy, RetryPolicy
 from ._spec import StageSpec, check_name, make_spec, unknown_option
 from ._stage import StageKind
 from .errors import GraphError
@@ -73,6 +74,9 @@ class Pipeline:
         optional: Iterable[str] = (),
         tags: Iterable[str] = (),
         metadata: Mapping[str, Any] | None = None,
+        timeout: float | None = None,
+        retry: RetryPolicy | int | None = None,
+        circuit_breaker: CircuitBreakerPolicy | None = None,
         **unknown: Any,
     ) -> Pipeline:
         """Return a new Pipeline with one more stage.
@@ -90,6 +94,10 @@ class Pipeline:
                 this stage (their output is then absent from ``ctx.inputs``).
             tags: free labels, for interceptors to select stages.
             metadata: free read-only data for your own interceptors.
+            timeout: seconds each attempt may take; past it the attempt is cancelled
+                and fails with :class:`~stageflow.errors.StageTimeoutError`.
+            retry: a :class:`~stageflow.RetryPolicy`, or a number of attempts.
+            circuit_breaker: a :class:`~stageflow.CircuitBreakerPolicy`.
 
         Raises:
             InvalidStageNameError: ``name`` is not a valid name.
@@ -98,7 +106,10 @@ class Pipeline:
         """
         if unknown:
             raise unknown_option(name, unknown)
-        spec = make_spec(name, stage, kind, dependencies, optional, tags, metadata)
+        spec = make_spec(
+            name, stage, kind, dependencies, optional, tags, metadata, timeout, retry,
+            circuit_breaker,
+        )  # fmt: skip
         new = _new_pipeline(Pipeline)  # _extend, inlined: with_stage is BUILD's hot path
         new._name = self._name
         new._previous = self

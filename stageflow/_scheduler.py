@@ -29,13 +29,15 @@ from .errors import (
     StageCancelledError,
     StageFailedError,
 )
+from .ports import Clock, LoopClock
 
 if TYPE_CHECKING:
     from ._graph import StageGraph
     from ._stage import StageCall
-    from .ports import Clock, EventSink
+    from .ports import EventSink
 
 logger = logging.getLogger("stageflow")
+_LOOP_CLOCK: Final = LoopClock()
 
 LAUNCH_AHEAD: Final = 256  # tasks created but not yet begun, at most (see RunState.launch)
 
@@ -72,6 +74,7 @@ class RunState:
         "backlog",
         "blocked",
         "calls",
+        "clock",
         "data",
         "done",
         "ended",
@@ -120,6 +123,7 @@ class RunState:
         self.sink = sink
         self.fail_fast = fail_fast
         self.loop = asyncio.get_running_loop()
+        self.clock: Clock = clock or _LOOP_CLOCK
         if clock is None:
             # loop.time() is time.monotonic() unless the loop says otherwise (virtual time);
             # calling the C function directly saves a Python frame twice per stage.
@@ -260,22 +264,20 @@ class RunState:
                 if sink is not None:
                     self.event(EventType.STAGE_STARTED, spec.name, 1, {"kind": spec.kind.value})
                 times[2 * i] = now() - t0
+                attempts[i] = 1  # a retrying interceptor counts further attempts
                 try:
                     out = await calls[i](ctx)
                 except asyncio.CancelledError:
                     times[2 * i + 1] = now() - t0
-                    attempts[i] = ctx.attempt
                     if self.stopping:
                         self.record_cancelled(i)
                         raise
                     code = self.record_stray_cancel(i)
                 except Exception as exc:  # noqa: BLE001 - a stage's error is its outcome
                     times[2 * i + 1] = now() - t0
-                    attempts[i] = ctx.attempt
                     code = self.record_failure(i, exc)
                 else:
                     times[2 * i + 1] = now() - t0
-                    attempts[i] = ctx.attempt
                     if type(out) is dict:  # the common case, inline
                         outputs[i] = out
                         status[i] = code = COMPLETED
@@ -492,16 +494,17 @@ class RunState:
             data["error"] = type(error).__qualname__
         self.event(_STAGE_EVENT[outcomes.status[i]], outcomes.names[i], attempts, data)  # type: ignore[arg-type]
 
-    def emit_custom(self, stage: str, attempt: int, type_: str, data: dict[str, Any]) -> None:
+    def emit_custom(self, index: int, attempt: int, type_: str, data: dict[str, Any]) -> None:
         if self.sink is None:
             return
         if threading.get_ident() == self.thread:
-            self.event(type_, stage, attempt, data)
+            self.current_custom(index, attempt, type_, data)
         else:  # from a sync stage's worker thread: sinks are only ever called on the loop
-            self.loop.call_soon_threadsafe(self.late_custom, stage, attempt, type_, data)
+            self.loop.call_soon_threadsafe(self.current_custom, index, attempt, type_, data)
 
-    def late_custom(self, stage: str, attempt: int, type_: str, data: dict[str, Any]) -> None:
-        # A thread may outlive its stage (a cancelled run cannot kill it): once the run has
-        # ended, its events are over.
-        if not self.ended:
-            self.event(type_, stage, attempt, data)
+    def current_custom(self, index: int, attempt: int, type_: str, data: dict[str, Any]) -> None:
+        # A thread may outlive its attempt (a timed-out or cancelled attempt cannot be
+        # killed): only the current attempt of a running stage may still speak.
+        outcomes = self.outcomes
+        if outcomes.status[index] == NONE and outcomes.attempts[index] == attempt:
+            self.event(type_, outcomes.names[index], attempt, data)

@@ -7,12 +7,14 @@ import contextlib
 import difflib
 import functools
 import inspect
+import math
 import types
 import weakref
 from collections.abc import Callable, Iterable, Mapping
 from types import MappingProxyType
 from typing import Any, Final, NamedTuple
 
+from ._policies import CircuitBreakerPolicy, RetryPolicy
 from ._stage import StageCall, StageContext, StageKind
 from .errors import InvalidOptionError, InvalidOutputError, InvalidStageError, InvalidStageNameError
 
@@ -39,6 +41,9 @@ class StageSpec(NamedTuple):
         tags: free labels, e.g. for interceptors to select stages.
         metadata: free, read-only data for your own interceptors.
         call: how the engine calls the stage (a thread hop for sync code included).
+        timeout: seconds per attempt, or None (the engine's default applies).
+        retry: the :class:`~stageflow.RetryPolicy`, or None (the engine's default).
+        circuit_breaker: the :class:`~stageflow.CircuitBreakerPolicy`, or None.
     """
 
     name: str
@@ -49,6 +54,9 @@ class StageSpec(NamedTuple):
     tags: frozenset[str]
     metadata: Mapping[str, Any]
     call: StageCall
+    timeout: float | None = None
+    retry: RetryPolicy | None = None
+    circuit_breaker: CircuitBreakerPolicy | None = None
 
 
 # StageSpec(...) through NamedTuple's Python-level __new__ costs a frame per stage.
@@ -81,7 +89,15 @@ def check_name(name: object, what: str = "stage name") -> str:
     return name
 
 
-OPTIONS: Final = ("dependencies", "optional", "tags", "metadata")
+OPTIONS: Final = (
+    "dependencies",
+    "optional",
+    "tags",
+    "metadata",
+    "timeout",
+    "retry",
+    "circuit_breaker",
+)
 
 
 def unknown_option(stage: object, options: Mapping[str, Any]) -> InvalidOptionError:
@@ -121,6 +137,9 @@ def make_spec(
     optional: object,
     tags: object,
     metadata: object,
+    timeout: object = None,
+    retry: object = None,
+    circuit_breaker: object = None,
 ) -> StageSpec:
     """Validate ``with_stage``'s arguments into a StageSpec (errors name stage, option, value)."""
     if not (
@@ -170,7 +189,42 @@ def make_spec(
                 metadata,
             )
         meta = MappingProxyType(dict(metadata))
-    return _new_spec((name, stage, kind, deps, opt, tag_set, meta, stage_call(name, stage)))
+    if timeout is not None and (
+        isinstance(timeout, bool)
+        or not isinstance(timeout, int | float)
+        or not 0 < timeout < math.inf
+    ):
+        raise InvalidOptionError(
+            f"stage {name!r}: timeout must be a positive number of seconds, not {timeout!r}",
+            name,
+            "timeout",
+            timeout,
+        )
+    if retry is not None and not isinstance(retry, RetryPolicy):
+        if isinstance(retry, int) and not isinstance(retry, bool) and retry >= 1:
+            retry = RetryPolicy(attempts=retry)  # retry=3: three attempts, default backoff
+        else:
+            raise InvalidOptionError(
+                f"stage {name!r}: retry must be a RetryPolicy or a number of attempts >= 1, "
+                f"not {retry!r}",
+                name,
+                "retry",
+                retry,
+            )
+    if circuit_breaker is not None and not isinstance(circuit_breaker, CircuitBreakerPolicy):
+        raise InvalidOptionError(
+            f"stage {name!r}: circuit_breaker must be a CircuitBreakerPolicy, "
+            f"not {circuit_breaker!r}",
+            name,
+            "circuit_breaker",
+            circuit_breaker,
+        )
+    return _new_spec(
+        (
+            name, stage, kind, deps, opt, tag_set, meta, stage_call(name, stage),
+            None if timeout is None else float(timeout), retry, circuit_breaker,
+        )
+    )  # fmt: skip
 
 
 # --------------------------------------------------------------------------- calling a stage

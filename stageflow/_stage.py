@@ -8,12 +8,14 @@ from collections.abc import Awaitable, Callable, Iterator, Mapping
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Final, Protocol, TypeAlias, runtime_checkable
 
+from ._events import EventType
 from .errors import ConfigurationError, MissingInputError
 
 if TYPE_CHECKING:
     from ._graph import StageGraph
     from ._outcomes import Outcomes
     from ._spec import StageSpec
+    from .ports import Clock, EventSink
 
 __all__ = [
     "Stage",
@@ -189,8 +191,15 @@ class _Run(Protocol):
     data: Mapping[str, Any]
     graph: StageGraph
     outcomes: Outcomes
+    sink: EventSink | None
+    clock: Clock
+    t0: float
 
-    def emit_custom(self, stage: str, attempt: int, type_: str, data: dict[str, Any]) -> None: ...
+    def emit_custom(self, index: int, attempt: int, type_: str, data: dict[str, Any]) -> None: ...
+
+    def event(
+        self, type_: str, stage: str | None, attempt: int, data: Mapping[str, Any]
+    ) -> None: ...
 
 
 class StageContext:
@@ -243,9 +252,42 @@ class StageContext:
         """
         return f"{self._run.run_id}:{self.spec.name}"
 
+    @property
+    def clock(self) -> Clock:
+        """The engine's clock: interceptors read time and sleep through it."""
+        return self._run.clock
+
+    @property
+    def started(self) -> float:
+        """When this stage's first attempt started, on ``clock.monotonic()``."""
+        return self._run.t0 + self._run.outcomes.times[2 * self._index]
+
     def with_attempt(self, attempt: int) -> StageContext:
-        """A copy of this context for another attempt (used by retrying interceptors)."""
+        """A context for another attempt of this stage; it becomes the current attempt.
+
+        Retrying interceptors call it. Each attempt has its own context, so work left
+        over from a superseded attempt (a thread that could not be stopped) can be told
+        apart: its custom events are dropped.
+        """
+        self._run.outcomes.attempts[self._index] = attempt
         return StageContext(self._run, self._index, self.spec, attempt)
+
+    def event(self, type: EventType, **data: Any) -> None:  # noqa: A002 - mirrors Event.type
+        """Send one of stageflow's own events about this stage (for interceptors).
+
+        Args:
+            type: an :class:`~stageflow.EventType` (e.g. ``EventType.STAGE_RETRYING``).
+            **data: the event's payload, as documented for that type.
+        """
+        if not isinstance(type, EventType):
+            raise ConfigurationError(
+                f"stage {self.spec.name!r}: event() takes an EventType, not {type!r}; "
+                "use emit() for your own events",
+                "type",
+                type,
+            )
+        if self._run.sink is not None:
+            self._run.event(type, self.spec.name, self.attempt, data)
 
     def emit(self, type: str, **data: Any) -> None:  # noqa: A002 - mirrors Event.type
         """Send a ``custom.<type>`` event to the engine's sink.
@@ -266,7 +308,7 @@ class StageContext:
                 type,
             )
         self._run.emit_custom(
-            self.spec.name,
+            self._index,
             self.attempt,
             type if type.startswith("custom.") else "custom." + type,
             data,

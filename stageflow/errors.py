@@ -20,6 +20,8 @@ the builtin hierarchy keeps working::
     │   ├── StageFailedError                  the stage returned ``StageOutput.fail(...)``
     │   ├── InvalidOutputError (TypeError)    the stage returned something that is not an output
     │   ├── StageCancelledError               the stage was cancelled outside the run's control
+    │   ├── StageTimeoutError (TimeoutError)  an attempt exceeded the stage's timeout
+    │   ├── CircuitOpenError                  the stage's circuit breaker is open: not called
     │   └── MissingInputError (KeyError)      ``ctx.inputs`` was asked for what is not there
     └── RunError                              ``RunResult.raise_for_status()``
         ├── RunFailedError                    one or more stages failed (``.failed``)
@@ -36,6 +38,7 @@ from collections.abc import Sequence
 from typing import Any
 
 __all__ = [
+    "CircuitOpenError",
     "ConfigurationError",
     "CycleError",
     "DuplicateStageError",
@@ -53,6 +56,7 @@ __all__ = [
     "StageCancelledError",
     "StageError",
     "StageFailedError",
+    "StageTimeoutError",
     "StageflowError",
     "UnknownDependencyError",
 ]
@@ -218,6 +222,38 @@ class InvalidOutputError(StageError, TypeError):
 
 class StageCancelledError(StageError):
     """The stage raised CancelledError although the run did not cancel it."""
+
+
+class StageTimeoutError(StageError, TimeoutError):
+    """An attempt of the stage exceeded its timeout and was cancelled.
+
+    Attributes:
+        timeout: the limit, in seconds.
+        attempt: the attempt that timed out.
+    """
+
+    def __init__(self, stage: str, timeout: float, attempt: int) -> None:
+        super().__init__(f"stage {stage!r} timed out after {timeout:g}s (attempt {attempt})", stage)
+        self.timeout = timeout
+        self.attempt = attempt
+
+
+class CircuitOpenError(StageError):
+    """The stage's circuit breaker is open: the stage was not called.
+
+    Attributes:
+        key: the breaker's key.
+        retry_after: seconds until the breaker lets a probe through.
+    """
+
+    def __init__(self, stage: str, key: object, retry_after: float) -> None:
+        super().__init__(
+            f"stage {stage!r} not called: circuit {key!r} is open "
+            f"(next probe in {retry_after:.3g}s)",
+            stage,
+        )
+        self.key = key
+        self.retry_after = retry_after
 
 
 class MissingInputError(StageError, KeyError):

@@ -7,5 +7,23 @@ Lower ``priority`` wraps outer; see :class:`Priority` for the built-ins' order.
 """
 
 from ._base import BaseInterceptor, Interceptor, Priority
+from ._breaker import (
+    CircuitBreaker,
+    CircuitBreakerInterceptor,
+    CircuitBreakerRegistry,
+    CircuitState,
+)
+from ._retry import RetryInterceptor
+from ._timeout import TimeoutInterceptor
 
-__all__ = ["BaseInterceptor", "Interceptor", "Priority"]
+__all__ = [
+    "BaseInterceptor",
+    "CircuitBreaker",
+    "CircuitBreakerInterceptor",
+    "CircuitBreakerRegistry",
+    "CircuitState",
+    "Interceptor",
+    "Priority",
+    "RetryInterceptor",
+    "TimeoutInterceptor",
+]

@@ -466,11 +466,20 @@ class TestEngineReuse:
         interceptor = BaseInterceptor(name="x")
         engine = Engine(interceptors=[interceptor], max_parallel=4, fail_fast=False)
 
-        assert engine.interceptors == (interceptor,)
+        # the built-in resilience interceptors are always in the chain, outermost first
+        assert [ic.name for ic in engine.interceptors] == [
+            "retry",
+            "circuit_breaker",
+            "timeout",
+            "x",
+        ]
+        assert engine.interceptors[-1] is interceptor
         assert engine.max_parallel == 4
         assert engine.fail_fast is False
         assert engine.sink is None
-        assert repr(engine) == "<Engine interceptors=[x] max_parallel=4>"
+        assert repr(engine) == (
+            "<Engine interceptors=[retry, circuit_breaker, timeout, x] max_parallel=4>"
+        )
 
 
 class TestWideFanOuts:

@@ -65,7 +65,14 @@ class TestInterceptorOrder:
 
         run(Pipeline().with_stage("s", stage).build(), engine)
 
-        assert [ic.name for ic in engine.interceptors] == ["b100", "d100", "a500", "c500", "e900"]
+        mine = {"a500", "b100", "c500", "d100", "e900"}
+        assert [ic.name for ic in engine.interceptors if ic.name in mine] == [
+            "b100",
+            "d100",
+            "a500",
+            "c500",
+            "e900",
+        ]
         assert log == [
             "enter b100",
             "enter d100",
@@ -413,6 +420,5 @@ class TestBaseInterceptorHooks:
 
 @pytest.mark.parametrize("priority", [Priority.TRACING, 0, -1, 10**9])
 def test_any_int_priority_is_accepted(priority):
-    assert Engine(interceptors=[BaseInterceptor(priority=priority)]).interceptors[0].priority == (
-        priority
-    )
+    mine = BaseInterceptor(priority=priority)
+    assert mine in Engine(interceptors=[mine]).interceptors

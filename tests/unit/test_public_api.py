@@ -19,8 +19,15 @@ import stageflow.testing
 
 PUBLIC: dict[ModuleType, list[str]] = {
     stageflow: [
+        "Backoff",
         "BaseInterceptor",
         "BufferedSink",
+        "CircuitBreaker",
+        "CircuitBreakerInterceptor",
+        "CircuitBreakerPolicy",
+        "CircuitBreakerRegistry",
+        "CircuitOpenError",
+        "CircuitState",
         "Clock",
         "ConfigurationError",
         "CycleError",
@@ -42,6 +49,8 @@ PUBLIC: dict[ModuleType, list[str]] = {
         "MissingInputError",
         "Pipeline",
         "Priority",
+        "RetryInterceptor",
+        "RetryPolicy",
         "RunCancelledError",
         "RunError",
         "RunFailedError",
@@ -62,7 +71,9 @@ PUBLIC: dict[ModuleType, list[str]] = {
         "StageResult",
         "StageSpec",
         "StageStatus",
+        "StageTimeoutError",
         "StageflowError",
+        "TimeoutInterceptor",
         "UnknownDependencyError",
         "__version__",
     ],
@@ -76,7 +87,17 @@ PUBLIC: dict[ModuleType, list[str]] = {
         "pipelines",
         "run_virtual",
     ],
-    stageflow.interceptors: ["BaseInterceptor", "Interceptor", "Priority"],
+    stageflow.interceptors: [
+        "BaseInterceptor",
+        "CircuitBreaker",
+        "CircuitBreakerInterceptor",
+        "CircuitBreakerRegistry",
+        "CircuitState",
+        "Interceptor",
+        "Priority",
+        "RetryInterceptor",
+        "TimeoutInterceptor",
+    ],
     stageflow.ports: ["Clock", "EventSink", "LoopClock"],
 }
 

@@ -1,0 +1,223 @@
+"""Resilience policies: frozen values describing how a stage retries and trips a breaker.
+
+They are checked when constructed (errors name the field and the value) and are
+pure: a policy computes delays and decisions; the interceptors in
+``stageflow.interceptors`` carry them out.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Hashable, Iterator
+from dataclasses import dataclass, field, replace
+from typing import Any, Final, Literal
+
+from .errors import (
+    CircuitOpenError,
+    ConfigurationError,
+    InvalidOutputError,
+    MissingInputError,
+)
+
+__all__ = ["Backoff", "CircuitBreakerPolicy", "RetryPolicy"]
+
+Backoff = Literal["fixed", "linear", "exponential"]
+"""How the delay grows between attempts: ``base``, ``base * n``, ``base * multiplier**(n-1)``."""
+
+_BACKOFFS: Final = ("fixed", "linear", "exponential")
+# Retrying cannot fix these: a programming error, or a breaker that says "not now".
+_NEVER_RETRY: Final = (CircuitOpenError, InvalidOutputError, MissingInputError)
+
+
+def _number(cls: str, name: str, value: object, *, minimum: float, strict: bool = False) -> float:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or (value <= minimum if strict else value < minimum)
+    ):
+        bound = f"> {minimum:g}" if strict else f">= {minimum:g}"
+        raise ConfigurationError(
+            f"{cls}.{name} must be a finite number {bound}, not {value!r}", name, value
+        )
+    return float(value)
+
+
+def _count(cls: str, name: str, value: object, *, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigurationError(
+            f"{cls}.{name} must be an int >= {minimum}, not {value!r}", name, value
+        )
+    return value
+
+
+def _exception_types(cls: str, name: str, value: object) -> tuple[type[BaseException], ...]:
+    types_ = (value,) if isinstance(value, type) else value
+    if not isinstance(types_, tuple) or not all(
+        isinstance(t, type) and issubclass(t, BaseException) for t in types_
+    ):
+        raise ConfigurationError(
+            f"{cls}.{name} must be an exception type or a tuple of them, not {value!r}",
+            name,
+            value,
+        )
+    return types_
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How a stage is retried when an attempt raises.
+
+    Args:
+        attempts: calls at most, the first included (``1``: no retry).
+        backoff: ``"fixed"``, ``"linear"`` or ``"exponential"``.
+        base: the first delay, in seconds.
+        multiplier: the growth factor of exponential backoff.
+        max_delay: no delay is longer than this (seconds).
+        jitter: "full jitter": each delay is drawn uniformly from ``[0, delay]``,
+            so that many clients retrying together do not stampede.
+        deadline: seconds from the first attempt's start after which no new attempt
+            begins (None: no deadline).
+        retry_on: the exception types that are retried.
+        give_up_on: exception types never retried, even if listed in ``retry_on``
+            (default: an open circuit, an invalid output, a missing input).
+
+    Example:
+        >>> policy = RetryPolicy(attempts=4, backoff="exponential", base=0.5, max_delay=1.5)
+        >>> list(policy.delays())
+        [0.5, 1.0, 1.5]
+    """
+
+    attempts: int = 3
+    backoff: Backoff = "exponential"
+    base: float = 0.1
+    multiplier: float = 2.0
+    max_delay: float = 30.0
+    jitter: bool = False
+    deadline: float | None = None
+    retry_on: tuple[type[BaseException], ...] = (Exception,)
+    give_up_on: tuple[type[BaseException], ...] = field(default=_NEVER_RETRY)
+
+    def __post_init__(self) -> None:
+        name = "RetryPolicy"
+        _count(name, "attempts", self.attempts)
+        if self.backoff not in _BACKOFFS:
+            raise ConfigurationError(
+                f"RetryPolicy.backoff must be one of {', '.join(map(repr, _BACKOFFS))}, "
+                f"not {self.backoff!r}",
+                "backoff",
+                self.backoff,
+            )
+        _number(name, "base", self.base, minimum=0)
+        _number(name, "multiplier", self.multiplier, minimum=1)
+        _number(name, "max_delay", self.max_delay, minimum=0)
+        if not isinstance(self.jitter, bool):
+            raise ConfigurationError(
+                f"RetryPolicy.jitter must be True or False, not {self.jitter!r}",
+                "jitter",
+                self.jitter,
+            )
+        if self.deadline is not None:
+            _number(name, "deadline", self.deadline, minimum=0, strict=True)
+        object.__setattr__(self, "retry_on", _exception_types(name, "retry_on", self.retry_on))
+        object.__setattr__(
+            self, "give_up_on", _exception_types(name, "give_up_on", self.give_up_on)
+        )
+
+    def retries(self, error: BaseException) -> bool:
+        """Whether ``error`` may be retried (attempts and deadline aside)."""
+        return isinstance(error, self.retry_on) and not isinstance(error, self.give_up_on)
+
+    def delay(self, retry: int, rng: random.Random | None = None) -> float:
+        """The wait before retry number ``retry`` (1 for the second attempt).
+
+        With ``jitter``, a draw from ``[0, delay]`` using ``rng`` (default: the
+        ``random`` module).
+        """
+        if self.backoff == "fixed":
+            delay = self.base
+        elif self.backoff == "linear":
+            delay = self.base * retry
+        else:
+            # min() before the power would overflow for a large retry count
+            exponent = min(retry - 1, 1024)
+            delay = self.base * self.multiplier**exponent if self.multiplier > 1 else self.base
+        delay = min(delay, self.max_delay)
+        if self.jitter:
+            delay = (rng or random).uniform(0.0, delay)
+        return delay
+
+    def delays(self) -> Iterator[float]:
+        """The waits between attempts without jitter (``attempts - 1`` of them)."""
+        unjittered = replace(self, jitter=False) if self.jitter else self
+        return (unjittered.delay(n) for n in range(1, self.attempts))
+
+    def with_options(self, **changes: Any) -> RetryPolicy:
+        """A copy with some fields changed (checked like a new policy)."""
+        return replace(self, **changes)
+
+
+@dataclass(frozen=True, slots=True)
+class CircuitBreakerPolicy:
+    """When calls to a dependency stop for a while because it keeps failing.
+
+    The breaker is closed (calls go through) until it trips: after
+    ``failure_threshold`` consecutive failures, or, when ``failure_rate`` is set,
+    when at least ``minimum_calls`` calls within the last ``window`` seconds failed
+    at that rate or more. It then opens: calls fail at once with
+    :class:`~stageflow.errors.CircuitOpenError`, without calling the stage. After
+    ``recovery_timeout`` seconds it is half-open: up to ``half_open_max_calls``
+    probe calls go through; if they all succeed it closes, if one fails it opens
+    again.
+
+    Args:
+        failure_threshold: consecutive failures that open the breaker.
+        failure_rate: instead, the failure ratio (0 < rate <= 1) over ``window``.
+        window: seconds of history for ``failure_rate``.
+        minimum_calls: calls needed within the window before the rate counts.
+        recovery_timeout: seconds the breaker stays open before probing.
+        half_open_max_calls: probes admitted while half-open.
+        key: the breaker's name; stages with the same key share it (default: one
+            breaker per stage callable).
+        failure_on: the exception types that count as failures (others pass
+            through without counting).
+
+    Example:
+        >>> CircuitBreakerPolicy(failure_threshold=3, recovery_timeout=10, key="payments").key
+        'payments'
+    """
+
+    failure_threshold: int = 5
+    failure_rate: float | None = None
+    window: float = 60.0
+    minimum_calls: int = 10
+    recovery_timeout: float = 30.0
+    half_open_max_calls: int = 1
+    key: Hashable | None = None
+    failure_on: tuple[type[BaseException], ...] = (Exception,)
+
+    def __post_init__(self) -> None:
+        name = "CircuitBreakerPolicy"
+        _count(name, "failure_threshold", self.failure_threshold)
+        if self.failure_rate is not None:
+            rate = _number(name, "failure_rate", self.failure_rate, minimum=0, strict=True)
+            if rate > 1:
+                raise ConfigurationError(
+                    f"CircuitBreakerPolicy.failure_rate must be in (0, 1], not {rate!r}",
+                    "failure_rate",
+                    self.failure_rate,
+                )
+        _number(name, "window", self.window, minimum=0, strict=True)
+        _count(name, "minimum_calls", self.minimum_calls)
+        _number(name, "recovery_timeout", self.recovery_timeout, minimum=0)
+        _count(name, "half_open_max_calls", self.half_open_max_calls)
+        try:
+            hash(self.key)
+        except TypeError:
+            raise ConfigurationError(
+                f"CircuitBreakerPolicy.key must be hashable, not {self.key!r}", "key", self.key
+            ) from None
+        object.__setattr__(
+            self, "failure_on", _exception_types(name, "failure_on", self.failure_on)
+        )

@@ -1,0 +1,93 @@
+"""RetryInterceptor: calls a stage again when an attempt raises, with backoff."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+from .._events import EventType
+from .._policies import RetryPolicy
+from .._spec import StageSpec
+from .._stage import StageCall, StageContext
+from ..errors import ConfigurationError
+from ._base import Priority
+
+
+class RetryInterceptor:
+    """Retries a stage by its ``retry`` policy (or ``default``).
+
+    The first attempt is a plain call: nothing is allocated or awaited for the
+    retry loop until an attempt raises. Each retry gets a fresh context
+    (``ctx.attempt`` counts from 1), waits its backoff on the engine's clock, and
+    is announced by a ``stage.retrying`` event carrying the attempt, the delay and
+    the error. An error the policy does not retry passes straight through; when
+    attempts or the deadline run out, the last error is the stage's.
+
+    Args:
+        default: the policy of stages without a ``retry`` option (None: no retry).
+        priority: where it sits in the chain (default 500).
+        rng: the source of jitter (default: the ``random`` module); seed one in tests.
+    """
+
+    name = "retry"
+
+    def __init__(
+        self,
+        default: RetryPolicy | None = None,
+        *,
+        priority: int = Priority.RETRY,
+        rng: random.Random | None = None,
+    ) -> None:
+        if default is not None and not isinstance(default, RetryPolicy):
+            raise ConfigurationError(
+                f"the default retry must be a RetryPolicy, not {default!r}", "retry", default
+            )
+        self.default = default
+        self.priority = priority
+        self.rng = rng
+
+    def wrap(self, spec: StageSpec, call: StageCall) -> StageCall:
+        """Retry the stage's calls, when it has a policy of more than one attempt."""
+        policy = spec.retry if spec.retry is not None else self.default
+        if policy is None or policy.attempts == 1:
+            return call
+
+        async def retried(ctx: StageContext) -> Any:
+            try:
+                return await call(ctx)
+            except Exception as error:
+                if not policy.retries(error):
+                    raise
+                return await self._again(policy, call, ctx, error)
+
+        return retried
+
+    async def _again(
+        self, policy: RetryPolicy, call: StageCall, ctx: StageContext, error: Exception
+    ) -> Any:
+        clock = ctx.clock
+        for attempt in range(2, policy.attempts + 1):
+            delay = policy.delay(attempt - 1, self.rng)
+            if (
+                policy.deadline is not None
+                and clock.monotonic() + delay - ctx.started >= policy.deadline
+            ):
+                raise error  # the next attempt could not begin before the deadline
+            ctx.event(
+                EventType.STAGE_RETRYING,
+                attempt=attempt,
+                delay=delay,
+                error=type(error).__qualname__,
+                message=str(error),
+            )
+            await clock.sleep(delay)
+            try:
+                return await call(ctx.with_attempt(attempt))
+            except Exception as again:
+                if attempt == policy.attempts or not policy.retries(again):
+                    raise
+                error = again
+        raise AssertionError("unreachable: the loop returns or raises")  # pragma: no cover
+
+    def __repr__(self) -> str:
+        return f"<RetryInterceptor default={self.default} priority={self.priority}>"

@@ -1,0 +1,64 @@
+"""TimeoutInterceptor: limits each attempt of a stage."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from .._spec import StageSpec
+from .._stage import StageCall, StageContext
+from ..errors import ConfigurationError, StageTimeoutError
+from ._base import Priority
+
+
+class TimeoutInterceptor:
+    """Cancels an attempt that outlives the stage's ``timeout`` (or ``default``).
+
+    The attempt's task is cancelled at the limit and the attempt fails with
+    :class:`~stageflow.errors.StageTimeoutError`; under a retry policy the next
+    attempt starts after its backoff. A sync stage's thread cannot be stopped: the
+    attempt is reported as timed out at the limit all the same, the thread's result
+    is discarded when it comes, and the next attempt does not wait for it (the
+    thread keeps one worker of the loop's executor busy until it returns). The
+    limit runs on the event loop's clock, so virtual time applies.
+
+    Args:
+        default: seconds for stages without a ``timeout`` option (None: no limit).
+        priority: where it sits in the chain (default 800: innermost, per attempt).
+    """
+
+    name = "timeout"
+
+    def __init__(self, default: float | None = None, *, priority: int = Priority.TIMEOUT):
+        if default is not None and (
+            isinstance(default, bool) or not isinstance(default, int | float) or not default > 0
+        ):
+            raise ConfigurationError(
+                f"the default stage timeout must be a positive number of seconds, not {default!r}",
+                "stage_timeout",
+                default,
+            )
+        self.default = default
+        self.priority = priority
+
+    def wrap(self, spec: StageSpec, call: StageCall) -> StageCall:
+        """Limit each call of the stage, when it has a timeout."""
+        limit = spec.timeout if spec.timeout is not None else self.default
+        if limit is None:
+            return call
+        name = spec.name
+
+        async def timed(ctx: StageContext) -> Any:
+            deadline = asyncio.timeout(limit)
+            try:
+                async with deadline:
+                    return await call(ctx)
+            except TimeoutError:
+                if deadline.expired():  # ours, not a TimeoutError raised by the stage
+                    raise StageTimeoutError(name, limit, ctx.attempt) from None
+                raise
+
+        return timed
+
+    def __repr__(self) -> str:
+        return f"<TimeoutInterceptor default={self.default} priority={self.priority}>"
