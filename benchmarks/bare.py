@@ -6,6 +6,10 @@ the nodes a completion unblocks, and a single Future resolved when every node is
 node awaits its async function and stores the result, so data is available to dependents as
 it is in stageflow. There is no validation, no event emission, no cancellation policy, no
 timeouts and no per-stage context object beyond the shared results list.
+
+For W5, ``run_bare_guarded`` is the same scheduler doing by hand what stageflow's ``timeout=``,
+``retry=`` and ``circuit_breaker=`` options do: per stage, a breaker check,
+``asyncio.timeout`` around the call and a retry loop entered only on failure.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import graphlib
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 StageFn = Callable[[Any], Awaitable[Any]]
@@ -63,6 +68,153 @@ async def run_bare(graph: BareGraph) -> list[Any]:
         nonlocal remaining
         try:
             results[i] = await funcs[i](results)
+        except Exception as exc:
+            if not done.done():
+                done.set_exception(exc)
+            return
+        finally:
+            del running[i]
+        for j in successors[i]:
+            waiting[j] -= 1
+            if waiting[j] == 0:
+                running[j] = loop.create_task(node(j))
+        remaining -= 1
+        if remaining == 0:
+            done.set_result(results)
+
+    if remaining == 0:
+        return results
+    for i in graph.roots:
+        running[i] = loop.create_task(node(i))
+    return await done
+
+
+# --------------------------------------------------------------------------- W5: resilience by hand
+
+
+@dataclass(frozen=True, slots=True)
+class Resilience:
+    """Per-stage options of W5, shared by both schedulers (stageflow gets them as policies).
+
+    ``timeout``: seconds per attempt; ``attempts``: calls at most, the first included;
+    ``base``: the first retry's backoff (doubling after that); ``failure_threshold``:
+    consecutive failures that open a stage's breaker.
+    """
+
+    timeout: float = 30.0
+    attempts: int = 3
+    base: float = 0.1
+    failure_threshold: int = 5
+
+
+class CircuitOpen(Exception):
+    """The bare breaker refused a call."""
+
+
+class Breaker:
+    """The least a consecutive-failures circuit breaker needs: a state and a counter.
+
+    (Reopening after a recovery timeout never happens in W5; it would be a timestamp
+    check on the refusing path, which a closed breaker never takes.)
+    """
+
+    __slots__ = ("closed", "failures", "key", "threshold")
+
+    def __init__(self, key: str, threshold: int) -> None:
+        self.key = key
+        self.threshold = threshold
+        self.closed = True
+        self.failures = 0
+
+    def failed(self) -> None:
+        self.failures += 1
+        if self.failures >= self.threshold:
+            self.closed = False
+
+
+class GuardedGraph(BareGraph):
+    """A BareGraph whose every node has a timeout, a retry policy and its own breaker.
+
+    The breakers live as long as the graph (like an engine's registry, shared by its runs);
+    they are looked up by key once, here, not on every call.
+    """
+
+    __slots__ = ("breakers", "options")
+
+    def __init__(self, spec: Sequence[StageSpec], options: Resilience) -> None:
+        super().__init__(spec)
+        self.options = options
+        registry: dict[str, Breaker] = {}
+        self.breakers: list[Breaker] = [
+            registry.setdefault(name, Breaker(name, options.failure_threshold))
+            for name in self.names
+        ]
+
+
+async def run_bare_guarded(graph: GuardedGraph) -> list[Any]:
+    """``run_bare`` with, per node: breaker check, ``asyncio.timeout`` and a retry loop.
+
+    The first attempt is straight-line code; the retry loop (backoff sleeps, further
+    attempts, each checking the breaker and under its own timeout) is entered only when
+    an attempt raises. Nesting as in stageflow: retry outside breaker outside timeout.
+    """
+    loop = asyncio.get_running_loop()
+    funcs = graph.funcs
+    breakers = graph.breakers
+    successors = graph.successors
+    opts = graph.options
+    limit = opts.timeout
+    attempts = opts.attempts
+    waiting = graph.indegree.copy()
+    results: list[Any] = [None] * len(funcs)
+    running: dict[int, asyncio.Task[None]] = {}
+    done: asyncio.Future[list[Any]] = loop.create_future()
+    remaining = len(funcs)
+
+    async def attempt(i: int) -> Any:
+        breaker = breakers[i]
+        if not breaker.closed:
+            raise CircuitOpen(breaker.key)
+        try:
+            async with asyncio.timeout(limit):
+                out = await funcs[i](results)
+        except Exception:
+            breaker.failed()
+            raise
+        breaker.failures = 0
+        return out
+
+    async def retry(i: int, error: Exception) -> Any:
+        for n in range(1, attempts):
+            if isinstance(error, CircuitOpen):
+                raise error
+            await asyncio.sleep(opts.base * 2 ** (n - 1))
+            try:
+                return await attempt(i)
+            except Exception as again:
+                error = again
+        raise error
+
+    async def node(i: int) -> None:
+        nonlocal remaining
+        try:
+            # attempt() inlined: the path every successful stage takes
+            breaker = breakers[i]
+            try:
+                if not breaker.closed:
+                    raise CircuitOpen(breaker.key)
+                try:
+                    async with asyncio.timeout(limit):
+                        out = await funcs[i](results)
+                except Exception:
+                    breaker.failed()
+                    raise
+                breaker.failures = 0
+            except Exception as error:
+                if attempts == 1:
+                    raise
+                out = await retry(i, error)
+            results[i] = out
         except Exception as exc:
             if not done.done():
                 done.set_exception(exc)

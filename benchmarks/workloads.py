@@ -3,6 +3,10 @@
 Both schedulers receive the very same stage function objects: a no-op ``async def`` of one
 context argument that returns a small dict (W4's stages sleep first). stageflow is imported
 lazily so that a bare-only subprocess never pays for it (in time or in RSS).
+
+W5 is W1's chain with per-stage resilience options (a ``bare.Resilience``): stageflow gets
+them as ``timeout=``, ``retry=`` and ``circuit_breaker=`` on every ``with_stage``, the bare
+scheduler does the same work by hand (``bare.run_bare_guarded``).
 """
 
 from __future__ import annotations
@@ -13,7 +17,15 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from bare import BareGraph, StageFn, StageSpec, run_bare
+from bare import (
+    BareGraph,
+    GuardedGraph,
+    Resilience,
+    StageFn,
+    StageSpec,
+    run_bare,
+    run_bare_guarded,
+)
 
 Spec = list[StageSpec]
 
@@ -86,21 +98,26 @@ Runner = Callable[[], Awaitable[Any]]
 class Impl:
     """How one scheduler builds a graph, gets ready to run it, runs it and checks the result.
 
-    ``prepare`` (graph and engine construction) and ``runner`` (per-repetition setup) are
-    never timed for W1-W4; only awaiting the returned ``Runner()`` is.
+    ``prepare`` (graph and engine construction, given the workload's name, its stages and
+    its per-stage resilience options or None) and ``runner`` (per-repetition setup) are
+    never timed for W1-W5; only awaiting the returned ``Runner()`` is.
     """
 
     name: str
-    prepare: Callable[[str, Sequence[StageSpec]], Any]
+    prepare: Callable[[str, Sequence[StageSpec], Resilience | None], Any]
     runner: Callable[[Any], Runner]
     verify: Callable[[Any, int], None]
 
 
-def _bare_prepare(name: str, spec: Sequence[StageSpec]) -> BareGraph:
-    return BareGraph(spec)
+def _bare_prepare(
+    name: str, spec: Sequence[StageSpec], options: Resilience | None = None
+) -> BareGraph:
+    return BareGraph(spec) if options is None else GuardedGraph(spec, options)
 
 
 def _bare_runner(graph: BareGraph) -> Runner:
+    if isinstance(graph, GuardedGraph):
+        return lambda: run_bare_guarded(graph)
     return lambda: run_bare(graph)
 
 
@@ -109,21 +126,48 @@ def _bare_verify(result: list[Any], n: int) -> None:
         raise RuntimeError("bare scheduler did not run every stage")
 
 
-def stageflow_build(name: str, spec: Sequence[StageSpec]) -> Any:
-    """``len(spec)`` ``Pipeline.with_stage`` calls, then ``build()``."""
+def stageflow_build(
+    name: str, spec: Sequence[StageSpec], options: Resilience | None = None
+) -> Any:
+    """``len(spec)`` ``Pipeline.with_stage`` calls, then ``build()``.
+
+    With ``options``, every stage gets ``timeout=``, ``retry=RetryPolicy(...)`` and its own
+    ``circuit_breaker=CircuitBreakerPolicy(key=<stage name>, ...)``; the two policy objects
+    are shared by all stages, as an application would write them once.
+    """
     from stageflow import Pipeline
 
     pipeline = Pipeline(name)
+    if options is None:
+        for stage_name, fn, deps in spec:
+            pipeline = pipeline.with_stage(stage_name, fn, dependencies=deps)
+        return pipeline.build()
+
+    from stageflow import CircuitBreakerPolicy, RetryPolicy
+
+    retry = RetryPolicy(attempts=options.attempts, backoff="exponential", base=options.base)
+    breaker = CircuitBreakerPolicy(failure_threshold=options.failure_threshold)
     for stage_name, fn, deps in spec:
-        pipeline = pipeline.with_stage(stage_name, fn, dependencies=deps)
+        pipeline = pipeline.with_stage(
+            stage_name,
+            fn,
+            dependencies=deps,
+            timeout=options.timeout,
+            retry=retry,
+            circuit_breaker=breaker.with_options(key=stage_name)
+            if hasattr(breaker, "with_options")
+            else CircuitBreakerPolicy(failure_threshold=options.failure_threshold, key=stage_name),
+        )
     return pipeline.build()
 
 
-def _stageflow_prepare(name: str, spec: Sequence[StageSpec]) -> tuple[Any, Any]:
+def _stageflow_prepare(
+    name: str, spec: Sequence[StageSpec], options: Resilience | None = None
+) -> tuple[Any, Any]:
     """The built graph and one default Engine, shared by all runs like in an application."""
     from stageflow import Engine
 
-    return Engine(max_parallel=None), stageflow_build(name, spec)
+    return Engine(max_parallel=None), stageflow_build(name, spec, options)
 
 
 def _stageflow_runner(prepared: tuple[Any, Any]) -> Runner:

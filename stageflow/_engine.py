@@ -159,13 +159,15 @@ class Engine:
         raw = spec.call
         name = spec.name
 
-        # Interceptors see a StageOutput whatever the stage returned; when none of them
-        # wraps this stage, the engine calls the stage directly and this layer vanishes.
+        call, opaque = compose(spec, self._interceptors, raw)
+        if not opaque:  # nothing wraps the stage, or only transparent interceptors do
+            return call
+
+        # The others see a StageOutput, whatever the stage returned.
         async def normalized(ctx: StageContext) -> Any:
             return normalize_output(name, await raw(ctx))
 
-        call = compose(spec, self._interceptors, normalized)
-        return raw if call is normalized else call
+        return compose(spec, self._interceptors, normalized)[0]
 
     async def run(
         self,

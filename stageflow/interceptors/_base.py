@@ -45,6 +45,11 @@ class Interceptor(Protocol):
     :class:`~stageflow.StageOutput`; it must await ``call`` at most once per
     attempt it makes and let ``asyncio.CancelledError`` through.
 
+    An interceptor may also set ``transparent = True`` to say that it passes the
+    inner call's result through without looking at it; when only such interceptors
+    wrap a stage, they receive the stage's raw result (a dict, None, ...) rather than
+    a :class:`~stageflow.StageOutput`, which saves a layer per call.
+
     Attributes:
         name: for errors, logs and docs.
         priority: lower wraps outer (runs first, ends last); ties keep the order in
@@ -175,11 +180,21 @@ def sort_interceptors(interceptors: Sequence[object]) -> tuple[Interceptor, ...]
     return tuple(sorted(checked, key=lambda ic: ic.priority))
 
 
-def compose(spec: StageSpec, interceptors: Sequence[Interceptor], inner: StageCall) -> StageCall:
-    """Wrap ``inner`` in ``interceptors`` (outermost first) for one stage."""
+def compose(
+    spec: StageSpec, interceptors: Sequence[Interceptor], inner: StageCall
+) -> tuple[StageCall, bool]:
+    """Wrap ``inner`` in ``interceptors`` (outermost first) for one stage.
+
+    Returns the call and whether an interceptor that is not ``transparent`` wrapped it
+    (then it must be given a call that returns a StageOutput).
+    """
     call = inner
+    opaque = False
     for interceptor in reversed(interceptors):
-        call = interceptor.wrap(spec, call)
+        wrapped = interceptor.wrap(spec, call)
+        if wrapped is not call and not getattr(interceptor, "transparent", False):
+            opaque = True
+        call = wrapped
         if not callable(call):
             raise ConfigurationError(
                 f"interceptor {interceptor.name!r} returned {call!r} from wrap() for stage "
@@ -187,4 +202,4 @@ def compose(spec: StageSpec, interceptors: Sequence[Interceptor], inner: StageCa
                 "interceptors",
                 interceptor,
             )
-    return call
+    return call, opaque

@@ -211,6 +211,7 @@ class CircuitBreakerInterceptor:
     """
 
     name = "circuit_breaker"
+    transparent = True  # passes outputs through untouched: see Interceptor
 
     def __init__(
         self,

@@ -30,6 +30,7 @@ class RetryInterceptor:
     """
 
     name = "retry"
+    transparent = True  # passes outputs through untouched: see Interceptor
 
     def __init__(
         self,

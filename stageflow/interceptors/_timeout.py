@@ -28,6 +28,7 @@ class TimeoutInterceptor:
     """
 
     name = "timeout"
+    transparent = True  # passes outputs through untouched: see Interceptor
 
     def __init__(self, default: float | None = None, *, priority: int = Priority.TIMEOUT):
         if default is not None and (
