@@ -4,15 +4,29 @@
 Usage::
 
     python benchmarks/profile_engine.py W1            # chain of 1000, 50 runs
+    python benchmarks/profile_engine.py W5            # W1 + timeout/retry/breaker per stage
+    python benchmarks/profile_engine.py W5 --compare W1   # per-function µs/stage, W5 - W1
+    python benchmarks/profile_engine.py LAYERS        # real µs of each W5 wrapper, no profiler
     python benchmarks/profile_engine.py W2 --stages 10000 --runs 5 --top 25
     python benchmarks/profile_engine.py BUILD         # 1000 with_stage + build(), new functions
     python benchmarks/profile_engine.py W2 --impl bare   # the floor, for comparison
 
-For W1-W3 the graph and the Engine are made first and one untimed run warms up, exactly as
+For W1-W3 and W5 the graph and the Engine are made first and one untimed run warms up, exactly as
 in ``run.py``; only the runs are profiled. Times are shown in µs per stage (the total over
 all profiled runs divided by runs x stages). cProfile inflates every function call by a
 roughly constant amount, so read the ranking and the proportions, not the absolute figures
 (``run.py`` has those).
+
+``--compare W1`` profiles the other workload too (same stage count and runs) and prints, per
+function, the µs/stage of each and the difference: for W5 against W1 that is the cost of
+each resilience layer (``retried``, ``guarded``, ``timed`` with ``asyncio.timeout``'s own
+functions, and the engine's ``normalized`` layer), which only W5's stages go through.
+
+``LAYERS`` needs no profiler: it awaits one W5 stage's call 20 000 times in a loop (in chunks
+of 1 000, yielding to the loop between chunks so that cancelled timers get cleaned up as in a
+run), wrapped in nothing, in each single layer, and in the whole stack stageflow builds, and
+prints the real µs per call of each minus the bare call, best of ``--runs`` (max 15) rounds,
+next to the same work written inline (as ``bare.run_bare_guarded`` does).
 """
 
 from __future__ import annotations
@@ -20,12 +34,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
+import gc
 import pstats
 import sys
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
-from bare import bare_build
+from bare import Breaker, CircuitOpen, Resilience, bare_build
 from workloads import IMPLS, Impl, Spec, chain, fan, layered, stageflow_build
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -34,12 +52,16 @@ SHAPES: dict[str, Callable[[int], Spec]] = {
     "W1": chain,
     "W2": fan,
     "W3": lambda n: layered(width=max(n // 20, 3)),
+    "W5": chain,
     "BUILD": lambda n: layered(width=max(n // 20, 3)),
 }
+OPTIONS: dict[str, Resilience] = {"W5": Resilience(timeout=30.0, attempts=3, failure_threshold=5)}
 
 
-async def profile_runs(impl: Impl, spec: Spec, runs: int, profiler: cProfile.Profile) -> None:
-    prepared = impl.prepare("profile", spec)
+async def profile_runs(
+    impl: Impl, spec: Spec, options: Resilience | None, runs: int, profiler: cProfile.Profile
+) -> None:
+    prepared = impl.prepare("profile", spec, options)
     impl.verify(await impl.runner(prepared)(), len(spec))  # warm-up
     for _ in range(runs):
         go = impl.runner(prepared)
@@ -61,45 +83,209 @@ def profile_builds(
         profiler.disable()
 
 
+Key = tuple[str, int, str]
+Entry = tuple[int, float, float]  # calls, own time, cumulative time (seconds)
+
+
+def entries(profiler: cProfile.Profile) -> dict[Key, Entry]:
+    stats = pstats.Stats(profiler).stats  # type: ignore[attr-defined]
+    return {key: (ncalls, tt, ct) for key, (_, ncalls, tt, ct, _) in stats.items()}
+
+
+def label(key: Key) -> str:
+    filename, line, func = key
+    where = Path(filename).name if filename != "~" else ""
+    return f"{where}:{line}({func})" if where else func
+
+
 def report(profiler: cProfile.Profile, per: int, top: int, sort: str) -> None:
-    stats = pstats.Stats(profiler)
-    entries = stats.stats  # type: ignore[attr-defined]
-    total = sum(tt for _, _, tt, _, _ in entries.values())
-    key = {"tottime": 2, "cumtime": 3}[sort]
-    rows = sorted(entries.items(), key=lambda item: -item[1][key])[:top]
+    found = entries(profiler)
+    total = sum(tt for _, tt, _ in found.values())
+    index = {"tottime": 1, "cumtime": 2}[sort]
+    rows = sorted(found.items(), key=lambda item: -item[1][index])[:top]
     print(f"total {total * 1e6 / per:.2f} µs/stage under cProfile (sum of own times)\n")
     print(f"{'own µs/st':>9}  {'own %':>5}  {'cum µs/st':>9}  {'calls/st':>8}  function")
-    for (filename, line, func), (_, ncalls, tottime, cumtime, _) in rows:
-        where = Path(filename).name if filename != "~" else ""
-        label = f"{where}:{line}({func})" if where else func
+    for key, (ncalls, tottime, cumtime) in rows:
         print(
             f"{tottime * 1e6 / per:9.3f}  {100 * tottime / total:5.1f}  "
-            f"{cumtime * 1e6 / per:9.3f}  {ncalls / per:8.2f}  {label}"
+            f"{cumtime * 1e6 / per:9.3f}  {ncalls / per:8.2f}  {label(key)}"
         )
+
+
+def report_difference(
+    base: cProfile.Profile, other: cProfile.Profile, names: tuple[str, str], per: int, top: int
+) -> None:
+    """Own µs/stage per function in ``other`` and ``base``, largest difference first."""
+    a, b = entries(base), entries(other)
+    total_a = sum(tt for _, tt, _ in a.values()) * 1e6 / per
+    total_b = sum(tt for _, tt, _ in b.values()) * 1e6 / per
+    print(
+        f"\n{names[1]} - {names[0]}: {total_b:.2f} - {total_a:.2f} = "
+        f"{total_b - total_a:+.2f} µs/stage under cProfile (sum of own times)\n"
+    )
+    keys = set(a) | set(b)
+
+    def own(entries_: dict[Key, Entry], key: Key) -> float:
+        return entries_.get(key, (0, 0.0, 0.0))[1] * 1e6 / per
+
+    def calls(entries_: dict[Key, Entry], key: Key) -> float:
+        return entries_.get(key, (0, 0.0, 0.0))[0] / per
+
+    rows = sorted(keys, key=lambda k: -abs(own(b, k) - own(a, k)))[:top]
+    head = f"{names[1] + ' µs':>9}  {names[0] + ' µs':>9}  {'diff µs':>8}  {'calls/st':>13}"
+    print(f"{head}  function (own time per stage)")
+    for key in rows:
+        print(
+            f"{own(b, key):9.3f}  {own(a, key):9.3f}  {own(b, key) - own(a, key):+8.3f}  "
+            f"{calls(b, key):5.2f} vs {calls(a, key):4.2f}  {label(key)}"
+        )
+
+
+def profile(workload: str, impl: Impl, stages: int, runs: int) -> tuple[cProfile.Profile, int]:
+    profiler = cProfile.Profile()
+    make = SHAPES[workload]
+    n = len(make(stages))
+    if workload == "BUILD":
+        profile_builds(impl, lambda: make(stages), runs, profiler)
+    else:
+        asyncio.run(profile_runs(impl, make(stages), OPTIONS.get(workload), runs, profiler))
+    return profiler, n
+
+
+# --------------------------------------------------------------------------- LAYERS
+
+
+async def _per_call(call: Callable[[Any], Awaitable[Any]], ctx: Any, chunks: int) -> float:
+    """Seconds per ``await call(ctx)``, over ``chunks`` x 1000 calls."""
+    elapsed = 0.0
+    for _ in range(chunks):
+        start = time.perf_counter()
+        for _ in range(1000):
+            await call(ctx)
+        elapsed += time.perf_counter() - start
+        await asyncio.sleep(0)  # let the loop drop the cancelled timers, as a run would
+    return elapsed / (chunks * 1000)
+
+
+def _layer_calls(options: Resilience) -> dict[str, Callable[[Any], Awaitable[Any]]]:
+    """The calls to time: a raw stage, each wrapper layer alone, and the composed stacks."""
+    from stageflow import Engine
+    from stageflow._scheduler import normalize_output
+    from stageflow.interceptors import (
+        CircuitBreakerInterceptor,
+        RetryInterceptor,
+        TimeoutInterceptor,
+    )
+
+    graph = stageflow_build("layers", chain(1), options)
+    spec = graph.stages[0]
+    raw = spec.call
+    name = spec.name
+    limit = options.timeout
+
+    async def normalized(ctx: Any) -> Any:  # as Engine._compose writes it
+        return normalize_output(name, await raw(ctx))
+
+    timed = TimeoutInterceptor().wrap(spec, raw)
+    guarded = CircuitBreakerInterceptor().wrap(spec, raw)
+    retried = RetryInterceptor().wrap(spec, raw)
+    full_normalized = RetryInterceptor().wrap(
+        spec,
+        CircuitBreakerInterceptor().wrap(spec, TimeoutInterceptor().wrap(spec, normalized)),
+    )
+    engine_stack = Engine().calls(graph)[0]
+
+    breaker = Breaker(name, options.failure_threshold)
+
+    async def inline_timeout(ctx: Any) -> Any:
+        async with asyncio.timeout(limit):
+            return await raw(ctx)
+
+    async def inline_all(ctx: Any) -> Any:  # bare.run_bare_guarded's first attempt
+        try:
+            if not breaker.closed:
+                raise CircuitOpen(breaker.key)
+            try:
+                async with asyncio.timeout(limit):
+                    out = await raw(ctx)
+            except Exception:
+                breaker.failed()
+                raise
+            breaker.failures = 0
+        except Exception:
+            raise  # (the retry loop would go here)
+        return out
+
+    async def passthrough(ctx: Any) -> Any:  # the price of any coroutine layer
+        return await raw(ctx)
+
+    return {
+        "raw stage": raw,
+        "an empty async layer (async def f(ctx): return await g(ctx))": passthrough,
+        "normalized (Engine._compose)": normalized,
+        "timed (TimeoutInterceptor, asyncio.timeout)": timed,
+        "guarded (CircuitBreakerInterceptor)": guarded,
+        "retried (RetryInterceptor)": retried,
+        "stack the engine builds now (Engine.calls)": engine_stack,
+        "retried > guarded > timed > normalized": full_normalized,
+        "bare: asyncio.timeout inline": inline_timeout,
+        "bare: breaker + timeout + try, inline": inline_all,
+    }
+
+
+async def measure_layers(options: Resilience, rounds: int) -> dict[str, float]:
+    calls = _layer_calls(options)
+    ctx = SimpleNamespace(attempt=1)  # wrappers read the context only when a call fails
+    for call in calls.values():
+        await _per_call(call, ctx, 2)  # warm-up
+    best = dict.fromkeys(calls, float("inf"))
+    for _ in range(rounds):
+        for label_, call in calls.items():
+            gc.collect()
+            best[label_] = min(best[label_], await _per_call(call, ctx, 20))
+    return best
+
+
+def report_layers(best: dict[str, float]) -> None:
+    raw = best["raw stage"]
+    print(f"µs per call, best of rounds; 'added' = minus the raw stage ({raw * 1e6:.3f} µs)\n")
+    print(f"{'µs/call':>8}  {'added':>7}  layer")
+    for label_, seconds in best.items():
+        added = "" if label_ == "raw stage" else f"{(seconds - raw) * 1e6:+7.3f}"
+        print(f"{seconds * 1e6:8.3f}  {added:>7}  {label_}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("workload", choices=sorted(SHAPES))
+    parser.add_argument("workload", choices=[*sorted(SHAPES), "LAYERS"])
     parser.add_argument("--stages", type=int, default=1000)
     parser.add_argument("--runs", type=int, default=50)
     parser.add_argument("--top", type=int, default=20)
     parser.add_argument("--sort", choices=("tottime", "cumtime"), default="tottime")
     parser.add_argument("--impl", choices=sorted(IMPLS), default="stageflow")
+    parser.add_argument(
+        "--compare",
+        choices=sorted(set(SHAPES) - {"BUILD"}),
+        metavar="WORKLOAD",
+        help="also profile WORKLOAD and print the per-function difference",
+    )
     args = parser.parse_args(argv)
     if str(REPO_ROOT) not in sys.path:
         sys.path.insert(1, str(REPO_ROOT))
 
-    profiler = cProfile.Profile()
-    make = SHAPES[args.workload]
-    stages = len(make(args.stages))
+    if args.workload == "LAYERS":
+        report_layers(asyncio.run(measure_layers(OPTIONS["W5"], min(args.runs, 15))))
+        return 0
     impl = IMPLS[args.impl]
-    if args.workload == "BUILD":
-        profile_builds(impl, lambda: make(args.stages), args.runs, profiler)
-    else:
-        asyncio.run(profile_runs(impl, make(args.stages), args.runs, profiler))
+    profiler, stages = profile(args.workload, impl, args.stages, args.runs)
     print(f"{impl.name} {args.workload}: {stages} stages x {args.runs} profiled runs")
     report(profiler, stages * args.runs, args.top, args.sort)
+    if args.compare:
+        base, base_stages = profile(args.compare, impl, args.stages, args.runs)
+        if base_stages != stages:
+            raise SystemExit(f"{args.compare} has {base_stages} stages, {args.workload} {stages}")
+        names = (args.compare, args.workload)
+        report_difference(base, profiler, names, stages * args.runs, args.top)
     return 0
 
 

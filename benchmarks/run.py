@@ -3,7 +3,7 @@
 
 Usage::
 
-    python benchmarks/run.py [--quick] [--json PATH] [--check] [--only W1,W2,...]
+    python benchmarks/run.py [--quick] [--json PATH] [--check] [--only W1,W5,...]
 
 Methodology
 -----------
@@ -13,7 +13,12 @@ Methodology
   therefore the price of stageflow's features per stage; 1.0 would mean "free".
 * **Same stages.** Both schedulers run the very same stage function objects (a no-op
   ``async def`` returning ``{"v": i}``), built by ``workloads.py``.
-* **What is timed.** For W1-W4 only awaiting the run is timed: graphs (and the ``Engine``)
+* **Resilience (W5).** W5 is W1's chain with ``timeout=``, ``retry=`` and
+  ``circuit_breaker=`` on every stage and nothing failing; its bare reference does the same
+  by hand (``bare.run_bare_guarded``: ``asyncio.timeout`` around each call, a retry loop
+  entered only on failure, a per-stage breaker checked and reset), so the ratio is the price
+  of stageflow's resilience layers over the same work written plainly.
+* **What is timed.** For W1-W5 only awaiting the run is timed: graphs (and the ``Engine``)
   are constructed beforehand, building is measured on its own by BUILD. Timing uses
   ``time.perf_counter`` inside one long-lived event loop, so loop creation is excluded.
 * **Interleaving.** Repetitions alternate bare, stageflow, bare, stageflow, ... after one
@@ -61,7 +66,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from bare import bare_build
+from bare import Resilience, bare_build
 from workloads import (
     BARE,
     IMPLS,
@@ -79,7 +84,7 @@ from workloads import (
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
 DEFAULT_JSON = BENCH_DIR / "results.json"
-SECTIONS = ("W1", "W2", "W3", "W4", "BUILD", "SCALE", "IMPORT")
+SECTIONS = ("W1", "W2", "W3", "W4", "W5", "BUILD", "SCALE", "IMPORT")
 WORKLOAD_TIMEOUT = 120.0  # seconds for one in-process workload, or one scaling subprocess
 
 
@@ -93,7 +98,7 @@ def log(message: str) -> None:
 
 @dataclass(frozen=True)
 class Config:
-    reps: int  # timed repetitions per scheduler for W1-W4 and BUILD
+    reps: int  # timed repetitions per scheduler for W1-W5 and BUILD
     import_reps: int  # fresh interpreters per side for the import time
     scale_stages: int  # stage count of the scaling runs
     scale_reps: int  # timed repetitions of the big run in each subprocess
@@ -233,6 +238,7 @@ class RunWorkload:
     make: Callable[[], Spec]
     unit: Literal["µs/stage", "ms"]
     target: Target | None = None
+    options: Resilience | None = None  # per-stage timeout, retry and breaker (W5)
 
 
 RUN_WORKLOADS = (
@@ -240,6 +246,14 @@ RUN_WORKLOADS = (
     RunWorkload("W2", "W2 fan-out 1000", lambda: fan(1000), "µs/stage", Target("ratio", 1.5)),
     RunWorkload("W3", "W3 layers 20x50", layered, "µs/stage", Target("ratio", 1.5)),
     RunWorkload("W4", "W4 100 x sleep 10ms", sleepers, "ms", Target("ratio", 1.05)),
+    RunWorkload(
+        "W5",
+        "W5 chain 1000 +timeout/retry/breaker",
+        lambda: chain(1000),
+        "µs/stage",
+        Target("ratio", 1.3),
+        Resilience(timeout=30.0, attempts=3, failure_threshold=5),
+    ),
 )
 
 
@@ -247,7 +261,7 @@ async def measure_workload(work: RunWorkload, impls: Sequence[Impl], reps: int) 
     row = Row(work.key, work.label, work.unit, target=work.target)
     spec = work.make()
     n = len(spec)
-    graphs = {impl.name: impl.prepare(work.key.lower(), spec) for impl in impls}
+    graphs = {impl.name: impl.prepare(work.key.lower(), spec, work.options) for impl in impls}
     samples = await time_runs(impls, graphs, n, reps)
     factor = 1e6 / n if work.unit == "µs/stage" else 1e3
     row.details["stages"] = n
@@ -361,7 +375,7 @@ async def scale_worker(
     make = SCALABLE[workload]
     small_spec = make(1000)
     small_n = len(small_spec)
-    small_graph = impl.prepare("small", small_spec)
+    small_graph = impl.prepare("small", small_spec, None)
     impl.verify(await impl.runner(small_graph)(), small_n)  # warm-up
     del small_spec
     gc.collect()
@@ -372,7 +386,7 @@ async def scale_worker(
     spec_s = time.perf_counter() - start
     total = len(spec)
     start = time.perf_counter()
-    graph = impl.prepare(workload.lower(), spec)
+    graph = impl.prepare(workload.lower(), spec, None)
     prepare_s = time.perf_counter() - start
     del spec
     rss_built = peak_rss_kib()

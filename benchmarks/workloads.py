@@ -126,14 +126,12 @@ def _bare_verify(result: list[Any], n: int) -> None:
         raise RuntimeError("bare scheduler did not run every stage")
 
 
-def stageflow_build(
-    name: str, spec: Sequence[StageSpec], options: Resilience | None = None
-) -> Any:
+def stageflow_build(name: str, spec: Sequence[StageSpec], options: Resilience | None = None) -> Any:
     """``len(spec)`` ``Pipeline.with_stage`` calls, then ``build()``.
 
     With ``options``, every stage gets ``timeout=``, ``retry=RetryPolicy(...)`` and its own
-    ``circuit_breaker=CircuitBreakerPolicy(key=<stage name>, ...)``; the two policy objects
-    are shared by all stages, as an application would write them once.
+    ``circuit_breaker=CircuitBreakerPolicy(key=<stage name>, ...)``: one breaker per stage,
+    one RetryPolicy object shared by all of them.
     """
     from stageflow import Pipeline
 
@@ -146,7 +144,6 @@ def stageflow_build(
     from stageflow import CircuitBreakerPolicy, RetryPolicy
 
     retry = RetryPolicy(attempts=options.attempts, backoff="exponential", base=options.base)
-    breaker = CircuitBreakerPolicy(failure_threshold=options.failure_threshold)
     for stage_name, fn, deps in spec:
         pipeline = pipeline.with_stage(
             stage_name,
@@ -154,9 +151,9 @@ def stageflow_build(
             dependencies=deps,
             timeout=options.timeout,
             retry=retry,
-            circuit_breaker=breaker.with_options(key=stage_name)
-            if hasattr(breaker, "with_options")
-            else CircuitBreakerPolicy(failure_threshold=options.failure_threshold, key=stage_name),
+            circuit_breaker=CircuitBreakerPolicy(
+                failure_threshold=options.failure_threshold, key=stage_name
+            ),
         )
     return pipeline.build()
 
