@@ -191,6 +191,7 @@ class _Run(Protocol):
     data: Mapping[str, Any]
     graph: StageGraph
     outcomes: Outcomes
+    stopping: bool
     sink: EventSink | None
     clock: Clock
     t0: float
@@ -210,13 +211,36 @@ class StageContext:
         attempt: 1 for the first call, 2 for the first retry, ...
     """
 
-    __slots__ = ("_index", "_run", "attempt", "spec")
+    __slots__ = ("_abandoned", "_index", "_run", "attempt", "spec")
 
     def __init__(self, run: _Run, index: int, spec: StageSpec, attempt: int = 1) -> None:
         self._run = run
         self._index = index
         self.spec = spec
         self.attempt = attempt
+        self._abandoned = False
+
+    @property
+    def cancelled(self) -> bool:
+        """True once this attempt no longer counts.
+
+        That is when it timed out, a newer attempt began, the stage ended or the run
+        is stopping. Async stages are cancelled outright; a sync stage running in a
+        thread cannot be, so it should poll this in long loops and return early:
+        whatever it returns then is discarded anyway.
+        """
+        run = self._run
+        i = self._index
+        return (
+            self._abandoned
+            or run.stopping
+            or run.outcomes.status[i] != 0
+            or run.outcomes.attempts[i] != self.attempt
+        )
+
+    def abandon(self) -> None:
+        """Mark this attempt as over (interceptors call it, e.g. on timeout)."""
+        self._abandoned = True
 
     @property
     def run_id(self) -> str:

@@ -56,6 +56,7 @@ class TimeoutInterceptor:
                     return await call(ctx)
             except TimeoutError:
                 if deadline.expired():  # ours, not a TimeoutError raised by the stage
+                    ctx.abandon()  # a thread still running this attempt can tell
                     raise StageTimeoutError(name, limit, ctx.attempt) from None
                 raise
 
