@@ -104,11 +104,25 @@ class Engine:
         # they return its call unchanged, so they cost it nothing. An instance of the same
         # class among `interceptors` replaces the default one.
         defaults = (
-            TimeoutInterceptor(stage_timeout),
-            RetryInterceptor(retry),
-            CircuitBreakerInterceptor(registry=circuit_breakers),
+            ("stage_timeout", stage_timeout, TimeoutInterceptor(stage_timeout)),
+            ("retry", retry, RetryInterceptor(retry)),
+            (
+                "circuit_breakers",
+                circuit_breakers,
+                CircuitBreakerInterceptor(registry=circuit_breakers),
+            ),
         )
-        given += [d for d in defaults if not any(type(g) is type(d) for g in given)]
+        for field, value, default in defaults:
+            mine = [g for g in given if type(g) is type(default)]
+            if not mine:
+                given.append(default)
+            elif value is not None:  # two places for one setting: refuse, never drop one
+                raise ConfigurationError(
+                    f"{field}={value!r} conflicts with the {type(default).__name__} given in "
+                    f"interceptors; configure that interceptor instead",
+                    field,
+                    value,
+                )
         self._interceptors = sort_interceptors(given)
         if sink is not None:
             check_sink(sink)
@@ -156,18 +170,17 @@ class Engine:
     def _compose(self, spec: StageSpec) -> StageCall:
         if not self._interceptors:
             return spec.call
-        raw = spec.call
         name = spec.name
 
-        call, opaque = compose(spec, self._interceptors, raw)
-        if not opaque:  # nothing wraps the stage, or only transparent interceptors do
-            return call
+        def normalizing(inner: StageCall) -> StageCall:
+            # What interceptors that look at outputs see: a StageOutput, whatever the
+            # stage returned. Only inserted under the first one that wraps this stage.
+            async def normalized(ctx: StageContext) -> Any:
+                return normalize_output(name, await inner(ctx))
 
-        # The others see a StageOutput, whatever the stage returned.
-        async def normalized(ctx: StageContext) -> Any:
-            return normalize_output(name, await raw(ctx))
+            return normalized
 
-        return compose(spec, self._interceptors, normalized)[0]
+        return compose(spec, self._interceptors, spec.call, normalizing)
 
     async def run(
         self,

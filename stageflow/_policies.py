@@ -140,9 +140,10 @@ class RetryPolicy:
         elif self.backoff == "linear":
             delay = self.base * retry
         else:
-            # min() before the power would overflow for a large retry count
-            exponent = min(retry - 1, 1024)
-            delay = self.base * self.multiplier**exponent if self.multiplier > 1 else self.base
+            try:
+                delay = self.base * float(self.multiplier) ** (retry - 1)
+            except OverflowError:  # far past max_delay anyway
+                delay = math.inf
         delay = min(delay, self.max_delay)
         if self.jitter:
             delay = (rng or random).uniform(0.0, delay)

@@ -494,17 +494,16 @@ class RunState:
             data["error"] = type(error).__qualname__
         self.event(_STAGE_EVENT[outcomes.status[i]], outcomes.names[i], attempts, data)  # type: ignore[arg-type]
 
-    def emit_custom(self, index: int, attempt: int, type_: str, data: dict[str, Any]) -> None:
+    def emit_custom(self, ctx: StageContext, type_: str, data: dict[str, Any]) -> None:
         if self.sink is None:
             return
         if threading.get_ident() == self.thread:
-            self.current_custom(index, attempt, type_, data)
+            self.current_custom(ctx, type_, data)
         else:  # from a sync stage's worker thread: sinks are only ever called on the loop
-            self.loop.call_soon_threadsafe(self.current_custom, index, attempt, type_, data)
+            self.loop.call_soon_threadsafe(self.current_custom, ctx, type_, data)
 
-    def current_custom(self, index: int, attempt: int, type_: str, data: dict[str, Any]) -> None:
+    def current_custom(self, ctx: StageContext, type_: str, data: dict[str, Any]) -> None:
         # A thread may outlive its attempt (a timed-out or cancelled attempt cannot be
-        # killed): only the current attempt of a running stage may still speak.
-        outcomes = self.outcomes
-        if outcomes.status[index] == NONE and outcomes.attempts[index] == attempt:
-            self.event(type_, outcomes.names[index], attempt, data)
+        # killed): only an attempt that still counts may speak. Checked here, on the loop.
+        if not ctx.cancelled:
+            self.event(type_, ctx.stage, ctx.attempt, data)

@@ -196,7 +196,7 @@ class _Run(Protocol):
     clock: Clock
     t0: float
 
-    def emit_custom(self, index: int, attempt: int, type_: str, data: dict[str, Any]) -> None: ...
+    def emit_custom(self, ctx: StageContext, type_: str, data: dict[str, Any]) -> None: ...
 
     def event(
         self, type_: str, stage: str | None, attempt: int, data: Mapping[str, Any]
@@ -331,12 +331,7 @@ class StageContext:
                 "type",
                 type,
             )
-        self._run.emit_custom(
-            self._index,
-            self.attempt,
-            type if type.startswith("custom.") else "custom." + type,
-            data,
-        )
+        self._run.emit_custom(self, type if type.startswith("custom.") else "custom." + type, data)
 
     def __repr__(self) -> str:
         return f"<StageContext {self.spec.name!r} run={self._run.run_id!r} attempt={self.attempt}>"

@@ -247,11 +247,12 @@ class CircuitOpenError(StageError):
     """
 
     def __init__(self, stage: str, key: object, retry_after: float) -> None:
-        super().__init__(
-            f"stage {stage!r} not called: circuit {key!r} is open "
-            f"(next probe in {retry_after:.3g}s)",
-            stage,
+        state = (
+            f"is open (next probe in {retry_after:.3g}s)"
+            if retry_after > 0
+            else "is half-open and its probe calls are out"
         )
+        super().__init__(f"stage {stage!r} not called: circuit {key!r} {state}", stage)
         self.key = key
         self.retry_after = retry_after
 

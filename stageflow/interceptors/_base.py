@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 from .._spec import StageSpec
@@ -181,25 +181,35 @@ def sort_interceptors(interceptors: Sequence[object]) -> tuple[Interceptor, ...]
 
 
 def compose(
-    spec: StageSpec, interceptors: Sequence[Interceptor], inner: StageCall
-) -> tuple[StageCall, bool]:
+    spec: StageSpec,
+    interceptors: Sequence[Interceptor],
+    inner: StageCall,
+    normalizing: Callable[[StageCall], StageCall],
+) -> StageCall:
     """Wrap ``inner`` in ``interceptors`` (outermost first) for one stage.
 
-    Returns the call and whether an interceptor that is not ``transparent`` wrapped it
-    (then it must be given a call that returns a StageOutput).
+    Each interceptor's ``wrap`` is called once. The first one that is not
+    ``transparent`` is handed ``normalizing(call)``, so that it and those outside it
+    see StageOutputs; the transparent ones inside it pass the raw result through.
     """
     call = inner
-    opaque = False
+    normalized = False
     for interceptor in reversed(interceptors):
-        wrapped = interceptor.wrap(spec, call)
-        if wrapped is not call and not getattr(interceptor, "transparent", False):
-            opaque = True
-        call = wrapped
-        if not callable(call):
+        if normalized or getattr(interceptor, "transparent", False):
+            wrapped = interceptor.wrap(spec, call)
+        else:
+            candidate = normalizing(call)
+            wrapped = interceptor.wrap(spec, candidate)
+            if wrapped is candidate:  # it does not apply: no layer at all
+                wrapped = call
+            else:
+                normalized = True
+        if not callable(wrapped):
             raise ConfigurationError(
-                f"interceptor {interceptor.name!r} returned {call!r} from wrap() for stage "
+                f"interceptor {interceptor.name!r} returned {wrapped!r} from wrap() for stage "
                 f"{spec.name!r}; wrap must return a call",
                 "interceptors",
                 interceptor,
             )
-    return call, opaque
+        call = wrapped
+    return call

@@ -168,10 +168,21 @@ class CircuitBreakerRegistry:
         self._breakers: dict[Hashable, CircuitBreaker] = {}
 
     def breaker(self, key: Hashable, policy: CircuitBreakerPolicy) -> CircuitBreaker:
-        """The breaker of ``key``, created with ``policy`` on first use."""
+        """The breaker of ``key``, created with ``policy`` on first use.
+
+        Raises:
+            ConfigurationError: the key already has a breaker with another policy.
+        """
         found = self._breakers.get(key)
         if found is None:
             found = self._breakers[key] = CircuitBreaker(key, policy)
+        elif found.policy != policy:
+            raise ConfigurationError(
+                f"circuit breaker {key!r} already exists with {found.policy!r}; stages that "
+                f"share a breaker must share its policy, not {policy!r}",
+                "circuit_breaker",
+                policy,
+            )
         return found
 
     def __getitem__(self, key: Hashable) -> CircuitBreaker:

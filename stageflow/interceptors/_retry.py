@@ -67,6 +67,7 @@ class RetryInterceptor:
         self, policy: RetryPolicy, call: StageCall, ctx: StageContext, error: Exception
     ) -> Any:
         clock = ctx.clock
+        failed = ctx  # the context of the attempt that just failed
         for attempt in range(2, policy.attempts + 1):
             delay = policy.delay(attempt - 1, self.rng)
             if (
@@ -74,7 +75,7 @@ class RetryInterceptor:
                 and clock.monotonic() + delay - ctx.started >= policy.deadline
             ):
                 raise error  # the next attempt could not begin before the deadline
-            ctx.event(
+            failed.event(
                 EventType.STAGE_RETRYING,
                 attempt=attempt,
                 delay=delay,
@@ -82,8 +83,9 @@ class RetryInterceptor:
                 message=str(error),
             )
             await clock.sleep(delay)
+            failed = ctx.with_attempt(attempt)
             try:
-                return await call(ctx.with_attempt(attempt))
+                return await call(failed)
             except Exception as again:
                 if attempt == policy.attempts or not policy.retries(again):
                     raise

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 from typing import Any
 
 from .._spec import StageSpec
@@ -32,7 +33,9 @@ class TimeoutInterceptor:
 
     def __init__(self, default: float | None = None, *, priority: int = Priority.TIMEOUT):
         if default is not None and (
-            isinstance(default, bool) or not isinstance(default, int | float) or not default > 0
+            isinstance(default, bool)
+            or not isinstance(default, int | float)
+            or not 0 < default < math.inf
         ):
             raise ConfigurationError(
                 f"the default stage timeout must be a positive number of seconds, not {default!r}",
