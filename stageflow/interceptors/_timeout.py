@@ -52,18 +52,48 @@ class TimeoutInterceptor:
             return call
         name = spec.name
 
+        # What asyncio.timeout does, without its per-call object and frames (it costs
+        # ~4 us a call, more than the rest of the engine): a timer that cancels the task,
+        # and a count of cancellation requests to tell ours from anybody else's.
         async def timed(ctx: StageContext) -> Any:
-            deadline = asyncio.timeout(limit)
+            loop = asyncio.get_running_loop()
+            task = asyncio.current_task(loop)
+            assert task is not None
+            cancelling = task.cancelling()
+            expiry = _Expiry(task)
+            timer = loop.call_at(loop.time() + limit, expiry)
             try:
-                async with deadline:
-                    return await call(ctx)
-            except TimeoutError:
-                if deadline.expired():  # ours, not a TimeoutError raised by the stage
+                output = await call(ctx)
+            except asyncio.CancelledError:
+                if expiry.fired and task.uncancel() <= cancelling:
                     ctx.abandon()  # a thread still running this attempt can tell
                     raise StageTimeoutError(name, limit, ctx.attempt) from None
                 raise
+            except BaseException:
+                if expiry.fired:  # the stage turned our cancellation into another error
+                    task.uncancel()
+                raise
+            finally:
+                timer.cancel()
+            if expiry.fired:  # the stage swallowed our cancellation and returned
+                task.uncancel()
+            return output
 
         return timed
 
     def __repr__(self) -> str:
         return f"<TimeoutInterceptor default={self.default} priority={self.priority}>"
+
+
+class _Expiry:
+    """The timer's callback: cancel the attempt's task, and remember having done so."""
+
+    __slots__ = ("fired", "task")
+
+    def __init__(self, task: asyncio.Task[Any]) -> None:
+        self.task = task
+        self.fired = False
+
+    def __call__(self) -> None:
+        self.fired = True
+        self.task.cancel()
