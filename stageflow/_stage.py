@@ -139,7 +139,8 @@ class StageResult:
         data: the output data (empty unless completed or failed with data).
         error: the exception that failed the stage, if any.
         reason: why it was skipped or failed, in words.
-        attempts: how many times it was called (0 when it never ran).
+        attempts: how many attempts were made (0 when it never ran); an attempt
+            refused by an open circuit breaker counts.
         started: when it started, in seconds since the run started (None if it never ran).
         ended: when it ended, in seconds since the run started.
     """
