@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import sys
-import time
 from pathlib import Path
 
 from rich.console import Console, Group
@@ -26,6 +25,7 @@ from stageflow import Engine, Event, RunResult, StageStatus
 STYLE = {
     "pending": "dim",
     "running": "yellow",
+    "retrying": "yellow",
     "completed": "green",
     "failed": "red",
     "skipped": "blue",
@@ -38,7 +38,6 @@ class ProgressSink:
 
     def __init__(self, names: tuple[str, ...]) -> None:
         self.state = dict.fromkeys(names, "pending")
-        self.started: dict[str, float] = {}
         self.notes: dict[str, str] = {}
         self.progress = Progress(
             TextColumn("[bold]stages"), BarColumn(), MofNCompleteColumn(), transient=False
@@ -51,7 +50,12 @@ class ProgressSink:
         kind = event.type.split(".", 1)[1]
         if event.type == "stage.started":
             self.state[event.stage] = "running"
-            self.started[event.stage] = time.monotonic()
+        elif event.type == "stage.retrying":
+            self.state[event.stage] = "retrying"
+            self.notes[event.stage] = (
+                f"attempt {event.data['attempt']} in {event.data['delay']:.1f}s "
+                f"after {event.data['error']}"
+            )
         elif event.type.startswith("custom."):
             self.notes[event.stage] = str(event.data.get("note", ""))
         elif kind in STYLE:

@@ -6,7 +6,8 @@
                                   translate┘ (skips itself: nothing to translate)
 
 Everything is simulated (no network): each fetch sleeps a little and returns
-canned documents; the archive is "down" and raises.
+canned documents; the papers service fails once and is retried; the archive is
+"down" and raises.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from stageflow import Pipeline, StageContext, StageKind, StageOutput
+from stageflow import Pipeline, RetryPolicy, StageContext, StageKind, StageOutput
 
 CORPUS = {
     "news": ["Owls hunt at night.", "Barn owls nest in old buildings."],
@@ -28,7 +29,9 @@ async def fetch_news(ctx: StageContext) -> dict[str, Any]:
 
 
 async def fetch_papers(ctx: StageContext) -> dict[str, Any]:
-    await asyncio.sleep(0.7)
+    await asyncio.sleep(0.3)
+    if ctx.attempt == 1:  # a transient failure: the retry policy takes care of it
+        raise ConnectionError("papers.example.org: 503 Service Unavailable")
     return {"docs": CORPUS["papers"], "lang": "en"}
 
 
@@ -74,7 +77,13 @@ async def report(ctx: StageContext) -> dict[str, Any]:
 pipeline = (
     Pipeline("research")
     .with_stage("fetch_news", fetch_news, StageKind.WORK)
-    .with_stage("fetch_papers", fetch_papers, StageKind.WORK)
+    .with_stage(
+        "fetch_papers",
+        fetch_papers,
+        StageKind.WORK,
+        timeout=2.0,
+        retry=RetryPolicy(attempts=3, backoff="fixed", base=0.2, retry_on=(ConnectionError,)),
+    )
     .with_stage("fetch_archive", fetch_archive, StageKind.WORK)
     .with_stage(
         "extract",
