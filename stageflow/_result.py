@@ -6,7 +6,7 @@ import enum
 from collections.abc import Iterator, Mapping
 
 from ._stage import StageResult, StageStatus
-from .errors import RunCancelledError, RunFailedError
+from .errors import ConfigurationError, RunCancelledError, RunFailedError
 
 __all__ = ["RunResult", "RunStatus"]
 
@@ -93,9 +93,18 @@ class RunResult:
         """True when the run completed."""
         return self.status is RunStatus.COMPLETED
 
-    def with_status(self, status: StageStatus) -> tuple[str, ...]:
-        """The names of the stages that ended with ``status``, in graph order."""
-        return tuple(name for name, r in self.stages.items() if r.status is status)
+    def with_status(self, status: StageStatus | str) -> tuple[str, ...]:
+        """The names of the stages that ended with ``status`` (e.g. ``"failed"``), in order."""
+        try:
+            wanted = StageStatus(status)
+        except ValueError:
+            raise ConfigurationError(
+                f"with_status takes one of {', '.join(s.value for s in StageStatus)}, "
+                f"not {status!r}",
+                "status",
+                status,
+            ) from None
+        return tuple(name for name, r in self.stages.items() if r.status is wanted)
 
     def raise_for_status(self) -> RunResult:
         """Return self if the run completed, else raise.

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from stageflow import (
+    ConfigurationError,
     Engine,
     Pipeline,
     RunResult,
@@ -533,3 +534,17 @@ class TestWideFanOuts:
         assert statuses <= {"cancelled", "skipped"}
         assert "skipped" in statuses  # some never got a task: not started
         assert result.with_status(StageStatus.COMPLETED) == ("root",)
+
+
+class TestWithStatus:
+    def test_a_status_may_be_given_as_its_string(self):
+        result = run(Pipeline().with_stage("a", noop).build())
+
+        assert result.with_status("completed") == result.with_status(StageStatus.COMPLETED)
+        assert result.with_status("completed") == ("a",)
+
+    def test_an_unknown_status_is_refused_naming_it(self):
+        result = run(Pipeline().with_stage("a", noop).build())
+
+        with pytest.raises(ConfigurationError, match="'done'"):
+            result.with_status("done")
