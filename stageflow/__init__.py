@@ -34,10 +34,13 @@ from .errors import (
     InvalidOutputError,
     InvalidStageError,
     InvalidStageNameError,
+    LeaseLostError,
     MissingInputError,
     RunCancelledError,
     RunError,
+    RunExistsError,
     RunFailedError,
+    RunLeasedError,
     RunTimeoutError,
     SelfDependencyError,
     StageCancelledError,
@@ -45,7 +48,9 @@ from .errors import (
     StageFailedError,
     StageflowError,
     StageTimeoutError,
+    StoreError,
     UnknownDependencyError,
+    UnknownRunError,
 )
 from .interceptors import (
     BaseInterceptor,
@@ -58,7 +63,7 @@ from .interceptors import (
     RetryInterceptor,
     TimeoutInterceptor,
 )
-from .ports import Clock, EventSink, LoopClock
+from .ports import CheckpointStore, Clock, EventSink, Lease, LoopClock, RunRecord, StageRecord
 
 __version__ = "0.1.0"
 
@@ -66,6 +71,7 @@ __all__ = [
     "Backoff",
     "BaseInterceptor",
     "BufferedSink",
+    "CheckpointStore",
     "CircuitBreaker",
     "CircuitBreakerInterceptor",
     "CircuitBreakerPolicy",
@@ -88,6 +94,8 @@ __all__ = [
     "InvalidStageError",
     "InvalidStageNameError",
     "JsonLinesSink",
+    "Lease",
+    "LeaseLostError",
     "LoggingSink",
     "LoopClock",
     "MissingInputError",
@@ -97,7 +105,10 @@ __all__ = [
     "RetryPolicy",
     "RunCancelledError",
     "RunError",
+    "RunExistsError",
     "RunFailedError",
+    "RunLeasedError",
+    "RunRecord",
     "RunResult",
     "RunStatus",
     "RunTimeoutError",
@@ -112,12 +123,15 @@ __all__ = [
     "StageInputs",
     "StageKind",
     "StageOutput",
+    "StageRecord",
     "StageResult",
     "StageSpec",
     "StageStatus",
     "StageTimeoutError",
     "StageflowError",
+    "StoreError",
     "TimeoutInterceptor",
     "UnknownDependencyError",
+    "UnknownRunError",
     "__version__",
 ]

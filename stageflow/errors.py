@@ -23,6 +23,11 @@ the builtin hierarchy keeps working::
     │   ├── StageTimeoutError (TimeoutError)  an attempt exceeded the stage's timeout
     │   ├── CircuitOpenError                  the stage's circuit breaker is open: not called
     │   └── MissingInputError (KeyError)      ``ctx.inputs`` was asked for what is not there
+    ├── StoreError                            a checkpoint store failed (backend errors become this)
+    │   ├── UnknownRunError (KeyError)        no run has that id
+    │   ├── RunExistsError                    a run with that id exists already
+    │   ├── RunLeasedError                    another driver holds the run's lease
+    │   └── LeaseLostError                    the lease was taken over: no more writes
     └── RunError                              ``RunResult.raise_for_status()``
         ├── RunFailedError                    one or more stages failed (``.failed``)
         └── RunCancelledError                 the run was cancelled or timed out
@@ -47,10 +52,13 @@ __all__ = [
     "InvalidOutputError",
     "InvalidStageError",
     "InvalidStageNameError",
+    "LeaseLostError",
     "MissingInputError",
     "RunCancelledError",
     "RunError",
+    "RunExistsError",
     "RunFailedError",
+    "RunLeasedError",
     "RunTimeoutError",
     "SelfDependencyError",
     "StageCancelledError",
@@ -58,7 +66,9 @@ __all__ = [
     "StageFailedError",
     "StageTimeoutError",
     "StageflowError",
+    "StoreError",
     "UnknownDependencyError",
+    "UnknownRunError",
 ]
 
 
@@ -272,6 +282,80 @@ class MissingInputError(StageError, KeyError):
 
     def __str__(self) -> str:  # KeyError would repr() the message
         return str(self.args[0])
+
+
+# --------------------------------------------------------------------------- stores
+
+
+class StoreError(StageflowError):
+    """A checkpoint store could not do what was asked.
+
+    Adapters translate their backend's exceptions into this (``__cause__`` keeps
+    the original), so callers handle one family whatever the database.
+    """
+
+
+class UnknownRunError(StoreError, KeyError):
+    """No run has this id.
+
+    Attributes:
+        run_id: the id asked for.
+    """
+
+    def __init__(self, run_id: str) -> None:
+        super().__init__(f"no run with id {run_id!r}")
+        self.run_id = run_id
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0])
+
+
+class RunExistsError(StoreError):
+    """A run with this id exists already.
+
+    Attributes:
+        run_id: the id.
+    """
+
+    def __init__(self, run_id: str) -> None:
+        super().__init__(f"a run with id {run_id!r} exists already")
+        self.run_id = run_id
+
+
+class RunLeasedError(StoreError):
+    """Another driver holds the run's lease: two processes never drive one run.
+
+    Attributes:
+        run_id: the run.
+        owner: who holds the lease.
+        expires_at: when it expires unless renewed (seconds since the epoch).
+    """
+
+    def __init__(self, run_id: str, owner: str, expires_at: float) -> None:
+        super().__init__(
+            f"run {run_id!r} is being driven by {owner!r} (lease valid until {expires_at:.3f}, "
+            "seconds since the epoch); resume it after that if its driver is gone"
+        )
+        self.run_id = run_id
+        self.owner = owner
+        self.expires_at = expires_at
+
+
+class LeaseLostError(StoreError):
+    """This driver's lease was taken over: its fencing token is stale, it may not write.
+
+    Attributes:
+        run_id: the run.
+        token: the stale token.
+    """
+
+    def __init__(self, run_id: str, token: int) -> None:
+        super().__init__(
+            f"the lease on run {run_id!r} with token {token} was taken over by another "
+            "driver; this one may write no more"
+        )
+        self.run_id = run_id
+        self.token = token
 
 
 # --------------------------------------------------------------------------- runs

@@ -1,0 +1,176 @@
+"""A faithful JSON codec for stage outputs and run data.
+
+A value read back equals the value written, type included: a tuple stays a
+tuple, a datetime a datetime, a pydantic model that model. Plain JSON values are
+written as they are; anything else becomes a small tagged object
+``{"__sf__": tag, "v": ...}``. A value that cannot be written faithfully (an
+object of an unknown class, a dict with non-str keys, a dict subclass) is
+refused with an error naming where it is and its type, so that a run fails the
+same way whether or not it was ever resumed.
+
+Classes (enums, dataclasses, pydantic models) are recorded by import path and
+imported again when read: a store must only hold data its readers trust.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import datetime as dt
+import decimal
+import enum
+import importlib
+import json
+import math
+import uuid
+from collections.abc import Callable
+from typing import Any, Final
+
+from .errors import ConfigurationError
+
+__all__ = ["CodecError", "decode", "dumps", "encode", "loads"]
+
+TAG: Final = "__sf__"
+_NATIVE: Final = (str, int, float, bool, type(None))
+
+
+class CodecError(ConfigurationError, TypeError):
+    """A value cannot be stored faithfully (``field`` is where, ``value`` the object)."""
+
+
+def _path_of(cls: type) -> str:
+    return f"{cls.__module__}:{cls.__qualname__}"
+
+
+def _import(path: str) -> Any:
+    module, _, qualname = path.partition(":")
+    obj: Any = importlib.import_module(module)
+    for part in qualname.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _is_model(value: object) -> bool:
+    # pydantic is imported only if the value could be a model: it costs ~50 ms to import.
+    base = type(value).__mro__
+    return any(c.__module__ == "pydantic.main" and c.__name__ == "BaseModel" for c in base)
+
+
+def encode(value: Any, where: str = "value") -> Any:
+    """``value`` as plain JSON data, with tags where JSON alone would lose the type.
+
+    Raises:
+        CodecError: naming ``where`` inside ``value`` and the offending type.
+    """
+    kind = type(value)
+    if kind is str or kind is bool or kind is int or value is None:
+        return value
+    if kind is float:
+        return value if math.isfinite(value) else {TAG: "float", "v": repr(value)}
+    if kind is dict:
+        out = {}
+        for key, item in value.items():
+            if type(key) is not str:
+                raise CodecError(
+                    f"{where} has a key {key!r} of type {type(key).__qualname__}: only str "
+                    "keys can be stored",
+                    where,
+                    key,
+                )
+            out[key] = encode(item, f"{where}[{key!r}]")
+        return {TAG: "dict", "v": out} if TAG in out else out
+    if kind is list:
+        return [encode(item, f"{where}[{i}]") for i, item in enumerate(value)]
+    if kind is tuple:
+        return {TAG: "tuple", "v": [encode(item, f"{where}[{i}]") for i, item in enumerate(value)]}
+    encoder = _ENCODERS.get(kind)
+    if encoder is not None:
+        return encoder(value, where)
+    if isinstance(value, enum.Enum):
+        return {TAG: "enum", "c": _path_of(kind), "v": encode(value.value, f"{where}.value")}
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        fields = {
+            f.name: encode(getattr(value, f.name), f"{where}.{f.name}")
+            for f in dataclasses.fields(value)
+        }
+        return {TAG: "dataclass", "c": _path_of(kind), "v": fields}
+    if _is_model(value):
+        return {TAG: "model", "c": _path_of(kind), "v": value.model_dump(mode="json")}
+    raise CodecError(
+        f"{where} is a {_path_of(kind)}, which cannot be stored faithfully; use JSON "
+        "types, tuples, sets, bytes, datetimes, Decimal, UUID, enums, dataclasses or "
+        "pydantic models",
+        where,
+        value,
+    )
+
+
+def _sequence(tag: str) -> Callable[[Any, str], Any]:
+    def encoder(value: Any, where: str) -> Any:
+        items = sorted(value, key=repr) if tag in ("set", "frozenset") else value
+        return {TAG: tag, "v": [encode(item, f"{where}[{i}]") for i, item in enumerate(items)]}
+
+    return encoder
+
+
+def _timedelta(value: dt.timedelta, where: str) -> Any:
+    return {TAG: "timedelta", "v": [value.days, value.seconds, value.microseconds]}
+
+
+_ENCODERS: dict[type, Callable[[Any, str], Any]] = {
+    set: _sequence("set"),
+    frozenset: _sequence("frozenset"),
+    bytes: lambda v, w: {TAG: "bytes", "v": base64.b64encode(v).decode("ascii")},
+    dt.datetime: lambda v, w: {TAG: "datetime", "v": v.isoformat()},
+    dt.date: lambda v, w: {TAG: "date", "v": v.isoformat()},
+    dt.time: lambda v, w: {TAG: "time", "v": v.isoformat()},
+    dt.timedelta: _timedelta,
+    decimal.Decimal: lambda v, w: {TAG: "decimal", "v": str(v)},
+    uuid.UUID: lambda v, w: {TAG: "uuid", "v": str(v)},
+}
+
+
+def decode(data: Any) -> Any:
+    """The value that :func:`encode` turned into ``data``."""
+    kind = type(data)
+    if kind is list:
+        return [decode(item) for item in data]
+    if kind is not dict:
+        return data
+    tag = data.get(TAG)
+    if tag is None:
+        return {key: decode(item) for key, item in data.items()}
+    raw = data["v"]
+    decoder = _DECODERS.get(tag)
+    if decoder is None:
+        raise CodecError(f"unknown stored type tag {tag!r}", "tag", tag)
+    return decoder(raw, data)
+
+
+_DECODERS: dict[str, Callable[[Any, dict[str, Any]], Any]] = {
+    "dict": lambda v, d: {key: decode(item) for key, item in v.items()},
+    "tuple": lambda v, d: tuple(decode(item) for item in v),
+    "set": lambda v, d: {decode(item) for item in v},
+    "frozenset": lambda v, d: frozenset(decode(item) for item in v),
+    "float": lambda v, d: float(v),
+    "bytes": lambda v, d: base64.b64decode(v),
+    "datetime": lambda v, d: dt.datetime.fromisoformat(v),
+    "date": lambda v, d: dt.date.fromisoformat(v),
+    "time": lambda v, d: dt.time.fromisoformat(v),
+    "timedelta": lambda v, d: dt.timedelta(days=v[0], seconds=v[1], microseconds=v[2]),
+    "decimal": lambda v, d: decimal.Decimal(v),
+    "uuid": lambda v, d: uuid.UUID(v),
+    "enum": lambda v, d: _import(d["c"])(decode(v)),
+    "dataclass": lambda v, d: _import(d["c"])(**{k: decode(i) for k, i in v.items()}),
+    "model": lambda v, d: _import(d["c"]).model_validate(v),
+}
+
+
+def dumps(value: Any, where: str = "value") -> str:
+    """``encode`` then compact JSON text."""
+    return json.dumps(encode(value, where), separators=(",", ":"), ensure_ascii=False)
+
+
+def loads(text: str | bytes) -> Any:
+    """The value :func:`dumps` wrote."""
+    return decode(json.loads(text))

@@ -1,0 +1,158 @@
+"""In-memory implementations of the ports: for tests, and runs that need not survive."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import replace
+
+from .._result import RunStatus
+from ..errors import (
+    ConfigurationError,
+    LeaseLostError,
+    RunExistsError,
+    RunLeasedError,
+    UnknownRunError,
+)
+from ..ports import CheckpointStore, Lease, RunRecord, StageRecord
+
+__all__ = ["MemoryStore"]
+
+_FINISHED = frozenset({RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED})
+
+
+class _Run:
+    __slots__ = ("lease", "record", "stages", "states", "token")
+
+    def __init__(self, record: RunRecord) -> None:
+        self.record = record
+        self.stages: dict[str, StageRecord] = {}
+        self.states: dict[str, str] = {}
+        self.lease: Lease | None = None
+        self.token = 0  # the last token handed out
+
+
+class MemoryStore(CheckpointStore):
+    """A CheckpointStore in a dict: fast, exact, and gone with the process.
+
+    Every method runs without awaiting anything, so concurrent runs on one event
+    loop see each operation as atomic.
+
+    Args:
+        clock: the store's clock, seconds since the epoch (default ``time.time``);
+            pass a fake one to test lease expiry.
+    """
+
+    def __init__(self, *, clock: Callable[[], float] = time.time) -> None:
+        if not callable(clock):
+            raise ConfigurationError(f"clock must be callable, not {clock!r}", "clock", clock)
+        self._clock = clock
+        self._runs: dict[str, _Run] = {}
+
+    def _get(self, run_id: str) -> _Run:
+        try:
+            return self._runs[run_id]
+        except KeyError:
+            raise UnknownRunError(run_id) from None
+
+    def _fenced(self, lease: Lease) -> _Run:
+        run = self._get(lease.run_id)
+        if run.lease is None or run.lease.token != lease.token:
+            raise LeaseLostError(lease.run_id, lease.token)
+        return run
+
+    async def create_run(self, run: RunRecord) -> None:
+        """Create a run (``RunExistsError`` if its id is taken)."""
+        if run.run_id in self._runs:
+            raise RunExistsError(run.run_id)
+        self._runs[run.run_id] = _Run(run)
+
+    async def get_run(self, run_id: str) -> RunRecord:
+        """The run (``UnknownRunError`` if none)."""
+        return self._get(run_id).record
+
+    async def list_runs(
+        self,
+        *,
+        status: RunStatus | None = None,
+        pipeline: str | None = None,
+        limit: int | None = None,
+    ) -> list[RunRecord]:
+        """Runs matching the filters, newest first."""
+        records = [
+            r.record
+            for r in self._runs.values()
+            if (status is None or r.record.status == status)
+            and (pipeline is None or r.record.pipeline == pipeline)
+        ]
+        records.sort(key=lambda r: (r.created_at, r.run_id), reverse=True)
+        return records if limit is None else records[:limit]
+
+    async def delete_run(self, run_id: str) -> None:
+        """Forget a run (``UnknownRunError``; ``RunLeasedError`` while it is driven)."""
+        run = self._get(run_id)
+        self._check_free(run, "")
+        del self._runs[run_id]
+
+    def _check_free(self, run: _Run, owner: str) -> None:
+        lease = run.lease
+        if lease is not None and lease.owner != owner and lease.expires_at > self._clock():
+            raise RunLeasedError(lease.run_id, lease.owner, lease.expires_at)
+
+    async def acquire_lease(self, run_id: str, owner: str, ttl: float) -> Lease:
+        """Take the run's lease for ``ttl`` seconds, with a new, greater token."""
+        run = self._get(run_id)
+        self._check_free(run, owner)
+        run.token += 1
+        run.lease = Lease(run_id, owner, run.token, self._clock() + ttl)
+        return run.lease
+
+    async def renew_lease(self, lease: Lease, ttl: float) -> Lease:
+        """Extend a lease still held (``LeaseLostError`` if it was taken over)."""
+        run = self._fenced(lease)
+        run.lease = replace(lease, expires_at=self._clock() + ttl)
+        return run.lease
+
+    async def release_lease(self, lease: Lease) -> None:
+        """Give the lease up at once (nothing happens if it was taken over)."""
+        run = self._runs.get(lease.run_id)
+        if run is not None and run.lease is not None and run.lease.token == lease.token:
+            run.lease = None
+
+    async def record_stage(self, lease: Lease, record: StageRecord) -> None:
+        """Store one stage's outcome (fenced)."""
+        self._fenced(lease).stages[record.stage] = record
+
+    async def stage_records(self, run_id: str) -> dict[str, StageRecord]:
+        """Every stored stage outcome of a run, by stage name."""
+        return dict(self._get(run_id).stages)
+
+    async def set_status(self, lease: Lease, status: RunStatus, error: str | None = None) -> None:
+        """Change the run's status (fenced)."""
+        run = self._fenced(lease)
+        run.record = replace(run.record, status=status, error=error, updated_at=self._clock())
+
+    async def save_state(self, lease: Lease, stage: str, state: str) -> None:
+        """Keep a stage's intra-stage state (fenced)."""
+        self._fenced(lease).states[stage] = state
+
+    async def load_state(self, run_id: str, stage: str) -> str | None:
+        """A stage's last saved state, or None."""
+        return self._get(run_id).states.get(stage)
+
+    async def prune(self, *, finished_before: float) -> int:
+        """Delete finished runs last updated before ``finished_before``."""
+        old = [
+            run_id
+            for run_id, run in self._runs.items()
+            if run.record.status in _FINISHED and run.record.updated_at < finished_before
+        ]
+        for run_id in old:
+            del self._runs[run_id]
+        return len(old)
+
+    async def aclose(self) -> None:
+        """Nothing to release."""
+
+    def __repr__(self) -> str:
+        return f"<MemoryStore runs={len(self._runs)}>"
