@@ -2,27 +2,30 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 import weakref
 from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 from typing import Any
 
+from ._durable import Checkpointing, check_ttl, default_owner
 from ._graph import StageGraph
 from ._ids import RUN_ID, new_run_id
 from ._pipeline import Pipeline
 from ._policies import RetryPolicy
-from ._result import RunResult
-from ._scheduler import RunState, normalize_output
+from ._result import RunResult, RunStatus
+from ._scheduler import _LOOP_CLOCK, RunState, normalize_output
 from ._sinks import check_sink
 from ._spec import StageSpec
 from ._stage import StageCall, StageContext
-from .errors import ConfigurationError
+from .errors import ConfigurationError, LeaseLostError
 from .interceptors._base import Interceptor, compose, sort_interceptors
 from .interceptors._breaker import CircuitBreakerInterceptor, CircuitBreakerRegistry
+from .interceptors._checkpoint import CheckpointInterceptor
 from .interceptors._retry import RetryInterceptor
 from .interceptors._timeout import TimeoutInterceptor
-from .ports import Clock, EventSink
+from .ports import CheckpointStore, Clock, EventSink
 
 __all__ = ["Engine"]
 
@@ -51,6 +54,11 @@ class Engine:
             retry, because retrying repeats side effects that may not be idempotent.
         circuit_breakers: where the circuit breakers live (default: a registry of this
             engine's own, shared by all its runs; pass one to share it between engines).
+        store: a CheckpointStore: every run is recorded there, each stage's completion
+            is stored before its dependents start, and :meth:`resume` goes on with a
+            run that stopped.
+        lease_ttl: seconds a run's lease lives without renewal; the engine renews it
+            every third of that while it drives the run.
 
     Example:
         >>> import asyncio
@@ -62,7 +70,17 @@ class Engine:
         'hello owls'
     """
 
-    __slots__ = ("_chains", "_clock", "_interceptors", "fail_fast", "max_parallel", "sink")
+    __slots__ = (
+        "_chains",
+        "_clock",
+        "_interceptors",
+        "fail_fast",
+        "lease_ttl",
+        "max_parallel",
+        "owner",
+        "sink",
+        "store",
+    )
 
     @property
     def circuit_breakers(self) -> CircuitBreakerRegistry:
@@ -83,6 +101,8 @@ class Engine:
         stage_timeout: float | None = None,
         retry: RetryPolicy | None = None,
         circuit_breakers: CircuitBreakerRegistry | None = None,
+        store: CheckpointStore | None = None,
+        lease_ttl: float = 30.0,
     ) -> None:
         checked: object = interceptors  # checked at run time too: callers may not type-check
         if isinstance(checked, str | bytes) or not isinstance(checked, Iterable):
@@ -123,6 +143,14 @@ class Engine:
                     field,
                     value,
                 )
+        if store is not None:
+            missing = [m for m in ("create_run", "acquire_lease", "record_stage")
+                       if not callable(getattr(store, m, None))]  # fmt: skip
+            if isinstance(store, type) or missing:
+                raise ConfigurationError(
+                    f"store={store!r} is no CheckpointStore instance", "store", store
+                )
+            given.append(CheckpointInterceptor())
         self._interceptors = sort_interceptors(given)
         if sink is not None:
             check_sink(sink)
@@ -146,6 +174,9 @@ class Engine:
                 "clock",
                 clock,
             )
+        self.store = store
+        self.lease_ttl = check_ttl(lease_ttl)
+        self.owner = default_owner()
         self.sink = sink
         self.max_parallel = max_parallel
         self.fail_fast = fail_fast
@@ -209,12 +240,7 @@ class Engine:
             asyncio.CancelledError: the task running this was cancelled; running
                 stages were cancelled first and ``run.cancelled`` was emitted.
         """
-        given: object = graph
-        if not isinstance(given, StageGraph):
-            hint = " (call .build() on it first)" if isinstance(given, Pipeline) else ""
-            raise ConfigurationError(
-                f"run() takes a StageGraph, not {type(given).__name__}{hint}", "graph", given
-            )
+        _check_graph(graph, "run")
         if data is None:
             frozen: Mapping[str, Any] = MappingProxyType({})
         elif isinstance(data, Mapping):
@@ -232,35 +258,113 @@ class Engine:
             )
         if run_id is None:
             run_id = new_run_id()
-        elif not isinstance(run_id, str) or RUN_ID.fullmatch(run_id) is None:
+        else:
+            _check_run_id(run_id)
+        _check_timeout(timeout)
+        checkpointing = None
+        if self.store is not None:
+            checkpointing = await Checkpointing.start(
+                self.store, graph, run_id, frozen,
+                owner=self.owner, ttl=self.lease_ttl, clock=self._clock or _LOOP_CLOCK,
+            )  # fmt: skip
+        return await self._drive(graph, run_id, frozen, timeout, checkpointing)
+
+    async def resume(
+        self, run_id: str, graph: StageGraph, *, timeout: float | None = None
+    ) -> RunResult:
+        """Go on with a run of this engine's store that did not complete.
+
+        Stages that completed (or skipped themselves) are restored from the store and
+        nothing inside them runs; the others run, those that were in flight when the
+        run stopped included (at least once: use ``ctx.idempotency_key``). A run that
+        completed is returned as it was, running nothing.
+
+        Raises:
+            ConfigurationError: the engine has no store, or an argument is invalid.
+            GraphMismatchError: ``graph`` is not the graph the run started with; the
+                error says what changed.
+            UnknownRunError: the store has no such run.
+            RunLeasedError: another driver holds the run.
+        """
+        if self.store is None:
             raise ConfigurationError(
-                f"run_id must be 1 to 128 letters, digits, '_', '.', ':' or '-', not {run_id!r}",
-                "run_id",
-                run_id,
+                "resume() needs an engine with a store: Engine(store=...)", "store", None
             )
-        if timeout is not None and (
-            isinstance(timeout, bool)
-            or not isinstance(timeout, int | float)
-            or not math.isfinite(timeout)
-            or timeout <= 0
-        ):
-            raise ConfigurationError(
-                f"timeout must be a positive number of seconds or None, not {timeout!r}",
-                "timeout",
-                timeout,
-            )
+        _check_run_id(run_id)
+        _check_graph(graph, "resume")
+        _check_timeout(timeout)
+        checkpointing, data = await Checkpointing.resume(
+            self.store, graph, run_id,
+            owner=self.owner, ttl=self.lease_ttl, clock=self._clock or _LOOP_CLOCK,
+        )  # fmt: skip
+        return await self._drive(graph, run_id, MappingProxyType(data), timeout, checkpointing)
+
+    async def _drive(
+        self,
+        graph: StageGraph,
+        run_id: str,
+        data: Mapping[str, Any],
+        timeout: float | None,
+        checkpointing: Checkpointing | None,
+    ) -> RunResult:
         state = RunState(
             graph,
             self.calls(graph),
             run_id,
-            frozen,
+            data,
             sink=self.sink,
             clock=self._clock,
             max_parallel=self.max_parallel,
             fail_fast=self.fail_fast,
         )
-        return await state.execute(timeout)
+        if checkpointing is None:
+            return await state.execute(timeout)
+        state.checkpoint = checkpointing
+        checkpointing.keep_alive(
+            lambda why: state.abort(LeaseLostError(run_id, checkpointing.lease.token))
+        )
+        try:
+            result = await state.execute(timeout)
+        except asyncio.CancelledError:
+            await asyncio.shield(checkpointing.finish(RunStatus.CANCELLED, None))
+            raise
+        except BaseException as error:
+            await asyncio.shield(checkpointing.finish(RunStatus.FAILED, error))
+            raise
+        await checkpointing.finish(result.status, result.error)
+        return result
 
     def __repr__(self) -> str:
         names = ", ".join(ic.name for ic in self._interceptors)
         return f"<Engine interceptors=[{names}] max_parallel={self.max_parallel}>"
+
+
+def _check_graph(graph: object, method: str) -> None:
+    if not isinstance(graph, StageGraph):
+        hint = " (call .build() on it first)" if isinstance(graph, Pipeline) else ""
+        raise ConfigurationError(
+            f"{method}() takes a StageGraph, not {type(graph).__name__}{hint}", "graph", graph
+        )
+
+
+def _check_run_id(run_id: object) -> None:
+    if not isinstance(run_id, str) or RUN_ID.fullmatch(run_id) is None:
+        raise ConfigurationError(
+            f"run_id must be 1 to 128 letters, digits, '_', '.', ':' or '-', not {run_id!r}",
+            "run_id",
+            run_id,
+        )
+
+
+def _check_timeout(timeout: object) -> None:
+    if timeout is not None and (
+        isinstance(timeout, bool)
+        or not isinstance(timeout, int | float)
+        or not math.isfinite(timeout)
+        or timeout <= 0
+    ):
+        raise ConfigurationError(
+            f"timeout must be a positive number of seconds or None, not {timeout!r}",
+            "timeout",
+            timeout,
+        )

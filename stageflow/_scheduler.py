@@ -32,6 +32,7 @@ from .errors import (
 from .ports import Clock, LoopClock
 
 if TYPE_CHECKING:
+    from ._durable import Checkpointing
     from ._graph import StageGraph
     from ._stage import StageCall
     from .ports import EventSink
@@ -74,6 +75,7 @@ class RunState:
         "backlog",
         "blocked",
         "calls",
+        "checkpoint",
         "clock",
         "data",
         "done",
@@ -117,6 +119,7 @@ class RunState:
     ) -> None:
         self.graph = graph
         self.calls = calls
+        self.checkpoint: Checkpointing | None = None
         self.run_id = run_id
         self.pipeline = graph.name
         self.data = data
@@ -449,6 +452,13 @@ class RunState:
                 task.cancel()
         if not self.done.done():
             self.done.set_result(None)
+
+    def abort(self, error: BaseException) -> None:
+        """End the run as failed with ``error``, whatever its stages are doing."""
+        if self.first_error is None:
+            self.first_error = error
+        self.failed += 1
+        self.stop(f"{type(error).__name__}: {error}")
 
     def settle(self) -> None:
         """After a stop: give every stage that has no outcome one."""

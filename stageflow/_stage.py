@@ -12,6 +12,7 @@ from ._events import EventType
 from .errors import ConfigurationError, MissingInputError
 
 if TYPE_CHECKING:
+    from ._durable import Checkpointing
     from ._graph import StageGraph
     from ._outcomes import Outcomes
     from ._spec import StageSpec
@@ -193,6 +194,7 @@ class _Run(Protocol):
     graph: StageGraph
     outcomes: Outcomes
     stopping: bool
+    checkpoint: Checkpointing | None
     sink: EventSink | None
     clock: Clock
     t0: float
@@ -286,6 +288,21 @@ class StageContext:
     def started(self) -> float:
         """When this stage's first attempt started, on ``clock.monotonic()``."""
         return self._run.t0 + self._run.outcomes.times[2 * self._index]
+
+    @property
+    def run_started(self) -> float:
+        """When the run started, on ``clock.monotonic()``."""
+        return self._run.t0
+
+    @property
+    def attempts(self) -> int:
+        """Attempts of this stage made so far (``attempt`` is this context's own)."""
+        return self._run.outcomes.attempts[self._index]
+
+    @property
+    def checkpointing(self) -> Checkpointing | None:
+        """The run's link to its CheckpointStore, or None when the run is not durable."""
+        return self._run.checkpoint
 
     def with_attempt(self, attempt: int) -> StageContext:
         """A context for another attempt of this stage; it becomes the current attempt.

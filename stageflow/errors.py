@@ -16,6 +16,7 @@ the builtin hierarchy keeps working::
     │   ├── SelfDependencyError               a stage depends on itself
     │   └── CycleError                        the dependencies form a cycle (``a -> b -> a``)
     ├── ConfigurationError (ValueError)       a bad argument to Engine, Engine.run, a sink, ...
+│   └── GraphMismatchError                a run resumed with another graph (``.changes``)
     ├── StageError                            raised inside a run, about one stage (``.stage``)
     │   ├── StageFailedError                  the stage returned ``StageOutput.fail(...)``
     │   ├── InvalidOutputError (TypeError)    the stage returned something that is not an output
@@ -48,6 +49,7 @@ __all__ = [
     "CycleError",
     "DuplicateStageError",
     "GraphError",
+    "GraphMismatchError",
     "InvalidOptionError",
     "InvalidOutputError",
     "InvalidStageError",
@@ -185,6 +187,25 @@ class ConfigurationError(StageflowError, ValueError):
         super().__init__(message)
         self.field = field
         self.value = value
+
+
+class GraphMismatchError(ConfigurationError):
+    """A run was resumed with a graph other than the one it started with.
+
+    Attributes:
+        run_id: the run.
+        changes: what differs, in words (``"stage 'd' added"``, ...).
+    """
+
+    def __init__(self, run_id: str, changes: Sequence[str], graph: object) -> None:
+        super().__init__(
+            f"run {run_id!r} was started with another graph: {'; '.join(changes)}; resume it "
+            "with the graph it started with",
+            "graph",
+            graph,
+        )
+        self.run_id = run_id
+        self.changes: tuple[str, ...] = tuple(changes)
 
 
 # --------------------------------------------------------------------------- stages

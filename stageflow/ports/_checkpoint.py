@@ -20,6 +20,8 @@ class RunRecord:
         created_at: when the run was created (seconds since the epoch).
         updated_at: when it last changed.
         error: why it failed or was cancelled, in words.
+        structure: the graph's stages and dependencies as JSON, to say what changed
+            when a resume presents another graph.
     """
 
     run_id: str
@@ -30,6 +32,7 @@ class RunRecord:
     created_at: float
     updated_at: float
     error: str | None = None
+    structure: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -39,6 +39,7 @@ PUBLIC: dict[ModuleType, list[str]] = {
         "EventType",
         "FanOutSink",
         "GraphError",
+        "GraphMismatchError",
         "Interceptor",
         "InvalidOptionError",
         "InvalidOutputError",
