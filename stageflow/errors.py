@@ -28,7 +28,8 @@ the builtin hierarchy keeps working::
     │   ├── UnknownRunError (KeyError)        no run has that id
     │   ├── RunExistsError                    a run with that id exists already
     │   ├── RunLeasedError                    another driver holds the run's lease
-    │   └── LeaseLostError                    the lease was taken over: no more writes
+    │   ├── LeaseLostError                    the lease was taken over: no more writes
+    │   └── SchemaError                       the database's schema is newer or not ours
     └── RunError                              ``RunResult.raise_for_status()``
         ├── RunFailedError                    one or more stages failed (``.failed``)
         └── RunCancelledError                 the run was cancelled or timed out
@@ -62,6 +63,7 @@ __all__ = [
     "RunFailedError",
     "RunLeasedError",
     "RunTimeoutError",
+    "SchemaError",
     "SelfDependencyError",
     "StageCancelledError",
     "StageError",
@@ -377,6 +379,10 @@ class LeaseLostError(StoreError):
         )
         self.run_id = run_id
         self.token = token
+
+
+class SchemaError(StoreError):
+    """The database holds a stageflow schema this version cannot use (newer), or none."""
 
 
 # --------------------------------------------------------------------------- runs

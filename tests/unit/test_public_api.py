@@ -64,6 +64,7 @@ PUBLIC: dict[ModuleType, list[str]] = {
         "RunResult",
         "RunStatus",
         "RunTimeoutError",
+        "SchemaError",
         "SelfDependencyError",
         "Stage",
         "StageCall",

@@ -1,0 +1,366 @@
+"""SQLAlchemyStore: a CheckpointStore on SQLite (a file, the default) or PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from ..._result import RunStatus
+from ..._stage import StageStatus
+from ...errors import (
+    ConfigurationError,
+    LeaseLostError,
+    RunExistsError,
+    RunLeasedError,
+    SchemaError,
+    StoreError,
+    UnknownRunError,
+)
+from ...ports import CheckpointStore, Lease, RunRecord, StageRecord
+from . import _schema as sql
+
+Rows = list[tuple[Any, ...]]
+
+
+class SQLAlchemyStore(CheckpointStore):
+    """A CheckpointStore in SQLite or PostgreSQL, through SQLAlchemy 2.
+
+    Args:
+        url: ``sqlite:///runs.db`` (also ``sqlite+aiosqlite://...``; a file, in WAL
+            mode with ``synchronous=NORMAL``) or ``postgresql+asyncpg://user@host/db``
+            (``postgresql://`` means asyncpg too).
+        lease_ttl: the default lease lifetime of engines using this store (seconds).
+        clock: the store's clock, seconds since the epoch (default ``time.time``;
+            drivers sharing a database should keep their clocks in sync).
+
+    The schema is created on first use and versioned; a database of a newer schema
+    is refused with :class:`~stageflow.errors.SchemaError`. Backend errors become
+    :class:`~stageflow.errors.StoreError`.
+
+    On SQLite every write is one statement on one connection, committed on the
+    event loop's thread: in WAL mode with ``synchronous=NORMAL`` a commit does not
+    wait for the disk, so that is tens of microseconds. When another process holds
+    the write lock, the write moves to a worker thread that waits for it, so the
+    loop never blocks on a lock. WAL checkpoints run in a worker thread too.
+    """
+
+    def __init__(
+        self,
+        url: str | URL,
+        *,
+        lease_ttl: float = 30.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        try:
+            parsed = make_url(url)
+        except (ArgumentError, ValueError, TypeError) as error:
+            raise ConfigurationError(f"not a database URL: {url!r}", "url", url) from error
+        backend = parsed.get_backend_name()
+        if backend == "sqlite":
+            if parsed.database in (None, "", ":memory:"):
+                raise ConfigurationError(
+                    f"a SQLite store needs a file, not {url!r}; use MemoryStore for memory",
+                    "url",
+                    url,
+                )
+            self._db: _SQLite | _Postgres = _SQLite(Path(parsed.database or ""))
+        elif backend == "postgresql":
+            self._db = _Postgres(parsed.set(drivername="postgresql+asyncpg"))
+        else:
+            raise ConfigurationError(
+                f"SQLAlchemyStore supports sqlite:// and postgresql:// URLs, not {url!r}",
+                "url",
+                url,
+            )
+        if isinstance(lease_ttl, bool) or not isinstance(lease_ttl, int | float) or lease_ttl <= 0:
+            raise ConfigurationError(
+                f"lease_ttl must be a positive number of seconds, not {lease_ttl!r}",
+                "lease_ttl",
+                lease_ttl,
+            )
+        self.url = parsed.render_as_string(hide_password=True)
+        self.lease_ttl = float(lease_ttl)
+        self._clock = clock
+        self._ready: asyncio.Lock | None = None
+        self._opened = False
+
+    async def _run(self, statement: str, params: Mapping[str, Any]) -> Rows:
+        if not self._opened:
+            await self._open()
+        try:
+            return await self._db.run(statement, params)
+        except (SQLAlchemyError, sqlite3.Error, OSError) as error:
+            raise StoreError(f"{self.url}: {error}") from error
+
+    async def _open(self) -> None:
+        if self._ready is None:
+            self._ready = asyncio.Lock()
+        async with self._ready:
+            if self._opened:
+                return
+            try:
+                await self._db.open()
+                await self._db.run(sql.SET_VERSION, {"version": str(sql.SCHEMA_VERSION)})
+                (version,) = (await self._db.run(sql.GET_VERSION, {}))[0]
+            except (SQLAlchemyError, sqlite3.Error, OSError) as error:
+                raise StoreError(f"{self.url} cannot be used as a store: {error}") from error
+            if int(version) > sql.SCHEMA_VERSION:
+                raise SchemaError(
+                    f"{self.url} has stageflow schema version {version}, newer than this "
+                    f"stageflow's ({sql.SCHEMA_VERSION}); upgrade stageflow to use it"
+                )
+            self._opened = True
+
+    # ------------------------------------------------------------------ runs
+
+    async def create_run(self, run: RunRecord) -> None:
+        """Create a run (``RunExistsError`` if its id is taken)."""
+        params = {
+            "run_id": run.run_id, "pipeline": run.pipeline, "fingerprint": run.fingerprint,
+            "data": run.data, "status": run.status.value, "created_at": run.created_at,
+            "updated_at": run.updated_at, "error": run.error, "structure": run.structure,
+        }  # fmt: skip
+        if not await self._run(sql.INSERT_RUN, params):
+            raise RunExistsError(run.run_id)
+
+    async def get_run(self, run_id: str) -> RunRecord:
+        """The run (``UnknownRunError`` if none)."""
+        rows = await self._run(sql.GET_RUN, {"run_id": run_id})
+        if not rows:
+            raise UnknownRunError(run_id)
+        return _run_record(rows[0])
+
+    async def list_runs(
+        self,
+        *,
+        status: RunStatus | None = None,
+        pipeline: str | None = None,
+        limit: int | None = None,
+    ) -> list[RunRecord]:
+        """Runs matching the filters, newest first."""
+        where: list[str] = []
+        params: dict[str, Any] = {}
+        if status is not None:
+            where.append("status = :status")
+            params["status"] = RunStatus(status).value
+        if pipeline is not None:
+            where.append("pipeline = :pipeline")
+            params["pipeline"] = pipeline
+        statement = f"SELECT {sql.RUN_COLUMNS} FROM stageflow_runs"
+        if where:
+            statement += " WHERE " + " AND ".join(where)
+        statement += " ORDER BY created_at DESC, run_id DESC"
+        if limit is not None:
+            statement += " LIMIT :limit"
+            params["limit"] = int(limit)
+        return [_run_record(row) for row in await self._run(statement, params)]
+
+    async def delete_run(self, run_id: str) -> None:
+        """Forget a run (``UnknownRunError``; ``RunLeasedError`` while it is driven)."""
+        if not await self._run(sql.DELETE_RUN, {"run_id": run_id, "now": self._clock()}):
+            await self._refusal(run_id)
+
+    async def _refusal(self, run_id: str) -> None:
+        """Why a run could not be taken: it does not exist, or someone holds it."""
+        rows = await self._run(sql.LEASE_OF, {"run_id": run_id})
+        if not rows:
+            raise UnknownRunError(run_id)
+        owner, expires = rows[0]
+        raise RunLeasedError(run_id, owner or "?", expires or 0.0)
+
+    # ------------------------------------------------------------------ leases
+
+    async def acquire_lease(self, run_id: str, owner: str, ttl: float) -> Lease:
+        """Take the run's lease for ``ttl`` seconds, with a new, greater token."""
+        now = self._clock()
+        params = {"run_id": run_id, "owner": owner, "now": now, "expires": now + ttl}
+        rows = await self._run(sql.ACQUIRE, params)
+        if not rows:
+            await self._refusal(run_id)
+        return Lease(run_id, owner, int(rows[0][0]), now + ttl)
+
+    async def renew_lease(self, lease: Lease, ttl: float) -> Lease:
+        """Extend a lease still held (``LeaseLostError`` if it was taken over)."""
+        expires = self._clock() + ttl
+        params = {"run_id": lease.run_id, "token": lease.token, "expires": expires}
+        if not await self._run(sql.RENEW, params):
+            raise LeaseLostError(lease.run_id, lease.token)
+        return Lease(lease.run_id, lease.owner, lease.token, expires)
+
+    async def release_lease(self, lease: Lease) -> None:
+        """Give the lease up at once (nothing happens if it was taken over)."""
+        await self._run(sql.RELEASE, {"run_id": lease.run_id, "token": lease.token})
+
+    # ------------------------------------------------------------------ fenced writes
+
+    async def record_stage(self, lease: Lease, record: StageRecord) -> None:
+        """Store one stage's outcome (fenced, one statement)."""
+        params = {
+            "run_id": record.run_id, "token": lease.token, "stage": record.stage,
+            "status": record.status.value, "output": record.output, "attempts": record.attempts,
+            "started": record.started, "ended": record.ended, "reason": record.reason,
+        }  # fmt: skip
+        if not await self._run(sql.RECORD_STAGE, params):
+            raise LeaseLostError(lease.run_id, lease.token)
+
+    async def stage_records(self, run_id: str) -> dict[str, StageRecord]:
+        """Every stored stage outcome of a run, by stage name."""
+        rows = await self._run(sql.STAGE_RECORDS, {"run_id": run_id})
+        return {
+            row[1]: StageRecord(
+                row[0], row[1], StageStatus(row[2]), row[3], row[4], row[5], row[6], row[7]
+            )
+            for row in rows
+        }
+
+    async def set_status(self, lease: Lease, status: RunStatus, error: str | None = None) -> None:
+        """Change the run's status (fenced)."""
+        params = {
+            "run_id": lease.run_id, "token": lease.token, "status": RunStatus(status).value,
+            "error": error, "now": self._clock(),
+        }  # fmt: skip
+        if not await self._run(sql.SET_STATUS, params):
+            raise LeaseLostError(lease.run_id, lease.token)
+
+    async def save_state(self, lease: Lease, stage: str, state: str) -> None:
+        """Keep a stage's intra-stage state (fenced)."""
+        params = {"run_id": lease.run_id, "token": lease.token, "stage": stage, "state": state}
+        if not await self._run(sql.SAVE_STATE, params):
+            raise LeaseLostError(lease.run_id, lease.token)
+
+    async def load_state(self, run_id: str, stage: str) -> str | None:
+        """A stage's last saved state, or None."""
+        rows = await self._run(sql.LOAD_STATE, {"run_id": run_id, "stage": stage})
+        return rows[0][0] if rows else None
+
+    async def prune(self, *, finished_before: float) -> int:
+        """Delete finished runs last updated before ``finished_before``."""
+        return len(await self._run(sql.PRUNE, {"before": finished_before}))
+
+    async def aclose(self) -> None:
+        """Close the connections."""
+        await self._db.close()
+        self._opened = False
+
+    def __repr__(self) -> str:
+        return f"<SQLAlchemyStore {self.url}>"
+
+
+def _run_record(row: tuple[Any, ...]) -> RunRecord:
+    run_id, pipeline, fingerprint, data, status, created, updated, error, structure = row
+    return RunRecord(
+        run_id, pipeline, fingerprint, data, RunStatus(status), created, updated, error, structure
+    )
+
+
+# --------------------------------------------------------------------------- backends
+
+
+class _SQLite:
+    """Statements on the loop's thread through one sqlite3 connection; a thread if locked."""
+
+    CHECKPOINT_EVERY = 1000  # writes between two WAL checkpoints (in a worker thread)
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.conn: sqlite3.Connection | None = None
+        self.writes = 0
+
+    def _connect(self, busy_ms: int) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        conn.execute(f"PRAGMA busy_timeout = {busy_ms}")
+        conn.execute("PRAGMA foreign_keys = ON")
+        conn.execute("PRAGMA synchronous = NORMAL")
+        return conn
+
+    async def open(self) -> None:
+        await asyncio.to_thread(self._create)
+        self.conn = self._connect(busy_ms=0)  # the loop never waits on a lock
+        self.conn.execute("PRAGMA wal_autocheckpoint = 0")  # checkpoints: off the loop
+
+    def _create(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        engine = sqlalchemy.create_engine(f"sqlite:///{self.path}")
+        try:
+            with engine.begin() as conn:
+                conn.exec_driver_sql("PRAGMA journal_mode = WAL")
+                sql.metadata.create_all(conn)
+        finally:
+            engine.dispose()
+
+    async def run(self, statement: str, params: Mapping[str, Any]) -> Rows:
+        assert self.conn is not None
+        try:
+            rows = self.conn.execute(statement, params).fetchall()
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) and "busy" not in str(error):
+                raise
+            rows = await asyncio.to_thread(self._run_waiting, statement, params)
+        self.writes += 1
+        if self.writes % self.CHECKPOINT_EVERY == 0:
+            asyncio.get_running_loop().run_in_executor(None, self._checkpoint)
+        return rows
+
+    def _run_waiting(self, statement: str, params: Mapping[str, Any]) -> Rows:
+        conn = self._connect(busy_ms=30_000)
+        try:
+            return conn.execute(statement, params).fetchall()
+        finally:
+            conn.close()
+
+    def _checkpoint(self) -> None:
+        conn = self._connect(busy_ms=1_000)
+        try:
+            conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        finally:
+            conn.close()
+
+    async def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+
+
+class _Postgres:
+    """Statements through SQLAlchemy's asyncpg engine, autocommit: one round trip each."""
+
+    def __init__(self, url: URL) -> None:
+        self.url = url
+        self.engine: AsyncEngine | None = None
+
+    async def open(self) -> None:
+        self.engine = create_async_engine(
+            self.url, isolation_level="AUTOCOMMIT", pool_size=20, max_overflow=20
+        )
+        async with self.engine.connect() as conn:
+            for attempt in range(3):  # two processes creating the schema at once
+                try:
+                    await conn.run_sync(sql.metadata.create_all)
+                    break
+                except SQLAlchemyError:
+                    if attempt == 2:
+                        raise
+                    await asyncio.sleep(0.05)
+
+    async def run(self, statement: str, params: Mapping[str, Any]) -> Rows:
+        assert self.engine is not None
+        async with self.engine.connect() as conn:
+            result = await conn.execute(sqlalchemy.text(statement), dict(params))
+            return [tuple(row) for row in result.fetchall()] if result.returns_rows else []
+
+    async def close(self) -> None:
+        if self.engine is not None:
+            await self.engine.dispose()
+            self.engine = None
+
+
+__all__ = ["SQLAlchemyStore"]

@@ -1,0 +1,126 @@
+"""SQLAlchemyStore on a real SQLite file and a real PostgreSQL server: the contract, and more."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from stageflow import (
+    ConfigurationError,
+    Engine,
+    Pipeline,
+    SchemaError,
+    StoreError,
+)
+from stageflow.adapters.sqlalchemy import SQLAlchemyStore
+from stageflow.testing import CHECKPOINT_STORE_CHECKS, ManualClock
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def url(request, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'runs.db'}"
+    return request.getfixturevalue("postgres_url")
+
+
+class TestContract:
+    @pytest.mark.parametrize("check", CHECKPOINT_STORE_CHECKS, ids=lambda c: c.__name__)
+    def test_it_keeps_the_contract(self, url, check):
+        async def factory(clock: ManualClock) -> SQLAlchemyStore:
+            return SQLAlchemyStore(url, clock=clock)
+
+        asyncio.run(check(factory))
+
+
+async def noop(ctx):
+    return {"stage": ctx.stage, "pair": (1, 2)}
+
+
+class TestDurableRuns:
+    def test_a_run_is_checkpointed_and_a_completed_run_resumes_to_the_same_result(self, url):
+        graph = (
+            Pipeline("etl").with_stage("a", noop).with_stage("b", noop, dependencies=("a",)).build()
+        )
+
+        async def main():
+            store = SQLAlchemyStore(url)
+            try:
+                first = await Engine(store=store).run(graph, data={"k": 1}, run_id="r1")
+                records = await store.stage_records("r1")
+                again = await Engine(store=store).resume("r1", graph)
+                return first, records, again
+            finally:
+                await store.aclose()
+
+        first, records, again = asyncio.run(main())
+
+        assert first.ok
+        assert again.ok
+        assert set(records) == {"a", "b"}
+        assert again["b"].data == {"stage": "b", "pair": (1, 2)}
+
+    def test_many_concurrent_runs_share_one_store(self, url):
+        graph = Pipeline("many").with_stage("a", noop).with_stage("b", noop, dependencies=("a",))
+
+        async def main():
+            store = SQLAlchemyStore(url)
+            try:
+                engine = Engine(store=store)
+                results = await asyncio.gather(*(engine.run(graph.build()) for _ in range(30)))
+                return results, await store.list_runs(pipeline="many")
+            finally:
+                await store.aclose()
+
+        results, runs = asyncio.run(main())
+
+        assert all(r.ok for r in results)
+        assert len(runs) == 30
+        assert {r.status for r in runs} == {"completed"}
+
+
+class TestBadInput:
+    @pytest.mark.parametrize(
+        "url", ["sqlite://", "sqlite:///:memory:", "mysql://x@y/z", "not a url", 5]
+    )
+    def test_a_url_it_cannot_use_is_refused_naming_it(self, url):
+        with pytest.raises(ConfigurationError) as info:
+            SQLAlchemyStore(url)  # type: ignore[arg-type]
+
+        assert info.value.field == "url"
+
+    def test_a_file_that_is_not_a_database_is_refused_and_left_alone(self, tmp_path):
+        path = tmp_path / "notes.db"
+        path.write_bytes(b"these are my notes, not a database" * 100)
+
+        async def main():
+            await SQLAlchemyStore(f"sqlite:///{path}").list_runs()
+
+        with pytest.raises(StoreError, match="cannot be used as a store"):
+            asyncio.run(main())
+        assert path.read_bytes() == b"these are my notes, not a database" * 100
+
+    def test_a_newer_schema_is_refused(self, tmp_path):
+        path = tmp_path / "runs.db"
+
+        async def create():
+            store = SQLAlchemyStore(f"sqlite:///{path}")
+            await store.list_runs()
+            await store.aclose()
+
+        asyncio.run(create())
+        with sqlite3.connect(path) as conn:
+            conn.execute("UPDATE stageflow_meta SET value = '99' WHERE key = 'schema_version'")
+
+        async def reopen():
+            await SQLAlchemyStore(f"sqlite:///{path}").list_runs()
+
+        with pytest.raises(SchemaError, match="99"):
+            asyncio.run(reopen())
+
+    def test_a_sqlite_aiosqlite_url_is_accepted(self, tmp_path):
+        store = SQLAlchemyStore(f"sqlite+aiosqlite:///{tmp_path / 'x.db'}")
+
+        assert asyncio.run(store.list_runs()) == []
