@@ -22,6 +22,7 @@ from ._stage import (
     StageKind,
     StageOutput,
     StageResult,
+    StageState,
     StageStatus,
 )
 from .errors import (
@@ -130,6 +131,7 @@ __all__ = [
     "StageRecord",
     "StageResult",
     "StageSpec",
+    "StageState",
     "StageStatus",
     "StageTimeoutError",
     "StageflowError",

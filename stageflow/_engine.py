@@ -57,8 +57,9 @@ class Engine:
         store: a CheckpointStore: every run is recorded there, each stage's completion
             is stored before its dependents start, and :meth:`resume` goes on with a
             run that stopped.
-        lease_ttl: seconds a run's lease lives without renewal; the engine renews it
-            every third of that while it drives the run.
+        lease_ttl: seconds a run's lease lives without renewal (default: the store's
+            ``lease_ttl``, else 30); the engine renews it every third of that while it
+            drives the run, and a crashed driver's run can be taken over after it.
 
     Example:
         >>> import asyncio
@@ -102,7 +103,7 @@ class Engine:
         retry: RetryPolicy | None = None,
         circuit_breakers: CircuitBreakerRegistry | None = None,
         store: CheckpointStore | None = None,
-        lease_ttl: float = 30.0,
+        lease_ttl: float | None = None,
     ) -> None:
         checked: object = interceptors  # checked at run time too: callers may not type-check
         if isinstance(checked, str | bytes) or not isinstance(checked, Iterable):
@@ -175,6 +176,8 @@ class Engine:
                 clock,
             )
         self.store = store
+        if lease_ttl is None:  # the store's default, else 30 s
+            lease_ttl = getattr(store, "lease_ttl", 30.0)
         self.lease_ttl = check_ttl(lease_ttl)
         self.owner = default_owner()
         self.sink = sink

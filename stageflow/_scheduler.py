@@ -96,6 +96,7 @@ class RunState:
         "seq",
         "sink",
         "sink_errors",
+        "states",
         "stop_reason",
         "stopping",
         "t0",
@@ -120,6 +121,7 @@ class RunState:
         self.graph = graph
         self.calls = calls
         self.checkpoint: Checkpointing | None = None
+        self.states: dict[str, str] = {}  # ctx.state of a run without a store
         self.run_id = run_id
         self.pipeline = graph.name
         self.data = data

@@ -9,7 +9,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Final, Protocol, TypeAlias, runtime_checkable
 
 from ._events import EventType
-from .errors import ConfigurationError, MissingInputError
+from .errors import ConfigurationError, MissingInputError, StageCancelledError
 
 if TYPE_CHECKING:
     from ._durable import Checkpointing
@@ -26,6 +26,7 @@ __all__ = [
     "StageKind",
     "StageOutput",
     "StageResult",
+    "StageState",
     "StageStatus",
 ]
 
@@ -195,6 +196,7 @@ class _Run(Protocol):
     outcomes: Outcomes
     stopping: bool
     checkpoint: Checkpointing | None
+    states: dict[str, str]
     sink: EventSink | None
     clock: Clock
     t0: float
@@ -298,6 +300,16 @@ class StageContext:
     def attempts(self) -> int:
         """Attempts of this stage made so far (``attempt`` is this context's own)."""
         return self._run.outcomes.attempts[self._index]
+
+    @property
+    def state(self) -> StageState:
+        """This stage's intra-stage state: ``await ctx.state.save(x)``, ``ctx.state.load()``.
+
+        A long stage saves where it is; after a crash, the resumed attempt loads it
+        and goes on from there. Saved in the run's store (fenced by its lease), or
+        in memory for a run without a store.
+        """
+        return StageState(self)
 
     @property
     def checkpointing(self) -> Checkpointing | None:
@@ -448,6 +460,51 @@ class StageInputs(Mapping[str, Mapping[str, Any]]):
 
     def __repr__(self) -> str:
         return f"<StageInputs of {self._spec.name!r}: {list(self)}>"
+
+
+class StageState:
+    """A stage's intra-stage state, for a stage that resumes half-way (see ``ctx.state``)."""
+
+    __slots__ = ("_ctx",)
+
+    def __init__(self, ctx: StageContext) -> None:
+        self._ctx = ctx
+
+    async def save(self, value: Any) -> None:
+        """Keep ``value`` (anything stage outputs may hold) as this stage's state.
+
+        Raises:
+            StageCancelledError: this attempt no longer counts (it timed out, a newer
+                one began, the run stopped): its state must not overwrite the current.
+            CodecError: ``value`` cannot be stored faithfully.
+        """
+        from . import _codec
+
+        ctx = self._ctx
+        if ctx.cancelled:
+            raise StageCancelledError(
+                f"stage {ctx.stage!r}: attempt {ctx.attempt} no longer counts; its state "
+                "was not saved",
+                ctx.stage,
+            )
+        text = _codec.dumps(value, f"the state of stage {ctx.stage!r}")
+        durable = ctx.checkpointing
+        if durable is None:
+            ctx._run.states[ctx.stage] = text
+        else:
+            await durable.store.save_state(durable.lease, ctx.stage, text)
+
+    async def load(self, default: Any = None) -> Any:
+        """The state last saved by this stage in this run (by any attempt), or ``default``."""
+        from . import _codec
+
+        ctx = self._ctx
+        durable = ctx.checkpointing
+        if durable is None:
+            text = ctx._run.states.get(ctx.stage)
+        else:
+            text = await durable.store.load_state(ctx.run_id, ctx.stage)
+        return default if text is None else _codec.loads(text)
 
 
 StageCall: TypeAlias = Callable[[StageContext], Awaitable[Any]]

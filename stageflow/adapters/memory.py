@@ -15,6 +15,7 @@ from ..errors import (
     UnknownRunError,
 )
 from ..ports import CheckpointStore, Lease, RunRecord, StageRecord
+from ._retention import Retention
 
 __all__ = ["MemoryStore"]
 
@@ -41,12 +42,16 @@ class MemoryStore(CheckpointStore):
     Args:
         clock: the store's clock, seconds since the epoch (default ``time.time``);
             pass a fake one to test lease expiry.
+        retention: seconds after which finished runs are pruned (None: kept).
     """
 
-    def __init__(self, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, *, clock: Callable[[], float] = time.time, retention: float | None = None
+    ) -> None:
         if not callable(clock):
             raise ConfigurationError(f"clock must be callable, not {clock!r}", "clock", clock)
         self._clock = clock
+        self._retention = Retention(retention)
         self._runs: dict[str, _Run] = {}
 
     def _get(self, run_id: str) -> _Run:
@@ -66,6 +71,10 @@ class MemoryStore(CheckpointStore):
         if run.run_id in self._runs:
             raise RunExistsError(run.run_id)
         self._runs[run.run_id] = _Run(run)
+        await self._retention.maybe_prune(self._clock(), self._prune_before)
+
+    async def _prune_before(self, before: float) -> int:
+        return await self.prune(finished_before=before)
 
     async def get_run(self, run_id: str) -> RunRecord:
         """The run (``UnknownRunError`` if none)."""

@@ -124,3 +124,30 @@ class TestBadInput:
         store = SQLAlchemyStore(f"sqlite+aiosqlite:///{tmp_path / 'x.db'}")
 
         assert asyncio.run(store.list_runs()) == []
+
+
+class TestRetention:
+    def test_finished_runs_older_than_the_retention_are_pruned(self, url):
+        from stageflow import RunRecord, RunStatus
+
+        clock = ManualClock()
+
+        async def main():
+            store = SQLAlchemyStore(url, clock=clock, retention=100)
+            try:
+                for run_id in ("old", "running"):
+                    await store.create_run(
+                        RunRecord(run_id, "p", "fp", "{}", RunStatus.RUNNING, clock(), clock())
+                    )
+                lease = await store.acquire_lease("old", "me", 30)
+                await store.set_status(lease, RunStatus.COMPLETED)
+                await store.release_lease(lease)
+                clock.advance(150)
+                await store.create_run(
+                    RunRecord("new", "p", "fp", "{}", RunStatus.RUNNING, clock(), clock())
+                )
+                return {r.run_id for r in await store.list_runs()}
+            finally:
+                await store.aclose()
+
+        assert asyncio.run(main()) == {"running", "new"}

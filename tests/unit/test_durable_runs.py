@@ -307,3 +307,73 @@ class TestLeases:
         assert isinstance(result["stall"].error, LeaseLostError)
         assert set(records) == {"a"}
         assert "c" not in stages.calls
+
+
+class TestStageState:
+    def test_a_resumed_stage_goes_on_from_its_saved_state(self):
+        done: list[int] = []
+
+        async def batches(ctx):
+            start = await ctx.state.load(default=0)
+            for batch in range(start, 10):
+                await asyncio.sleep(1)
+                done.append(batch)
+                await ctx.state.save(batch + 1)
+            return {"batches": len(done)}
+
+        graph = Pipeline().with_stage("batches", batches).build()
+        store = MemoryStore()
+
+        async def main():
+            await cancel_after(Engine(store=store), graph, 4.5)  # batches 0-3 done
+            return await Engine(store=store).resume("r1", graph)
+
+        result = run_virtual(main())
+
+        assert result.ok
+        assert done == list(range(10))  # nothing done twice
+        assert result["batches"].data == {"batches": 10}
+
+    def test_state_works_without_a_store_within_a_run(self):
+        async def stage(ctx):
+            assert await ctx.state.load() is None
+            await ctx.state.save({"cursor": (1, 2)})
+            return {"state": await ctx.state.load()}
+
+        result = run_virtual(Engine().run(Pipeline().with_stage("s", stage).build()))
+
+        assert result["s"].data == {"state": {"cursor": (1, 2)}}
+
+    def test_a_superseded_attempt_cannot_overwrite_the_state(self):
+        from stageflow import RetryPolicy, StageCancelledError
+
+        outcome: list[str] = []
+
+        async def slow_then_ok(ctx):
+            if ctx.attempt == 1:
+                await asyncio.sleep(5)  # times out
+                return {}
+            try:
+                await stale_contexts[0].state.save("stale")
+            except StageCancelledError:
+                outcome.append("refused")
+            await ctx.state.save("fresh")
+            return {"state": await ctx.state.load()}
+
+        stale_contexts: list[Any] = []
+
+        async def remember(ctx):
+            stale_contexts.append(ctx)
+            return await slow_then_ok(ctx)
+
+        graph = (
+            Pipeline()
+            .with_stage(
+                "s", remember, timeout=1, retry=RetryPolicy(attempts=2, backoff="fixed", base=0)
+            )
+            .build()
+        )
+        result = run_virtual(Engine(store=MemoryStore()).run(graph))
+
+        assert result["s"].data == {"state": "fresh"}
+        assert outcome == ["refused"]

@@ -54,3 +54,32 @@ class TestTheContractCanFail:
 
         with pytest.raises(AssertionError, match=complaint):
             asyncio.run(check_checkpoint_store(factory))
+
+
+class TestRetention:
+    def test_finished_runs_older_than_the_retention_are_pruned_as_runs_arrive(self):
+        from stageflow import RunRecord, RunStatus
+
+        clock = ManualClock()
+        store = MemoryStore(clock=clock, retention=100)
+
+        async def main():
+            for run_id in ("old", "running"):
+                await store.create_run(
+                    RunRecord(run_id, "p", "fp", "{}", RunStatus.RUNNING, clock(), clock())
+                )
+            lease = await store.acquire_lease("old", "me", 30)
+            await store.set_status(lease, RunStatus.COMPLETED)
+            await store.release_lease(lease)
+            clock.advance(150)
+            await store.create_run(
+                RunRecord("new", "p", "fp", "{}", RunStatus.RUNNING, clock(), clock())
+            )
+            return {r.run_id for r in await store.list_runs()}
+
+        assert asyncio.run(main()) == {"running", "new"}
+
+    @pytest.mark.parametrize("retention", [0, -5, True, "1d"])
+    def test_a_bad_retention_is_refused(self, retention):
+        with pytest.raises(ConfigurationError, match="retention"):
+            MemoryStore(retention=retention)

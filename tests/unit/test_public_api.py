@@ -79,6 +79,7 @@ PUBLIC: dict[ModuleType, list[str]] = {
         "StageRecord",
         "StageResult",
         "StageSpec",
+        "StageState",
         "StageStatus",
         "StageTimeoutError",
         "StageflowError",

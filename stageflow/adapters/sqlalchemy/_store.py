@@ -26,6 +26,7 @@ from ...errors import (
     UnknownRunError,
 )
 from ...ports import CheckpointStore, Lease, RunRecord, StageRecord
+from .._retention import Retention
 from . import _schema as sql
 
 Rows = list[tuple[Any, ...]]
@@ -41,6 +42,8 @@ class SQLAlchemyStore(CheckpointStore):
         lease_ttl: the default lease lifetime of engines using this store (seconds).
         clock: the store's clock, seconds since the epoch (default ``time.time``;
             drivers sharing a database should keep their clocks in sync).
+        retention: seconds after which finished runs are pruned, checked as new runs
+            are created (None: runs are kept until ``prune`` or ``delete_run``).
 
     The schema is created on first use and versioned; a database of a newer schema
     is refused with :class:`~stageflow.errors.SchemaError`. Backend errors become
@@ -59,6 +62,7 @@ class SQLAlchemyStore(CheckpointStore):
         *,
         lease_ttl: float = 30.0,
         clock: Callable[[], float] = time.time,
+        retention: float | None = None,
     ) -> None:
         try:
             parsed = make_url(url)
@@ -90,6 +94,7 @@ class SQLAlchemyStore(CheckpointStore):
         self.url = parsed.render_as_string(hide_password=True)
         self.lease_ttl = float(lease_ttl)
         self._clock = clock
+        self._retention = Retention(retention)
         self._ready: asyncio.Lock | None = None
         self._opened = False
 
@@ -131,6 +136,10 @@ class SQLAlchemyStore(CheckpointStore):
         }  # fmt: skip
         if not await self._run(sql.INSERT_RUN, params):
             raise RunExistsError(run.run_id)
+        await self._retention.maybe_prune(self._clock(), self._prune_before)
+
+    async def _prune_before(self, before: float) -> int:
+        return await self.prune(finished_before=before)
 
     async def get_run(self, run_id: str) -> RunRecord:
         """The run (``UnknownRunError`` if none)."""
