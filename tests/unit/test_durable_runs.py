@@ -377,3 +377,24 @@ class TestStageState:
 
         assert result["s"].data == {"state": "fresh"}
         assert outcome == ["refused"]
+
+
+class TestRunIds:
+    def test_a_run_id_already_in_the_store_is_refused_and_its_run_untouched(self):
+        from stageflow import RunExistsError
+
+        stages = Stages()
+        graph = chain(stages)
+        store = MemoryStore()
+
+        async def main():
+            await Engine(store=store).run(graph, run_id="r1")
+            before = await store.stage_records("r1")
+            with pytest.raises(RunExistsError, match="'r1'"):
+                await Engine(store=store).run(graph, run_id="r1")
+            return before, await store.stage_records("r1")
+
+        before, after = run_virtual(main())
+
+        assert before == after
+        assert stages.calls == {"a": 1, "b": 1, "c": 1}
