@@ -240,3 +240,55 @@ def bare_build(spec: Sequence[StageSpec]) -> list[str]:
     """The bare "build": a name -> dependencies dict, validated and ordered by graphlib."""
     deps = {name: names for name, _, names in spec}
     return list(graphlib.TopologicalSorter(deps).static_order())
+
+
+# --------------------------------------------------------------------------- W6: a commit per stage
+
+
+async def run_bare_committed(
+    graph: BareGraph, commit: Callable[[int, Any], Any], *, awaited: bool
+) -> list[Any]:
+    """``run_bare`` where each node's result is committed before its successors start.
+
+    ``commit(i, result)`` stores node i's result durably: a plain call for SQLite (stdlib
+    ``sqlite3`` on the loop's thread), awaited when ``awaited`` (asyncpg). It is called
+    directly in the node, right after the stage function returns, so a dependent can only
+    start once its inputs are on disk (or in the server).
+    """
+    loop = asyncio.get_running_loop()
+    funcs = graph.funcs
+    successors = graph.successors
+    waiting = graph.indegree.copy()
+    results: list[Any] = [None] * len(funcs)
+    running: dict[int, asyncio.Task[None]] = {}
+    done: asyncio.Future[list[Any]] = loop.create_future()
+    remaining = len(funcs)
+
+    async def node(i: int) -> None:
+        nonlocal remaining
+        try:
+            out = await funcs[i](results)
+            if awaited:
+                await commit(i, out)
+            else:
+                commit(i, out)
+            results[i] = out
+        except Exception as exc:
+            if not done.done():
+                done.set_exception(exc)
+            return
+        finally:
+            del running[i]
+        for j in successors[i]:
+            waiting[j] -= 1
+            if waiting[j] == 0:
+                running[j] = loop.create_task(node(j))
+        remaining -= 1
+        if remaining == 0:
+            done.set_result(results)
+
+    if remaining == 0:
+        return results
+    for i in graph.roots:
+        running[i] = loop.create_task(node(i))
+    return await done

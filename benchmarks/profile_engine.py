@@ -7,9 +7,12 @@ Usage::
     python benchmarks/profile_engine.py W5            # W1 + timeout/retry/breaker per stage
     python benchmarks/profile_engine.py W5 --compare W1   # per-function µs/stage, W5 - W1
     python benchmarks/profile_engine.py LAYERS        # real µs of each W5 wrapper, no profiler
+    python benchmarks/profile_engine.py STORE         # real µs of each step of W6's write path
     python benchmarks/profile_engine.py W2 --stages 10000 --runs 5 --top 25
     python benchmarks/profile_engine.py BUILD         # 1000 with_stage + build(), new functions
     python benchmarks/profile_engine.py W2 --impl bare   # the floor, for comparison
+    python benchmarks/profile_engine.py W6 --stages 200   # chain on a SQLite store
+    python benchmarks/profile_engine.py W6 --compare W1 --stages 200   # the store's share
 
 For W1-W3 and W5 the graph and the Engine are made first and one untimed run warms up, exactly as
 in ``run.py``; only the runs are profiled. Times are shown in µs per stage (the total over
@@ -21,6 +24,20 @@ roughly constant amount, so read the ranking and the proportions, not the absolu
 function, the µs/stage of each and the difference: for W5 against W1 that is the cost of
 each resilience layer (``retried``, ``guarded``, ``timed`` with ``asyncio.timeout``'s own
 functions, and the engine's ``normalized`` layer), which only W5's stages go through.
+
+W6 (W1's chain, every completion committed to a SQLite file through
+``Engine(store=SQLAlchemyStore(...))``; with ``--impl bare``, stdlib sqlite3 by hand, see
+``durable.py``) uses a fresh database file per profiled run, created and opened before the
+profiler is enabled; ``--compare W1`` then shows what the store path adds per stage
+(``checkpointed``, ``_codec``, ``record_stage``, ``sqlite3`` ``execute``, the ``normalized``
+layer the checkpoint interceptor brings in). W6-WIDE is the same on W2's shape.
+
+``STORE`` needs no profiler either: it times, in real µs per call (best of ``--runs`` rounds
+of 2 000 calls, each on a fresh SQLite file in WAL mode with ``synchronous=NORMAL``), each
+step of a W6 completion on its own: encoding the output (``json.dumps``, ``_codec.dumps``),
+the bare reference's INSERT + COMMIT, a plain autocommit INSERT, the store's own
+``RECORD_STAGE`` statement on a connection set up as the store's (with named and with
+positional parameters), and ``await store.record_stage(...)`` as the interceptor calls it.
 
 ``LAYERS`` needs no profiler: it awaits one W5 stage's call 20 000 times in a loop (in chunks
 of 1 000, yielding to the loop between chunks so that cancelled timers get cleaned up as in a
@@ -37,6 +54,7 @@ import cProfile
 import gc
 import pstats
 import sys
+import tempfile
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
@@ -44,6 +62,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from bare import Breaker, CircuitOpen, Resilience, bare_build
+from durable import Side, SQLiteBare, SQLiteStageflow
 from workloads import IMPLS, Impl, Spec, chain, fan, layered, stageflow_build
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -53,8 +72,11 @@ SHAPES: dict[str, Callable[[int], Spec]] = {
     "W2": fan,
     "W3": lambda n: layered(width=max(n // 20, 3)),
     "W5": chain,
+    "W6": chain,
+    "W6-WIDE": fan,
     "BUILD": lambda n: layered(width=max(n // 20, 3)),
 }
+DURABLE = {"W6", "W6-WIDE"}
 OPTIONS: dict[str, Resilience] = {"W5": Resilience(timeout=30.0, attempts=3, failure_threshold=5)}
 
 
@@ -69,6 +91,27 @@ async def profile_runs(
         result = await go()
         profiler.disable()
         impl.verify(result, len(spec))
+
+
+async def profile_durable(
+    impl: Impl, spec: Spec, runs: int, profiler: cProfile.Profile, directory: Path
+) -> None:
+    """W6: each profiled run on a fresh SQLite file, opened (and closed) unprofiled."""
+    side: Side = (SQLiteBare if impl.name == "bare" else SQLiteStageflow)(spec, directory)
+    await side.start()
+    try:
+        for run in range(runs + 1):  # run 0: warm-up
+            go = await side.prepare(str(run))
+            try:
+                if run:
+                    profiler.enable()
+                result = await go()
+                profiler.disable()
+                await side.check(result, len(spec))
+            finally:
+                await side.cleanup()
+    finally:
+        await side.close()
 
 
 def profile_builds(
@@ -147,6 +190,11 @@ def profile(workload: str, impl: Impl, stages: int, runs: int) -> tuple[cProfile
     n = len(make(stages))
     if workload == "BUILD":
         profile_builds(impl, lambda: make(stages), runs, profiler)
+    elif workload in DURABLE:
+        with tempfile.TemporaryDirectory(
+            prefix="stageflow-profile-w6-", ignore_cleanup_errors=True
+        ) as tmp:
+            asyncio.run(profile_durable(impl, make(stages), runs, profiler, Path(tmp)))
     else:
         asyncio.run(profile_runs(impl, make(stages), OPTIONS.get(workload), runs, profiler))
     return profiler, n
@@ -255,9 +303,141 @@ def report_layers(best: dict[str, float]) -> None:
         print(f"{seconds * 1e6:8.3f}  {added:>7}  {label_}")
 
 
+# --------------------------------------------------------------------------- STORE
+
+
+STORE_CALLS = 2000
+
+
+async def measure_store(rounds: int) -> dict[str, float]:
+    """Real seconds per call of each step of W6's write path (see the module docstring)."""
+    import json
+    import re
+    import sqlite3
+
+    from durable import BARE_TABLE
+
+    from stageflow import _codec
+    from stageflow._result import RunStatus
+    from stageflow._stage import StageStatus
+    from stageflow.adapters.sqlalchemy import SQLAlchemyStore
+    from stageflow.adapters.sqlalchemy import _schema as sql
+    from stageflow.ports import RunRecord, StageRecord
+
+    names = [f"s{i}" for i in range(STORE_CALLS)]
+    outputs = [{"v": i} for i in range(STORE_CALLS)]
+    where = "the output of stage 's0'"
+    positional = re.sub(r":(\w+)", "?", sql.RECORD_STAGE)
+    order = re.findall(r":(\w+)", sql.RECORD_STAGE)
+    best: dict[str, float] = {}
+
+    def keep(label_: str, seconds: float) -> None:
+        best[label_] = min(best.get(label_, float("inf")), seconds / STORE_CALLS)
+
+    def since(start: float) -> float:
+        return time.perf_counter() - start
+
+    plain = (
+        "INSERT INTO stageflow_stages (run_id, stage, output, status, attempts) "
+        "VALUES (?, ?, ?, 'completed', 1)"
+    )
+
+    for rnd in range(rounds):
+        with tempfile.TemporaryDirectory(
+            prefix="stageflow-profile-store-", ignore_cleanup_errors=True
+        ) as tmp:
+            directory = Path(tmp)
+            gc.collect()
+            start = time.perf_counter()
+            for out in outputs:
+                json.dumps(out)
+            keep("json.dumps({'v': i})", since(start))
+            start = time.perf_counter()
+            for out in outputs:
+                _codec.dumps(dict(out), where)
+            keep("_codec.dumps(dict(output), where), as the interceptor calls it", since(start))
+
+            bare = sqlite3.connect(directory / "bare.db")
+            bare.execute("PRAGMA journal_mode = WAL")
+            bare.execute("PRAGMA synchronous = NORMAL")
+            bare.execute(BARE_TABLE)
+            bare.commit()
+            insert = "INSERT INTO bench_stages (run_id, stage, output) VALUES (?, ?, ?)"
+            gc.collect()
+            start = time.perf_counter()
+            for name, out in zip(names, outputs, strict=True):
+                bare.execute(insert, ("r", name, json.dumps(out)))
+                bare.commit()
+            keep("bare: INSERT + COMMIT, stdlib sqlite3 (W6's reference)", since(start))
+            bare.close()
+
+            store = SQLAlchemyStore(f"sqlite:///{directory / 'store.db'}")
+            now = time.time()
+            for run_id in ("auto", "named", "positional", "store"):
+                await store.create_run(
+                    RunRecord(run_id, "p", "f", "{}", RunStatus.RUNNING, now, now, structure="{}")
+                )
+            leases = {
+                run_id: await store.acquire_lease(run_id, "me", 30.0)
+                for run_id in ("named", "positional", "store")
+            }
+            conn = store._db.conn  # type: ignore[union-attr]
+            gc.collect()
+            start = time.perf_counter()
+            for name, out in zip(names, outputs, strict=True):
+                conn.execute(plain, ("auto", name, json.dumps(out))).fetchall()
+            keep("plain INSERT, autocommit, on the store's connection", since(start))
+
+            def params(run_id: str, token: int, name: str, out: dict[str, int]) -> dict[str, Any]:
+                return {
+                    "run_id": run_id, "token": token, "stage": name,
+                    "status": "completed", "output": json.dumps(out), "attempts": 1,
+                    "started": 0.1, "ended": 0.2, "reason": None,
+                }  # fmt: skip
+
+            token = leases["named"].token
+            prepared = [params("named", token, n, o) for n, o in zip(names, outputs, strict=True)]
+            gc.collect()
+            start = time.perf_counter()
+            for p in prepared:
+                conn.execute(sql.RECORD_STAGE, p).fetchall()
+            keep("RECORD_STAGE (fenced INSERT ... RETURNING), named params", since(start))
+            token = leases["positional"].token
+            prepared_pos = [
+                tuple(params("positional", token, n, o)[k] for k in order)
+                for n, o in zip(names, outputs, strict=True)
+            ]
+            gc.collect()
+            start = time.perf_counter()
+            for p in prepared_pos:
+                conn.execute(positional, p).fetchall()
+            keep("RECORD_STAGE, positional params", since(start))
+
+            lease = leases["store"]
+            records = [
+                StageRecord("store", n, StageStatus.COMPLETED, json.dumps(o), 1, 0.1, 0.2, None)
+                for n, o in zip(names, outputs, strict=True)
+            ]
+            gc.collect()
+            start = time.perf_counter()
+            for record in records:
+                await store.record_stage(lease, record)
+            keep("await store.record_stage(lease, record)", since(start))
+            await store.aclose()
+            print(f"round {rnd + 1}/{rounds}", file=sys.stderr, flush=True)
+    return best
+
+
+def report_store(best: dict[str, float]) -> None:
+    print(f"µs per call, best of rounds of {STORE_CALLS} calls\n")
+    print(f"{'µs/call':>8}  step")
+    for label_, seconds in best.items():
+        print(f"{seconds * 1e6:8.2f}  {label_}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("workload", choices=[*sorted(SHAPES), "LAYERS"])
+    parser.add_argument("workload", choices=[*sorted(SHAPES), "LAYERS", "STORE"])
     parser.add_argument("--stages", type=int, default=1000)
     parser.add_argument("--runs", type=int, default=50)
     parser.add_argument("--top", type=int, default=20)
@@ -273,6 +453,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if str(REPO_ROOT) not in sys.path:
         sys.path.insert(1, str(REPO_ROOT))
 
+    if args.workload == "STORE":
+        report_store(asyncio.run(measure_store(min(args.runs, 15))))
+        return 0
     if args.workload == "LAYERS":
         report_layers(asyncio.run(measure_layers(OPTIONS["W5"], min(args.runs, 15))))
         return 0

@@ -18,6 +18,12 @@ Methodology
   by hand (``bare.run_bare_guarded``: ``asyncio.timeout`` around each call, a retry loop
   entered only on failure, a per-stage breaker checked and reset), so the ratio is the price
   of stageflow's resilience layers over the same work written plainly.
+* **Durable runs (W6).** W6, W6-pg and W6-wide commit every stage's completion before its
+  dependents start: stageflow through ``Engine(store=SQLAlchemyStore(...))``, the floor through
+  ``bare.run_bare_committed`` with one stdlib ``sqlite3`` INSERT + COMMIT (WAL,
+  ``synchronous=NORMAL``) or one asyncpg prepared INSERT per stage (``durable.py``). Each
+  repetition starts on a fresh SQLite file (made and opened untimed) with a new run id;
+  PostgreSQL runs on the tests' throwaway server, skipped (not failed) where it cannot start.
 * **What is timed.** For W1-W5 only awaiting the run is timed: graphs (and the ``Engine``)
   are constructed beforehand, building is measured on its own by BUILD. Timing uses
   ``time.perf_counter`` inside one long-lived event loop, so loop creation is excluded.
@@ -67,6 +73,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from bare import Resilience, bare_build
+from durable import PostgresBare, PostgresStageflow, Side, SQLiteBare, SQLiteStageflow
 from workloads import (
     BARE,
     IMPLS,
@@ -84,7 +91,7 @@ from workloads import (
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
 DEFAULT_JSON = BENCH_DIR / "results.json"
-SECTIONS = ("W1", "W2", "W3", "W4", "W5", "BUILD", "SCALE", "IMPORT")
+SECTIONS = ("W1", "W2", "W3", "W4", "W5", "W6", "W6-PG", "W6-WIDE", "BUILD", "SCALE", "IMPORT")
 WORKLOAD_TIMEOUT = 120.0  # seconds for one in-process workload, or one scaling subprocess
 
 
@@ -104,10 +111,11 @@ class Config:
     scale_reps: int  # timed repetitions of the big run in each subprocess
     scale_small_reps: int  # timed repetitions of the 1 000-stage run in each subprocess
     sections: tuple[str, ...]
+    durable_reps: int  # timed repetitions per side of W6, W6-pg and W6-wide
 
 
-FULL = Config(20, 7, 100_000, 5, 10, SECTIONS)
-QUICK = Config(5, 3, 100_000, 1, 3, tuple(s for s in SECTIONS if s != "SCALE"))
+FULL = Config(20, 7, 100_000, 5, 10, SECTIONS, 15)
+QUICK = Config(5, 3, 100_000, 1, 3, tuple(s for s in SECTIONS if s not in ("SCALE", "W6-PG")), 3)
 
 
 # --------------------------------------------------------------------------- results
@@ -136,12 +144,15 @@ class Row:
     ratio: float | None = None
     target: Target | None = None
     error: str | None = None
+    skipped: str | None = None  # why the row could not be measured here (not a failure)
     details: dict[str, Any] = field(default_factory=dict)
 
     @property
     def status(self) -> str:
         if self.error:
             return "ERR"
+        if self.skipped:
+            return "skip"
         if self.target is None:
             return "-"
         value = self.ratio if self.target.subject == "ratio" else self.stageflow
@@ -162,6 +173,7 @@ class Row:
             else {"subject": self.target.subject, "limit": self.target.limit},
             "status": self.status,
             "error": self.error,
+            "skipped": self.skipped,
             "details": self.details,
         }
 
@@ -287,6 +299,150 @@ async def measure_workloads(cfg: Config, impls: Sequence[Impl]) -> list[Row]:
             )
             rows.append(Row(work.key, work.label, work.unit, target=work.target, error=error))
     return rows
+
+
+# --------------------------------------------------------------------------- W6: durable runs
+
+W6_STAGES = 200  # the chain of W6 and W6-pg
+W6_WIDE = 1000  # parallel stages of W6-wide (W2's shape)
+
+
+async def time_durable(sides: Sequence[Side], n: int, reps: int) -> dict[str, list[float]]:
+    """Interleaved timed runs (seconds) of each side, each repetition on fresh ground.
+
+    ``prepare`` (a new database file, the store opened, a new run id), ``check`` (the run's
+    status and the rows it stored) and ``cleanup`` are untimed; so is one warm-up run each.
+    """
+    started: list[Side] = []
+    try:
+        for side in sides:
+            await side.start()
+            started.append(side)
+        for side in sides:
+            go = await side.prepare("warm")
+            try:
+                await side.check(await go(), n)
+            finally:
+                await side.cleanup()
+        samples: dict[str, list[float]] = {side.name: [] for side in sides}
+        for rep in range(reps):
+            for side in sides:
+                go = await side.prepare(str(rep))
+                try:
+                    gc.collect()
+                    start = time.perf_counter()
+                    result = await go()
+                    elapsed = time.perf_counter() - start
+                    await side.check(result, n)
+                finally:
+                    await side.cleanup()
+                samples[side.name].append(elapsed)
+        return samples
+    finally:
+        for side in started:
+            await side.close()
+
+
+async def measure_durable_row(row: Row, sides: Sequence[Side], n: int, reps: int) -> Row:
+    try:
+        async with asyncio.timeout(WORKLOAD_TIMEOUT):
+            samples = await time_durable(sides, n, reps)
+    except Exception as exc:
+        row.error = (
+            f"no result after {WORKLOAD_TIMEOUT:g}s" if isinstance(exc, TimeoutError) else repr(exc)
+        )
+        return row
+    row.details["stages"] = n
+    return fill(row, {name: summarize(s, 1e6 / n) for name, s in samples.items()})
+
+
+def measure_durable(cfg: Config, *, with_stageflow: bool) -> list[Row]:
+    """W6 (SQLite chain), W6-pg (PostgreSQL chain), W6-wide (SQLite fan-out)."""
+    rows: list[Row] = []
+    wanted = [key for key in ("W6", "W6-PG", "W6-WIDE") if key in cfg.sections]
+    if not wanted:
+        return rows
+    reps = cfg.durable_reps
+    w6: Row | None = None
+    with tempfile.TemporaryDirectory(
+        prefix="stageflow-bench-w6-", ignore_cleanup_errors=True
+    ) as tmp:
+        directory = Path(tmp)
+
+        def sqlite_sides(spec: Spec) -> list[Side]:
+            sides: list[Side] = [SQLiteBare(spec, directory)]
+            if with_stageflow:
+                sides.append(SQLiteStageflow(spec, directory))
+            return sides
+
+        if "W6" in wanted:
+            w6 = Row(
+                "W6", f"W6 chain {W6_STAGES}, SQLite store", "µs/stage", target=Target("ratio", 3.0)
+            )
+            log(f"  {w6.label} ...")
+            spec = chain(W6_STAGES)
+            rows.append(asyncio.run(measure_durable_row(w6, sqlite_sides(spec), len(spec), reps)))
+        if "W6-PG" in wanted:
+            rows.append(measure_postgres(reps, with_stageflow=with_stageflow))
+        if "W6-WIDE" in wanted:
+            wide = Row("W6-wide", f"W6-wide fan-out {W6_WIDE}, SQLite store", "µs/stage")
+            log(f"  {wide.label} ...")
+            spec = fan(W6_WIDE)
+            rows.append(asyncio.run(measure_durable_row(wide, sqlite_sides(spec), len(spec), reps)))
+            if w6 is not None and not (w6.error or wide.error):
+                # < 1 would mean completions landing together cost less each (group commit).
+                rows.append(
+                    Row(
+                        "W6-wide-vs-W6",
+                        "W6-wide / W6, per stage",
+                        "x",
+                        bare=ratio(wide.bare, w6.bare),
+                        stageflow=ratio(wide.stageflow, w6.stageflow),
+                    )
+                )
+    return rows
+
+
+def measure_postgres(reps: int, *, with_stageflow: bool) -> Row:
+    """W6-pg on a throwaway server of the tests' harness; skipped when it cannot run here."""
+    row = Row(
+        "W6-pg",
+        f"W6-pg chain {W6_STAGES}, PostgreSQL store",
+        "µs/stage",
+        target=Target("ratio", 2.0),
+    )
+    log(f"  {row.label} (starting a throwaway server) ...")
+    try:
+        import asyncpg  # noqa: F401
+    except ImportError:
+        row.skipped = "asyncpg is not installed"
+        return row
+    try:
+        from tests._postgres import PostgresCluster, PostgresUnavailable
+    except ImportError as exc:
+        row.skipped = f"the PostgreSQL harness tests/_postgres.py cannot be imported: {exc}"
+        return row
+    try:
+        cluster = PostgresCluster.start()
+    except PostgresUnavailable as exc:
+        row.skipped = str(exc)
+        return row
+    except Exception as exc:
+        row.error = f"the throwaway PostgreSQL server did not start: {str(exc).splitlines()[0]}"
+        return row
+    try:
+        database = cluster.create_database("stageflow_bench")
+        spec = chain(W6_STAGES)
+        sides: list[Side] = [PostgresBare(spec, database.dsn)]
+        if with_stageflow:
+            sides.append(PostgresStageflow(spec, database.url))
+        asyncio.run(measure_durable_row(row, sides, len(spec), reps))
+        row.details["server"] = {"bin_dir": str(cluster.bin_dir), "fsync": "off"}
+    except Exception as exc:
+        row.error = repr(exc)
+    finally:
+        cluster.stop()
+    return row
 
 
 def cycling(build: Callable[[Spec], object], specs: Sequence[Spec]) -> Callable[[], object]:
@@ -578,6 +734,7 @@ def render_table(rows: Sequence[Row]) -> str:
     out = [render(header), "  ".join("-" * w for w in widths)]
     out += [render(cells) for cells in lines]
     out += [f"  {row.label}: {row.error}" for row in rows if row.error]
+    out += [f"  {row.label}: skipped: {row.skipped}" for row in rows if row.skipped]
     return "\n".join(out)
 
 
@@ -657,9 +814,14 @@ def configure(args: argparse.Namespace) -> Config:
         if unknown := wanted - set(SECTIONS):
             raise SystemExit(f"unknown section(s): {', '.join(sorted(unknown))}")
         sections = tuple(s for s in SECTIONS if s in wanted)
-    reps = args.reps or cfg.reps
     return Config(
-        reps, cfg.import_reps, cfg.scale_stages, cfg.scale_reps, cfg.scale_small_reps, sections
+        args.reps or cfg.reps,
+        cfg.import_reps,
+        cfg.scale_stages,
+        cfg.scale_reps,
+        cfg.scale_small_reps,
+        sections,
+        args.reps or cfg.durable_reps,
     )
 
 
@@ -695,6 +857,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.perf_counter()
 
     rows = asyncio.run(measure_workloads(cfg, impls))
+    rows += measure_durable(cfg, with_stageflow=not sf_error)
     if "BUILD" in cfg.sections:
         rows += measure_build(cfg, impls)
     if "SCALE" in cfg.sections:
@@ -725,6 +888,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "scale_reps": cfg.scale_reps,
             "scale_small_reps": cfg.scale_small_reps,
             "sections": list(cfg.sections),
+            "durable_reps": cfg.durable_reps,
             "statistic": "best-of (min); medians in details",
         },
         "elapsed_s": elapsed,
