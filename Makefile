@@ -42,3 +42,9 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) site .pytest_cache .mypy_cache .ruff_cache .coverage
+
+# make crash N=500: the crash soak alone, N SIGKILLed drivers per backend (default 500;
+# `make test` runs it with 50). STAGEFLOW_CRASH_SEED=... reuses a soak's graphs and kill delays.
+.PHONY: crash
+crash: $(STAMP)
+	STAGEFLOW_CRASH_KILLS=$(or $(N),500) $(BIN)/pytest tests/crash/test_crash_resume.py -s -q

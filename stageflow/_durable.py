@@ -57,7 +57,16 @@ def default_owner() -> str:
 class Checkpointing:
     """One durable run's link to its store."""
 
-    __slots__ = ("_heartbeat", "_on_lost", "clock", "lease", "restored", "store", "ttl")
+    __slots__ = (
+        "_heartbeat",
+        "_on_lost",
+        "clock",
+        "lease",
+        "restored",
+        "status",
+        "store",
+        "ttl",
+    )
 
     def __init__(
         self,
@@ -66,7 +75,9 @@ class Checkpointing:
         ttl: float,
         restored: dict[str, StageRecord],
         clock: Clock,
+        status: RunStatus = RunStatus.RUNNING,
     ) -> None:
+        self.status = status  # as stored
         self.store = store
         self.lease = lease
         self.ttl = ttl
@@ -126,12 +137,13 @@ class Checkpointing:
         try:
             done = await store.stage_records(run_id)
             data = _codec.loads(record.data)
-            if record.status is not RunStatus.RUNNING:
+            # A completed run is only read back: its record stays as it was.
+            if record.status not in (RunStatus.RUNNING, RunStatus.COMPLETED):
                 await store.set_status(lease, RunStatus.RUNNING)
         except BaseException:
             await store.release_lease(lease)
             raise
-        return cls(store, lease, ttl, done, clock), data
+        return cls(store, lease, ttl, done, clock, record.status), data
 
     def keep_alive(self, on_lost: Callable[[str], None]) -> None:
         """Renew the lease every third of its life; ``on_lost`` stops the run if it is lost."""
@@ -160,8 +172,9 @@ class Checkpointing:
             self._heartbeat.cancel()
             await asyncio.gather(self._heartbeat, return_exceptions=True)
         try:
-            text = None if error is None else f"{type(error).__name__}: {error}"
-            await self.store.set_status(self.lease, status, text)
+            if status is not self.status or status is not RunStatus.COMPLETED:
+                text = None if error is None else f"{type(error).__name__}: {error}"
+                await self.store.set_status(self.lease, status, text)
         except LeaseLostError:
             logger.warning("run %s ended after its lease was lost", self.lease.run_id)
         finally:

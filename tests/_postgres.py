@@ -10,7 +10,7 @@ run cannot get in the way; the server is also told to quit when the process that
 dies, and directories left by dead sessions are removed at the next start. The cluster is
 tuned for speed, not durability (``fsync=off``): it holds nothing worth keeping.
 
-Typical use (the fixtures in ``tests/integration/conftest.py`` do this)::
+Typical use (the fixtures in ``tests/conftest.py`` do this)::
 
     cluster = PostgresCluster.start()
     try:

@@ -398,3 +398,21 @@ class TestRunIds:
 
         assert before == after
         assert stages.calls == {"a": 1, "b": 1, "c": 1}
+
+
+class TestResumingACompletedRun:
+    def test_its_record_is_left_as_it_was(self):
+        graph = chain(Stages())
+        clock = ManualClock()
+        store = MemoryStore(clock=clock)
+
+        async def main():
+            await Engine(store=store).run(graph, run_id="r1")
+            before = await store.get_run("r1")
+            clock.advance(1000)
+            await Engine(store=store).resume("r1", graph)
+            return before, await store.get_run("r1")
+
+        before, after = run_virtual(main())
+
+        assert after == before  # status and updated_at untouched: retention still applies

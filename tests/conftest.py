@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from .._postgres import (
+from ._postgres import (
     REQUIRE_ENV,
     PostgresCluster,
     PostgresDatabase,
