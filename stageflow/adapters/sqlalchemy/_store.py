@@ -300,12 +300,22 @@ class _SQLite:
         self.conn.execute("PRAGMA wal_autocheckpoint = 0")  # checkpoints: off the loop
 
     def _create(self) -> None:
+        """Create the file and schema (in a thread: it may wait for other processes)."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        engine = sqlalchemy.create_engine(f"sqlite:///{self.path}")
+        engine = sqlalchemy.create_engine(f"sqlite:///{self.path}", connect_args={"timeout": 30.0})
         try:
-            with engine.begin() as conn:
-                conn.exec_driver_sql("PRAGMA journal_mode = WAL")
-                sql.metadata.create_all(conn)
+            for attempt in range(50):  # other processes may be creating it right now
+                try:
+                    with engine.begin() as conn:
+                        mode = conn.exec_driver_sql("PRAGMA journal_mode").scalar()
+                        if str(mode).lower() != "wal":
+                            conn.exec_driver_sql("PRAGMA journal_mode = WAL")
+                        sql.metadata.create_all(conn)
+                    return
+                except sqlalchemy.exc.OperationalError as error:
+                    if "locked" not in str(error) or attempt == 49:
+                        raise
+                    time.sleep(0.02 * (attempt + 1))
         finally:
             engine.dispose()
 
