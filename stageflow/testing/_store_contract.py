@@ -235,6 +235,26 @@ async def check_concurrent_acquirers_get_one_lease(factory: StoreFactory) -> Non
     await store.aclose()
 
 
+async def check_a_stale_write_in_a_crowd_fails_alone(factory: StoreFactory) -> None:
+    clock = ManualClock()
+    store = await factory(clock)
+    for run_id in ("stale", "live"):
+        await store.create_run(_run(run_id, created_at=clock()))
+    old = await store.acquire_lease("stale", "alpha", 30)
+    clock.advance(31)
+    await store.acquire_lease("stale", "beta", 30)  # alpha's token is stale now
+    live = await store.acquire_lease("live", "gamma", 30)
+    writes = [store.record_stage(live, _stage("live", f"s{k}")) for k in range(10)]
+    writes.insert(5, store.record_stage(old, _stage("stale", "x")))
+    results = await asyncio.gather(*writes, return_exceptions=True)
+    failed = [r for r in results if isinstance(r, BaseException)]
+    assert len(failed) == 1, f"only the stale write may fail, not {failed!r}"
+    assert isinstance(failed[0], LeaseLostError)
+    assert len(await store.stage_records("live")) == 10, "the others must all land"
+    assert await store.stage_records("stale") == {}
+    await store.aclose()
+
+
 CHECKPOINT_STORE_CHECKS: tuple[Callable[[StoreFactory], Awaitable[None]], ...] = (
     check_runs_round_trip,
     check_list_runs_filters_newest_first,
@@ -245,6 +265,7 @@ CHECKPOINT_STORE_CHECKS: tuple[Callable[[StoreFactory], Awaitable[None]], ...] =
     check_stage_records_are_kept_verbatim_per_stage,
     check_delete_and_prune,
     check_concurrent_acquirers_get_one_lease,
+    check_a_stale_write_in_a_crowd_fails_alone,
 )
 """Each check takes a factory of fresh stores; parametrize your tests over them."""
 

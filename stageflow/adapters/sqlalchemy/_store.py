@@ -100,11 +100,11 @@ class SQLAlchemyStore(CheckpointStore):
         self._ready: asyncio.Lock | None = None
         self._opened = False
 
-    async def _run(self, statement: str, params: Mapping[str, Any]) -> Rows:
+    async def _run(self, statement: str, params: Mapping[str, Any], *, group: bool = False) -> Rows:
         if not self._opened:
             await self._open()
         try:
-            return await self._db.run(statement, params)
+            return await self._db.run(statement, params, group=group)
         except (SQLAlchemyError, sqlite3.Error, OSError) as error:
             raise StoreError(f"{self.url}: {error}") from error
 
@@ -220,7 +220,7 @@ class SQLAlchemyStore(CheckpointStore):
             "status": record.status.value, "output": record.output, "attempts": record.attempts,
             "started": record.started, "ended": record.ended, "reason": record.reason,
         }  # fmt: skip
-        if not await self._run(sql.RECORD_STAGE, params):
+        if not await self._run(sql.RECORD_STAGE, params, group=True):
             raise LeaseLostError(lease.run_id, lease.token)
 
     async def stage_records(self, run_id: str) -> dict[str, StageRecord]:
@@ -276,6 +276,36 @@ def _run_record(row: tuple[Any, ...]) -> RunRecord:
 # --------------------------------------------------------------------------- backends
 
 
+_Pending = tuple[str, Mapping[str, Any], "asyncio.Future[Rows]"]
+
+
+def _execute_all(conn: sqlite3.Connection, batch: list[_Pending]) -> list[Rows | BaseException]:
+    """Run each statement of a group; a statement's error is its own, not the group's."""
+    outcomes: list[Rows | BaseException] = []
+    for statement, params, _ in batch:
+        try:
+            outcomes.append(conn.execute(statement, params).fetchall())
+        except sqlite3.Error as error:
+            outcomes.append(error)
+    return outcomes
+
+
+def _settle(batch: list[_Pending], outcomes: list[Rows | BaseException]) -> None:
+    for (_, _, done), outcome in zip(batch, outcomes, strict=True):
+        if done.done():
+            continue  # its stage was cancelled meanwhile; the write stands (at least once)
+        if isinstance(outcome, BaseException):
+            done.set_exception(outcome)
+        else:
+            done.set_result(outcome)
+
+
+def _fail_all(batch: list[_Pending], error: BaseException) -> None:
+    for _, _, done in batch:
+        if not done.done():
+            done.set_exception(error)
+
+
 class _SQLite:
     """Statements on the loop's thread through one sqlite3 connection; a thread if locked."""
 
@@ -286,6 +316,8 @@ class _SQLite:
         self.conn: sqlite3.Connection | None = None
         self.writes = 0
         self.checkpointing: asyncio.Future[None] | None = None
+        self.burst = False  # a grouped write was committed in this loop iteration
+        self.batch: list[_Pending] | None = None  # writes waiting for one commit
 
     def _connect(self, busy_ms: int) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
@@ -313,14 +345,26 @@ class _SQLite:
                         sql.metadata.create_all(conn)
                     return
                 except sqlalchemy.exc.OperationalError as error:
-                    if "locked" not in str(error) or attempt == 49:
+                    # "locked": another process holds the file; "already exists": it created
+                    # a table between our check and our CREATE. Both settle on a retry.
+                    racing = "locked" in str(error) or "already exists" in str(error)
+                    if not racing or attempt == 49:
                         raise
                     time.sleep(0.02 * (attempt + 1))
         finally:
             engine.dispose()
 
-    async def run(self, statement: str, params: Mapping[str, Any]) -> Rows:
+    async def run(self, statement: str, params: Mapping[str, Any], *, group: bool = False) -> Rows:
         assert self.conn is not None
+        if group:  # a completion: may share a commit with others arriving together
+            if self.batch is not None:
+                return await self._join(statement, params)
+            if self.burst:  # a second write in this loop iteration: gather the rest
+                self.batch = []
+                asyncio.get_running_loop().call_soon(self._flush)
+                return await self._join(statement, params)
+            self.burst = True
+            asyncio.get_running_loop().call_soon(self._end_burst)
         try:
             rows = self.conn.execute(statement, params).fetchall()
         except sqlite3.OperationalError as error:
@@ -333,6 +377,59 @@ class _SQLite:
         ):
             self.checkpointing = asyncio.get_running_loop().run_in_executor(None, self._checkpoint)
         return rows
+
+    # Group commit. A write that comes alone (a chain) is committed at once. When writes
+    # come together (a fan-out completing), the first is committed at once and the others
+    # of that loop iteration wait for one transaction that commits them all, at the next
+    # iteration: one WAL commit for many completions.
+
+    def _end_burst(self) -> None:
+        self.burst = False
+
+    async def _join(self, statement: str, params: Mapping[str, Any]) -> Rows:
+        assert self.batch is not None
+        done: asyncio.Future[Rows] = asyncio.get_running_loop().create_future()
+        self.batch.append((statement, params, done))
+        return await done
+
+    def _flush(self) -> None:
+        batch, self.batch = self.batch or [], None
+        assert self.conn is not None
+        try:
+            self.conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) and "busy" not in str(error):
+                _fail_all(batch, error)
+                return
+            asyncio.get_running_loop().create_task(self._flush_waiting(batch))
+            return
+        outcomes = _execute_all(self.conn, batch)
+        try:
+            self.conn.execute("COMMIT")
+        except sqlite3.Error as error:
+            self.conn.execute("ROLLBACK")
+            _fail_all(batch, error)
+            return
+        self.writes += len(batch)
+        _settle(batch, outcomes)
+
+    async def _flush_waiting(self, batch: list[_Pending]) -> None:
+        def in_thread() -> list[Rows | BaseException]:
+            conn = self._connect(busy_ms=30_000)
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                outcomes = _execute_all(conn, batch)
+                conn.execute("COMMIT")
+                return outcomes
+            finally:
+                conn.close()
+
+        try:
+            outcomes = await asyncio.to_thread(in_thread)
+        except sqlite3.Error as error:
+            _fail_all(batch, error)
+        else:
+            _settle(batch, outcomes)
 
     def _run_waiting(self, statement: str, params: Mapping[str, Any]) -> Rows:
         conn = self._connect(busy_ms=30_000)
@@ -393,7 +490,7 @@ class _Postgres:
         self.pool = await asyncpg.create_pool(dsn, min_size=1, max_size=20, reset=_keep)
         self.own = await self.pool.acquire()
 
-    async def run(self, statement: str, params: Mapping[str, Any]) -> Rows:
+    async def run(self, statement: str, params: Mapping[str, Any], *, group: bool = False) -> Rows:
         assert self.pool is not None
         prepared = self.statements.get(statement)
         if prepared is None:
