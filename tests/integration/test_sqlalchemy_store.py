@@ -209,3 +209,16 @@ class TestRetention:
                 await store.aclose()
 
         assert asyncio.run(main()) == {"running", "new"}
+
+
+class TestBackendErrors:
+    def test_a_postgresql_error_becomes_a_store_error(self, postgres_url):
+        async def main():
+            store = SQLAlchemyStore(postgres_url)
+            try:
+                await store.list_runs(limit=-1)  # PostgreSQL refuses a negative LIMIT
+            finally:
+                await store.aclose()
+
+        with pytest.raises(StoreError, match="LIMIT"):
+            asyncio.run(main())

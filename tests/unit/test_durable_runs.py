@@ -416,3 +416,47 @@ class TestResumingACompletedRun:
         before, after = run_virtual(main())
 
         assert after == before  # status and updated_at untouched: retention still applies
+
+
+class TestStoreTrouble:
+    def test_a_failed_lease_renewal_is_logged_and_the_run_goes_on(self, caplog):
+        from stageflow import StoreError
+
+        class Flaky(MemoryStore):
+            renewals = 0
+
+            async def renew_lease(self, lease, ttl):
+                Flaky.renewals += 1
+                if Flaky.renewals == 1:
+                    raise StoreError("the database blinked")
+                return await super().renew_lease(lease, ttl)
+
+        async def long(ctx):
+            await asyncio.sleep(30)
+            return {}
+
+        graph = Pipeline().with_stage("long", long).build()
+        result = run_virtual(Engine(store=Flaky(), lease_ttl=6).run(graph))
+
+        assert result.ok
+        assert Flaky.renewals > 1
+        assert "renewing the lease" in caplog.text
+
+    def test_a_resume_that_fails_to_load_gives_the_lease_back(self):
+        from stageflow import StoreError
+
+        graph = chain(Stages())
+
+        class Broken(MemoryStore):
+            async def stage_records(self, run_id):
+                raise StoreError("cannot read")
+
+        store = Broken()
+
+        async def main():
+            await cancel_after(Engine(store=store), graph, 3)
+            with pytest.raises(StoreError, match="cannot read"):
+                await Engine(store=store).resume("r1", graph)
+            return await store.acquire_lease("r1", "next", 30)  # free again
+
+        assert run_virtual(main()).owner == "next"

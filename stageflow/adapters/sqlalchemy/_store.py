@@ -318,6 +318,7 @@ class _SQLite:
         self.checkpointing: asyncio.Future[None] | None = None
         self.burst = False  # a grouped write was committed in this loop iteration
         self.batch: list[_Pending] | None = None  # writes waiting for one commit
+        self.waiting: set[asyncio.Task[None]] = set()  # groups waiting for the lock
 
     def _connect(self, busy_ms: int) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
@@ -401,7 +402,9 @@ class _SQLite:
             if "locked" not in str(error) and "busy" not in str(error):
                 _fail_all(batch, error)
                 return
-            asyncio.get_running_loop().create_task(self._flush_waiting(batch))
+            task = asyncio.get_running_loop().create_task(self._flush_waiting(batch))
+            self.waiting.add(task)  # keep it alive until it is done
+            task.add_done_callback(self.waiting.discard)
             return
         outcomes = _execute_all(self.conn, batch)
         try:
