@@ -510,7 +510,7 @@ class _Postgres:
                     rows = await self.own.fetch(text, *args)
                 finally:
                     self.own_busy = False
-        except asyncpg.PostgresError as error:
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as error:
             raise StoreError(f"{self.url.render_as_string(hide_password=True)}: {error}") from error
         return [tuple(row) for row in rows]
 
