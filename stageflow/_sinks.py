@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import collections
 import io
@@ -35,12 +36,12 @@ def check_sink(
         )
 
 
-class _SyncSink:
-    """try_emit does the work; emit awaits nothing more."""
+class _SyncSink(abc.ABC):
+    """A sink whose ``try_emit`` does the work; ``emit`` awaits nothing more."""
 
-    def try_emit(self, event: Event) -> None:  # pragma: no cover - abstract
+    @abc.abstractmethod
+    def try_emit(self, event: Event) -> None:
         """Handle one event, now."""
-        raise NotImplementedError
 
     async def emit(self, event: Event) -> None:
         """Same as :meth:`try_emit`: this sink never waits."""
