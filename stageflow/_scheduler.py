@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final
 
 from ._events import Event, EventType
@@ -90,6 +90,7 @@ class RunState:
         "outcomes",
         "pending",
         "pipeline",
+        "pressure",
         "queue",
         "remaining",
         "run_id",
@@ -126,6 +127,9 @@ class RunState:
         self.pipeline = graph.name
         self.data = data
         self.sink = sink
+        # A sink that can hold the run back (BufferedSink(overflow="block")) says so with a
+        # pressure() method: looked up once here, so that other sinks cost a stage nothing.
+        self.pressure: Callable[[], Awaitable[None] | None] | None = getattr(sink, "pressure", None)
         self.fail_fast = fail_fast
         self.loop = asyncio.get_running_loop()
         self.clock: Clock = clock or _LOOP_CLOCK
@@ -257,6 +261,7 @@ class RunState:
         times = outcomes.times
         attempts = outcomes.attempts
         sink = self.sink
+        pressure = self.pressure
         now = self.now
         t0 = self.t0
         self.unstarted -= 1
@@ -264,6 +269,21 @@ class RunState:
             self.launch(self.backlog.popleft())
         try:
             while True:
+                if pressure is not None:  # only with a sink that has pressure(), e.g. "block"
+                    wait = pressure()
+                    if wait is not None:  # the sink is full: wait for room before starting
+                        try:
+                            while wait is not None:  # woken together, not all may start
+                                await wait
+                                wait = pressure()
+                        except asyncio.CancelledError:
+                            if self.stopping:
+                                raise  # the stage never started: settle() skips it
+                            # A cancel the run did not cause (see record_stray_cancel).
+                            i = self.finish(i, self.record_stray_cancel(i))
+                            if i < 0:
+                                return
+                            continue
                 spec = specs[i]
                 ctx = StageContext(self, i, spec)
                 if sink is not None:

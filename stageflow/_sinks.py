@@ -8,7 +8,7 @@ import collections
 import io
 import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import IO, Any
 
@@ -17,6 +17,8 @@ from .errors import ConfigurationError
 from .ports import EventSink
 
 __all__ = ["BufferedSink", "FanOutSink", "JsonLinesSink", "LoggingSink"]
+
+_OVERFLOWS = ("drop_oldest", "drop_newest", "block")
 
 
 def check_sink(
@@ -210,20 +212,39 @@ class FanOutSink(_SyncSink):
 class BufferedSink(_SyncSink):
     """Delivers events to a slow sink in the background, so it never stalls a run.
 
-    ``try_emit`` only appends to a bounded queue; a background task awaits the
-    inner sink's ``emit`` for each event in order. When the queue is full, the
-    oldest queued event is dropped (``overflow="drop_oldest"``, the default: the
-    newest state matters most) or the new one is (``"drop_newest"``); ``dropped``
-    counts them and ``errors`` counts the inner sink's exceptions. Call
-    ``await flush()`` to wait until every queued event is delivered, and
-    ``await aclose()`` at shutdown. A BufferedSink belongs to the event loop that
-    first uses it.
+    ``try_emit`` only appends to a queue; a background task awaits the inner
+    sink's ``emit`` for each event in order. ``overflow`` says what happens when
+    ``maxsize`` events wait:
+
+    - ``"drop_oldest"`` (the default): the oldest queued event is dropped (the
+      newest state matters most);
+    - ``"drop_newest"``: the new event is dropped;
+    - ``"block"``: nothing is dropped; the run slows to the sink's pace instead.
+      Before it starts each stage, the engine calls :meth:`pressure`; while the
+      queue is full, the stage waits until the queue has drained to half of
+      ``maxsize``. ``try_emit`` itself never waits and always queues, so the queue
+      may exceed ``maxsize`` by the events emitted between two checks: at most
+      those of the stages already running (their end, retry and ``custom.*``
+      events) and the run's own closing events (``run.*``, skipped stages).
+
+    ``dropped`` counts the dropped events, ``errors`` the inner sink's
+    exceptions, and ``blocked`` how many times a stage had to wait before it
+    started (a count of waits, not a duration). Call ``await flush()`` to wait
+    until every queued event is delivered, and ``await aclose()`` at shutdown. A
+    BufferedSink belongs to the event loop that first uses it.
+
+    Only a sink with ``overflow="block"`` has a ``pressure`` method: the engine
+    looks it up once per run, so the others cost a run nothing.
 
     Args:
         sink: the slow sink; its ``emit`` is awaited.
-        maxsize: how many events may wait.
-        overflow: ``"drop_oldest"`` or ``"drop_newest"``.
+        maxsize: how many events may wait (with ``"block"``: before stages wait).
+        overflow: ``"drop_oldest"``, ``"drop_newest"`` or ``"block"``.
     """
+
+    pressure: Callable[[], Awaitable[None] | None]
+    """With ``overflow="block"`` only (absent otherwise): None while the queue has room,
+    else an awaitable done once it has drained (see :meth:`_pressure`)."""
 
     def __init__(self, sink: EventSink, *, maxsize: int = 10_000, overflow: str = "drop_oldest"):
         check_sink(sink, method="emit")
@@ -231,9 +252,9 @@ class BufferedSink(_SyncSink):
             raise ConfigurationError(
                 f"maxsize must be a positive int, not {maxsize!r}", "maxsize", maxsize
             )
-        if overflow not in ("drop_oldest", "drop_newest"):
+        if overflow not in _OVERFLOWS:
             raise ConfigurationError(
-                f"overflow must be 'drop_oldest' or 'drop_newest', not {overflow!r}",
+                f"overflow must be 'drop_oldest', 'drop_newest' or 'block', not {overflow!r}",
                 "overflow",
                 overflow,
             )
@@ -242,19 +263,52 @@ class BufferedSink(_SyncSink):
         self.overflow = overflow
         self.dropped = 0
         self.errors = 0
+        self.blocked = 0
         self._queue: collections.deque[Event] = collections.deque()
         self._wakeup = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
         self._task: asyncio.Task[None] | None = None
         self._closed = False
+        self._block = overflow == "block"
+        self._low = maxsize // 2  # with "block": stages wait until the queue is this short
+        self._waiters: list[asyncio.Future[None]] = []
+        if self._block:  # an instance attribute: the other policies have no pressure at all
+            self.pressure = self._pressure
+
+    @property
+    def queued(self) -> int:
+        """How many events wait for delivery (the one being delivered is not counted)."""
+        return len(self._queue)
+
+    def _pressure(self) -> Awaitable[None] | None:
+        """None while the queue has room; else an awaitable done once it has drained.
+
+        This is ``pressure()`` of a sink with ``overflow="block"``: the engine calls it
+        before it starts each stage and, when it returns an awaitable, waits on it (and
+        asks again). Each call returns a future of its own, so cancelling one waiter
+        (a run's timeout, a cancelled task) leaves the others waiting.
+        """
+        if len(self._queue) < self.maxsize or self._closed:
+            return None
+        self.blocked += 1
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        return waiter
+
+    def _release(self) -> None:
+        """Wake every stage waiting for room."""
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if not waiter.done():  # a cancelled waiter is done already
+                waiter.set_result(None)
 
     def try_emit(self, event: Event) -> None:
-        """Queue the event for delivery (dropping one if the queue is full)."""
+        """Queue the event for delivery (dropping one if the queue is full, unless blocking)."""
         if self._closed:
             self.dropped += 1
             return
-        if len(self._queue) >= self.maxsize:
+        if len(self._queue) >= self.maxsize and not self._block:
             self.dropped += 1
             if self.overflow == "drop_newest":
                 return
@@ -266,32 +320,42 @@ class BufferedSink(_SyncSink):
             self._task = asyncio.get_running_loop().create_task(self._deliver())
 
     async def _deliver(self) -> None:
-        while True:
-            while self._queue:
-                event = self._queue.popleft()
-                try:
-                    await self.sink.emit(event)
-                except Exception:  # the inner sink's failure stays here
-                    self.errors += 1
-                    if self.errors == 1:
-                        logging.getLogger("stageflow").exception(
-                            "buffered sink %r raised on %s; further errors are counted",
-                            self.sink,
-                            event.type,
-                        )
-            self._idle.set()
-            if self._closed:
-                return
-            self._wakeup.clear()
-            await self._wakeup.wait()
+        try:
+            while True:
+                while self._queue:
+                    event = self._queue.popleft()
+                    if self._waiters and len(self._queue) <= self._low:
+                        self._release()
+                    try:
+                        await self.sink.emit(event)
+                    except Exception:  # the inner sink's failure stays here
+                        self.errors += 1
+                        if self.errors == 1:
+                            logging.getLogger("stageflow").exception(
+                                "buffered sink %r raised on %s; further errors are counted",
+                                self.sink,
+                                event.type,
+                            )
+                self._idle.set()
+                if self._closed:
+                    return
+                self._wakeup.clear()
+                await self._wakeup.wait()
+        finally:  # however delivery ends, no stage may wait for it forever
+            self._release()
 
     async def flush(self) -> None:
         """Wait until every event queued so far has been delivered (or failed)."""
         await self._idle.wait()
 
     async def aclose(self) -> None:
-        """Deliver what is queued, then stop; later events are dropped and counted."""
+        """Deliver what is queued, then stop; later events are dropped and counted.
+
+        Stages waiting for room (``overflow="block"``) go on at once.
+        """
         self._closed = True
+        self._release()
         if self._task is not None:
             self._wakeup.set()
             await self._task
+        self._release()

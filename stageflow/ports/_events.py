@@ -19,6 +19,11 @@ class EventSink(Protocol):
     - ``emit(event)`` delivers one event and may await (for callers that want to
       wait for delivery, e.g. a buffering wrapper draining its queue).
     - Events are frozen; a sink may keep them.
+    - Optionally, ``pressure()`` returns None while the sink can take more events,
+      else an awaitable that completes when it can: the engine then waits before it
+      starts another stage (``BufferedSink(overflow="block")`` slows a run to the
+      pace of its sink this way). Looked up once per run; sinks without it cost
+      nothing. ``FanOutSink`` does not pass it through.
 
     Example:
         >>> class PrintSink:

@@ -6,7 +6,16 @@ import asyncio
 
 import pytest
 
-from stageflow import BufferedSink, ConfigurationError, Engine, Event, Pipeline
+from stageflow import (
+    BufferedSink,
+    ConfigurationError,
+    Engine,
+    Event,
+    Pipeline,
+    RunResult,
+    RunTimeoutError,
+    StageCancelledError,
+)
 from stageflow.testing import RecordingSink, run_virtual
 
 
@@ -124,7 +133,7 @@ class TestBufferedSink:
             ({"sink": object()}, "sink"),
             ({"sink": RecordingSink(), "maxsize": 0}, "maxsize"),
             ({"sink": RecordingSink(), "maxsize": True}, "maxsize"),
-            ({"sink": RecordingSink(), "overflow": "block"}, "overflow"),
+            ({"sink": RecordingSink(), "overflow": "drop"}, "overflow"),
         ],
     )
     def test_bad_arguments_are_refused_naming_the_field(
@@ -134,3 +143,217 @@ class TestBufferedSink:
             BufferedSink(**kwargs)  # type: ignore[arg-type]
         assert info.value.field == field
         assert repr(kwargs[field]) in str(info.value)
+
+    def test_a_bad_overflow_is_refused_listing_the_three_choices(self) -> None:
+        with pytest.raises(ConfigurationError) as info:
+            BufferedSink(RecordingSink(), overflow="wait")
+
+        assert info.value.field == "overflow"
+        assert info.value.value == "wait"
+        for choice in ("'drop_oldest'", "'drop_newest'", "'block'"):
+            assert choice in str(info.value)
+
+
+class PeakSink(BufferedSink):
+    """A BufferedSink that remembers the longest its queue ever was."""
+
+    peak = 0
+
+    def try_emit(self, event: Event) -> None:
+        super().try_emit(event)
+        self.peak = max(self.peak, self.queued)
+
+
+FAN = 4  # b0..b3 run in parallel, between a and z
+
+
+def _fan() -> Pipeline:
+    pipeline = Pipeline("fan").with_stage("a", one_second)
+    for k in range(FAN):
+        pipeline = pipeline.with_stage(f"b{k}", one_second, dependencies=("a",))
+    return pipeline.with_stage("z", one_second, dependencies=[f"b{k}" for k in range(FAN)])
+
+
+FAN_GRAPH = _fan().build()
+FAN_EVENTS = 2 + 2 * (FAN + 2)  # run.started/completed, and started/completed per stage
+CHAIN = (
+    Pipeline("chain")
+    .with_stage("a", one_second)
+    .with_stage("b", one_second, dependencies=("a",))
+    .with_stage("c", one_second, dependencies=("b",))
+    .build()
+)
+
+
+def _worker_tasks() -> list[asyncio.Task[object]]:
+    """The engine's worker tasks (white box: found by their coroutine's name)."""
+    return [
+        task
+        for task in asyncio.all_tasks()
+        if getattr(task.get_coro(), "__qualname__", "") == "RunState.worker"
+    ]
+
+
+class TestBlock:
+    def test_no_event_is_dropped_the_run_waits_and_the_queue_stays_bounded(self) -> None:
+        async def run(overflow: str) -> tuple[float, PeakSink, SlowSink]:
+            slow = SlowSink(delay=10.0)
+            sink = PeakSink(slow, maxsize=2, overflow=overflow)
+            result = await Engine(sink=sink).run(FAN_GRAPH)
+            assert result.status == "completed"
+            await sink.flush()
+            await sink.aclose()
+            return result.duration, sink, slow
+
+        free, dropping, _ = run_virtual(run("drop_oldest"))
+        blocked, sink, slow = run_virtual(run("block"))
+
+        assert free == pytest.approx(3.0)
+        assert dropping.dropped > 0  # the same load overflows a dropping sink
+        assert [e.seq for e in slow.events] == list(range(1, FAN_EVENTS + 1))
+        assert sink.dropped == 0
+        assert sink.errors == 0
+        assert sink.blocked > 0
+        assert blocked > free + 10.0  # the stages waited for the sink (10 s per event)
+        assert sink.maxsize < sink.peak <= sink.maxsize + FAN
+        assert sink.queued == 0
+
+    def test_a_stage_waits_before_it_starts_not_in_the_middle(self) -> None:
+        slow = SlowSink(delay=10.0)
+        sink = BufferedSink(slow, maxsize=1, overflow="block")
+
+        async def main() -> RunResult:
+            result = await Engine(sink=sink).run(CHAIN)
+            await sink.aclose()
+            return result
+
+        result = run_virtual(main())
+        spans = [(result[name].started or 0.0, result[name].ended or 0.0) for name in "abc"]
+        # Each stage takes its 1 s; what the sink costs falls between the stages.
+        assert [end - start for start, end in spans] == pytest.approx([1.0, 1.0, 1.0])
+        assert spans[1][0] > spans[0][1] + 1.0
+        assert sink.blocked == 2  # b and c each waited once
+        assert [e.seq for e in slow.events] == list(range(1, 9))
+
+    def test_only_a_blocking_sink_has_pressure(self) -> None:
+        for overflow in ("drop_oldest", "drop_newest"):
+            assert not hasattr(BufferedSink(RecordingSink(), overflow=overflow), "pressure")
+
+        async def main() -> tuple[object, object]:
+            sink = BufferedSink(RecordingSink(), maxsize=1, overflow="block")
+            empty = sink.pressure()
+            sink.try_emit(Event("custom.x", "r", "p", None, 1, 0.0))
+            sink.try_emit(Event("custom.x", "r", "p", None, 2, 0.0))
+            full = sink.pressure()
+            await sink.aclose()
+            return empty, full
+
+        empty, full = run_virtual(main())
+        assert empty is None
+        assert isinstance(full, asyncio.Future)
+        assert full.done()  # released when the queue drained
+
+    def test_a_run_timing_out_while_waiting_on_the_sink_ends_cleanly(self) -> None:
+        slow = SlowSink(delay=100.0)
+        sink = BufferedSink(slow, maxsize=1, overflow="block")
+
+        async def main() -> tuple[RunResult, set[asyncio.Task[object]]]:
+            result = await Engine(sink=sink).run(CHAIN, timeout=5)
+            await sink.aclose()
+            return result, asyncio.all_tasks()
+
+        result, remaining = run_virtual(main())
+        assert result.status == "cancelled"
+        assert isinstance(result.error, RunTimeoutError)
+        assert result.duration == pytest.approx(5.0)
+        assert result["a"].status == "completed"
+        assert result["b"].status == "skipped"
+        assert (result["b"].reason or "").startswith("not started")
+        assert sink.blocked == 1
+        assert len(remaining) == 1  # only main(): no worker left waiting
+        assert [e.type for e in slow.events] == [
+            "run.started",
+            "stage.started",
+            "stage.completed",
+            "stage.skipped",
+            "stage.skipped",
+            "run.cancelled",
+        ]
+        assert sink.dropped == 0
+
+    def test_cancelling_a_run_that_waits_on_the_sink_ends_cleanly(self) -> None:
+        slow = SlowSink(delay=100.0)
+        sink = BufferedSink(slow, maxsize=1, overflow="block")
+
+        async def main() -> set[asyncio.Task[object]]:
+            task = asyncio.create_task(Engine(sink=sink).run(CHAIN))
+            await asyncio.sleep(2)
+            assert sink.blocked == 1  # b waits for the sink
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            await sink.flush()
+            await sink.aclose()
+            return asyncio.all_tasks()
+
+        remaining = run_virtual(main())
+        assert len(remaining) == 1
+        assert [e.type for e in slow.events][-1] == "run.cancelled"
+        assert slow.events[-1].data["skipped"] == 2
+        assert sink.dropped == 0
+
+    @pytest.mark.parametrize("queued", [False, True], ids=["alone", "another-stage-queued"])
+    def test_a_stray_cancel_of_a_waiting_stage_fails_that_stage_and_the_run_goes_on(
+        self, queued: bool
+    ) -> None:
+        slow = SlowSink(delay=100.0)
+        sink = BufferedSink(slow, maxsize=1, overflow="block")
+        # One slot: d waits in the queue, and the worker goes on with it after b.
+        pipeline = (
+            Pipeline("stray")
+            .with_stage("a", one_second)
+            .with_stage("b", one_second, dependencies=("a",))
+            .with_stage("c", one_second, dependencies=("b",))
+        )
+        graph = (pipeline.with_stage("d", one_second) if queued else pipeline).build()
+        engine = Engine(sink=sink, max_parallel=1, fail_fast=False)
+
+        async def main() -> RunResult:
+            task = asyncio.create_task(engine.run(graph))
+            await asyncio.sleep(2)
+            (worker,) = _worker_tasks()
+            worker.cancel()  # not the run's doing
+            result = await task
+            await sink.aclose()
+            return result
+
+        result = run_virtual(main())
+        assert result.status == "failed"
+        assert isinstance(result["b"].error, StageCancelledError)
+        assert result["b"].attempts == 0
+        assert result["c"].status == "skipped"
+        if queued:
+            assert result["d"].status == "completed"
+        assert sink.dropped == 0
+
+    def test_aclose_wakes_stages_waiting_for_room(self) -> None:
+        slow = SlowSink(delay=100.0)
+        sink = BufferedSink(slow, maxsize=1, overflow="block")
+
+        async def main() -> tuple[RunResult, float]:
+            loop = asyncio.get_running_loop()
+            task = asyncio.create_task(Engine(sink=sink).run(CHAIN))
+            await asyncio.sleep(2)
+            assert sink.blocked == 1
+            closing = asyncio.create_task(sink.aclose())
+            result = await task
+            await closing
+            return result, loop.time()
+
+        result, ended = run_virtual(main())
+        assert result.status == "completed"
+        assert result["b"].started == pytest.approx(2.0)  # not 100 s later
+        # Delivered what was queued when closing; the later events were dropped.
+        assert sink.dropped > 0
+        assert len(slow.events) + sink.dropped == 8
+        assert ended == pytest.approx(100.0 * len(slow.events))
