@@ -12,6 +12,7 @@ from ._graph import StageGraph
 from ._pipeline import Pipeline
 from ._policies import Backoff, CircuitBreakerPolicy, RetryPolicy
 from ._result import RunResult, RunStatus
+from ._run import RunCall, RunContext
 from ._sinks import BufferedSink, FanOutSink, JsonLinesSink, LoggingSink
 from ._spec import StageSpec
 from ._stage import (
@@ -62,9 +63,13 @@ from .interceptors import (
     CircuitBreakerRegistry,
     CircuitState,
     Interceptor,
+    JsonFormatter,
+    LoggingInterceptor,
+    MetricsInterceptor,
     Priority,
     RetryInterceptor,
     TimeoutInterceptor,
+    TracingInterceptor,
 )
 from .ports import CheckpointStore, Clock, EventSink, Lease, LoopClock, RunRecord, StageRecord
 
@@ -97,17 +102,22 @@ __all__ = [
     "InvalidOutputError",
     "InvalidStageError",
     "InvalidStageNameError",
+    "JsonFormatter",
     "JsonLinesSink",
     "Lease",
     "LeaseLostError",
+    "LoggingInterceptor",
     "LoggingSink",
     "LoopClock",
+    "MetricsInterceptor",
     "MissingInputError",
     "Pipeline",
     "Priority",
     "RetryInterceptor",
     "RetryPolicy",
+    "RunCall",
     "RunCancelledError",
+    "RunContext",
     "RunError",
     "RunExistsError",
     "RunFailedError",
@@ -137,6 +147,7 @@ __all__ = [
     "StageflowError",
     "StoreError",
     "TimeoutInterceptor",
+    "TracingInterceptor",
     "UnknownDependencyError",
     "UnknownRunError",
     "__version__",

@@ -15,12 +15,13 @@ from ._ids import RUN_ID, new_run_id
 from ._pipeline import Pipeline
 from ._policies import RetryPolicy
 from ._result import RunResult, RunStatus
+from ._run import RunCall, RunContext
 from ._scheduler import _LOOP_CLOCK, RunState, normalize_output
 from ._sinks import check_sink
 from ._spec import StageSpec
 from ._stage import StageCall, StageContext
 from .errors import ConfigurationError, LeaseLostError
-from .interceptors._base import Interceptor, compose, sort_interceptors
+from .interceptors._base import Interceptor, compose, compose_run, sort_interceptors
 from .interceptors._breaker import CircuitBreakerInterceptor, CircuitBreakerRegistry
 from .interceptors._checkpoint import CheckpointInterceptor
 from .interceptors._retry import RetryInterceptor
@@ -184,9 +185,9 @@ class Engine:
         self.max_parallel = max_parallel
         self.fail_fast = fail_fast
         self._clock = clock
-        self._chains: weakref.WeakKeyDictionary[StageGraph, tuple[StageCall, ...]] = (
-            weakref.WeakKeyDictionary()
-        )
+        self._chains: weakref.WeakKeyDictionary[
+            StageGraph, tuple[tuple[StageCall, ...], RunCall]
+        ] = weakref.WeakKeyDictionary()
 
     @property
     def interceptors(self) -> tuple[Interceptor, ...]:
@@ -195,11 +196,15 @@ class Engine:
 
     def calls(self, graph: StageGraph) -> tuple[StageCall, ...]:
         """Each stage's call wrapped in this engine's interceptors, composed once per graph."""
-        calls = self._chains.get(graph)
-        if calls is None:
+        return self._compiled(graph)[0]
+
+    def _compiled(self, graph: StageGraph) -> tuple[tuple[StageCall, ...], RunCall]:
+        compiled = self._chains.get(graph)
+        if compiled is None:
             calls = tuple(self._compose(spec) for spec in graph.stages)
-            self._chains[graph] = calls
-        return calls
+            compiled = calls, compose_run(graph, self._interceptors, self._execute)
+            self._chains[graph] = compiled
+        return compiled
 
     def _compose(self, spec: StageSpec) -> StageCall:
         if not self._interceptors:
@@ -270,7 +275,8 @@ class Engine:
                 self.store, graph, run_id, frozen,
                 owner=self.owner, ttl=self.lease_ttl, clock=self._clock or _LOOP_CLOCK,
             )  # fmt: skip
-        return await self._drive(graph, run_id, frozen, timeout, checkpointing)
+        run = RunContext(graph, run_id, frozen, timeout=timeout, checkpointing=checkpointing)
+        return await self._compiled(graph)[1](run)
 
     async def resume(
         self, run_id: str, graph: StageGraph, *, timeout: float | None = None
@@ -300,21 +306,29 @@ class Engine:
             self.store, graph, run_id,
             owner=self.owner, ttl=self.lease_ttl, clock=self._clock or _LOOP_CLOCK,
         )  # fmt: skip
-        return await self._drive(graph, run_id, MappingProxyType(data), timeout, checkpointing)
+        run = RunContext(
+            graph,
+            run_id,
+            MappingProxyType(data),
+            resumed=True,
+            timeout=timeout,
+            checkpointing=checkpointing,
+        )
+        return await self._compiled(graph)[1](run)
 
-    async def _drive(
-        self,
-        graph: StageGraph,
-        run_id: str,
-        data: Mapping[str, Any],
-        timeout: float | None,
-        checkpointing: Checkpointing | None,
-    ) -> RunResult:
+    async def _execute(self, run: RunContext) -> RunResult:
+        # The innermost run call: what the interceptors' wrap_run hooks wrap.
+        graph, run_id, timeout, checkpointing = (
+            run.graph,
+            run.run_id,
+            run.timeout,
+            run._checkpointing,
+        )
         state = RunState(
             graph,
-            self.calls(graph),
+            self._compiled(graph)[0],
             run_id,
-            data,
+            run.data,
             sink=self.sink,
             clock=self._clock,
             max_parallel=self.max_parallel,

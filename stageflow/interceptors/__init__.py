@@ -13,8 +13,11 @@ from ._breaker import (
     CircuitBreakerRegistry,
     CircuitState,
 )
+from ._logging import JsonFormatter, LoggingInterceptor
+from ._metrics import MetricsInterceptor
 from ._retry import RetryInterceptor
 from ._timeout import TimeoutInterceptor
+from ._tracing import TracingInterceptor
 
 __all__ = [
     "BaseInterceptor",
@@ -23,7 +26,11 @@ __all__ = [
     "CircuitBreakerRegistry",
     "CircuitState",
     "Interceptor",
+    "JsonFormatter",
+    "LoggingInterceptor",
+    "MetricsInterceptor",
     "Priority",
     "RetryInterceptor",
     "TimeoutInterceptor",
+    "TracingInterceptor",
 ]

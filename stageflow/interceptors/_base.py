@@ -4,13 +4,24 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+from .._run import RunCall
 from .._spec import StageSpec
 from .._stage import StageCall, StageContext, StageOutput
 from ..errors import ConfigurationError
 
-__all__ = ["BaseInterceptor", "Interceptor", "Priority", "compose", "sort_interceptors"]
+if TYPE_CHECKING:
+    from .._graph import StageGraph
+
+__all__ = [
+    "BaseInterceptor",
+    "Interceptor",
+    "Priority",
+    "compose",
+    "compose_run",
+    "sort_interceptors",
+]
 
 
 class Priority(enum.IntEnum):
@@ -46,9 +57,19 @@ class Interceptor(Protocol):
     attempt it makes and let ``asyncio.CancelledError`` through.
 
     An interceptor may also set ``transparent = True`` to say that it passes the
-    inner call's result through without looking at it; when only such interceptors
-    wrap a stage, they receive the stage's raw result (a dict, None, ...) rather than
-    a :class:`~stageflow.StageOutput`, which saves a layer per call.
+    inner call's result through unchanged; when only such interceptors wrap a
+    stage, they receive the stage's raw result (a dict, None, ...) rather than a
+    :class:`~stageflow.StageOutput`, which saves a layer per call. One that looks
+    at results (the telemetry interceptors do) must then accept raw results too.
+
+    Some concerns span a whole run (its trace span, its duration). An interceptor
+    may also define ``wrap_run(graph, call) -> call``: it is called once per graph,
+    like ``wrap``, with a call that takes a :class:`~stageflow.RunContext` and
+    returns the :class:`~stageflow.RunResult`; the engine drives every run of that
+    graph through the composed calls, outermost first by ``priority``, and the
+    stages of the run execute inside them (tasks inherit the context variables
+    ``wrap_run`` sets, e.g. the current span). The engine calls it only on
+    interceptors that define it; return ``call`` itself when it does not apply.
 
     Attributes:
         name: for errors, logs and docs.
@@ -208,6 +229,25 @@ def compose(
             raise ConfigurationError(
                 f"interceptor {interceptor.name!r} returned {wrapped!r} from wrap() for stage "
                 f"{spec.name!r}; wrap must return a call",
+                "interceptors",
+                interceptor,
+            )
+        call = wrapped
+    return call
+
+
+def compose_run(graph: StageGraph, interceptors: Sequence[Interceptor], inner: RunCall) -> RunCall:
+    """Wrap ``inner`` in the ``wrap_run`` hooks of those interceptors that define one."""
+    call = inner
+    for interceptor in reversed(interceptors):
+        wrap_run = getattr(interceptor, "wrap_run", None)
+        if wrap_run is None:
+            continue
+        wrapped = wrap_run(graph, call)
+        if not callable(wrapped):
+            raise ConfigurationError(
+                f"interceptor {interceptor.name!r} returned {wrapped!r} from wrap_run() for "
+                f"pipeline {graph.name!r}; wrap_run must return a call",
                 "interceptors",
                 interceptor,
             )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import random
 from typing import Any
 
@@ -20,8 +21,10 @@ class RetryInterceptor:
     retry loop until an attempt raises. Each retry gets a fresh context
     (``ctx.attempt`` counts from 1), waits its backoff on the engine's clock, and
     is announced by a ``stage.retrying`` event carrying the attempt, the delay and
-    the error. An error the policy does not retry passes straight through; when
-    attempts or the deadline run out, the last error is the stage's.
+    the error, and by a ``stageflow.stage.retry`` event on the current span (the
+    stage's span when tracing is on). An error the policy does not retry passes
+    straight through; when attempts or the deadline run out, the last error is the
+    stage's.
 
     Args:
         default: the policy of stages without a ``retry`` option (None: no retry).
@@ -82,6 +85,7 @@ class RetryInterceptor:
                 error=type(error).__qualname__,
                 message=str(error),
             )
+            _retry_span_event(attempt, delay, error)
             await clock.sleep(delay)
             failed = ctx.with_attempt(attempt)
             try:
@@ -94,3 +98,31 @@ class RetryInterceptor:
 
     def __repr__(self) -> str:
         return f"<RetryInterceptor default={self.default} priority={self.priority}>"
+
+
+def _retry_span_event(attempt: int, delay: float, error: Exception) -> None:
+    """Mark the retry on the current span (the stage's, when tracing is on)."""
+    from opentelemetry import trace
+
+    try:
+        span = trace.get_current_span()
+        if span.is_recording():
+            span.add_event(
+                "stageflow.stage.retry",
+                {
+                    "stageflow.attempt": attempt,
+                    "stageflow.retry.delay": delay,
+                    "exception.type": _qualified(type(error)),
+                    "exception.message": str(error),
+                },
+            )
+    except Exception:  # telemetry never breaks a run
+        logging.getLogger("stageflow").debug(
+            "could not add a retry event to the span", exc_info=True
+        )
+
+
+def _qualified(cls: type) -> str:
+    """A class's fully qualified name, as OTel's ``exception.type`` wants it."""
+    module = cls.__module__
+    return cls.__qualname__ if module in (None, "builtins") else f"{module}.{cls.__qualname__}"

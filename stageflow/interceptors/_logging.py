@@ -1,0 +1,251 @@
+"""LoggingInterceptor: structured log records of stages and runs; a JSON formatter."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+from typing import TYPE_CHECKING, Any, Final
+
+from .._result import RunResult, RunStatus
+from .._run import RunCall, RunContext
+from .._spec import StageSpec
+from .._stage import StageCall, StageContext
+from ..errors import ConfigurationError
+from ._base import Priority
+from ._telemetry import CANCELLED, FAILED, RESTORED, TelemetryErrors, outcome_of, restored
+
+if TYPE_CHECKING:
+    from .._graph import StageGraph
+
+_STANDARD: Final = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {
+    "message",
+    "asctime",
+    "taskName",
+}
+
+
+def _trace_ids() -> dict[str, str]:
+    """The current span's trace and span ids (hex), when a span is recording."""
+    from opentelemetry import trace
+
+    span = trace.get_current_span().get_span_context()
+    if not span.is_valid:
+        return {}
+    return {"trace_id": f"{span.trace_id:032x}", "span_id": f"{span.span_id:016x}"}
+
+
+class LoggingInterceptor(TelemetryErrors):
+    """Logs each stage's and each run's end as a structured :mod:`logging` record.
+
+    Records carry, in ``extra``: ``run_id``, ``pipeline``, ``stage`` (stage records),
+    ``attempt`` (attempts made), ``outcome`` (completed, failed, skipped, cancelled,
+    restored; for a run: its status) and ``duration`` (seconds), and ``trace_id`` /
+    ``span_id`` when a span is current (with :class:`TracingInterceptor`, the stage's
+    own span). Pair it with :class:`~stageflow.JsonFormatter` for JSON lines.
+
+    Levels: a stage's start at DEBUG; its end at ``level``, WARNING when it failed
+    by returning ``StageOutput.fail``, ERROR with the traceback when it raised. A
+    run's start and end at ``level``; ERROR when it failed, WARNING when cancelled.
+    Nothing is built for a record whose level is disabled.
+
+    Args:
+        logger: a logger or its name (default ``"stageflow.stages"``).
+        level: the level of ordinary records (default INFO).
+        priority: where it sits in the chain (default 300).
+    """
+
+    name = "logging"
+    transparent = True  # looks at outputs, passes them through untouched: see Interceptor
+
+    def __init__(
+        self,
+        logger: logging.Logger | str = "stageflow.stages",
+        *,
+        level: int = logging.INFO,
+        priority: int = Priority.LOGGING,
+    ) -> None:
+        if isinstance(logger, str):
+            logger = logging.getLogger(logger)
+        if not isinstance(logger, logging.Logger):
+            raise ConfigurationError(
+                f"logger must be a Logger or a name, not {logger!r}", "logger", logger
+            )
+        if not isinstance(level, int) or isinstance(level, bool) or level < 0:
+            raise ConfigurationError(
+                f"level must be a logging level (an int such as logging.INFO), not {level!r}",
+                "level",
+                level,
+            )
+        self.logger = logger
+        self.level = level
+        self.priority = priority
+        self.errors = 0
+
+    def _log(
+        self,
+        level: int,
+        message: str,
+        args: tuple[Any, ...],
+        extra: dict[str, Any],
+        error: BaseException | None = None,
+    ) -> None:
+        try:
+            extra.update(_trace_ids())
+            self.logger.log(level, message, *args, extra=extra, exc_info=error)
+        except Exception as failure:  # noqa: BLE001 - telemetry never breaks a run
+            self.failed(failure, "logging a record")
+
+    def wrap(self, spec: StageSpec, call: StageCall) -> StageCall:
+        """Log the stage's start (DEBUG) and end."""
+        name = spec.name
+        enabled, level = self.logger.isEnabledFor, self.level
+
+        async def logged(ctx: StageContext) -> Any:
+            if enabled(logging.DEBUG):
+                self._log(
+                    logging.DEBUG, "stage %s started", (name,),
+                    {"run_id": ctx.run_id, "pipeline": ctx.pipeline, "stage": name,
+                     "attempt": ctx.attempt},
+                )  # fmt: skip
+            try:
+                output = await call(ctx)
+            except BaseException as error:
+                if isinstance(error, Exception):
+                    self._ended(ctx, name, FAILED, logging.ERROR, error)
+                else:
+                    self._ended(ctx, name, CANCELLED, level)
+                raise
+            outcome, reason = outcome_of(output)
+            if outcome == FAILED:
+                self._ended(ctx, name, outcome, logging.WARNING, reason)
+            elif enabled(level):
+                outcome = RESTORED if restored(ctx, name) else outcome
+                self._ended(ctx, name, outcome, level, reason)
+            return output
+
+        logged.__qualname__ = f"logged({name})"
+        return logged
+
+    def _ended(
+        self,
+        ctx: StageContext,
+        name: str,
+        outcome: str,
+        level: int,
+        why: BaseException | str | None = None,
+    ) -> None:
+        if not self.logger.isEnabledFor(level):
+            return
+        # From the start of the first attempt, as the scheduler timed it.
+        duration = ctx.clock.monotonic() - ctx.started
+        extra: dict[str, Any] = {
+            "run_id": ctx.run_id,
+            "pipeline": ctx.pipeline,
+            "stage": name,
+            "attempt": ctx.attempts,
+            "outcome": outcome,
+            "duration": duration,
+        }
+        if why is None:
+            self._log(level, "stage %s %s in %.3fs", (name, outcome, duration), extra)
+        else:
+            error = why if isinstance(why, BaseException) else None
+            self._log(
+                level, "stage %s %s after %.3fs: %s", (name, outcome, duration, why), extra, error
+            )
+
+    def wrap_run(self, graph: StageGraph, call: RunCall) -> RunCall:
+        """Log the run's start and end."""
+        logger, level, pipeline = self.logger, self.level, graph.name
+
+        async def logged_run(run: RunContext) -> RunResult:
+            if logger.isEnabledFor(level):
+                verb = "resumed" if run.resumed else "started"
+                self._log(
+                    level, "run %s of %s %s", (run.run_id, pipeline, verb),
+                    {"run_id": run.run_id, "pipeline": pipeline},
+                )  # fmt: skip
+            try:
+                result = await call(run)
+            except BaseException as error:
+                failed = isinstance(error, Exception)  # else cancelled: CancelledError
+                at = logging.ERROR if failed else max(level, logging.WARNING)
+                if logger.isEnabledFor(at):
+                    outcome = FAILED if failed else CANCELLED
+                    self._log(
+                        at, "run %s of %s %s: %s",
+                        (run.run_id, pipeline, outcome, type(error).__name__),
+                        {"run_id": run.run_id, "pipeline": pipeline, "outcome": outcome},
+                        error if failed else None,
+                    )  # fmt: skip
+                raise
+            status = result.status
+            at = {
+                RunStatus.COMPLETED: level,
+                RunStatus.FAILED: logging.ERROR,
+                RunStatus.CANCELLED: max(level, logging.WARNING),
+            }[status]
+            if logger.isEnabledFor(at):
+                self._log(
+                    at, "run %s of %s %s in %.3fs%s",
+                    (run.run_id, pipeline, status.value, result.duration,
+                     "" if result.error is None else f": {result.error}"),
+                    {"run_id": run.run_id, "pipeline": pipeline, "outcome": status.value,
+                     "duration": result.duration},
+                )  # fmt: skip
+            return result
+
+        logged_run.__qualname__ = f"logged_run({pipeline})"
+        return logged_run
+
+    def __repr__(self) -> str:
+        return f"<LoggingInterceptor {self.logger.name!r} priority={self.priority}>"
+
+
+def _jsonable(value: object) -> object:
+    to_dict = getattr(value, "to_dict", None)
+    if callable(to_dict):
+        return to_dict()
+    if isinstance(value, dt.datetime | dt.date):
+        return value.isoformat()
+    return repr(value)
+
+
+class JsonFormatter(logging.Formatter):
+    """Formats each log record as one JSON object per line.
+
+    Keys: ``ts`` (ISO 8601, UTC, milliseconds), ``level``, ``logger``, ``message``,
+    then every field the record got through ``extra`` (stageflow's: ``run_id``,
+    ``pipeline``, ``stage``, ``attempt``, ``outcome``, ``duration``, ``trace_id``,
+    ``span_id``, ...), and ``exc`` with the traceback when there is one. Values
+    JSON cannot hold are written as their ``repr``.
+
+    Example:
+        >>> import logging
+        >>> record = logging.LogRecord("stageflow", logging.INFO, "", 0, "hi %s", ("owls",), None)
+        >>> record.created = 0.0
+        >>> record.stage = "fetch"
+        >>> JsonFormatter().format(record)
+        '{"ts": "1970-01-01T00:00:00.000+00:00", "level": "INFO", "logger": "stageflow", \
+"message": "hi owls", "stage": "fetch"}'
+    """
+
+    def format(self, record: logging.LogRecord) -> str:
+        """The record as one line of JSON."""
+        out: dict[str, object] = {
+            "ts": dt.datetime.fromtimestamp(record.created, dt.UTC).isoformat(
+                timespec="milliseconds"
+            ),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for key, value in record.__dict__.items():
+            if key not in _STANDARD and key not in out:
+                out[key] = value
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
+        if record.stack_info:
+            out["stack"] = self.formatStack(record.stack_info)
+        return json.dumps(out, default=_jsonable, ensure_ascii=False)

@@ -1,0 +1,236 @@
+"""TracingInterceptor: an OpenTelemetry span per run, and one per stage inside it."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import TYPE_CHECKING, Any
+
+from .._result import RunResult, RunStatus
+from .._run import RunCall, RunContext
+from .._spec import StageSpec
+from .._stage import StageCall, StageContext, StageStatus
+from ..errors import ConfigurationError
+from ._base import Priority
+from ._telemetry import (
+    ATTEMPTS,
+    CANCELLED,
+    FAILED,
+    KIND,
+    OUTCOME,
+    PIPELINE,
+    REASON,
+    RESTORED,
+    RESUMED,
+    RUN_ID,
+    STAGE,
+    STAGES,
+    TelemetryErrors,
+    outcome_of,
+    restored,
+)
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Span, Tracer, TracerProvider
+
+    from .._graph import StageGraph
+
+
+class TracingInterceptor(TelemetryErrors):
+    """Traces every run as an OpenTelemetry span, with a child span per stage.
+
+    The run span (``run <pipeline>``) is a child of the span current where the run
+    was started (so a run started inside a request's span joins its trace); every
+    stage span (``stage <name>``) is a direct child of the run span. The stage's
+    own code runs inside its span, in threads too, so the spans it creates (an
+    HTTP client's, an LLM SDK's) nest under it.
+
+    What the spans carry:
+
+    - run span: ``stageflow.run_id``, ``stageflow.pipeline``,
+      ``stageflow.run.stages``, ``stageflow.run.resumed``, and at the end
+      ``stageflow.outcome`` (the run's status). Stages skipped without running (a
+      dependency failed) appear as ``stageflow.stage.skipped`` events on it.
+    - stage span: ``stageflow.run_id``, ``stageflow.pipeline``, ``stageflow.stage``,
+      ``stageflow.stage.kind``, and at the end ``stageflow.attempts`` and
+      ``stageflow.outcome`` (completed, failed, skipped, cancelled or restored);
+      ``stageflow.reason`` for a skip or a ``StageOutput.fail``. Each retry adds a
+      ``stageflow.stage.retry`` event (attempt, delay, the error) to it.
+    - a failure records the exception (an ``exception`` event) and sets the span's
+      status to ERROR; success leaves the status unset, as the OTel conventions ask
+      of instrumentation.
+
+    With no SDK configured (no provider given and no global one set when the engine
+    first runs a graph) it wraps nothing and costs nothing: set the global provider
+    at start-up, before the first run.
+
+    Args:
+        tracer_provider: where spans go (default: the global one).
+        priority: where it sits in the chain (default 100: outermost, so that its
+            span covers everything the other interceptors do).
+    """
+
+    name = "tracing"
+    transparent = True  # looks at outputs, passes them through untouched: see Interceptor
+
+    def __init__(
+        self, *, tracer_provider: TracerProvider | None = None, priority: int = Priority.TRACING
+    ) -> None:
+        if tracer_provider is not None and not callable(
+            getattr(tracer_provider, "get_tracer", None)
+        ):
+            raise ConfigurationError(
+                f"tracer_provider must be an OpenTelemetry TracerProvider, not {tracer_provider!r}",
+                "tracer_provider",
+                tracer_provider,
+            )
+        self.tracer_provider = tracer_provider
+        self.priority = priority
+        self.errors = 0
+
+    def _tracer(self) -> Tracer | None:
+        from opentelemetry import trace
+
+        from .. import __version__
+
+        provider = self.tracer_provider or trace.get_tracer_provider()
+        if isinstance(provider, trace.ProxyTracerProvider | trace.NoOpTracerProvider):
+            return None  # no SDK configured: every span would be a no-op
+        return provider.get_tracer("stageflow", __version__)
+
+    def wrap(self, spec: StageSpec, call: StageCall) -> StageCall:
+        """Run the stage inside a span of its own, child of the run's span."""
+        tracer = self._tracer()
+        if tracer is None:
+            return call
+        from opentelemetry import context, trace
+
+        start_span, attach, detach = tracer.start_span, context.attach, context.detach
+        in_context = trace.set_span_in_context
+        name = spec.name
+        span_name = f"stage {name}"
+        static = {STAGE: name, KIND: spec.kind.value}
+
+        async def traced(ctx: StageContext) -> Any:
+            span = None
+            try:
+                span = start_span(
+                    span_name,
+                    attributes={RUN_ID: ctx.run_id, PIPELINE: ctx.pipeline, **static},
+                    record_exception=False,
+                    set_status_on_exception=False,
+                )
+                token = attach(in_context(span))
+            except Exception as error:  # noqa: BLE001 - telemetry never breaks a run
+                self.failed(error, f"starting the span of stage {name!r}")
+                if span is not None:  # started, but not made current: end it still
+                    with contextlib.suppress(Exception):
+                        span.end()
+                return await call(ctx)
+            try:
+                output = await call(ctx)
+            except BaseException as error:
+                detach(token)
+                self._end_failed(span, ctx, error)
+                raise
+            detach(token)
+            try:
+                outcome, reason = outcome_of(output)
+                if restored(ctx, name):
+                    outcome = RESTORED
+                attributes: dict[str, str | int] = {ATTEMPTS: ctx.attempts, OUTCOME: outcome}
+                if reason is not None:
+                    attributes[REASON] = reason
+                    if outcome == FAILED:
+                        _error_status(span, reason)
+                span.set_attributes(attributes)
+                span.end()
+            except Exception as error:  # noqa: BLE001
+                self.failed(error, f"ending the span of stage {name!r}")
+            return output
+
+        traced.__qualname__ = f"traced({name})"
+        return traced
+
+    def _end_failed(self, span: Span, ctx: StageContext, error: BaseException) -> None:
+        try:
+            if isinstance(error, Exception):
+                span.record_exception(error)
+                _error_status(span, f"{type(error).__name__}: {error}")
+                outcome = FAILED
+            else:  # CancelledError and the like: the stage did not fail, it was stopped
+                outcome = CANCELLED
+            span.set_attributes({ATTEMPTS: ctx.attempts, OUTCOME: outcome})
+            span.end()
+        except Exception as failure:  # noqa: BLE001
+            self.failed(failure, f"ending the span of stage {ctx.stage!r}")
+
+    def wrap_run(self, graph: StageGraph, call: RunCall) -> RunCall:
+        """Drive the run inside its span: the parent of every stage span."""
+        tracer = self._tracer()
+        if tracer is None:
+            return call
+        from opentelemetry import context, trace
+
+        span_name = f"run {graph.name}"
+        static: dict[str, str | int] = {PIPELINE: graph.name, STAGES: len(graph.stages)}
+
+        async def traced_run(run: RunContext) -> RunResult:
+            try:
+                span = tracer.start_span(
+                    span_name,
+                    attributes={RUN_ID: run.run_id, RESUMED: run.resumed, **static},
+                    record_exception=False,
+                    set_status_on_exception=False,
+                )
+                token = context.attach(trace.set_span_in_context(span))
+            except Exception as error:  # noqa: BLE001 - telemetry never breaks a run
+                self.failed(error, f"starting the span of run {run.run_id!r}")
+                return await call(run)
+            try:
+                result = await call(run)
+            except BaseException as error:
+                context.detach(token)
+                try:
+                    if isinstance(error, Exception):
+                        span.record_exception(error)
+                        _error_status(span, f"{type(error).__name__}: {error}")
+                    span.set_attribute(
+                        OUTCOME, FAILED if isinstance(error, Exception) else CANCELLED
+                    )
+                    span.end()
+                except Exception as failure:  # noqa: BLE001
+                    self.failed(failure, f"ending the span of run {run.run_id!r}")
+                raise
+            context.detach(token)
+            try:
+                self._end_run(span, result)
+            except Exception as failure:  # noqa: BLE001
+                self.failed(failure, f"ending the span of run {run.run_id!r}")
+            return result
+
+        traced_run.__qualname__ = f"traced_run({graph.name})"
+        return traced_run
+
+    @staticmethod
+    def _end_run(span: Span, result: RunResult) -> None:
+        span.set_attribute(OUTCOME, result.status.value)
+        for name in result.with_status(StageStatus.SKIPPED):
+            stage = result[name]
+            if stage.attempts == 0:  # skipped without running: it has no span of its own
+                span.add_event("stageflow.stage.skipped", {STAGE: name, REASON: stage.reason or ""})
+        if result.status is not RunStatus.COMPLETED:
+            error = result.error
+            _error_status(
+                span,
+                result.status.value if error is None else f"{type(error).__name__}: {error}",
+            )
+        span.end()
+
+    def __repr__(self) -> str:
+        return f"<TracingInterceptor priority={self.priority}>"
+
+
+def _error_status(span: Span, description: str) -> None:
+    from opentelemetry.trace import Status, StatusCode
+
+    span.set_status(Status(StatusCode.ERROR, description))
