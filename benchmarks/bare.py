@@ -9,7 +9,9 @@ timeouts and no per-stage context object beyond the shared results list.
 
 For W5, ``run_bare_guarded`` is the same scheduler doing by hand what stageflow's ``timeout=``,
 ``retry=`` and ``circuit_breaker=`` options do: per stage, a breaker check,
-``asyncio.timeout`` around the call and a retry loop entered only on failure.
+``asyncio.timeout`` around the call and a retry loop entered only on failure. W5-otel's
+reference, the same with a span and metrics per stage by hand, is ``run_bare_traced`` in
+``telemetry.py`` (which imports OpenTelemetry, so that this module never does).
 """
 
 from __future__ import annotations

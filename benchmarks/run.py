@@ -18,15 +18,34 @@ Methodology
   by hand (``bare.run_bare_guarded``: ``asyncio.timeout`` around each call, a retry loop
   entered only on failure, a per-stage breaker checked and reset), so the ratio is the price
   of stageflow's resilience layers over the same work written plainly.
+* **Telemetry (W5-otel).** W5 plus ``TracingInterceptor(tracer_provider=tp)`` and
+  ``MetricsInterceptor(meter_provider=mp)``, with SDK providers exporting to memory
+  (``SimpleSpanProcessor(InMemorySpanExporter())``, ``InMemoryMetricReader``; never the
+  global ones). Its reference is ``telemetry.run_bare_traced``: ``run_bare_guarded`` with the
+  same telemetry by hand, as plainly as a careful user would write it: a run span and, per
+  stage, an SDK span made current around the call (``context.attach``/``detach``) with the
+  interceptor's attributes, its duration recorded in an SDK histogram under the same bounded
+  attributes and its outcome counted in a plain dict an observable counter reads. Each side
+  has its own providers; the span exporter is cleared before each repetition and every
+  run's spans are checked after it (the metrics after the warm-up), all untimed.
+* **Telemetry without an SDK (W1-noop).** W1 on an ``Engine`` with ``TracingInterceptor()``,
+  ``MetricsInterceptor()`` and ``LoggingInterceptor()`` (its logger at the default WARNING
+  level: nothing is logged), no provider configured in the process, against W1 on a plain
+  ``Engine()``: both sides are stageflow, the "bare" column is the plain engine. The target
+  row has tracing and metrics (what an SDK would make costly); the ``+logging`` row adds the
+  LoggingInterceptor, which wraps whatever the SDK (it must see failures to log them), so
+  that its own cost shows; it has no target. W5-otel and W1-noop are skipped, with the
+  reason, where OpenTelemetry is missing.
 * **Durable runs (W6).** W6, W6-pg and W6-wide commit every stage's completion before its
   dependents start: stageflow through ``Engine(store=SQLAlchemyStore(...))``, the floor through
   ``bare.run_bare_committed`` with one stdlib ``sqlite3`` INSERT + COMMIT (WAL,
   ``synchronous=NORMAL``) or one asyncpg prepared INSERT per stage (``durable.py``). Each
   repetition starts on a fresh SQLite file (made and opened untimed) with a new run id;
   PostgreSQL runs on the tests' throwaway server, skipped (not failed) where it cannot start.
-* **What is timed.** For W1-W5 only awaiting the run is timed: graphs (and the ``Engine``)
-  are constructed beforehand, building is measured on its own by BUILD. Timing uses
-  ``time.perf_counter`` inside one long-lived event loop, so loop creation is excluded.
+* **What is timed.** For W1-W5, W5-otel and W1-noop only awaiting the run is timed: graphs
+  (and the ``Engine``) are constructed beforehand, building is measured on its own by BUILD.
+  Timing uses ``time.perf_counter`` inside one long-lived event loop, so loop creation is
+  excluded.
 * **Interleaving.** Repetitions alternate bare, stageflow, bare, stageflow, ... after one
   untimed warm-up run each, so slow drifts of the machine (frequency scaling, noisy
   neighbours) hit both sides alike. ``gc.collect()`` runs before every timed repetition;
@@ -91,7 +110,10 @@ from workloads import (
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
 DEFAULT_JSON = BENCH_DIR / "results.json"
-SECTIONS = ("W1", "W2", "W3", "W4", "W5", "W6", "W6-PG", "W6-WIDE", "BUILD", "SCALE", "IMPORT")
+SECTIONS = (
+    "W1", "W2", "W3", "W4", "W5", "W1-NOOP", "W5-OTEL",
+    "W6", "W6-PG", "W6-WIDE", "BUILD", "SCALE", "IMPORT",
+)  # fmt: skip
 WORKLOAD_TIMEOUT = 120.0  # seconds for one in-process workload, or one scaling subprocess
 
 
@@ -145,6 +167,7 @@ class Row:
     target: Target | None = None
     error: str | None = None
     skipped: str | None = None  # why the row could not be measured here (not a failure)
+    reference: str | None = None  # what the "bare" column holds, when it is not bare.py
     details: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -174,6 +197,7 @@ class Row:
             "status": self.status,
             "error": self.error,
             "skipped": self.skipped,
+            "reference": self.reference,
             "details": self.details,
         }
 
@@ -243,6 +267,10 @@ def time_calls(calls: Mapping[str, Callable[[], object]], reps: int) -> dict[str
 # --------------------------------------------------------------------------- in-process sections
 
 
+class Unavailable(Exception):
+    """A workload cannot run here (a missing optional package): its row says skip, and why."""
+
+
 @dataclass(frozen=True)
 class RunWorkload:
     key: str
@@ -251,6 +279,42 @@ class RunWorkload:
     unit: Literal["µs/stage", "ms"]
     target: Target | None = None
     options: Resilience | None = None  # per-stage timeout, retry and breaker (W5)
+    section: str | None = None  # its --only name, when not its key upper-cased (W1-NOOP's rows)
+    # The two sides, named "bare" and "stageflow", when they are not BARE and STAGEFLOW;
+    # given whether stageflow imports. May raise Unavailable.
+    sides: Callable[[bool], Sequence[Impl]] | None = None
+    reference: str | None = None  # what the "bare" side is, when it is not bare.py
+
+    @property
+    def in_section(self) -> str:
+        return self.section or self.key.upper()
+
+
+def telemetry_module(*, sdk: bool) -> Any:
+    """``telemetry.py``, or Unavailable when OpenTelemetry (with ``sdk``, its SDK) is missing."""
+    try:
+        importlib.import_module("opentelemetry.trace")
+        if sdk:
+            importlib.import_module("opentelemetry.sdk.trace")
+    except ImportError as exc:
+        package = "opentelemetry-sdk" if sdk else "opentelemetry-api"
+        raise Unavailable(f"{package} is not importable ({exc})") from exc
+    return importlib.import_module("telemetry")
+
+
+def w5_otel_sides(with_stageflow: bool) -> Sequence[Impl]:
+    impls: Sequence[Impl] = telemetry_module(sdk=True).w5_otel_impls(with_stageflow)
+    return impls
+
+
+def w1_noop_sides(with_logging: bool) -> Callable[[bool], Sequence[Impl]]:
+    def sides(with_stageflow: bool) -> Sequence[Impl]:
+        if not with_stageflow:
+            raise Unavailable("both sides are stageflow, which does not import")
+        impls: Sequence[Impl] = telemetry_module(sdk=False).w1_noop_impls(with_logging)
+        return impls
+
+    return sides
 
 
 RUN_WORKLOADS = (
@@ -266,6 +330,36 @@ RUN_WORKLOADS = (
         Target("ratio", 1.3),
         Resilience(timeout=30.0, attempts=3, failure_threshold=5),
     ),
+    # W1-noop before W5-otel: measured in a process that has not even imported the SDK.
+    RunWorkload(
+        "W1-noop",
+        "W1-noop chain 1000 +tracing/metrics, no SDK",
+        lambda: chain(1000),
+        "µs/stage",
+        Target("ratio", 1.1),
+        sides=w1_noop_sides(with_logging=False),
+        reference="stageflow on a plain Engine()",
+    ),
+    RunWorkload(
+        "W1-noop-log",
+        "W1-noop +logging (records off by level)",
+        lambda: chain(1000),
+        "µs/stage",
+        None,  # no OTel cost: its records are off, but it wraps (it must see failures)
+        section="W1-NOOP",
+        sides=w1_noop_sides(with_logging=True),
+        reference="stageflow on a plain Engine()",
+    ),
+    RunWorkload(
+        "W5-otel",
+        "W5-otel W5 +span+metrics (in-memory SDK)",
+        lambda: chain(1000),
+        "µs/stage",
+        Target("ratio", 1.3),
+        Resilience(timeout=30.0, attempts=3, failure_threshold=5),
+        sides=w5_otel_sides,
+        reference="W5 with the same span and metrics by hand (telemetry.run_bare_traced)",
+    ),
 )
 
 
@@ -280,24 +374,41 @@ async def measure_workload(work: RunWorkload, impls: Sequence[Impl], reps: int) 
     return fill(row, {name: summarize(s, factor) for name, s in samples.items()})
 
 
+def release(sides: Sequence[Impl]) -> None:
+    """Let each side release what it kept (W5-otel's providers, and through their callbacks
+    its graphs): a bigger heap would slow every later measurement (each gc.collect())."""
+    for side in sides:
+        if side.close is not None:
+            side.close()
+
+
 async def measure_workloads(cfg: Config, impls: Sequence[Impl]) -> list[Row]:
     rows = []
+    with_stageflow = any(impl.name == "stageflow" for impl in impls)
     for work in RUN_WORKLOADS:
-        if work.key not in cfg.sections:
+        if work.in_section not in cfg.sections:
             continue
         log(f"  {work.label} ...")
+        sides: Sequence[Impl] = ()  # (dropping the previous workload's, before it runs)
         try:
+            sides = impls if work.sides is None else work.sides(with_stageflow)
             # A generous bound around the whole workload (not each timed run), so that a
             # run that never ends is reported instead of hanging the suite.
             async with asyncio.timeout(WORKLOAD_TIMEOUT):
-                rows.append(await measure_workload(work, impls, cfg.reps))
+                row = await measure_workload(work, sides, cfg.reps)
+        except Unavailable as exc:
+            row = Row(work.key, work.label, work.unit, target=work.target, skipped=str(exc))
         except Exception as exc:  # report and carry on with the other workloads
             error = (
                 f"no result after {WORKLOAD_TIMEOUT:g}s"
                 if isinstance(exc, TimeoutError)
                 else repr(exc)
             )
-            rows.append(Row(work.key, work.label, work.unit, target=work.target, error=error))
+            row = Row(work.key, work.label, work.unit, target=work.target, error=error)
+        finally:
+            release(sides)
+        row.reference = work.reference
+        rows.append(row)
     return rows
 
 
@@ -735,6 +846,7 @@ def render_table(rows: Sequence[Row]) -> str:
     out += [render(cells) for cells in lines]
     out += [f"  {row.label}: {row.error}" for row in rows if row.error]
     out += [f"  {row.label}: skipped: {row.skipped}" for row in rows if row.skipped]
+    out += [f"  {row.label}: bare = {row.reference}" for row in rows if row.reference and row.bare]
     return "\n".join(out)
 
 

@@ -100,13 +100,16 @@ class Impl:
 
     ``prepare`` (graph and engine construction, given the workload's name, its stages and
     its per-stage resilience options or None) and ``runner`` (per-repetition setup) are
-    never timed for W1-W5; only awaiting the returned ``Runner()`` is.
+    never timed for W1-W5; only awaiting the returned ``Runner()`` is. ``close``, when
+    given, releases what the side kept for the workload once it is measured (W5-otel's
+    telemetry providers), so that no later measurement runs with it on the heap.
     """
 
     name: str
     prepare: Callable[[str, Sequence[StageSpec], Resilience | None], Any]
     runner: Callable[[Any], Runner]
     verify: Callable[[Any, int], None]
+    close: Callable[[], None] | None = None
 
 
 def _bare_prepare(
