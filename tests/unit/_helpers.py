@@ -44,3 +44,23 @@ def run_recorded(graph: StageGraph, **engine_options: Any) -> tuple[RunResult, R
     sink = RecordingSink()
     result = run_virtual(Engine(sink=sink, **engine_options).run(graph))
     return result, sink
+
+
+class ExplodingRun:
+    """An inner run hook that raises after ``delay`` seconds: a run ends with an exception."""
+
+    name = "exploding"
+    priority = 1000
+
+    def __init__(self, delay: float = 0.0) -> None:
+        self.delay = delay
+
+    def wrap(self, spec: Any, call: Any) -> Any:
+        return call
+
+    def wrap_run(self, graph: Any, call: Any) -> Any:
+        async def explode(run: Any) -> Any:
+            await asyncio.sleep(self.delay)
+            raise RuntimeError("store down")
+
+        return explode

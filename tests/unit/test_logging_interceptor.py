@@ -26,7 +26,7 @@ from stageflow import (
 from stageflow.adapters.memory import MemoryStore
 from stageflow.testing import run_virtual
 
-from ._helpers import failing, sleeper
+from ._helpers import ExplodingRun, failing, sleeper
 from ._otel import Traces, span_id, trace_id
 
 LOGGER = "stageflow.stages"
@@ -344,20 +344,7 @@ class TestRunRecords:
         assert stage_end.exc_info is None
 
     def test_a_run_that_raises_is_logged_at_error_as_failed(self, captured: Capture) -> None:
-        class Exploding:
-            name = "exploding"
-            priority = 1000
-
-            def wrap(self, spec: Any, call: Any) -> Any:
-                return call
-
-            def wrap_run(self, graph: StageGraph, call: Any) -> Any:
-                async def explode(run: Any) -> Any:
-                    raise RuntimeError("store down")
-
-                return explode
-
-        engine = Engine(interceptors=[LoggingInterceptor(), Exploding()])
+        engine = Engine(interceptors=[LoggingInterceptor(), ExplodingRun()])
 
         with pytest.raises(RuntimeError, match="store down"):
             run_virtual(engine.run(two_stages(), run_id="r1"))

@@ -22,7 +22,7 @@ from stageflow.adapters.memory import MemoryStore
 from stageflow.interceptors._metrics import BUCKETS
 from stageflow.testing import run_virtual
 
-from ._helpers import failing, noop, sleeper
+from ._helpers import ExplodingRun, failing, noop, sleeper
 from ._otel import Metrics, by, points, values
 
 STAGE_INSTRUMENTS = (
@@ -283,23 +283,9 @@ class TestAcrossRuns:
         assert values(found["stageflow.stage.active"], "stageflow.stage") == {("a",): 0}
 
     def test_a_run_that_raises_is_recorded_as_failed(self) -> None:
-        class Exploding:
-            name = "exploding"
-            priority = 1000
-
-            def wrap(self, spec: Any, call: Any) -> Any:
-                return call
-
-            def wrap_run(self, graph: StageGraph, call: Any) -> Any:
-                async def explode(run: Any) -> Any:
-                    await asyncio.sleep(0.75)
-                    raise RuntimeError("store down")
-
-                return explode
-
         meter = Metrics()
         interceptor = MetricsInterceptor(meter_provider=meter.provider)
-        engine = Engine(interceptors=[interceptor, Exploding()])
+        engine = Engine(interceptors=[interceptor, ExplodingRun(0.75)])
 
         with pytest.raises(RuntimeError, match="store down"):
             run_virtual(engine.run(Pipeline("exploded").with_stage("a", noop).build()))

@@ -28,7 +28,7 @@ from stageflow import (
 from stageflow.adapters.memory import MemoryStore
 from stageflow.testing import run_virtual
 
-from ._helpers import failing, noop, sleeper
+from ._helpers import ExplodingRun, failing, noop, sleeper
 from ._otel import Traces, events, parent_id, span_id, trace_id
 
 
@@ -381,22 +381,6 @@ class TestFailures:
         assert run.status.status_code is StatusCode.UNSET
 
 
-class Exploding:
-    """An inner run hook that raises: the run ends with an exception, not a RunResult."""
-
-    name = "exploding"
-    priority = 1000
-
-    def wrap(self, spec: Any, call: Any) -> Any:
-        return call
-
-    def wrap_run(self, graph: StageGraph, call: Any) -> Any:
-        async def explode(run: Any) -> Any:
-            raise RuntimeError("store down")
-
-        return explode
-
-
 class TestRunEnds:
     def test_a_run_that_times_out_is_cancelled_and_its_span_says_why(self) -> None:
         traces = Traces()
@@ -416,7 +400,7 @@ class TestRunEnds:
     def test_a_run_that_raises_records_the_error_on_the_run_span(self) -> None:
         traces = Traces()
         tracing = TracingInterceptor(tracer_provider=traces.provider)
-        engine = Engine(interceptors=[tracing, Exploding()])
+        engine = Engine(interceptors=[tracing, ExplodingRun()])
 
         with pytest.raises(RuntimeError, match="store down"):
             run_virtual(engine.run(diamond(), run_id="r1"))
