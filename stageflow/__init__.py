@@ -6,6 +6,9 @@ Build a graph with :class:`Pipeline`, run it with an :class:`Engine`::
     result = await Engine().run(graph, data={"topic": "owls"})
 """
 
+from typing import TYPE_CHECKING
+
+from ._budget import Budget, CostPolicy, Estimate, ModelChain
 from ._engine import Engine
 from ._events import Event, EventType
 from ._graph import StageGraph
@@ -26,7 +29,9 @@ from ._stage import (
     StageState,
     StageStatus,
 )
+from ._usage import Usage, UsageSummary
 from .errors import (
+    BudgetExceededError,
     CircuitOpenError,
     ConfigurationError,
     CycleError,
@@ -54,10 +59,12 @@ from .errors import (
     StageTimeoutError,
     StoreError,
     UnknownDependencyError,
+    UnknownModelError,
     UnknownRunError,
 )
 from .interceptors import (
     BaseInterceptor,
+    BudgetInterceptor,
     CircuitBreaker,
     CircuitBreakerInterceptor,
     CircuitBreakerRegistry,
@@ -71,13 +78,28 @@ from .interceptors import (
     TimeoutInterceptor,
     TracingInterceptor,
 )
-from .ports import CheckpointStore, Clock, EventSink, Lease, LoopClock, RunRecord, StageRecord
+from .ports import (
+    CheckpointStore,
+    Clock,
+    EventSink,
+    Lease,
+    LoopClock,
+    RunRecord,
+    StageRecord,
+    UsageRecord,
+)
+
+if TYPE_CHECKING:
+    from ._prices import ModelPrice, PriceTable
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Backoff",
     "BaseInterceptor",
+    "Budget",
+    "BudgetExceededError",
+    "BudgetInterceptor",
     "BufferedSink",
     "CheckpointStore",
     "CircuitBreaker",
@@ -88,9 +110,11 @@ __all__ = [
     "CircuitState",
     "Clock",
     "ConfigurationError",
+    "CostPolicy",
     "CycleError",
     "DuplicateStageError",
     "Engine",
+    "Estimate",
     "Event",
     "EventSink",
     "EventType",
@@ -111,7 +135,10 @@ __all__ = [
     "LoopClock",
     "MetricsInterceptor",
     "MissingInputError",
+    "ModelChain",
+    "ModelPrice",
     "Pipeline",
+    "PriceTable",
     "Priority",
     "RetryInterceptor",
     "RetryPolicy",
@@ -149,6 +176,19 @@ __all__ = [
     "TimeoutInterceptor",
     "TracingInterceptor",
     "UnknownDependencyError",
+    "UnknownModelError",
     "UnknownRunError",
+    "Usage",
+    "UsageRecord",
+    "UsageSummary",
     "__version__",
 ]
+
+
+def __getattr__(name: str) -> object:
+    # PriceTable is a pydantic model: imported on first use, not with stageflow.
+    if name in ("PriceTable", "ModelPrice"):
+        from . import _prices
+
+        return getattr(_prices, name)
+    raise AttributeError(f"module 'stageflow' has no attribute {name!r}")

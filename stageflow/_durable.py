@@ -16,14 +16,14 @@ import logging
 import os
 import socket
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from . import _codec
 from ._graph import StageGraph
 from ._result import RunStatus
 from .errors import ConfigurationError, GraphMismatchError, LeaseLostError, StoreError
-from .ports import CheckpointStore, Clock, Lease, RunRecord, StageRecord
+from .ports import CheckpointStore, Clock, Lease, RunRecord, StageRecord, UsageRecord
 
 logger = logging.getLogger("stageflow")
 
@@ -66,6 +66,7 @@ class Checkpointing:
         "status",
         "store",
         "ttl",
+        "usage",
     )
 
     def __init__(
@@ -83,6 +84,7 @@ class Checkpointing:
         self.ttl = ttl
         self.restored = restored
         self.clock = clock
+        self.usage: list[UsageRecord] = []  # what earlier drivers of the run spent
         self._heartbeat: asyncio.Task[None] | None = None
         self._on_lost: Callable[[str], None] | None = None
 
@@ -136,6 +138,7 @@ class Checkpointing:
         lease = await store.acquire_lease(run_id, owner, ttl)
         try:
             done = await store.stage_records(run_id)
+            usage = await store.load_usage(run_id)
             data = _codec.loads(record.data)
             # A completed run is only read back: its record stays as it was.
             if record.status not in (RunStatus.RUNNING, RunStatus.COMPLETED):
@@ -143,7 +146,9 @@ class Checkpointing:
         except BaseException:
             await store.release_lease(lease)
             raise
-        return cls(store, lease, ttl, done, clock, record.status), data
+        checkpointing = cls(store, lease, ttl, done, clock, record.status)
+        checkpointing.usage = usage
+        return checkpointing, data
 
     def keep_alive(self, on_lost: Callable[[str], None]) -> None:
         """Renew the lease every third of its life; ``on_lost`` stops the run if it is lost."""
@@ -166,12 +171,19 @@ class Checkpointing:
         if self._on_lost is not None:
             self._on_lost(why)
 
-    async def finish(self, status: RunStatus, error: BaseException | None) -> None:
-        """Record how the run ended and release the lease at once."""
+    async def finish(
+        self,
+        status: RunStatus,
+        error: BaseException | None,
+        usage: Sequence[UsageRecord] = (),
+    ) -> None:
+        """Record how the run ended (and usage not stored yet); release the lease at once."""
         if self._heartbeat is not None:
             self._heartbeat.cancel()
             await asyncio.gather(self._heartbeat, return_exceptions=True)
         try:
+            if usage:  # reported by stages that were cancelled or stopped before storing it
+                await self.store.record_usage(self.lease, usage)
             if status is not self.status or status is not RunStatus.COMPLETED:
                 text = None if error is None else f"{type(error).__name__}: {error}"
                 await self.store.set_status(self.lease, status, text)

@@ -7,11 +7,13 @@ import math
 import weakref
 from collections.abc import Iterable, Mapping
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from ._budget import Budget, ModelChain
 from ._durable import Checkpointing, check_ttl, default_owner
 from ._graph import StageGraph
 from ._ids import RUN_ID, new_run_id
+from ._ledger import Governance
 from ._pipeline import Pipeline
 from ._policies import RetryPolicy
 from ._result import RunResult, RunStatus
@@ -23,10 +25,14 @@ from ._stage import StageCall, StageContext
 from .errors import ConfigurationError, LeaseLostError
 from .interceptors._base import Interceptor, compose, compose_run, sort_interceptors
 from .interceptors._breaker import CircuitBreakerInterceptor, CircuitBreakerRegistry
+from .interceptors._budget import BudgetInterceptor
 from .interceptors._checkpoint import CheckpointInterceptor
 from .interceptors._retry import RetryInterceptor
 from .interceptors._timeout import TimeoutInterceptor
 from .ports import CheckpointStore, Clock, EventSink
+
+if TYPE_CHECKING:
+    from ._prices import PriceTable
 
 __all__ = ["Engine"]
 
@@ -61,6 +67,14 @@ class Engine:
         lease_ttl: seconds a run's lease lives without renewal (default: the store's
             ``lease_ttl``, else 30); the engine renews it every third of that while it
             drives the run, and a crashed driver's run can be taken over after it.
+        budget: the token/cost :class:`~stageflow.Budget` of each run (stages may
+            have their own too: ``with_stage(..., budget=)``).
+        prices: a :class:`~stageflow.PriceTable` (or a mapping of model names to
+            ``{"input": ..., "output": ...}`` prices per million tokens) that turns
+            usage reports into cost; without one, token budgets work and cost is not
+            computed.
+        model_chains: :class:`~stageflow.ModelChain` s, for ``ctx.model()`` to step
+            down when a ``downgrade`` budget runs short.
 
     Example:
         >>> import asyncio
@@ -77,6 +91,7 @@ class Engine:
         "_clock",
         "_interceptors",
         "fail_fast",
+        "governance",
         "lease_ttl",
         "max_parallel",
         "owner",
@@ -105,6 +120,9 @@ class Engine:
         circuit_breakers: CircuitBreakerRegistry | None = None,
         store: CheckpointStore | None = None,
         lease_ttl: float | None = None,
+        budget: Budget | None = None,
+        prices: PriceTable | Mapping[str, Any] | None = None,
+        model_chains: Iterable[ModelChain] = (),
     ) -> None:
         checked: object = interceptors  # checked at run time too: callers may not type-check
         if isinstance(checked, str | bytes) or not isinstance(checked, Iterable):
@@ -133,6 +151,7 @@ class Engine:
                 circuit_breakers,
                 CircuitBreakerInterceptor(registry=circuit_breakers),
             ),
+            ("budget", budget, BudgetInterceptor(budget)),
         )
         for field, value, default in defaults:
             mine = [g for g in given if type(g) is type(default)]
@@ -154,6 +173,8 @@ class Engine:
                 )
             given.append(CheckpointInterceptor())
         self._interceptors = sort_interceptors(given)
+        run_budget = next(ic.budget for ic in given if isinstance(ic, BudgetInterceptor))
+        self.governance = _governance(run_budget, prices, model_chains)
         if sink is not None:
             check_sink(sink)
         if max_parallel is not None and (
@@ -333,22 +354,26 @@ class Engine:
             clock=self._clock,
             max_parallel=self.max_parallel,
             fail_fast=self.fail_fast,
+            governance=self.governance,
         )
         if checkpointing is None:
             return await state.execute(timeout)
         state.checkpoint = checkpointing
+        if checkpointing.usage:  # what earlier drivers of this run spent counts
+            budgets = {spec.name: spec.budget for spec in graph.stages if spec.budget}
+            state.usage_ledger().restore(checkpointing.usage, budgets)
         checkpointing.keep_alive(
             lambda why: state.abort(LeaseLostError(run_id, checkpointing.lease.token))
         )
         try:
             result = await state.execute(timeout)
         except asyncio.CancelledError:
-            await asyncio.shield(checkpointing.finish(RunStatus.CANCELLED, None))
+            await asyncio.shield(checkpointing.finish(RunStatus.CANCELLED, None, state.unstored()))
             raise
         except BaseException as error:
-            await asyncio.shield(checkpointing.finish(RunStatus.FAILED, error))
+            await asyncio.shield(checkpointing.finish(RunStatus.FAILED, error, state.unstored()))
             raise
-        await checkpointing.finish(result.status, result.error)
+        await checkpointing.finish(result.status, result.error, state.unstored())
         return result
 
     def __repr__(self) -> str:
@@ -385,3 +410,39 @@ def _check_timeout(timeout: object) -> None:
             "timeout",
             timeout,
         )
+
+
+def _governance(budget: Budget | None, prices: object, model_chains: object) -> Governance | None:
+    """What the engine governs usage with, checked; None when it governs nothing."""
+    table = None
+    if prices is not None:
+        from ._prices import PriceTable  # pydantic: imported only when prices are given
+
+        if isinstance(prices, PriceTable):
+            table = prices
+        elif isinstance(prices, Mapping):
+            table = PriceTable.of(prices)
+        else:
+            raise ConfigurationError(
+                f"prices must be a PriceTable or a mapping of model names to prices, "
+                f"not {prices!r}",
+                "prices",
+                prices,
+            )
+    if isinstance(model_chains, ModelChain | str | bytes) or not isinstance(model_chains, Iterable):
+        raise ConfigurationError(
+            f"model_chains must be a list of ModelChain, not {model_chains!r}",
+            "model_chains",
+            model_chains,
+        )
+    chains = list(model_chains)
+    for chain in chains:
+        if not isinstance(chain, ModelChain):
+            raise ConfigurationError(
+                f"model_chains must hold ModelChain objects, not {chain!r}",
+                "model_chains",
+                chain,
+            )
+    if budget is None and table is None and not chains:
+        return None
+    return Governance(budget, table, chains)

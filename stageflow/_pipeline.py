@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
+from ._budget import Budget, Estimate
 from ._policies import CircuitBreakerPolicy, RetryPolicy
 from ._spec import StageSpec, check_name, make_spec, unknown_option
 from ._stage import StageKind
@@ -77,6 +78,8 @@ class Pipeline:
         timeout: float | None = None,
         retry: RetryPolicy | int | None = None,
         circuit_breaker: CircuitBreakerPolicy | None = None,
+        budget: Budget | None = None,
+        estimate: Estimate | int | None = None,
         **unknown: Any,
     ) -> Pipeline:
         """Return a new Pipeline with one more stage.
@@ -98,6 +101,11 @@ class Pipeline:
                 and fails with :class:`~stageflow.errors.StageTimeoutError`.
             retry: a :class:`~stageflow.RetryPolicy`, or a number of attempts.
             circuit_breaker: a :class:`~stageflow.CircuitBreakerPolicy`.
+            budget: the stage's own token/cost :class:`~stageflow.Budget` (on top of
+                the run's, from ``Engine(budget=)``).
+            estimate: what the stage expects to spend, checked against the budgets
+                (and reserved) before each attempt: an :class:`~stageflow.Estimate`
+                or a number of tokens.
 
         Raises:
             InvalidStageNameError: ``name`` is not a valid name.
@@ -108,7 +116,7 @@ class Pipeline:
             raise unknown_option(name, unknown)
         spec = make_spec(
             name, stage, kind, dependencies, optional, tags, metadata, timeout, retry,
-            circuit_breaker,
+            circuit_breaker, budget, estimate,
         )  # fmt: skip
         new = _new_pipeline(Pipeline)  # _extend, inlined: with_stage is BUILD's hot path
         new._name = self._name

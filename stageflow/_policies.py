@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Final, Literal
 
 from .errors import (
+    BudgetExceededError,
     CircuitOpenError,
     ConfigurationError,
     InvalidOutputError,
@@ -26,8 +27,14 @@ Backoff = Literal["fixed", "linear", "exponential"]
 """How the delay grows between attempts: ``base``, ``base * n``, ``base * multiplier**(n-1)``."""
 
 _BACKOFFS: Final = ("fixed", "linear", "exponential")
-# Retrying cannot fix these: a programming error, or a breaker that says "not now".
-_NEVER_RETRY: Final = (CircuitOpenError, InvalidOutputError, MissingInputError)
+# Retrying cannot fix these: a programming error, a breaker that says "not now", a budget
+# that is spent.
+_NEVER_RETRY: Final = (
+    BudgetExceededError,
+    CircuitOpenError,
+    InvalidOutputError,
+    MissingInputError,
+)
 
 
 def _number(cls: str, name: str, value: object, *, minimum: float, strict: bool = False) -> float:
@@ -81,7 +88,7 @@ class RetryPolicy:
             begins (None: no deadline).
         retry_on: the exception types that are retried.
         give_up_on: exception types never retried, even if listed in ``retry_on``
-            (default: an open circuit, an invalid output, a missing input).
+            (default: an open circuit, a spent budget, an invalid output, a missing input).
 
     Example:
         >>> policy = RetryPolicy(attempts=4, backoff="exponential", base=0.5, max_delay=1.5)

@@ -6,6 +6,8 @@ import enum
 from collections.abc import Iterator, Mapping
 
 from ._stage import StageResult, StageStatus
+from ._usage import EMPTY as EMPTY_USAGE
+from ._usage import UsageSummary
 from .errors import ConfigurationError, RunCancelledError, RunFailedError
 
 __all__ = ["RunResult", "RunStatus"]
@@ -36,6 +38,9 @@ class RunResult:
         error: the run-level error: the first stage error of a failed run, or the
             RunTimeoutError of a run that timed out.
         sink_errors: how many times the event sink raised (the run went on).
+        usage: what the stages reported spending (``ctx.usage.report``): tokens and
+            cost in all, ``by_stage`` and ``by_model``; a resumed run's includes what
+            earlier drivers spent.
     """
 
     __slots__ = (
@@ -47,6 +52,7 @@ class RunResult:
         "stages",
         "started_at",
         "status",
+        "usage",
     )
 
     def __init__(
@@ -60,6 +66,7 @@ class RunResult:
         duration: float,
         error: BaseException | None = None,
         sink_errors: int = 0,
+        usage: UsageSummary = EMPTY_USAGE,
     ) -> None:
         self.run_id = run_id
         self.pipeline = pipeline
@@ -69,6 +76,7 @@ class RunResult:
         self.duration = duration
         self.error = error
         self.sink_errors = sink_errors
+        self.usage = usage
 
     def __getitem__(self, stage: str) -> StageResult:
         try:

@@ -20,9 +20,11 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final
 
 from ._events import Event, EventType
+from ._ledger import Governance, UsageLedger
 from ._outcomes import CANCELLED, CODE, COMPLETED, FAILED, NONE, SKIPPED, Outcomes, StageResults
 from ._result import RunResult, RunStatus
 from ._stage import StageContext, StageOutput, StageStatus
+from ._usage import EMPTY as EMPTY_USAGE
 from .errors import (
     InvalidOutputError,
     RunTimeoutError,
@@ -35,10 +37,11 @@ if TYPE_CHECKING:
     from ._durable import Checkpointing
     from ._graph import StageGraph
     from ._stage import StageCall
-    from .ports import EventSink
+    from .ports import EventSink, UsageRecord
 
 logger = logging.getLogger("stageflow")
 _LOOP_CLOCK: Final = LoopClock()
+_LEDGER_LOCK: Final = threading.Lock()
 
 LAUNCH_AHEAD: Final = 256  # tasks created but not yet begun, at most (see RunState.launch)
 
@@ -83,7 +86,9 @@ class RunState:
         "fail_fast",
         "failed",
         "first_error",
+        "governance",
         "graph",
+        "ledger",
         "limit",
         "loop",
         "now",
@@ -118,6 +123,7 @@ class RunState:
         clock: Clock | None,
         max_parallel: int | None,
         fail_fast: bool,
+        governance: Governance | None = None,
     ) -> None:
         self.graph = graph
         self.calls = calls
@@ -131,6 +137,8 @@ class RunState:
         # pressure() method: looked up once here, so that other sinks cost a stage nothing.
         self.pressure: Callable[[], Awaitable[None] | None] | None = getattr(sink, "pressure", None)
         self.fail_fast = fail_fast
+        self.governance = governance
+        self.ledger: UsageLedger | None = None  # made when first needed: see usage_ledger()
         self.loop = asyncio.get_running_loop()
         self.clock: Clock = clock or _LOOP_CLOCK
         if clock is None:
@@ -227,6 +235,7 @@ class RunState:
             duration=duration,
             error=self.first_error,
             sink_errors=self.sink_errors,
+            usage=EMPTY_USAGE if self.ledger is None else self.ledger.summary(self.pipeline),
         )
 
     def ready(self, i: int) -> None:
@@ -525,6 +534,22 @@ class RunState:
         if error is not None:
             data["error"] = type(error).__qualname__
         self.event(_STAGE_EVENT[outcomes.status[i]], outcomes.names[i], attempts, data)  # type: ignore[arg-type]
+
+    def usage_ledger(self) -> UsageLedger:
+        """The run's usage ledger, made on first use (a run that reports nothing has none)."""
+        ledger = self.ledger
+        if ledger is None:
+            with _LEDGER_LOCK:  # sync stages' threads may ask at the same time
+                ledger = self.ledger
+                if ledger is None:
+                    ledger = self.ledger = UsageLedger(
+                        self.governance, self.run_id, self.wall, self.emit_custom
+                    )
+        return ledger
+
+    def unstored(self) -> list[UsageRecord]:
+        """Usage reports no stage end has stored yet (for the run's end to store)."""
+        return [] if self.ledger is None else self.ledger.take_pending()
 
     def emit_custom(self, ctx: StageContext, type_: str, data: dict[str, Any]) -> None:
         if self.sink is None:

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable, Mapping
 from types import MappingProxyType
 from typing import Any, Final, NamedTuple
 
+from ._budget import Budget, Estimate
 from ._policies import CircuitBreakerPolicy, RetryPolicy
 from ._stage import StageCall, StageContext, StageKind
 from .errors import InvalidOptionError, InvalidOutputError, InvalidStageError, InvalidStageNameError
@@ -44,6 +45,8 @@ class StageSpec(NamedTuple):
         timeout: seconds per attempt, or None (the engine's default applies).
         retry: the :class:`~stageflow.RetryPolicy`, or None (the engine's default).
         circuit_breaker: the :class:`~stageflow.CircuitBreakerPolicy`, or None.
+        budget: the stage's own :class:`~stageflow.Budget`, or None.
+        estimate: what it expects to spend (:class:`~stageflow.Estimate`), or None.
     """
 
     name: str
@@ -57,6 +60,8 @@ class StageSpec(NamedTuple):
     timeout: float | None = None
     retry: RetryPolicy | None = None
     circuit_breaker: CircuitBreakerPolicy | None = None
+    budget: Budget | None = None
+    estimate: Estimate | None = None
 
 
 # StageSpec(...) through NamedTuple's Python-level __new__ costs a frame per stage.
@@ -97,6 +102,8 @@ OPTIONS: Final = (
     "timeout",
     "retry",
     "circuit_breaker",
+    "budget",
+    "estimate",
 )
 
 
@@ -140,6 +147,8 @@ def make_spec(
     timeout: object = None,
     retry: object = None,
     circuit_breaker: object = None,
+    budget: object = None,
+    estimate: object = None,
 ) -> StageSpec:
     """Validate ``with_stage``'s arguments into a StageSpec (errors name stage, option, value)."""
     if not (
@@ -219,10 +228,26 @@ def make_spec(
             "circuit_breaker",
             circuit_breaker,
         )
+    if budget is not None and not isinstance(budget, Budget):
+        raise InvalidOptionError(
+            f"stage {name!r}: budget must be a Budget, not {budget!r}", name, "budget", budget
+        )
+    if estimate is not None and not isinstance(estimate, Estimate):
+        if isinstance(estimate, int) and not isinstance(estimate, bool) and estimate >= 0:
+            estimate = Estimate(tokens=estimate)  # estimate=600: tokens
+        else:
+            raise InvalidOptionError(
+                f"stage {name!r}: estimate must be an Estimate or a number of tokens >= 0, "
+                f"not {estimate!r}",
+                name,
+                "estimate",
+                estimate,
+            )
     return _new_spec(
         (
             name, stage, kind, deps, opt, tag_set, meta, stage_call(name, stage),
-            None if timeout is None else float(timeout), retry, circuit_breaker,
+            None if timeout is None else float(timeout), retry, circuit_breaker, budget,
+            estimate,
         )
     )  # fmt: skip
 

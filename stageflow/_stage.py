@@ -14,6 +14,7 @@ from .errors import ConfigurationError, MissingInputError, StageCancelledError
 if TYPE_CHECKING:
     from ._durable import Checkpointing
     from ._graph import StageGraph
+    from ._ledger import StageUsage, UsageLedger
     from ._outcomes import Outcomes
     from ._spec import StageSpec
     from .ports import Clock, EventSink
@@ -200,8 +201,11 @@ class _Run(Protocol):
     sink: EventSink | None
     clock: Clock
     t0: float
+    ledger: UsageLedger | None
 
     def emit_custom(self, ctx: StageContext, type_: str, data: dict[str, Any]) -> None: ...
+
+    def usage_ledger(self) -> UsageLedger: ...
 
     def event(
         self, type_: str, stage: str | None, attempt: int, data: Mapping[str, Any]
@@ -310,6 +314,26 @@ class StageContext:
         in memory for a run without a store.
         """
         return StageState(self)
+
+    @property
+    def usage(self) -> StageUsage:
+        """What this stage spends: ``ctx.usage.report(model=, input_tokens=, output_tokens=)``.
+
+        Report after each model call; budgets (``Engine(budget=)``, ``with_stage(...,
+        budget=)``) count it at once, and the run's ``result.usage`` sums it.
+        """
+        from ._ledger import StageUsage
+
+        return StageUsage(self, self._run.usage_ledger())
+
+    def model(self, preferred: str) -> str:
+        """The model to use now for ``preferred``: itself, or a cheaper one of its
+        :class:`~stageflow.ModelChain` when a ``downgrade`` budget says so.
+
+        Raises:
+            BudgetExceededError: the budget calls for a model below the end of the chain.
+        """
+        return self._run.usage_ledger().model(self, preferred)
 
     @property
     def checkpointing(self) -> Checkpointing | None:

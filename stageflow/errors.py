@@ -16,13 +16,15 @@ the builtin hierarchy keeps working::
     │   ├── SelfDependencyError               a stage depends on itself
     │   └── CycleError                        the dependencies form a cycle (``a -> b -> a``)
     ├── ConfigurationError (ValueError)       a bad argument to Engine, Engine.run, a sink, ...
-│   └── GraphMismatchError                a run resumed with another graph (``.changes``)
+    │   ├── GraphMismatchError                a run resumed with another graph (``.changes``)
+    │   └── UnknownModelError (KeyError)      a price table has no price for a model
     ├── StageError                            raised inside a run, about one stage (``.stage``)
     │   ├── StageFailedError                  the stage returned ``StageOutput.fail(...)``
     │   ├── InvalidOutputError (TypeError)    the stage returned something that is not an output
     │   ├── StageCancelledError               the stage was cancelled outside the run's control
     │   ├── StageTimeoutError (TimeoutError)  an attempt exceeded the stage's timeout
     │   ├── CircuitOpenError                  the stage's circuit breaker is open: not called
+    │   ├── BudgetExceededError               a token or cost budget cannot cover the stage
     │   └── MissingInputError (KeyError)      ``ctx.inputs`` was asked for what is not there
     ├── StoreError                            a checkpoint store failed (backend errors become this)
     │   ├── UnknownRunError (KeyError)        no run has that id
@@ -45,6 +47,7 @@ from collections.abc import Sequence
 from typing import Any
 
 __all__ = [
+    "BudgetExceededError",
     "CircuitOpenError",
     "ConfigurationError",
     "CycleError",
@@ -72,6 +75,7 @@ __all__ = [
     "StageflowError",
     "StoreError",
     "UnknownDependencyError",
+    "UnknownModelError",
     "UnknownRunError",
 ]
 
@@ -210,6 +214,29 @@ class GraphMismatchError(ConfigurationError):
         self.changes: tuple[str, ...] = tuple(changes)
 
 
+class UnknownModelError(ConfigurationError, KeyError):
+    """A price table was asked for a model it has no price for (and no fallback).
+
+    Attributes:
+        model: the model.
+        known: the models the table has prices for.
+    """
+
+    def __init__(self, model: str, known: Sequence[str]) -> None:
+        listed = ", ".join(repr(m) for m in sorted(known)) or "none"
+        super().__init__(
+            f"no price for model {model!r}; the price table has {listed} (add it, or give "
+            "the table a fallback)",
+            "model",
+            model,
+        )
+        self.model = model
+        self.known: tuple[str, ...] = tuple(sorted(known))
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0])
+
+
 # --------------------------------------------------------------------------- stages
 
 
@@ -288,6 +315,48 @@ class CircuitOpenError(StageError):
         super().__init__(f"stage {stage!r} not called: circuit {key!r} {state}", stage)
         self.key = key
         self.retry_after = retry_after
+
+
+class BudgetExceededError(StageError):
+    """A token or cost budget cannot cover the stage: it is blocked.
+
+    Raised before the stage runs when its estimate does not fit what is left (a
+    ``block`` policy, or a ``downgrade`` policy whose model chain is exhausted), or
+    by ``ctx.usage.report`` when what the stage reports goes over a ``block`` budget
+    (the usage is recorded all the same: it was spent).
+
+    Attributes:
+        scope: ``"run"`` or ``"stage"``: whose budget.
+        limit: ``"tokens"`` or ``"cost"``.
+        maximum: the budget's limit.
+        spent: what was spent before (at admission: and reserved by running stages).
+        requested: what the stage asked for (its estimate or its report).
+    """
+
+    def __init__(
+        self,
+        stage: str,
+        scope: str,
+        limit: str,
+        maximum: float,
+        spent: float,
+        requested: float,
+        why: str = "",
+    ) -> None:
+        whose = "the run's" if scope == "run" else "its own"
+        what = (
+            f"cannot cover {requested:g} more ({spent:g} spent or reserved)"
+            if requested
+            else f"is spent ({spent:g})"
+        )
+        super().__init__(
+            f"stage {stage!r}: {whose} {limit} budget of {maximum:g} {what}{why}", stage
+        )
+        self.scope = scope
+        self.limit = limit
+        self.maximum = maximum
+        self.spent = spent
+        self.requested = requested
 
 
 class MissingInputError(StageError, KeyError):

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 from .._result import RunStatus
+from .._usage import Usage, UsageSummary
 from ..errors import (
     ConfigurationError,
     LeaseLostError,
@@ -14,7 +15,7 @@ from ..errors import (
     RunLeasedError,
     UnknownRunError,
 )
-from ..ports import CheckpointStore, Lease, RunRecord, StageRecord
+from ..ports import CheckpointStore, Lease, RunRecord, StageRecord, UsageRecord
 from ._retention import Retention
 
 __all__ = ["MemoryStore"]
@@ -23,12 +24,13 @@ _FINISHED = frozenset({RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLE
 
 
 class _Run:
-    __slots__ = ("lease", "record", "stages", "states", "token")
+    __slots__ = ("lease", "record", "stages", "states", "token", "usage")
 
     def __init__(self, record: RunRecord) -> None:
         self.record = record
         self.stages: dict[str, StageRecord] = {}
         self.states: dict[str, str] = {}
+        self.usage: list[UsageRecord] = []
         self.lease: Lease | None = None
         self.token = 0  # the last token handed out
 
@@ -136,6 +138,50 @@ class MemoryStore(CheckpointStore):
         """Every stored stage outcome of a run, by stage name."""
         return dict(self._get(run_id).stages)
 
+    async def record_usage(self, lease: Lease, records: Sequence[UsageRecord]) -> None:
+        """Append usage reports of the lease's run, all or none (fenced).
+
+        Every record must be of the lease's run (``ConfigurationError`` otherwise, and
+        nothing is written). An empty sequence writes nothing, but a stale lease still
+        raises ``LeaseLostError``.
+        """
+        batch = usage_of_run(lease, records)
+        self._fenced(lease).usage.extend(batch)
+
+    async def load_usage(self, run_id: str) -> list[UsageRecord]:
+        """Every usage report of a run, in the order they were recorded.
+
+        Like ``stage_records``: an empty list for a run without usage,
+        ``UnknownRunError`` for a run that does not exist.
+        """
+        return list(self._get(run_id).usage)
+
+    async def usage(
+        self,
+        *,
+        pipeline: str | None = None,
+        stage: str | None = None,
+        model: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+    ) -> UsageSummary:
+        """Usage of all runs summed, filtered by pipeline, stage, model and report time.
+
+        Filters combine with AND. ``since`` is inclusive and ``until`` exclusive, on the
+        reports' ``at``. ``model=""`` selects the reports without a model (they count
+        under ``""`` in ``by_model``).
+        """
+        return UsageSummary.of(
+            (run.record.pipeline, r.stage, r.model, Usage(r.input_tokens, r.output_tokens, r.cost))
+            for run in self._runs.values()
+            if pipeline is None or run.record.pipeline == pipeline
+            for r in run.usage
+            if (stage is None or r.stage == stage)
+            and (model is None or (r.model or "") == model)
+            and (since is None or r.at >= since)
+            and (until is None or r.at < until)
+        )
+
     async def set_status(self, lease: Lease, status: RunStatus, error: str | None = None) -> None:
         """Change the run's status (fenced)."""
         run = self._fenced(lease)
@@ -165,3 +211,17 @@ class MemoryStore(CheckpointStore):
 
     def __repr__(self) -> str:
         return f"<MemoryStore runs={len(self._runs)}>"
+
+
+def usage_of_run(lease: Lease, records: Sequence[UsageRecord]) -> list[UsageRecord]:
+    """The records as a list, each checked to be of the lease's run."""
+    batch = list(records)
+    for record in batch:
+        if record.run_id != lease.run_id:
+            raise ConfigurationError(
+                f"a usage record of run {record.run_id!r} cannot be recorded with the lease "
+                f"of run {lease.run_id!r}",
+                "records",
+                record,
+            )
+    return batch

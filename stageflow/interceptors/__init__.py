@@ -13,6 +13,7 @@ from ._breaker import (
     CircuitBreakerRegistry,
     CircuitState,
 )
+from ._budget import BudgetInterceptor
 from ._logging import JsonFormatter, LoggingInterceptor
 from ._metrics import MetricsInterceptor
 from ._retry import RetryInterceptor
@@ -21,6 +22,7 @@ from ._tracing import TracingInterceptor
 
 __all__ = [
     "BaseInterceptor",
+    "BudgetInterceptor",
     "CircuitBreaker",
     "CircuitBreakerInterceptor",
     "CircuitBreakerRegistry",

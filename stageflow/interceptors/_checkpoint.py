@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import _codec
 from .._events import EventType
@@ -11,6 +11,10 @@ from .._stage import StageCall, StageContext, StageOutput, StageStatus
 from ..errors import LeaseLostError
 from ..ports import StageRecord
 from ._base import Priority
+
+if TYPE_CHECKING:
+    from .._durable import Checkpointing
+    from .._ledger import UsageLedger
 
 _KEPT = (StageStatus.COMPLETED, StageStatus.SKIPPED)
 
@@ -23,8 +27,10 @@ class CheckpointInterceptor:
     ``stage.restored`` event. A fresh completion is written, fenced by the run's
     lease, before the call returns, so before any dependent starts; then a
     ``checkpoint.saved`` event. A failed stage is not stored: a resume runs it
-    again. An output that cannot be stored faithfully fails its stage, in every
-    durable run, naming the stage and the type.
+    again. The usage a stage reported (``ctx.usage.report``) is stored when it
+    ends, failed or not, before its outcome: a resume counts it once. An output
+    that cannot be stored faithfully fails its stage, in every durable run,
+    naming the stage and the type.
 
     The engine adds it when it has a store; it applies to every stage.
     """
@@ -49,7 +55,14 @@ class CheckpointInterceptor:
                 if done.status is StageStatus.SKIPPED:
                     return StageOutput.skip(done.reason or "skipped")
                 return StageOutput(StageStatus.COMPLETED, _codec.loads(done.output))
-            output: StageOutput = await call(ctx)
+            try:
+                output: StageOutput = await call(ctx)
+            except Exception:
+                if ctx._run.ledger is not None:  # what a failed stage spent counts too
+                    await _store_usage(ctx._run.ledger, durable, name)
+                raise
+            if ctx._run.ledger is not None:  # a run that reports nothing has no ledger
+                await _store_usage(ctx._run.ledger, durable, name)
             if output.status not in _KEPT:
                 return output
             record = StageRecord(
@@ -74,3 +87,14 @@ class CheckpointInterceptor:
 
     def __repr__(self) -> str:
         return f"<CheckpointInterceptor priority={self.priority}>"
+
+
+async def _store_usage(ledger: UsageLedger, durable: Checkpointing, name: str) -> None:
+    """Store the stage's usage reports, before its outcome: a resume counts them once."""
+    records = ledger.take_pending(name)
+    if records:
+        try:
+            await durable.store.record_usage(durable.lease, records)
+        except LeaseLostError:
+            durable.lost("the run's lease was taken over by another driver")
+            raise

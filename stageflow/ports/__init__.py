@@ -4,7 +4,7 @@ Each port states the contract an implementation must keep; adapters in
 ``stageflow.adapters`` (and your own classes) implement them.
 """
 
-from ._checkpoint import CheckpointStore, Lease, RunRecord, StageRecord
+from ._checkpoint import CheckpointStore, Lease, RunRecord, StageRecord, UsageRecord
 from ._clock import Clock, LoopClock
 from ._events import EventSink
 
@@ -16,4 +16,5 @@ __all__ = [
     "LoopClock",
     "RunRecord",
     "StageRecord",
+    "UsageRecord",
 ]

@@ -1,10 +1,12 @@
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from .._result import RunStatus
 from .._stage import StageStatus
+from .._usage import UsageSummary
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +63,31 @@ class StageRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class UsageRecord:
+    """One usage report of a stage, as a store keeps it (one row per report).
+
+    Attributes:
+        run_id: the run.
+        stage: the stage that reported it.
+        attempt: the attempt that reported it.
+        model: the model it was spent on, or None.
+        input_tokens: tokens in.
+        output_tokens: tokens out.
+        cost: what it cost, or None when unknown.
+        at: when it was reported (seconds since the epoch).
+    """
+
+    run_id: str
+    stage: str
+    attempt: int
+    model: str | None
+    input_tokens: int
+    output_tokens: int
+    cost: float | None
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
 class Lease:
     """The right to drive one run, proved by a fencing token.
 
@@ -85,7 +112,7 @@ class CheckpointStore(Protocol):
 
     - Every method is a coroutine and safe to call concurrently, from many runs
       of one process and from many processes sharing the database.
-    - ``record_stage``, ``save_state`` and ``set_status`` are *fenced*: they take
+    - ``record_stage``, ``record_usage``, ``save_state`` and ``set_status`` are *fenced*: they take
       the caller's :class:`Lease` and raise :class:`~stageflow.errors.LeaseLostError`
       unless its token is the run's current one. A write that returned is durable.
     - ``acquire_lease`` succeeds when the run has no lease, or its lease expired
@@ -137,6 +164,38 @@ class CheckpointStore(Protocol):
 
     async def stage_records(self, run_id: str) -> dict[str, StageRecord]:
         """Every stored stage outcome of a run, by stage name."""
+        ...
+
+    async def record_usage(self, lease: Lease, records: Sequence[UsageRecord]) -> None:
+        """Append usage reports of the lease's run, all or none (fenced).
+
+        An empty sequence writes nothing but is still fenced; a record of another run
+        is refused with a ``ValueError`` and nothing is written.
+        """
+        ...
+
+    async def load_usage(self, run_id: str) -> list[UsageRecord]:
+        """Every usage report of a run, in the order they were recorded.
+
+        For a run the store does not know, a store answers as its ``stage_records``
+        does (an empty list, or ``UnknownRunError``).
+        """
+        ...
+
+    async def usage(
+        self,
+        *,
+        pipeline: str | None = None,
+        stage: str | None = None,
+        model: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+    ) -> UsageSummary:
+        """Usage of all runs summed, filtered by pipeline, stage, model and report time.
+
+        ``since`` (inclusive) and ``until`` (exclusive) are seconds since the epoch and
+        select reports by their ``at``; ``model=""`` selects reports without a model.
+        """
         ...
 
     async def set_status(self, lease: Lease, status: RunStatus, error: str | None = None) -> None:

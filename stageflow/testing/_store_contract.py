@@ -8,8 +8,9 @@ from typing import TypeAlias, TypeVar
 
 from .._result import RunStatus
 from .._stage import StageStatus
+from .._usage import Usage, UsageSummary
 from ..errors import LeaseLostError, RunExistsError, RunLeasedError, UnknownRunError
-from ..ports import CheckpointStore, RunRecord, StageRecord
+from ..ports import CheckpointStore, RunRecord, StageRecord, UsageRecord
 
 E = TypeVar("E", bound=BaseException)
 
@@ -255,6 +256,183 @@ async def check_a_stale_write_in_a_crowd_fails_alone(factory: StoreFactory) -> N
     await store.aclose()
 
 
+def _usage(
+    run_id: str,
+    stage: str,
+    at: float,
+    tokens: tuple[int, int] = (10, 2),
+    cost: float | None = 0.5,
+    model: str | None = "m1",
+    attempt: int = 1,
+) -> UsageRecord:
+    return UsageRecord(run_id, stage, attempt, model, tokens[0], tokens[1], cost, at)
+
+
+async def check_usage_is_fenced(factory: StoreFactory) -> None:
+    clock = ManualClock()
+    store = await factory(clock)
+    for run_id in ("r1", "r2"):
+        await store.create_run(_run(run_id, created_at=clock()))
+    old = await store.acquire_lease("r1", "alpha", 30)
+    first = _usage("r1", "a", clock())
+    await store.record_usage(old, [first])
+    await _raises(
+        ValueError,
+        store.record_usage(old, [_usage("r1", "a", clock()), _usage("r2", "a", clock())]),
+        "a usage record of another run than the lease's must be refused with a ValueError",
+    )
+    assert await store.load_usage("r1") == [first], "a refused batch must write nothing"
+    assert await store.load_usage("r2") == [], "a refused batch must write nothing"
+    clock.advance(31)
+    new = await store.acquire_lease("r1", "beta", 30)
+    stale = [_usage("r1", "b", clock()), _usage("r1", "c", clock(), cost=None)]
+    for batch in (stale, []):
+        lost = await _raises(
+            LeaseLostError,
+            store.record_usage(old, batch),
+            "record_usage with a stale fencing token must raise LeaseLostError, even when "
+            "it has nothing to write",
+        )
+        assert lost.token == old.token
+    assert await store.load_usage("r1") == [first], "a stale lease must write no usage"
+    summary = await store.usage()
+    assert summary.total == Usage(10, 2, 0.5), f"a stale lease must write no usage: {summary!r}"
+    await store.record_usage(new, [])  # nothing to write: a no-op
+    assert await store.load_usage("r1") == [first]
+    await store.record_usage(new, stale)
+    assert await store.load_usage("r1") == [first, *stale], "the current lease must record usage"
+    await store.release_lease(new)
+    await _raises(
+        LeaseLostError,
+        store.record_usage(new, [_usage("r1", "d", clock())]),
+        "a released lease must not record usage",
+    )
+    assert len(await store.load_usage("r1")) == 3
+    await store.aclose()
+
+
+async def check_usage_is_kept_exactly_in_recorded_order(factory: StoreFactory) -> None:
+    clock = ManualClock()
+    store = await factory(clock)
+    for run_id in ("r1", "r2"):
+        await store.create_run(_run(run_id, created_at=clock()))
+    assert await store.load_usage("r1") == [], "a run without usage has an empty list"
+    t = clock() + 0.123456789
+    first = [
+        _usage("r1", "z", t, (3_000_000_000, 7), 0.1 + 0.2, "prov/ünï-model", attempt=1),
+        _usage("r1", "a", t + 1e-6, (0, 0), None, None, attempt=2),
+        _usage("r1", "z", t - 5.5, (1, 1), 1e-12, "m1", attempt=1),  # later, though earlier "at"
+    ]
+    second = [_usage("r1", "m", t + 2.0, (5, 6), 123456.789, "")]
+    lease1 = await store.acquire_lease("r1", "alpha", 30)
+    lease2 = await store.acquire_lease("r2", "alpha", 30)
+    await store.record_usage(lease1, first)
+    await store.record_usage(lease2, [_usage("r2", "a", t)])
+    await store.record_usage(lease1, second)
+    loaded = await store.load_usage("r1")
+    assert loaded == first + second, (
+        f"load_usage must return every report exactly, in recorded order: {loaded!r}"
+    )
+    assert loaded[1].cost is None, "a cost of None must stay None"
+    assert loaded[1].model is None, "a model of None must stay None"
+    assert loaded[3].model == "", "an empty model name must stay empty, not become None"
+    assert await store.load_usage("r2") == [_usage("r2", "a", t)]
+    await store.aclose()
+
+
+def _spending(t: float) -> list[UsageRecord]:
+    """Two runs of pipeline "alpha" (r1, r3) and one of "beta" (r2), ten seconds apart."""
+    return [
+        _usage("r1", "draft", t + 0, (100, 10), 0.5, "m1"),
+        _usage("r1", "draft", t + 10, (200, 20), 0.25, "m1", attempt=2),
+        _usage("r1", "review", t + 20, (50, 5), None, "m2"),
+        _usage("r2", "draft", t + 30, (1000, 100), 1.5, "m2"),
+        _usage("r2", "embed", t + 40, (7, 0), None, None),
+        _usage("r3", "review", t + 50, (3, 4), 2.0, "m1"),
+    ]
+
+
+async def _spent(factory: StoreFactory) -> tuple[CheckpointStore, float]:
+    clock = ManualClock()
+    store = await factory(clock)
+    t = clock()
+    for run_id, pipeline in (("r1", "alpha"), ("r2", "beta"), ("r3", "alpha")):
+        await store.create_run(_run(run_id, pipeline, created_at=t))
+        lease = await store.acquire_lease(run_id, "me", 30)
+        await store.record_usage(lease, [u for u in _spending(t) if u.run_id == run_id])
+    return store, t
+
+
+async def check_usage_sums_by_stage_model_and_pipeline(factory: StoreFactory) -> None:
+    store, _ = await _spent(factory)
+    summary = await store.usage()
+    expected = UsageSummary(
+        Usage(1360, 139, 4.25),
+        by_stage={
+            "draft": Usage(1300, 130, 2.25),
+            "review": Usage(53, 9, 2.0),
+            "embed": Usage(7, 0, None),
+        },
+        by_model={"m1": Usage(303, 34, 2.75), "m2": Usage(1050, 105, 1.5), "": Usage(7, 0)},
+        by_pipeline={"alpha": Usage(353, 39, 2.75), "beta": Usage(1007, 100, 1.5)},
+    )
+    assert summary == expected, f"usage() must sum every run's reports: {summary!r}"
+    assert summary.by_stage["embed"].cost is None, "a cost summed from no known cost is None"
+    await store.aclose()
+
+
+async def check_usage_filters_combine(factory: StoreFactory) -> None:
+    store, t = await _spent(factory)
+    cases: list[tuple[dict[str, str | float], Usage]] = [
+        ({"pipeline": "alpha"}, Usage(353, 39, 2.75)),
+        ({"pipeline": "beta"}, Usage(1007, 100, 1.5)),
+        ({"stage": "review"}, Usage(53, 9, 2.0)),
+        ({"stage": "embed"}, Usage(7, 0, None)),
+        ({"model": "m2"}, Usage(1050, 105, 1.5)),
+        ({"model": ""}, Usage(7, 0, None)),  # the reports without a model
+        ({"since": t + 10}, Usage(1260, 129, 3.75)),  # inclusive
+        ({"until": t + 10}, Usage(100, 10, 0.5)),  # exclusive
+        ({"since": t + 10, "until": t + 40}, Usage(1250, 125, 1.75)),
+        ({"pipeline": "alpha", "model": "m1", "since": t + 5}, Usage(203, 24, 2.25)),
+        ({"stage": "review", "model": "m2"}, Usage(50, 5, None)),
+        ({"stage": "draft", "pipeline": "beta"}, Usage(1000, 100, 1.5)),
+        ({"pipeline": "gamma"}, Usage()),
+        ({"since": t + 60}, Usage()),
+    ]
+    for filters, total in cases:
+        summary = await store.usage(**filters)  # type: ignore[arg-type]
+        assert summary.total == total, f"usage({filters}) must be {total!r}, not {summary!r}"
+        assert sum(u.tokens for u in summary.by_pipeline.values()) == total.tokens
+    alpha = await store.usage(pipeline="alpha")
+    assert dict(alpha.by_stage) == {"draft": Usage(300, 30, 0.75), "review": Usage(53, 9, 2.0)}
+    assert dict(alpha.by_pipeline) == {"alpha": Usage(353, 39, 2.75)}
+    assert await store.usage(pipeline="gamma") == UsageSummary(), "nothing matched: all empty"
+    await store.aclose()
+
+
+async def check_delete_and_prune_forget_usage(factory: StoreFactory) -> None:
+    clock = ManualClock()
+    store = await factory(clock)
+    for run_id in ("done", "gone", "kept"):
+        await store.create_run(_run(run_id, created_at=clock()))
+        lease = await store.acquire_lease(run_id, "me", 30)
+        await store.record_usage(lease, [_usage(run_id, "a", clock())])
+        if run_id == "done":
+            await store.set_status(lease, RunStatus.COMPLETED)
+        await store.release_lease(lease)
+    clock.advance(100)
+    await store.delete_run("gone")
+    assert await store.prune(finished_before=clock()) == 1  # "done"
+    summary = await store.usage()
+    assert summary.total == Usage(10, 2, 0.5), f"usage of deleted runs must go: {summary!r}"
+    assert set(summary.by_pipeline) == {"p"}
+    for run_id in ("done", "gone"):  # a new run of the same id starts with no usage
+        await store.create_run(_run(run_id, created_at=clock()))
+        assert await store.load_usage(run_id) == [], f"{run_id!r}: usage must go with its run"
+    assert (await store.usage()).total == Usage(10, 2, 0.5)
+    await store.aclose()
+
+
 CHECKPOINT_STORE_CHECKS: tuple[Callable[[StoreFactory], Awaitable[None]], ...] = (
     check_runs_round_trip,
     check_list_runs_filters_newest_first,
@@ -266,6 +444,11 @@ CHECKPOINT_STORE_CHECKS: tuple[Callable[[StoreFactory], Awaitable[None]], ...] =
     check_delete_and_prune,
     check_concurrent_acquirers_get_one_lease,
     check_a_stale_write_in_a_crowd_fails_alone,
+    check_usage_is_fenced,
+    check_usage_is_kept_exactly_in_recorded_order,
+    check_usage_sums_by_stage_model_and_pipeline,
+    check_usage_filters_combine,
+    check_delete_and_prune_forget_usage,
 )
 """Each check takes a factory of fresh stores; parametrize your tests over them."""
 

@@ -16,9 +16,11 @@ in the store at ``URL``:
 - ``serve``: read ``resume RUN_ID`` lines on stdin and answer each with one JSON line, so
   that two long-lived processes can race for many runs without paying for start-up each time.
 
-Every stage, right before it returns, appends ``stage attempt pid`` to
+Every stage reports usage (``tokens_of(stage)`` input tokens, 1 output token) under a run
+budget far above what a run spends, then, right before it returns, appends ``stage attempt pid`` to
 ``LOG_DIR/RUN_ID.log`` (flushed and fsync'd): the parent counts completed attempts there.
-A driver that completes the run pickles its outputs to ``LOG_DIR/RUN_ID.pickle``.
+A driver that completes the run pickles its outputs to ``LOG_DIR/RUN_ID.pickle`` and writes
+its ``result.usage`` (input tokens by stage) to ``LOG_DIR/RUN_ID.usage.json``.
 
 On stdout, one line per step, flushed: ``go`` right before each call into the engine,
 ``wait SECONDS`` before sleeping out a lease, and at the end one JSON object
@@ -41,7 +43,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from stageflow import Engine, Pipeline, RunResult, RunStatus
+from stageflow import Budget, Engine, Pipeline, RunResult, RunStatus
 from stageflow.adapters.sqlalchemy import SQLAlchemyStore
 from stageflow.errors import LeaseLostError, RunLeasedError
 
@@ -53,6 +55,10 @@ EXIT_LEASED = 75  # another driver held the run every time we tried
 STAGES = 200
 WINDOW = 10
 EPOCH = dt.datetime(2020, 1, 1, tzinfo=dt.UTC)
+MODEL = "crash-model"
+# A run budget far above what a run spends: every admission and report goes through the
+# budget's accounting (restored on resume), and a doubled or reset count would show.
+BUDGET = Budget(max_tokens=10**9, warn_at=0.5, policy="notify")
 
 
 def shape(
@@ -96,6 +102,11 @@ def output_of(name: str, inputs: Mapping[str, Mapping[str, Any]]) -> dict[str, A
     }
 
 
+def tokens_of(stage: str) -> int:
+    """The input tokens each attempt of ``stage`` reports (its output tokens: 1)."""
+    return 10 + int(stage[1:])
+
+
 def _append(path: Path, line: str) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
@@ -116,6 +127,7 @@ def build_graph(
             if sleep:
                 await asyncio.sleep(seconds)
             out = output_of(ctx.stage, {dep: ctx.inputs[dep] for dep in deps})
+            ctx.usage.report(model=MODEL, input_tokens=tokens_of(ctx.stage), output_tokens=1)
             if log_dir is not None:
                 _append(log_dir / f"{ctx.run_id}.log", f"{ctx.stage} {ctx.attempt} {os.getpid()}\n")
             return out
@@ -181,7 +193,7 @@ async def main(args: argparse.Namespace) -> int:
     try:
         if args.mode == "serve":
             return await serve(store, graph, args)
-        engine = Engine(store=store, lease_ttl=args.ttl)
+        engine = Engine(store=store, lease_ttl=args.ttl, budget=BUDGET)
         if args.mode == "run":
             say("go")
             result = await engine.run(graph, data={"seed": args.seed}, run_id=args.run_id)
@@ -195,6 +207,8 @@ async def main(args: argparse.Namespace) -> int:
         if code == EXIT_COMPLETED and args.log_dir is not None:
             path = args.log_dir / f"{args.run_id}.pickle"
             path.write_bytes(pickle.dumps(outputs(result)))
+            usage = {name: u.input_tokens for name, u in result.usage.by_stage.items()}
+            (args.log_dir / f"{args.run_id}.usage.json").write_text(json.dumps(usage))
         say(json.dumps(summary))
         return code
     finally:

@@ -27,7 +27,7 @@ import pytest
 
 from stageflow.adapters.sqlalchemy import SQLAlchemyStore
 from stageflow.errors import UnknownRunError
-from stageflow.ports import RunRecord, StageRecord
+from stageflow.ports import RunRecord, StageRecord, UsageRecord
 
 ROOT = Path(__file__).resolve().parents[2]
 CHILD = "tests.crash._child"
@@ -40,6 +40,7 @@ class Snapshot:
     run: RunRecord | None
     records: dict[str, StageRecord]
     lease_owner: str | None
+    usage: tuple[UsageRecord, ...] = ()  # the run's usage reports, in recorded order
 
 
 @dataclass
@@ -126,10 +127,11 @@ class Backend:
             except UnknownRunError:
                 return Snapshot(None, {}, None)
             records = await reader.stage_records(run_id)
+            usage = tuple(await reader.load_usage(run_id))
         finally:
             if own:
                 await reader.aclose()
-        return Snapshot(run, records, await self.lease_owner(run_id))
+        return Snapshot(run, records, await self.lease_owner(run_id), usage)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

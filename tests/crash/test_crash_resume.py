@@ -16,7 +16,11 @@ What a completed run must show:
 - the completion log has exactly one line per stage from the driver that committed it, and
   lines from earlier drivers only (stages in flight when those were killed): no stage whose
   completion was committed ever runs again;
-- the run is completed, without error, and its lease released.
+- the run is completed, without error, and its lease released;
+- usage: every stage has between one stored usage report and one per completed attempt,
+  reports stored before a kill are all in the final store unchanged, and the resumed run's
+  ``result.usage`` equals everything its drivers stored: spent budget is restored on
+  resume, not reset, not doubled.
 
 A failure message names the seed of the soak: ``STAGEFLOW_CRASH_SEED`` reuses its graphs and
 kill delays (not its exact timing, which the machine decides).
@@ -25,6 +29,7 @@ kill delays (not its exact timing, which the machine decides).
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import pickle
 import random
@@ -39,7 +44,7 @@ import pytest
 from stageflow import RunStatus, StageStatus
 from stageflow._codec import loads
 
-from ._child import EXIT_COMPLETED, STAGES, completions, reference, shape
+from ._child import EXIT_COMPLETED, STAGES, completions, reference, shape, tokens_of
 from .conftest import Backend, Child, Snapshot
 
 pytestmark = pytest.mark.slow  # real processes, real time: seconds to a minute each
@@ -210,6 +215,27 @@ def check_run(run_id: str, seed: int, drivers: list[Driver], log_dir: Path) -> i
             "whose completion was stored ran again"
         )
         reexecuted += len(ran_in) - 1
+        # Usage: each stored report stands for an attempt that completed (the stage
+        # reports right before it logs); the committing attempt's is always there.
+        stored = [u for u in final.usage if u.stage == name]
+        assert all(u.input_tokens == tokens_of(name) for u in stored), f"{where}: {stored}"
+        assert 1 <= len(stored) <= len(ran_in), (
+            f"{where}: {name} completed {len(ran_in)} time(s) but {len(stored)} usage "
+            "reports are stored: usage was lost or counted twice"
+        )
+    for k, driver in enumerate(drivers[:-1]):
+        kept = final.usage[: len(driver.after.usage)]
+        assert kept == driver.after.usage, (
+            f"{where}: usage stored before kill {k + 1} was lost or changed"
+        )
+    spent = json.loads((log_dir / f"{run_id}.usage.json").read_text())
+    stored_by_stage: dict[str, int] = defaultdict(int)
+    for u in final.usage:
+        stored_by_stage[u.stage] += u.input_tokens
+    assert spent == stored_by_stage, (
+        f"{where}: the resumed run's result.usage is not what all its drivers stored: "
+        "spent usage was reset or doubled on resume"
+    )
     return reexecuted
 
 

@@ -467,10 +467,11 @@ class TestEngineReuse:
         interceptor = BaseInterceptor(name="x")
         engine = Engine(interceptors=[interceptor], max_parallel=4, fail_fast=False)
 
-        # the built-in resilience interceptors are always in the chain, outermost first
+        # the built-in resilience and budget interceptors are always in the chain, outermost first
         assert [ic.name for ic in engine.interceptors] == [
             "retry",
             "circuit_breaker",
+            "budget",
             "timeout",
             "x",
         ]
@@ -479,7 +480,7 @@ class TestEngineReuse:
         assert engine.fail_fast is False
         assert engine.sink is None
         assert repr(engine) == (
-            "<Engine interceptors=[retry, circuit_breaker, timeout, x] max_parallel=4>"
+            "<Engine interceptors=[retry, circuit_breaker, budget, timeout, x] max_parallel=4>"
         )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Final
 
 from sqlalchemy import (
+    BigInteger,
     Column,
     Float,
     ForeignKey,
@@ -17,7 +18,8 @@ from sqlalchemy import (
     Text,
 )
 
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
+"""1: runs, stages, states. 2: usage (the table stageflow_usage)."""
 
 metadata = MetaData()
 
@@ -68,6 +70,39 @@ states = Table(
     Column("state", Text, nullable=False),
     PrimaryKeyConstraint("run_id", "stage"),
 )
+
+# One row per usage report; ``id`` orders a run's reports as they were recorded (an
+# INTEGER PRIMARY KEY on SQLite is the rowid, which only grows while a greater one exists).
+usage = Table(
+    "stageflow_usage",
+    metadata,
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
+    Column("run_id", String(128), ForeignKey(runs.c.run_id, ondelete="CASCADE"), nullable=False),
+    Column("stage", String(128), nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("model", Text),
+    Column("input_tokens", BigInteger, nullable=False),
+    Column("output_tokens", BigInteger, nullable=False),
+    Column("cost", Float),
+    Column("at", Float, nullable=False),
+    Index("stageflow_usage_run", "run_id"),
+    Index("stageflow_usage_at", "at"),
+)
+
+UPGRADES: Final[dict[int, tuple[str, ...]]] = {
+    # 1 -> 2: the table stageflow_usage, which create_all (run on every open) has made.
+    1: (),
+}
+"""The statements that take a database from a version to the next, after create_all.
+
+Stores opening one database at once may both run them: they must be idempotent.
+"""
+
+# PostgreSQL: held while creating the schema, until the transaction ends (the key,
+# b"stagef" as a big-endian integer, is arbitrary but must never change).
+LOCK_SCHEMA: Final = "SELECT pg_advisory_xact_lock(126943687566694)"
 
 RUN_COLUMNS: Final = (
     "run_id, pipeline, fingerprint, data, status, created_at, updated_at, error, structure"
@@ -139,3 +174,52 @@ GET_VERSION: Final = "SELECT value FROM stageflow_meta WHERE key = 'schema_versi
 SET_VERSION: Final = """
 INSERT INTO stageflow_meta (key, value) VALUES ('schema_version', :version)
 ON CONFLICT (key) DO NOTHING"""
+# From one version to the next only: of processes upgrading at once, one moves it.
+UPGRADE_VERSION: Final = """
+UPDATE stageflow_meta SET value = :new WHERE key = 'schema_version' AND value = :old"""
+
+# --------------------------------------------------------------------------- usage
+
+USAGE_COLUMNS: Final = "run_id, stage, attempt, model, input_tokens, output_tokens, cost, at"
+
+# The lease check of a write that takes more than one statement, in its transaction.
+FENCE: Final = f"SELECT run_id FROM stageflow_runs WHERE {HELD}"
+
+# SQLite: FENCE, then this for each record, in one BEGIN IMMEDIATE transaction.
+INSERT_USAGE: Final = f"""
+INSERT INTO stageflow_usage ({USAGE_COLUMNS})
+VALUES (:run_id, :stage, :attempt, :model, :input_tokens, :output_tokens, :cost, :at)"""
+
+# PostgreSQL: one statement, the records as a JSON array of objects (a text parameter:
+# array parameters would cost a type introspection per connection, ~10 ms). json, not
+# jsonb, keeps each number's text, so a float comes back exactly. FOR SHARE holds the
+# run's row: a takeover waits for this write, or this write sees it and inserts nothing.
+RECORD_USAGE: Final = f"""
+INSERT INTO stageflow_usage ({USAGE_COLUMNS})
+SELECT CAST(:run_id AS TEXT), u.stage, u.attempt, u.model, u.input_tokens, u.output_tokens,
+       u.cost, u.at
+FROM ROWS FROM (
+  json_to_recordset(CAST(:records AS JSON)) AS (
+    stage TEXT, attempt INTEGER, model TEXT, input_tokens BIGINT, output_tokens BIGINT,
+    cost DOUBLE PRECISION, at DOUBLE PRECISION)
+) WITH ORDINALITY AS u (stage, attempt, model, input_tokens, output_tokens, cost, at, n)
+WHERE EXISTS (SELECT 1 FROM stageflow_runs WHERE {HELD} FOR SHARE)
+ORDER BY u.n
+RETURNING id"""
+
+LOAD_USAGE: Final = f"""
+SELECT {USAGE_COLUMNS} FROM stageflow_usage WHERE run_id = :run_id ORDER BY id"""
+
+# Filters (AND-ed into a WHERE) and the GROUP BY are added by the store.
+USAGE_SUMS: Final = """
+SELECT r.pipeline, u.stage, u.model, CAST(SUM(u.input_tokens) AS BIGINT),
+       CAST(SUM(u.output_tokens) AS BIGINT), SUM(u.cost)
+FROM stageflow_usage AS u JOIN stageflow_runs AS r ON r.run_id = u.run_id"""
+USAGE_FILTERS: Final = {
+    "pipeline": "r.pipeline = :pipeline",
+    "stage": "u.stage = :stage",
+    "model": "COALESCE(u.model, '') = :model",
+    "since": "u.at >= :since",
+    "until": "u.at < :until",
+}
+USAGE_GROUPS: Final = " GROUP BY r.pipeline, u.stage, u.model"

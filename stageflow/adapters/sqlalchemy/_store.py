@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import math
 import re
 import sqlite3
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from ..._result import RunStatus
 from ..._stage import StageStatus
+from ..._usage import Usage, UsageSummary
 from ...errors import (
     ConfigurationError,
     LeaseLostError,
@@ -27,8 +30,9 @@ from ...errors import (
     StoreError,
     UnknownRunError,
 )
-from ...ports import CheckpointStore, Lease, RunRecord, StageRecord
+from ...ports import CheckpointStore, Lease, RunRecord, StageRecord, UsageRecord
 from .._retention import Retention
+from ..memory import usage_of_run
 from . import _schema as sql
 
 Rows = list[tuple[Any, ...]]
@@ -47,15 +51,21 @@ class SQLAlchemyStore(CheckpointStore):
         retention: seconds after which finished runs are pruned, checked as new runs
             are created (None: runs are kept until ``prune`` or ``delete_run``).
 
-    The schema is created on first use and versioned; a database of a newer schema
-    is refused with :class:`~stageflow.errors.SchemaError`. Backend errors become
+    The schema is created on first use and versioned; a database of an older schema
+    is upgraded when opened (version 1, before usage was kept, gains the table
+    ``stageflow_usage``), one of a newer schema is refused with
+    :class:`~stageflow.errors.SchemaError`. Backend errors become
     :class:`~stageflow.errors.StoreError`.
 
-    On SQLite every write is one statement on one connection, committed on the
-    event loop's thread: in WAL mode with ``synchronous=NORMAL`` a commit does not
-    wait for the disk, so that is tens of microseconds. When another process holds
-    the write lock, the write moves to a worker thread that waits for it, so the
-    loop never blocks on a lock. WAL checkpoints run in a worker thread too.
+    On SQLite every write is one statement (``record_usage``: one transaction) on one
+    connection, committed on the event loop's thread: in WAL mode with
+    ``synchronous=NORMAL`` a commit does not wait for the disk, so that is tens of
+    microseconds. When another process holds the write lock, the write moves to a
+    worker thread that waits for it, so the loop never blocks on a lock. WAL
+    checkpoints run in a worker thread too.
+
+    Usage reports are rows of ``stageflow_usage``, deleted with their run (by
+    ``delete_run``, ``prune`` and retention); ``usage()`` sums them in the database.
     """
 
     def __init__(
@@ -101,10 +111,13 @@ class SQLAlchemyStore(CheckpointStore):
         self._opened = False
 
     async def _run(self, statement: str, params: Mapping[str, Any], *, group: bool = False) -> Rows:
+        return await self._call(lambda: self._db.run(statement, params, group=group))
+
+    async def _call(self, call: Callable[[], Awaitable[Rows]]) -> Rows:
         if not self._opened:
             await self._open()
         try:
-            return await self._db.run(statement, params, group=group)
+            return await call()
         except (SQLAlchemyError, sqlite3.Error, OSError) as error:
             raise StoreError(f"{self.url}: {error}") from error
 
@@ -118,14 +131,22 @@ class SQLAlchemyStore(CheckpointStore):
                 await self._db.open()
                 await self._db.run(sql.SET_VERSION, {"version": str(sql.SCHEMA_VERSION)})
                 (version,) = (await self._db.run(sql.GET_VERSION, {}))[0]
+                if int(version) > sql.SCHEMA_VERSION:
+                    raise SchemaError(
+                        f"{self.url} has stageflow schema version {version}, newer than this "
+                        f"stageflow's ({sql.SCHEMA_VERSION}); upgrade stageflow to use it"
+                    )
+                await self._upgrade(int(version))
             except (SQLAlchemyError, sqlite3.Error, OSError) as error:
                 raise StoreError(f"{self.url} cannot be used as a store: {error}") from error
-            if int(version) > sql.SCHEMA_VERSION:
-                raise SchemaError(
-                    f"{self.url} has stageflow schema version {version}, newer than this "
-                    f"stageflow's ({sql.SCHEMA_VERSION}); upgrade stageflow to use it"
-                )
             self._opened = True
+
+    async def _upgrade(self, version: int) -> None:
+        """Bring an older schema to this one, a version at a time (create_all has run)."""
+        for old in range(version, sql.SCHEMA_VERSION):
+            for statement in sql.UPGRADES[old]:
+                await self._db.run(statement, {})
+            await self._db.run(sql.UPGRADE_VERSION, {"old": str(old), "new": str(old + 1)})
 
     # ------------------------------------------------------------------ runs
 
@@ -233,6 +254,58 @@ class SQLAlchemyStore(CheckpointStore):
             for row in rows
         }
 
+    async def record_usage(self, lease: Lease, records: Sequence[UsageRecord]) -> None:
+        """Append usage reports of the lease's run, all or none (fenced, one transaction).
+
+        Every record must be of the lease's run (``ConfigurationError`` otherwise, and
+        nothing is written). An empty sequence writes nothing, but a stale lease still
+        raises ``LeaseLostError``.
+        """
+        batch = usage_of_run(lease, records)
+        if batch:
+            held = await self._call(lambda: self._db.record_usage(lease, batch))
+        else:
+            held = await self._run(sql.FENCE, {"run_id": lease.run_id, "token": lease.token})
+        if not held:
+            raise LeaseLostError(lease.run_id, lease.token)
+
+    async def load_usage(self, run_id: str) -> list[UsageRecord]:
+        """Every usage report of a run, in the order they were recorded.
+
+        Like ``stage_records``: an empty list for a run without usage, and for a run
+        that does not exist.
+        """
+        rows = await self._run(sql.LOAD_USAGE, {"run_id": run_id})
+        return [UsageRecord(*row) for row in rows]
+
+    async def usage(
+        self,
+        *,
+        pipeline: str | None = None,
+        stage: str | None = None,
+        model: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+    ) -> UsageSummary:
+        """Usage of all runs summed, filtered by pipeline, stage, model and report time.
+
+        Filters combine with AND. ``since`` is inclusive and ``until`` exclusive, on the
+        reports' ``at``. ``model=""`` selects the reports without a model (they count
+        under ``""`` in ``by_model``). The database sums, per pipeline, stage and model.
+        """
+        given: dict[str, str | float | None] = {
+            "pipeline": pipeline, "stage": stage, "model": model, "since": since, "until": until,
+        }  # fmt: skip
+        params = {name: value for name, value in given.items() if value is not None}
+        statement = sql.USAGE_SUMS
+        if params:
+            statement += " WHERE " + " AND ".join(sql.USAGE_FILTERS[name] for name in params)
+        rows = await self._run(statement + sql.USAGE_GROUPS, params)
+        return UsageSummary.of(
+            (pipe, name, used_model, Usage(int(inputs), int(outputs), cost))
+            for pipe, name, used_model, inputs, outputs, cost in rows
+        )
+
     async def set_status(self, lease: Lease, status: RunStatus, error: str | None = None) -> None:
         """Change the run's status (fenced)."""
         params = {
@@ -254,7 +327,7 @@ class SQLAlchemyStore(CheckpointStore):
         return rows[0][0] if rows else None
 
     async def prune(self, *, finished_before: float) -> int:
-        """Delete finished runs last updated before ``finished_before``."""
+        """Delete finished runs last updated before ``finished_before`` (and their usage)."""
         return len(await self._run(sql.PRUNE, {"before": finished_before}))
 
     async def aclose(self) -> None:
@@ -288,6 +361,28 @@ def _execute_all(conn: sqlite3.Connection, batch: list[_Pending]) -> list[Rows |
         except sqlite3.Error as error:
             outcomes.append(error)
     return outcomes
+
+
+def _append_fenced(conn: sqlite3.Connection, lease: Lease, records: list[UsageRecord]) -> Rows:
+    """FENCE, then the records, in one write transaction: all of them or none."""
+    conn.execute("BEGIN IMMEDIATE")  # the write lock first: nobody moves the lease meanwhile
+    try:
+        held = conn.execute(sql.FENCE, {"run_id": lease.run_id, "token": lease.token}).fetchall()
+        if held:
+            conn.executemany(sql.INSERT_USAGE, [_usage_params(r) for r in records])
+            conn.execute("COMMIT")
+        return held
+    finally:
+        if conn.in_transaction:  # the lease was lost, or a statement failed
+            conn.execute("ROLLBACK")
+
+
+def _usage_params(record: UsageRecord) -> dict[str, Any]:
+    return {
+        "run_id": record.run_id, "stage": record.stage, "attempt": record.attempt,
+        "model": record.model, "input_tokens": record.input_tokens,
+        "output_tokens": record.output_tokens, "cost": record.cost, "at": record.at,
+    }  # fmt: skip
 
 
 def _settle(batch: list[_Pending], outcomes: list[Rows | BaseException]) -> None:
@@ -329,8 +424,15 @@ class _SQLite:
 
     async def open(self) -> None:
         await asyncio.to_thread(self._create)
-        self.conn = self._connect(busy_ms=0)  # the loop never waits on a lock
-        self.conn.execute("PRAGMA wal_autocheckpoint = 0")  # checkpoints: off the loop
+        self.conn = await asyncio.to_thread(self._connect_loop)
+
+    def _connect_loop(self) -> sqlite3.Connection:
+        """The loop's connection (in a thread: its set-up may meet another process's lock,
+        e.g. of one closing the file's last connection, which removes the WAL)."""
+        conn = self._connect(busy_ms=30_000)
+        conn.execute("PRAGMA wal_autocheckpoint = 0")  # checkpoints: off the loop
+        conn.execute("PRAGMA busy_timeout = 0")  # the loop never waits on a lock
+        return conn
 
     def _create(self) -> None:
         """Create the file and schema (in a thread: it may wait for other processes)."""
@@ -372,12 +474,35 @@ class _SQLite:
             if "locked" not in str(error) and "busy" not in str(error):
                 raise
             rows = await asyncio.to_thread(self._run_waiting, statement, params)
-        self.writes += 1
-        if self.writes % self.CHECKPOINT_EVERY == 0 and (
+        self._wrote(1)
+        return rows
+
+    async def record_usage(self, lease: Lease, records: list[UsageRecord]) -> Rows:
+        """Append the records if the lease holds (one transaction); the FENCE's rows."""
+        assert self.conn is not None
+        try:
+            held = _append_fenced(self.conn, lease, records)
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) and "busy" not in str(error):
+                raise
+            held = await asyncio.to_thread(self._append_waiting, lease, records)
+        self._wrote(len(records))
+        return held
+
+    def _append_waiting(self, lease: Lease, records: list[UsageRecord]) -> Rows:
+        conn = self._connect(busy_ms=30_000)
+        try:
+            return _append_fenced(conn, lease, records)
+        finally:
+            conn.close()
+
+    def _wrote(self, writes: int) -> None:
+        """Count writes, and checkpoint the WAL in a worker thread every so many."""
+        before, self.writes = self.writes, self.writes + writes
+        if self.writes // self.CHECKPOINT_EVERY > before // self.CHECKPOINT_EVERY and (
             self.checkpointing is None or self.checkpointing.done()
         ):
             self.checkpointing = asyncio.get_running_loop().run_in_executor(None, self._checkpoint)
-        return rows
 
     # Group commit. A write that comes alone (a chain) is committed at once. When writes
     # come together (a fan-out completing), the first is committed at once and the others
@@ -477,14 +602,11 @@ class _Postgres:
         engine = create_async_engine(self.url)
         try:
             async with engine.begin() as conn:
-                for attempt in range(3):  # two processes creating the schema at once
-                    try:
-                        await conn.run_sync(sql.metadata.create_all)
-                        break
-                    except SQLAlchemyError:
-                        if attempt == 2:
-                            raise
-                        await asyncio.sleep(0.05)
+                # Processes opening the database at once create (or upgrade) the schema one
+                # after the other: concurrent CREATE TABLE IF NOT EXISTS collide in the
+                # catalog, and an error aborts the transaction, so a retry could not help.
+                await conn.exec_driver_sql(sql.LOCK_SCHEMA)
+                await conn.run_sync(sql.metadata.create_all)
         finally:
             await engine.dispose()
         dsn = self.url.set(drivername="postgresql").render_as_string(hide_password=False)
@@ -514,6 +636,15 @@ class _Postgres:
             raise StoreError(f"{self.url.render_as_string(hide_password=True)}: {error}") from error
         return [tuple(row) for row in rows]
 
+    async def record_usage(self, lease: Lease, records: list[UsageRecord]) -> Rows:
+        """Append the records if the lease holds (one statement); the ids inserted."""
+        rows = [
+            _usage_params(r) | {"cost": _json_float(r.cost), "at": _json_float(r.at)}
+            for r in records
+        ]
+        params = {"run_id": lease.run_id, "token": lease.token, "records": json.dumps(rows)}
+        return await self.run(sql.RECORD_USAGE, params)
+
     async def close(self) -> None:
         if self.pool is not None:
             if self.own is not None:
@@ -521,6 +652,13 @@ class _Postgres:
                 self.own = None
             await self.pool.close()
             self.pool = None
+
+
+def _json_float(value: float | None) -> float | str | None:
+    """A float for JSON: NaN and infinities (not JSON numbers) as PostgreSQL's text for them."""
+    if value is None or math.isfinite(value):
+        return value
+    return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
 
 
 async def _keep(connection: object) -> None:

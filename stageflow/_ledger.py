@@ -1,0 +1,462 @@
+"""One run's account of usage: reports, reservations, budgets and model downgrades.
+
+The ledger is made on a run's first need of it (a budgeted stage's admission, the
+first ``ctx.usage`` or ``ctx.model``, a resume that restores usage): a run that
+reports nothing pays nothing. Reports may come from a sync stage's worker
+thread, so every change happens under one lock (taken only by stages that
+report or are under a budget, never by the scheduler).
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from ._budget import Budget, CostPolicy, Estimate, ModelChain
+from ._events import EventType
+from ._usage import Usage, UsageSummary
+from .errors import BudgetExceededError, ConfigurationError, UnknownModelError
+from .ports import UsageRecord
+
+if TYPE_CHECKING:
+    from ._prices import PriceTable
+    from ._stage import StageContext
+
+__all__ = ["Governance", "StageUsage", "UsageLedger"]
+
+_NO_ESTIMATE = Estimate()
+
+
+class Governance:
+    """What an engine governs usage with: the run budget, prices and model chains."""
+
+    __slots__ = ("budget", "chains", "prices")
+
+    def __init__(
+        self,
+        budget: Budget | None = None,
+        prices: PriceTable | None = None,
+        chains: Iterable[ModelChain] = (),
+    ) -> None:
+        self.budget = budget
+        self.prices = prices
+        self.chains: dict[str, ModelChain] = {}
+        for chain in chains:
+            for model in chain:
+                other = self.chains.get(model)
+                if other is not None:
+                    raise ConfigurationError(
+                        f"model {model!r} is in two model chains, {other!r} and {chain!r}: a "
+                        "model may be in one chain only (where would it downgrade to?)",
+                        "model_chains",
+                        chain,
+                    )
+                self.chains[model] = chain
+
+
+_NONE = Governance()
+
+
+class _Scope:
+    """A budget's account: spent (reported) and reserved (by running stages)."""
+
+    __slots__ = ("budget", "exceeded", "reserved_cost", "reserved_tokens", "spent", "warned")
+
+    def __init__(self, budget: Budget | None) -> None:
+        self.budget = budget
+        self.spent = Usage()
+        self.reserved_tokens = 0
+        self.reserved_cost = 0.0
+        self.warned = False
+        self.exceeded = False
+
+    def overflow(self, tokens: int, cost: float) -> tuple[str, float, float, float] | None:
+        """The first limit that ``tokens`` and ``cost`` more would cross: (limit, max,
+        spent and reserved, requested), else None. With nothing requested, the budget
+        must have something left."""
+        budget = self.budget
+        assert budget is not None
+        if budget.max_tokens is not None:
+            used = self.spent.tokens + self.reserved_tokens
+            if used + tokens > budget.max_tokens or (tokens == 0 and used >= budget.max_tokens):
+                return "tokens", budget.max_tokens, used, tokens
+        if budget.max_cost is not None:
+            used_cost = (self.spent.cost or 0.0) + self.reserved_cost
+            if used_cost + cost > budget.max_cost * (1 + 1e-12) or (
+                cost == 0 and used_cost >= budget.max_cost
+            ):
+                return "cost", budget.max_cost, used_cost, cost
+        return None
+
+    def over(self) -> tuple[str, float, float] | None:
+        """The first limit that what was spent exceeds: (limit, max, spent), else None."""
+        budget = self.budget
+        assert budget is not None
+        if budget.max_tokens is not None and self.spent.tokens > budget.max_tokens:
+            return "tokens", budget.max_tokens, self.spent.tokens
+        cost = self.spent.cost or 0.0
+        if budget.max_cost is not None and cost > budget.max_cost * (1 + 1e-12):
+            return "cost", budget.max_cost, cost
+        return None
+
+    def crossed_warning(self) -> tuple[str, float, float] | None:
+        """The first limit whose ``warn_at`` fraction is reached, the first time only."""
+        budget = self.budget
+        assert budget is not None
+        if self.warned or budget.warn_at is None:
+            return None
+        if (
+            budget.max_tokens is not None
+            and self.spent.tokens >= budget.warn_at * budget.max_tokens
+        ):
+            self.warned = True
+            return "tokens", budget.max_tokens, self.spent.tokens
+        cost = self.spent.cost or 0.0
+        if budget.max_cost is not None and cost >= budget.warn_at * budget.max_cost:
+            self.warned = True
+            return "cost", budget.max_cost, cost
+        return None
+
+
+class UsageLedger:
+    """The usage of one run, against its budgets."""
+
+    __slots__ = (
+        "depth",
+        "emit",
+        "governance",
+        "held",
+        "level",
+        "lock",
+        "pending",
+        "records",
+        "run",
+        "run_id",
+        "stages",
+        "wall",
+    )
+
+    def __init__(
+        self,
+        governance: Governance | None,
+        run_id: str,
+        wall: Callable[[], float],
+        emit: Callable[[StageContext, str, dict[str, Any]], None],
+    ) -> None:
+        self.governance = governance or _NONE
+        self.run_id = run_id
+        self.wall = wall
+        self.emit = emit
+        self.run = _Scope(self.governance.budget)
+        self.stages: dict[str, _Scope] = {}  # stage name -> its own budget's account
+        self.records: list[UsageRecord] = []  # every report of the run, restored ones first
+        self.pending: dict[str, list[UsageRecord]] = {}  # reports the store has not seen
+        self.held: dict[tuple[str, int], list[Any]] = {}  # (stage, attempt) -> [tokens, cost]
+        self.level = 0  # how many steps the run's stages are downgraded (DOWNGRADE)
+        self.depth: dict[str, int] = {}  # further steps for a stage over its own budget
+        self.lock = threading.Lock()
+
+    # ---------------------------------------------------------------- restore, summarize
+
+    def restore(self, records: Sequence[UsageRecord], stage_budgets: dict[str, Budget]) -> None:
+        """Count what earlier drivers of this run spent (a resume): nothing twice."""
+        for record in records:
+            usage = Usage(record.input_tokens, record.output_tokens, record.cost)
+            self.records.append(record)
+            self.run.spent = self.run.spent + usage
+            budget = stage_budgets.get(record.stage)
+            if budget is not None:
+                scope = self._stage_scope(record.stage, budget)
+                scope.spent = scope.spent + usage
+        # A warning or excess the first driver told (or would have) is not told again.
+        for scope in (self.run, *self.stages.values()):
+            if scope.budget is not None:
+                scope.crossed_warning()
+                scope.exceeded = scope.over() is not None
+
+    def summary(self, pipeline: str) -> UsageSummary:
+        """What the run spent, by stage and model."""
+        return UsageSummary.of(
+            (pipeline, r.stage, r.model, Usage(r.input_tokens, r.output_tokens, r.cost))
+            for r in self.records
+        )
+
+    def take_pending(self, stage: str | None = None) -> list[UsageRecord]:
+        """The stage's (or every stage's) reports not yet stored; the caller stores them."""
+        if not self.pending:
+            return []
+        with self.lock:
+            if stage is not None:
+                return self.pending.pop(stage, [])
+            records = [r for pending in self.pending.values() for r in pending]
+            self.pending.clear()
+            return records
+
+    def _stage_scope(self, stage: str, budget: Budget) -> _Scope:
+        scope = self.stages.get(stage)
+        if scope is None:
+            scope = self.stages[stage] = _Scope(budget)
+        return scope
+
+    def _scopes(self, stage: str, budget: Budget | None) -> list[tuple[str, _Scope]]:
+        scopes = []
+        if budget is not None:
+            scopes.append(("stage", self._stage_scope(stage, budget)))
+        if self.run.budget is not None:
+            scopes.append(("run", self.run))
+        return scopes
+
+    # ---------------------------------------------------------------- admission
+
+    def admit(self, ctx: StageContext, budget: Budget | None, estimate: Estimate | None) -> None:
+        """Before an attempt: check the budgets can cover ``estimate``; reserve it.
+
+        Raises:
+            BudgetExceededError: a ``block`` budget cannot cover it.
+        """
+        estimate = estimate or _NO_ESTIMATE
+        stage = ctx.stage
+        with self.lock:
+            scopes = self._scopes(stage, budget)
+            for name, scope in scopes:
+                overflow = scope.overflow(estimate.tokens, estimate.cost)
+                if overflow is None:
+                    continue
+                limit, maximum, used, requested = overflow
+                assert scope.budget is not None
+                policy = scope.budget.policy
+                if policy is not CostPolicy.CONTINUE:
+                    self.emit(ctx, EventType.BUDGET_EXCEEDED, {
+                        "scope": name, "limit": limit, "maximum": maximum, "spent": used,
+                        "requested": requested, "policy": policy.value,
+                    })  # fmt: skip
+                if policy is CostPolicy.BLOCK:
+                    raise BudgetExceededError(stage, name, limit, maximum, used, requested)
+                if policy is CostPolicy.DOWNGRADE:
+                    if name == "run":
+                        self.level += 1
+                    else:
+                        self.depth[stage] = self.depth.get(stage, 0) + 1
+            if estimate.tokens or estimate.cost:
+                for _, scope in scopes:
+                    scope.reserved_tokens += estimate.tokens
+                    scope.reserved_cost += estimate.cost
+                self.held[stage, ctx.attempt] = [estimate.tokens, estimate.cost]
+
+    def release(self, ctx: StageContext, budget: Budget | None) -> None:
+        """After an attempt: what is left of its reservation is freed."""
+        if not self.held:
+            return
+        with self.lock:
+            left = self.held.pop((ctx.stage, ctx.attempt), None)
+            if left is not None:
+                self._unreserve(ctx.stage, budget, left[0], left[1])
+
+    def _unreserve(self, stage: str, budget: Budget | None, tokens: int, cost: float) -> None:
+        for _, scope in self._scopes(stage, budget):
+            scope.reserved_tokens -= tokens
+            scope.reserved_cost -= cost
+
+    # ---------------------------------------------------------------- reports
+
+    def report(
+        self,
+        ctx: StageContext,
+        budget: Budget | None,
+        model: str | None,
+        input_tokens: int,
+        output_tokens: int,
+        cost: float | None,
+    ) -> Usage:
+        """Record what an attempt spent; warn, notify or block as the budgets say."""
+        stage = ctx.stage
+        for field, value in (("input_tokens", input_tokens), ("output_tokens", output_tokens)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ConfigurationError(
+                    f"stage {stage!r}: usage {field} must be a whole number >= 0, not {value!r}",
+                    field,
+                    value,
+                )
+        if cost is not None and (
+            isinstance(cost, bool)
+            or not isinstance(cost, int | float)
+            or not math.isfinite(cost)
+            or cost < 0
+        ):
+            raise ConfigurationError(
+                f"stage {stage!r}: usage cost must be an amount >= 0 or None, not {cost!r}",
+                "cost",
+                cost,
+            )
+        if model is not None and (not isinstance(model, str) or not model):
+            raise ConfigurationError(
+                f"stage {stage!r}: usage model must be a model name or None, not {model!r}",
+                "model",
+                model,
+            )
+        prices = self.governance.prices
+        unpriced: UnknownModelError | None = None
+        if cost is None and prices is not None and model is not None:
+            try:
+                cost = prices.cost(model, input_tokens, output_tokens)
+            except UnknownModelError as error:
+                unpriced = error  # raised once the tokens are counted: they were spent
+        usage = Usage(input_tokens, output_tokens, None if cost is None else float(cost))
+        record = UsageRecord(
+            self.run_id, stage, ctx.attempt, model, input_tokens, output_tokens, usage.cost,
+            self.wall(),
+        )  # fmt: skip
+        blocked: BudgetExceededError | None = None
+        with self.lock:
+            self.records.append(record)
+            self.pending.setdefault(stage, []).append(record)
+            left = self.held.get((stage, ctx.attempt))
+            if left is not None:  # what is reported replaces as much of the reservation
+                tokens = min(left[0], usage.tokens)
+                cost = min(left[1], usage.cost or 0.0)
+                left[0] -= tokens
+                left[1] -= cost
+                self._unreserve(stage, budget, tokens, cost)
+            for name, scope in self._scopes(stage, budget):
+                scope.spent = scope.spent + usage
+                assert scope.budget is not None
+                warning = scope.crossed_warning()
+                if warning is not None:
+                    limit, maximum, spent = warning
+                    self.emit(ctx, EventType.BUDGET_WARNING, {
+                        "scope": name, "limit": limit, "maximum": maximum, "spent": spent,
+                        "warn_at": scope.budget.warn_at,
+                    })  # fmt: skip
+                over = scope.over()
+                if over is None:
+                    continue
+                limit, maximum, spent = over
+                policy = scope.budget.policy
+                if policy is CostPolicy.BLOCK and blocked is None:
+                    self.emit(ctx, EventType.BUDGET_EXCEEDED, {
+                        "scope": name, "limit": limit, "maximum": maximum, "spent": spent,
+                        "policy": policy.value,
+                    })  # fmt: skip
+                    requested = usage.tokens if limit == "tokens" else usage.cost or 0.0
+                    blocked = BudgetExceededError(
+                        stage, name, limit, maximum, spent - requested, requested,
+                        " (reported; it was spent and is counted)",
+                    )  # fmt: skip
+                elif policy is not CostPolicy.CONTINUE and not scope.exceeded:
+                    scope.exceeded = True  # told once per run (a downgrade steps at admission)
+                    self.emit(ctx, EventType.BUDGET_EXCEEDED, {
+                        "scope": name, "limit": limit, "maximum": maximum, "spent": spent,
+                        "policy": policy.value,
+                    })  # fmt: skip
+        if unpriced is not None:
+            raise unpriced
+        if blocked is not None:
+            raise blocked
+        return usage
+
+    def spent(self, stage: str) -> Usage:
+        """What a stage has reported in this run (all attempts, all drivers)."""
+        total = Usage()
+        with self.lock:
+            for record in self.records:
+                if record.stage == stage:
+                    total = total + Usage(record.input_tokens, record.output_tokens, record.cost)
+        return total
+
+    # ---------------------------------------------------------------- models
+
+    def model(self, ctx: StageContext, preferred: str) -> str:
+        """The model a stage should use for ``preferred`` now (maybe a cheaper one)."""
+        if not isinstance(preferred, str) or not preferred:
+            raise ConfigurationError(
+                f"stage {ctx.stage!r}: ctx.model() takes a model name, not {preferred!r}",
+                "model",
+                preferred,
+            )
+        with self.lock:
+            steps = self.level + self.depth.get(ctx.stage, 0)
+        if steps == 0:
+            return preferred
+        chain = self.governance.chains.get(preferred)
+        target = None if chain is None else chain.after(preferred, steps)
+        if target is None:
+            scope = self.run if self.level else self.stages[ctx.stage]
+            assert scope.budget is not None
+            limit = "tokens" if scope.budget.max_tokens is not None else "cost"
+            maximum = scope.budget.max_tokens if limit == "tokens" else scope.budget.max_cost
+            spent = scope.spent.tokens if limit == "tokens" else scope.spent.cost or 0.0
+            self.emit(ctx, EventType.BUDGET_EXCEEDED, {
+                "scope": "run" if self.level else "stage", "limit": limit, "maximum": maximum,
+                "spent": spent, "policy": CostPolicy.DOWNGRADE.value, "model": preferred,
+            })  # fmt: skip
+            why = (
+                f": {preferred!r} is in no model chain"
+                if chain is None
+                else f": no model {steps} step(s) below {preferred!r} in {chain!r}"
+            )
+            raise BudgetExceededError(
+                ctx.stage,
+                "run" if self.level else "stage",
+                limit,
+                maximum or 0.0,
+                spent,
+                0,
+                why,
+            )
+        self.emit(
+            ctx, EventType.BUDGET_DOWNGRADED, {"model": preferred, "to": target, "steps": steps}
+        )
+        return target
+
+
+class StageUsage:
+    """``ctx.usage``: what a stage reports it spent, and what it has spent so far.
+
+    Example:
+        >>> async def summarize(ctx):
+        ...     model = ctx.model("gpt-4o")
+        ...     ctx.usage.report(model=model, input_tokens=1200, output_tokens=300)
+        ...     return {"model": model}
+    """
+
+    __slots__ = ("_ctx", "_ledger")
+
+    def __init__(self, ctx: StageContext, ledger: UsageLedger) -> None:
+        self._ctx = ctx
+        self._ledger = ledger
+
+    def report(
+        self,
+        *,
+        model: str | None = None,
+        input_tokens: int = 0,
+        output_tokens: int = 0,
+        cost: float | None = None,
+    ) -> Usage:
+        """Record what this attempt just spent; call it after each model call.
+
+        The cost is ``cost`` if given, else the price table's for ``model`` (none
+        without a price table or a model). Report even when the call's result is
+        then thrown away: what was spent counts. Safe from a sync stage's thread.
+
+        Returns:
+            The usage recorded, cost included.
+
+        Raises:
+            ConfigurationError: a negative or non-integer token count, a bad cost.
+            UnknownModelError: the price table has no price for ``model``.
+            BudgetExceededError: this report took a ``block`` budget over (the
+                usage is recorded all the same: it was spent).
+        """
+        ctx = self._ctx
+        return self._ledger.report(ctx, ctx.spec.budget, model, input_tokens, output_tokens, cost)
+
+    @property
+    def spent(self) -> Usage:
+        """What this stage has reported in this run: all attempts, earlier drivers too."""
+        return self._ledger.spent(self._ctx.stage)
+
+    def __repr__(self) -> str:
+        return f"<StageUsage {self._ctx.stage!r} spent={self.spent!r}>"
