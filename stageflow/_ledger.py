@@ -125,6 +125,7 @@ class UsageLedger:
 
     __slots__ = (
         "depth",
+        "durable",
         "emit",
         "governance",
         "held",
@@ -144,8 +145,11 @@ class UsageLedger:
         run_id: str,
         wall: Callable[[], float],
         emit: Callable[[StageContext, str, dict[str, Any]], None],
+        *,
+        durable: bool = False,
     ) -> None:
         self.governance = governance or _NONE
+        self.durable = durable  # keep reports for the store (see take_pending)
         self.run_id = run_id
         self.wall = wall
         self.emit = emit
@@ -178,8 +182,8 @@ class UsageLedger:
 
     def summary(self, pipeline: str) -> UsageSummary:
         """What the run spent, by stage and model."""
-        return UsageSummary.of(
-            (pipeline, r.stage, r.model, Usage(r.input_tokens, r.output_tokens, r.cost))
+        return UsageSummary.of_counts(
+            (pipeline, r.stage, r.model, r.input_tokens, r.output_tokens, r.cost)
             for r in self.records
         )
 
@@ -272,30 +276,15 @@ class UsageLedger:
     ) -> Usage:
         """Record what an attempt spent; warn, notify or block as the budgets say."""
         stage = ctx.stage
-        for field, value in (("input_tokens", input_tokens), ("output_tokens", output_tokens)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ConfigurationError(
-                    f"stage {stage!r}: usage {field} must be a whole number >= 0, not {value!r}",
-                    field,
-                    value,
-                )
-        if cost is not None and (
-            isinstance(cost, bool)
-            or not isinstance(cost, int | float)
-            or not math.isfinite(cost)
-            or cost < 0
+        if (
+            type(input_tokens) is not int
+            or type(output_tokens) is not int
+            or input_tokens < 0
+            or output_tokens < 0
+            or (cost is not None and (type(cost) is not float or not 0 <= cost < math.inf))
+            or (model is not None and (type(model) is not str or not model))
         ):
-            raise ConfigurationError(
-                f"stage {stage!r}: usage cost must be an amount >= 0 or None, not {cost!r}",
-                "cost",
-                cost,
-            )
-        if model is not None and (not isinstance(model, str) or not model):
-            raise ConfigurationError(
-                f"stage {stage!r}: usage model must be a model name or None, not {model!r}",
-                "model",
-                model,
-            )
+            cost = _checked(stage, input_tokens, output_tokens, cost, model)
         prices = self.governance.prices
         unpriced: UnknownModelError | None = None
         if cost is None and prices is not None and model is not None:
@@ -303,15 +292,23 @@ class UsageLedger:
                 cost = prices.cost(model, input_tokens, output_tokens)
             except UnknownModelError as error:
                 unpriced = error  # raised once the tokens are counted: they were spent
-        usage = Usage(input_tokens, output_tokens, None if cost is None else float(cost))
         record = UsageRecord(
-            self.run_id, stage, ctx.attempt, model, input_tokens, output_tokens, usage.cost,
-            self.wall(),
-        )  # fmt: skip
+            self.run_id, stage, ctx.attempt, model, input_tokens, output_tokens, cost, self.wall()
+        )
+        usage = Usage(input_tokens, output_tokens, cost)
+        if self.run.budget is None and budget is None:  # nothing to check: just count it
+            with self.lock:
+                self.records.append(record)
+                if self.durable:
+                    self.pending.setdefault(stage, []).append(record)
+            if unpriced is not None:
+                raise unpriced
+            return usage
         blocked: BudgetExceededError | None = None
         with self.lock:
             self.records.append(record)
-            self.pending.setdefault(stage, []).append(record)
+            if self.durable:
+                self.pending.setdefault(stage, []).append(record)
             left = self.held.get((stage, ctx.attempt))
             if left is not None:  # what is reported replaces as much of the reservation
                 tokens = min(left[0], usage.tokens)
@@ -409,6 +406,37 @@ class UsageLedger:
             ctx, EventType.BUDGET_DOWNGRADED, {"model": preferred, "to": target, "steps": steps}
         )
         return target
+
+
+def _checked(
+    stage: str, input_tokens: object, output_tokens: object, cost: object, model: object
+) -> float | None:
+    """Refuse a bad report, naming the field; else return its cost as a float."""
+    for field, value in (("input_tokens", input_tokens), ("output_tokens", output_tokens)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ConfigurationError(
+                f"stage {stage!r}: usage {field} must be a whole number >= 0, not {value!r}",
+                field,
+                value,
+            )
+    if cost is not None and (
+        isinstance(cost, bool)
+        or not isinstance(cost, int | float)
+        or not math.isfinite(cost)
+        or cost < 0
+    ):
+        raise ConfigurationError(
+            f"stage {stage!r}: usage cost must be an amount >= 0 or None, not {cost!r}",
+            "cost",
+            cost,
+        )
+    if model is not None and (not isinstance(model, str) or not model):
+        raise ConfigurationError(
+            f"stage {stage!r}: usage model must be a model name or None, not {model!r}",
+            "model",
+            model,
+        )
+    return None if cost is None else float(cost)
 
 
 class StageUsage:

@@ -543,7 +543,11 @@ class RunState:
                 ledger = self.ledger
                 if ledger is None:
                     ledger = self.ledger = UsageLedger(
-                        self.governance, self.run_id, self.wall, self.emit_custom
+                        self.governance,
+                        self.run_id,
+                        self.wall,
+                        self.emit_custom,
+                        durable=self.checkpoint is not None,
                     )
         return ledger
 

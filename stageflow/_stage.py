@@ -33,6 +33,7 @@ __all__ = [
 
 _EMPTY: Final[Mapping[str, Any]] = MappingProxyType({})
 _MISSING: Final[Any] = object()
+_StageUsage: Any = None  # stageflow._ledger.StageUsage, once ctx.usage was first read
 _COMPLETED_CODE: Final = 1  # stageflow._outcomes.COMPLETED (which imports this module)
 _CUSTOM_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_\-]*(\.[A-Za-z_][A-Za-z0-9_\-]*)*")
 
@@ -322,9 +323,10 @@ class StageContext:
         Report after each model call; budgets (``Engine(budget=)``, ``with_stage(...,
         budget=)``) count it at once, and the run's ``result.usage`` sums it.
         """
-        from ._ledger import StageUsage
-
-        return StageUsage(self, self._run.usage_ledger())
+        global _StageUsage  # noqa: PLW0603 - imported on first use: _ledger imports this module
+        if _StageUsage is None:
+            from ._ledger import StageUsage as _StageUsage
+        return _StageUsage(self, self._run.usage_ledger())  # type: ignore[no-any-return]
 
     def model(self, preferred: str) -> str:
         """The model to use now for ``preferred``: itself, or a cheaper one of its

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from types import MappingProxyType
-from typing import Final
+from typing import Any, Final
 
 __all__ = ["Usage", "UsageSummary"]
 
@@ -113,17 +113,44 @@ class UsageSummary:
     @classmethod
     def of(cls, rows: Iterable[tuple[str, str, str | None, Usage]]) -> UsageSummary:
         """Sum ``(pipeline, stage, model, usage)`` rows."""
-        total = ZERO
-        by_stage: dict[str, Usage] = {}
-        by_model: dict[str, Usage] = {}
-        by_pipeline: dict[str, Usage] = {}
-        for pipeline, stage, model, usage in rows:
-            total = total + usage
-            by_stage[stage] = by_stage.get(stage, ZERO) + usage
-            key = model or ""
-            by_model[key] = by_model.get(key, ZERO) + usage
-            by_pipeline[pipeline] = by_pipeline.get(pipeline, ZERO) + usage
-        return cls(total, by_stage=by_stage, by_model=by_model, by_pipeline=by_pipeline)
+        return cls.of_counts(
+            (pipeline, stage, model, u.input_tokens, u.output_tokens, u.cost)
+            for pipeline, stage, model, u in rows
+        )
+
+    @classmethod
+    def of_counts(
+        cls, rows: Iterable[tuple[str, str, str | None, int, int, float | None]]
+    ) -> UsageSummary:
+        """Sum ``(pipeline, stage, model, input_tokens, output_tokens, cost)`` rows."""
+        # Plain numbers while summing: a Usage per addition would cost a run that
+        # reports once per stage several microseconds per stage.
+        total = [0, 0, 0.0, False]
+        by_stage: dict[str, list[Any]] = {}
+        by_model: dict[str, list[Any]] = {}
+        by_pipeline: dict[str, list[Any]] = {}
+        for pipeline, stage, model, input_tokens, output_tokens, cost in rows:
+            for sums in (
+                total,
+                by_stage.get(stage) or by_stage.setdefault(stage, [0, 0, 0.0, False]),
+                by_model.get(model or "") or by_model.setdefault(model or "", [0, 0, 0.0, False]),
+                by_pipeline.get(pipeline) or by_pipeline.setdefault(pipeline, [0, 0, 0.0, False]),
+            ):
+                sums[0] += input_tokens
+                sums[1] += output_tokens
+                if cost is not None:
+                    sums[2] += cost
+                    sums[3] = True
+
+        def usage(sums: list[Any]) -> Usage:
+            return Usage(sums[0], sums[1], sums[2] if sums[3] else None)
+
+        return cls(
+            usage(total),
+            by_stage={k: usage(v) for k, v in by_stage.items()},
+            by_model={k: usage(v) for k, v in by_model.items()},
+            by_pipeline={k: usage(v) for k, v in by_pipeline.items()},
+        )
 
     @property
     def tokens(self) -> int:

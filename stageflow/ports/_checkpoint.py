@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import NamedTuple, Protocol, runtime_checkable
 
 from .._result import RunStatus
 from .._stage import StageStatus
@@ -62,9 +62,10 @@ class StageRecord:
     reason: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class UsageRecord:
+class UsageRecord(NamedTuple):
     """One usage report of a stage, as a store keeps it (one row per report).
+
+    A NamedTuple: a run may report once per stage, and building one costs a tuple.
 
     Attributes:
         run_id: the run.

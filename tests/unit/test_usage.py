@@ -313,11 +313,11 @@ class TestResultUsage:
         both = threading.Barrier(2, timeout=0.5)
 
         class Meeting(stageflow._scheduler.UsageLedger):
-            def __init__(self, *args: Any) -> None:
+            def __init__(self, *args: Any, **kwargs: Any) -> None:
                 # serialized (fixed): the other never comes, and the barrier breaks
                 with contextlib.suppress(threading.BrokenBarrierError):
                     both.wait()
-                super().__init__(*args)
+                super().__init__(*args, **kwargs)
 
         monkeypatch.setattr(stageflow._scheduler, "UsageLedger", Meeting)
 
