@@ -99,6 +99,7 @@ class Checkpointing:
         owner: str,
         ttl: float,
         clock: Clock,
+        labels: Mapping[str, str] | None = None,
     ) -> Checkpointing:
         """Create the run in the store and take its lease."""
         shape = structure(graph)
@@ -112,6 +113,7 @@ class Checkpointing:
             now,
             now,
             structure=json.dumps(shape, separators=(",", ":")),
+            labels=dict(labels or {}),
         )
         await store.create_run(record)
         lease = await store.acquire_lease(run_id, owner, ttl)
@@ -127,8 +129,12 @@ class Checkpointing:
         owner: str,
         ttl: float,
         clock: Clock,
-    ) -> tuple[Checkpointing, dict[str, Any]]:
-        """Check the graph against the run's, take the lease, load what was done."""
+    ) -> tuple[Checkpointing, RunRecord, dict[str, Any]]:
+        """Check the graph against the run's, take the lease, load what was done.
+
+        Returns the checkpointing, the run's record as it was before the resume, and
+        its data.
+        """
         record = await store.get_run(run_id)
         shape = structure(graph)
         if record.fingerprint != fingerprint(shape):
@@ -148,7 +154,7 @@ class Checkpointing:
             raise
         checkpointing = cls(store, lease, ttl, done, clock, record.status)
         checkpointing.usage = usage
-        return checkpointing, data
+        return checkpointing, record, data
 
     def keep_alive(self, on_lost: Callable[[str], None]) -> None:
         """Renew the lease every third of its life; ``on_lost`` stops the run if it is lost."""

@@ -17,7 +17,7 @@ from ._ledger import Governance
 from ._pipeline import Pipeline
 from ._policies import RetryPolicy
 from ._result import RunResult, RunStatus
-from ._run import RunCall, RunContext
+from ._run import RunCall, RunContext, check_labels
 from ._scheduler import _LOOP_CLOCK, RunState, normalize_output
 from ._sinks import check_sink
 from ._spec import StageSpec
@@ -249,6 +249,7 @@ class Engine:
         *,
         run_id: str | None = None,
         timeout: float | None = None,
+        labels: Mapping[str, str] | None = None,
     ) -> RunResult:
         """Run ``graph`` once and return how it ended.
 
@@ -259,6 +260,12 @@ class Engine:
             timeout: seconds for the whole run; past it, running stages are
                 cancelled and the result's status is ``cancelled`` with a
                 :class:`~stageflow.errors.RunTimeoutError` as ``error``.
+            labels: str keys (1 to 256 characters) to str values (at most 1024), at
+                most 64 of them, e.g. ``{"stageflow.target": "flows.py:pipeline"}``:
+                what tools record about the run. Interceptors' ``wrap_run`` hooks see
+                them as ``RunContext.labels``; only a durable run (an engine with a
+                store) keeps them, in its ``RunRecord.labels``, where a resume finds
+                them again.
 
         Returns:
             The :class:`~stageflow.RunResult`; a failed stage does not raise (call
@@ -290,13 +297,16 @@ class Engine:
         else:
             _check_run_id(run_id)
         _check_timeout(timeout)
+        checked = check_labels(labels)
         checkpointing = None
         if self.store is not None:
             checkpointing = await Checkpointing.start(
-                self.store, graph, run_id, frozen,
+                self.store, graph, run_id, frozen, labels=checked,
                 owner=self.owner, ttl=self.lease_ttl, clock=self._clock or _LOOP_CLOCK,
             )  # fmt: skip
-        run = RunContext(graph, run_id, frozen, timeout=timeout, checkpointing=checkpointing)
+        run = RunContext(
+            graph, run_id, frozen, timeout=timeout, checkpointing=checkpointing, labels=checked
+        )
         return await self._compiled(graph)[1](run)
 
     async def resume(
@@ -307,7 +317,8 @@ class Engine:
         Stages that completed (or skipped themselves) are restored from the store and
         nothing inside them runs; the others run, those that were in flight when the
         run stopped included (at least once: use ``ctx.idempotency_key``). A run that
-        completed is returned as it was, running nothing.
+        completed is returned as it was, running nothing. The run's labels are read
+        back from the store (``RunContext.labels``).
 
         Raises:
             ConfigurationError: the engine has no store, or an argument is invalid.
@@ -323,7 +334,7 @@ class Engine:
         _check_run_id(run_id)
         _check_graph(graph, "resume")
         _check_timeout(timeout)
-        checkpointing, data = await Checkpointing.resume(
+        checkpointing, record, data = await Checkpointing.resume(
             self.store, graph, run_id,
             owner=self.owner, ttl=self.lease_ttl, clock=self._clock or _LOOP_CLOCK,
         )  # fmt: skip
@@ -334,6 +345,7 @@ class Engine:
             resumed=True,
             timeout=timeout,
             checkpointing=checkpointing,
+            labels=record.labels,
         )
         return await self._compiled(graph)[1](run)
 

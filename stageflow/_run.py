@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
-from typing import TYPE_CHECKING, Any, TypeAlias
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, Final, TypeAlias
+
+from .errors import ConfigurationError
 
 if TYPE_CHECKING:
     from ._durable import Checkpointing
@@ -11,6 +14,62 @@ if TYPE_CHECKING:
     from ._result import RunResult
 
 __all__ = ["RunCall", "RunContext"]
+
+MAX_LABELS: Final = 64
+"""At most this many labels per run."""
+MAX_LABEL_KEY: Final = 256
+"""A label's key: 1 to this many characters."""
+MAX_LABEL_VALUE: Final = 1024
+"""A label's value: at most this many characters (may be empty)."""
+
+_NO_LABELS: Final[Mapping[str, str]] = MappingProxyType({})
+
+
+def check_labels(labels: object) -> Mapping[str, str]:
+    """``labels`` checked and copied, read-only (ConfigurationError naming what is wrong)."""
+    if labels is None:
+        return _NO_LABELS
+    if not isinstance(labels, Mapping):
+        raise ConfigurationError(
+            f"labels must be a mapping of str to str, not {type(labels).__name__} {_shown(labels)}",
+            "labels",
+            labels,
+        )
+    if len(labels) > MAX_LABELS:
+        raise ConfigurationError(
+            f"a run has at most {MAX_LABELS} labels, not {len(labels)}", "labels", labels
+        )
+    for key, value in labels.items():
+        if not isinstance(key, str) or not 0 < len(key) <= MAX_LABEL_KEY:
+            raise ConfigurationError(
+                f"a label's key must be a str of 1 to {MAX_LABEL_KEY} characters, "
+                f"not {_shown(key)}",
+                "labels",
+                key,
+            )
+        if not isinstance(value, str) or len(value) > MAX_LABEL_VALUE:
+            raise ConfigurationError(
+                f"label {key!r}: the value must be a str of at most {MAX_LABEL_VALUE} "
+                f"characters, not {_shown(value)}",
+                "labels",
+                value,
+            )
+    return MappingProxyType(dict(labels)) if labels else _NO_LABELS
+
+
+def frozen_labels(labels: Mapping[str, str] | None) -> Mapping[str, str]:
+    """Labels as a read-only mapping (not checked: a resume's come from the store)."""
+    if not labels:
+        return _NO_LABELS
+    return labels if isinstance(labels, MappingProxyType) else MappingProxyType(dict(labels))
+
+
+def _shown(value: object) -> str:
+    """A value for an error message: its repr, cut short if long."""
+    if isinstance(value, str) and len(value) > 40:
+        return f"{value[:40]!r}... ({len(value)} characters)"
+    text = repr(value)
+    return text if len(text) <= 80 else text[:80] + "..."
 
 
 class RunContext:
@@ -22,9 +81,11 @@ class RunContext:
         data: the run's initial data (read-only).
         resumed: True when :meth:`Engine.resume` drives the run.
         timeout: the run's timeout in seconds, or None.
+        labels: the run's labels (read-only; empty by default): those given to
+            :meth:`Engine.run`, or on a resume those the store kept with the run.
     """
 
-    __slots__ = ("_checkpointing", "data", "graph", "resumed", "run_id", "timeout")
+    __slots__ = ("_checkpointing", "data", "graph", "labels", "resumed", "run_id", "timeout")
 
     def __init__(
         self,
@@ -35,12 +96,14 @@ class RunContext:
         resumed: bool = False,
         timeout: float | None = None,
         checkpointing: Checkpointing | None = None,
+        labels: Mapping[str, str] | None = None,
     ) -> None:
         self.graph = graph
         self.run_id = run_id
         self.data = data
         self.resumed = resumed
         self.timeout = timeout
+        self.labels: Mapping[str, str] = frozen_labels(labels)
         self._checkpointing = checkpointing
 
     @property

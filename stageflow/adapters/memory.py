@@ -72,7 +72,7 @@ class MemoryStore(CheckpointStore):
         """Create a run (``RunExistsError`` if its id is taken)."""
         if run.run_id in self._runs:
             raise RunExistsError(run.run_id)
-        self._runs[run.run_id] = _Run(run)
+        self._runs[run.run_id] = _Run(replace(run, labels=dict(run.labels)))  # a copy
         await self._retention.maybe_prune(self._clock(), self._prune_before)
 
     async def _prune_before(self, before: float) -> int:
@@ -80,7 +80,7 @@ class MemoryStore(CheckpointStore):
 
     async def get_run(self, run_id: str) -> RunRecord:
         """The run (``UnknownRunError`` if none)."""
-        return self._get(run_id).record
+        return _copied(self._get(run_id).record)
 
     async def list_runs(
         self,
@@ -97,7 +97,7 @@ class MemoryStore(CheckpointStore):
             and (pipeline is None or r.record.pipeline == pipeline)
         ]
         records.sort(key=lambda r: (r.created_at, r.run_id), reverse=True)
-        return records if limit is None else records[:limit]
+        return [_copied(r) for r in (records if limit is None else records[:limit])]
 
     async def delete_run(self, run_id: str) -> None:
         """Forget a run (``UnknownRunError``; ``RunLeasedError`` while it is driven)."""
@@ -211,6 +211,11 @@ class MemoryStore(CheckpointStore):
 
     def __repr__(self) -> str:
         return f"<MemoryStore runs={len(self._runs)}>"
+
+
+def _copied(record: RunRecord) -> RunRecord:
+    """The record, with a copy of its labels: a caller changing them changes no run."""
+    return replace(record, labels=dict(record.labels)) if record.labels else record
 
 
 def usage_of_run(lease: Lease, records: Sequence[UsageRecord]) -> list[UsageRecord]:

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol, runtime_checkable
 
 from .._result import RunStatus
@@ -24,6 +24,9 @@ class RunRecord:
         error: why it failed or was cancelled, in words.
         structure: the graph's stages and dependencies as JSON, to say what changed
             when a resume presents another graph.
+        labels: the labels the run was started with (``Engine.run(labels=)``): str to
+            str, kept exactly and never changed by the store (e.g. by ``set_status``).
+            Not part of the record's hash.
     """
 
     run_id: str
@@ -35,6 +38,7 @@ class RunRecord:
     updated_at: float
     error: str | None = None
     structure: str = ""
+    labels: Mapping[str, str] = field(default_factory=dict, hash=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +127,8 @@ class CheckpointStore(Protocol):
     - Times are the store's clock, seconds since the epoch.
     - Backend exceptions are translated into :class:`~stageflow.errors.StoreError`.
     - Values are stageflow's JSON text: a store keeps them verbatim.
+    - A run's ``labels`` are kept exactly as ``create_run`` got them (a copy), and no
+      other method changes them.
     """
 
     async def create_run(self, run: RunRecord) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import TypeAlias, TypeVar
 
 from .._result import RunStatus
@@ -74,6 +75,42 @@ async def check_runs_round_trip(factory: StoreFactory) -> None:
         UnknownRunError, store.get_run("nope"), "get_run of an unknown id must raise"
     )
     assert unknown.run_id == "nope"
+    await store.aclose()
+
+
+async def check_labels_round_trip(factory: StoreFactory) -> None:
+    clock = ManualClock()
+    store = await factory(clock)
+    labels = {
+        "stageflow.target": "examples/research.py:pipeline",
+        "ünïcode ✓": 'owls 🦉, "quoted", back\\slash, new\nline, tab\t, nul\x00',
+        "empty": "",
+        "json": '{"not": "parsed"}',
+        "long": "x" * 1024,
+    }
+    given = dict(labels)
+    labelled = replace(_run("labelled", created_at=clock()), labels=given)
+    plain = _run("plain", created_at=clock() + 1)  # the default: no labels
+    emptied = replace(_run("emptied", created_at=clock() + 2), labels={})
+    for record in (labelled, plain, emptied):
+        await store.create_run(record)
+    given["added later"] = "x"  # the caller's mapping, changed after create_run
+    del given["empty"]
+    got = await store.get_run("labelled")
+    assert dict(got.labels) == labels, f"get_run must return the labels exactly: {got.labels!r}"
+    assert got == replace(labelled, labels=labels)
+    for run_id in ("plain", "emptied"):
+        assert dict((await store.get_run(run_id)).labels) == {}, "no labels must stay none"
+    listed = {r.run_id: dict(r.labels) for r in await store.list_runs()}
+    assert listed == {"labelled": labels, "plain": {}, "emptied": {}}, (
+        f"list_runs must return the labels exactly: {listed!r}"
+    )
+    lease = await store.acquire_lease("labelled", "me", 30)
+    await store.set_status(lease, RunStatus.FAILED, "boom")
+    failed = await store.get_run("labelled")
+    assert (failed.status, dict(failed.labels)) == (RunStatus.FAILED, labels), (
+        "set_status must not change the labels"
+    )
     await store.aclose()
 
 
@@ -435,6 +472,7 @@ async def check_delete_and_prune_forget_usage(factory: StoreFactory) -> None:
 
 CHECKPOINT_STORE_CHECKS: tuple[Callable[[StoreFactory], Awaitable[None]], ...] = (
     check_runs_round_trip,
+    check_labels_round_trip,
     check_list_runs_filters_newest_first,
     check_a_lease_excludes_other_owners_until_it_expires,
     check_a_stale_token_can_write_nothing,

@@ -1,5 +1,7 @@
 """SQLAlchemyStore keeps usage: the schema upgrade from version 1, atomic batches, a locked file.
 
+The upgrade from version 2 (run labels) is tested in test_run_labels_sql.py.
+
 The behaviour every store shares (fencing, order, sums, filters, deletion) is in the
 contract, ``stageflow.testing.CHECKPOINT_STORE_CHECKS``, run by test_sqlalchemy_store.py.
 """
@@ -69,8 +71,8 @@ class TestSchemaUpgrade:
             await store.aclose()
             return await raw(where, VERSION)
 
-        assert SCHEMA_VERSION == 2
-        assert asyncio.run(main()) == [("2",)]
+        assert SCHEMA_VERSION == 3
+        assert asyncio.run(main()) == [("3",)]
 
     def test_a_version_1_database_upgrades_itself_when_opened(self, backend):
         url, where = backend
@@ -106,7 +108,7 @@ class TestSchemaUpgrade:
         assert kept == ["old"], "the runs of the version 1 database must be kept"
         assert loaded == [report("new", "a"), report("new", "b", 5)]
         assert total == Usage(15, 2, 1.0)
-        assert asyncio.run(raw(where, VERSION)) == [("2",)]
+        assert asyncio.run(raw(where, VERSION)) == [("3",)]
 
     def test_two_stores_opening_a_version_1_database_at_once_both_work(self, backend):
         url, where = backend
@@ -130,7 +132,7 @@ class TestSchemaUpgrade:
 
         version, summaries = asyncio.run(main())
 
-        assert version == [("2",)]
+        assert version == [("3",)]
         assert [s.tokens for s in summaries] == [0, 0]
 
     def test_stores_opening_a_new_database_at_once_all_work(self, backend):
@@ -147,7 +149,7 @@ class TestSchemaUpgrade:
                 for store in stores:
                     await store.aclose()
 
-        assert asyncio.run(main()) == [("2",)]
+        assert asyncio.run(main()) == [("3",)]
 
 
 class TestLoadUsage:

@@ -18,8 +18,9 @@ from sqlalchemy import (
     Text,
 )
 
-SCHEMA_VERSION: Final = 2
-"""1: runs, stages, states. 2: usage (the table stageflow_usage)."""
+SCHEMA_VERSION: Final = 3
+"""1: runs, stages, states. 2: usage (the table stageflow_usage). 3: run labels (the column
+stageflow_runs.labels)."""
 
 metadata = MetaData()
 
@@ -45,6 +46,8 @@ runs = Table(
     Column("lease_owner", String(256)),
     Column("lease_token", Integer, nullable=False, server_default="0"),
     Column("lease_expires", Float),
+    # The run's labels, a JSON object of str to str (version 3).
+    Column("labels", Text, nullable=False, server_default="{}"),
     Index("stageflow_runs_listing", "status", "pipeline", "created_at"),
 )
 
@@ -91,13 +94,19 @@ usage = Table(
     Index("stageflow_usage_at", "at"),
 )
 
+ADD_LABELS: Final = "ALTER TABLE stageflow_runs ADD COLUMN labels TEXT NOT NULL DEFAULT '{}'"
+
 UPGRADES: Final[dict[int, tuple[str, ...]]] = {
     # 1 -> 2: the table stageflow_usage, which create_all (run on every open) has made.
     1: (),
+    # 2 -> 3: the runs' labels (create_all makes no column in a table that exists).
+    2: (ADD_LABELS,),
 }
 """The statements that take a database from a version to the next, after create_all.
 
-Stores opening one database at once may both run them: they must be idempotent.
+Stores opening one database at once may both run them: they must be idempotent. An
+``ADD COLUMN`` of a column the table has (another store added it first) counts as done:
+the store ignores that error (SQLite has no ``ADD COLUMN IF NOT EXISTS``).
 """
 
 # PostgreSQL: held while creating the schema, until the transaction ends (the key,
@@ -105,14 +114,14 @@ Stores opening one database at once may both run them: they must be idempotent.
 LOCK_SCHEMA: Final = "SELECT pg_advisory_xact_lock(126943687566694)"
 
 RUN_COLUMNS: Final = (
-    "run_id, pipeline, fingerprint, data, status, created_at, updated_at, error, structure"
+    "run_id, pipeline, fingerprint, data, status, created_at, updated_at, error, structure, labels"
 )
 HELD: Final = "run_id = :run_id AND lease_token = :token AND lease_owner IS NOT NULL"
 
 INSERT_RUN: Final = f"""
 INSERT INTO stageflow_runs ({RUN_COLUMNS}, lease_token)
 VALUES (:run_id, :pipeline, :fingerprint, :data, :status, :created_at, :updated_at, :error,
-        :structure, 0)
+        :structure, :labels, 0)
 ON CONFLICT (run_id) DO NOTHING
 RETURNING run_id"""
 

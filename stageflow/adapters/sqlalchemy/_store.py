@@ -53,7 +53,8 @@ class SQLAlchemyStore(CheckpointStore):
 
     The schema is created on first use and versioned; a database of an older schema
     is upgraded when opened (version 1, before usage was kept, gains the table
-    ``stageflow_usage``), one of a newer schema is refused with
+    ``stageflow_usage``; version 2, before run labels, the column
+    ``stageflow_runs.labels``), one of a newer schema is refused with
     :class:`~stageflow.errors.SchemaError`. Backend errors become
     :class:`~stageflow.errors.StoreError`.
 
@@ -145,7 +146,7 @@ class SQLAlchemyStore(CheckpointStore):
         """Bring an older schema to this one, a version at a time (create_all has run)."""
         for old in range(version, sql.SCHEMA_VERSION):
             for statement in sql.UPGRADES[old]:
-                await self._db.run(statement, {})
+                await self._db.upgrade(statement)
             await self._db.run(sql.UPGRADE_VERSION, {"old": str(old), "new": str(old + 1)})
 
     # ------------------------------------------------------------------ runs
@@ -156,6 +157,7 @@ class SQLAlchemyStore(CheckpointStore):
             "run_id": run.run_id, "pipeline": run.pipeline, "fingerprint": run.fingerprint,
             "data": run.data, "status": run.status.value, "created_at": run.created_at,
             "updated_at": run.updated_at, "error": run.error, "structure": run.structure,
+            "labels": _labels_text(run.labels),
         }  # fmt: skip
         if not await self._run(sql.INSERT_RUN, params):
             raise RunExistsError(run.run_id)
@@ -340,9 +342,23 @@ class SQLAlchemyStore(CheckpointStore):
 
 
 def _run_record(row: tuple[Any, ...]) -> RunRecord:
-    run_id, pipeline, fingerprint, data, status, created, updated, error, structure = row
+    run_id, pipeline, fingerprint, data, status, created, updated, error, structure, labels = row
     return RunRecord(
-        run_id, pipeline, fingerprint, data, RunStatus(status), created, updated, error, structure
+        run_id, pipeline, fingerprint, data, RunStatus(status), created, updated, error, structure,
+        {} if labels == "{}" else json.loads(labels),
+    )  # fmt: skip
+
+
+def _labels_text(labels: Mapping[str, str]) -> str:
+    """Labels as a JSON object (ASCII: lone surrogates and NULs stay escapes, text exact)."""
+    return json.dumps(dict(labels), separators=(",", ":")) if labels else "{}"
+
+
+def _is_duplicate_column(error: BaseException) -> bool:
+    """The error of an ``ADD COLUMN`` whose column the table already has."""
+    cause = error.__cause__ if isinstance(error, StoreError) else error
+    return isinstance(cause, asyncpg.DuplicateColumnError) or (
+        isinstance(cause, sqlite3.OperationalError) and "duplicate column name" in str(cause)
     )
 
 
@@ -476,6 +492,14 @@ class _SQLite:
             rows = await asyncio.to_thread(self._run_waiting, statement, params)
         self._wrote(1)
         return rows
+
+    async def upgrade(self, statement: str) -> None:
+        """Run an upgrade statement (see ``UPGRADES``: adding a column twice is no error)."""
+        try:
+            await self.run(statement, {})
+        except sqlite3.OperationalError as error:
+            if not _is_duplicate_column(error):
+                raise
 
     async def record_usage(self, lease: Lease, records: list[UsageRecord]) -> Rows:
         """Append the records if the lease holds (one transaction); the FENCE's rows."""
@@ -635,6 +659,14 @@ class _Postgres:
         except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as error:
             raise StoreError(f"{self.url.render_as_string(hide_password=True)}: {error}") from error
         return [tuple(row) for row in rows]
+
+    async def upgrade(self, statement: str) -> None:
+        """Run an upgrade statement (see ``UPGRADES``: adding a column twice is no error)."""
+        try:
+            await self.run(statement, {})
+        except StoreError as error:
+            if not _is_duplicate_column(error):
+                raise
 
     async def record_usage(self, lease: Lease, records: list[UsageRecord]) -> Rows:
         """Append the records if the lease holds (one statement); the ids inserted."""
