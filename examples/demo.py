@@ -1,119 +1,104 @@
-"""`make demo`: run the research pipeline with live progress, then show the result.
+"""``make demo``: the research pipeline through the ``stageflow`` command, on SQLite.
 
-One source fails (and is reported), one branch skips itself, the rest completes.
-No network: every "fetch" is simulated.
+What a newcomer sees in under a minute, with no network:
+
+1. a run with live progress (parallel fetches, a retried transient failure, a
+   stage that skips itself, a "model" that reports the tokens it spent);
+2. a second run interrupted half-way with Ctrl-C (SIGINT): the command exits 130
+   and the run is recorded as cancelled;
+3. ``stageflow resume``: the stages that had completed are restored from the
+   store, not run again; the others run;
+4. ``stageflow runs`` and ``stageflow show``: both runs, as the store keeps them.
+
+Every step is the command a user would type; the store is a SQLite file of its own
+(``.stageflow/demo.db``), started afresh each time.
 """
 
 from __future__ import annotations
 
-import asyncio
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
 import sys
+import time
 from pathlib import Path
 
-from rich.console import Console, Group
-from rich.live import Live
-from rich.panel import Panel
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-from rich.table import Table
-
-sys.path.insert(0, str(Path(__file__).parent))
-
-from research import pipeline
-
-from stageflow import Engine, Event, RunResult, StageStatus
-
-STYLE = {
-    "pending": "dim",
-    "running": "yellow",
-    "retrying": "yellow",
-    "completed": "green",
-    "failed": "red",
-    "skipped": "blue",
-    "cancelled": "magenta",
-}
+ROOT = Path(__file__).resolve().parents[1]
+STATE = ROOT / ".stageflow"
+DB = STATE / "demo.db"
+STORE = "sqlite:///.stageflow/demo.db"  # relative to the repository, where the commands run
+TARGET = "examples/research.py:pipeline"
+STAGEFLOW = [sys.executable, "-m", "stageflow.cli"]
 
 
-class ProgressSink:
-    """An EventSink that keeps the live state of each stage for the display."""
-
-    def __init__(self, names: tuple[str, ...]) -> None:
-        self.state = dict.fromkeys(names, "pending")
-        self.notes: dict[str, str] = {}
-        self.progress = Progress(
-            TextColumn("[bold]stages"), BarColumn(), MofNCompleteColumn(), transient=False
-        )
-        self.task = self.progress.add_task("stages", total=len(names))
-
-    def try_emit(self, event: Event) -> None:
-        if event.stage is None:
-            return
-        kind = event.type.split(".", 1)[1]
-        if event.type == "stage.started":
-            self.state[event.stage] = "running"
-        elif event.type == "stage.retrying":
-            self.state[event.stage] = "retrying"
-            self.notes[event.stage] = (
-                f"attempt {event.data['attempt']} in {event.data['delay']:.1f}s "
-                f"after {event.data['error']}"
-            )
-        elif event.type.startswith("custom."):
-            self.notes[event.stage] = str(event.data.get("note", ""))
-        elif kind in STYLE:
-            self.state[event.stage] = kind
-            if "reason" in event.data:
-                self.notes[event.stage] = str(event.data["reason"])
-            self.progress.advance(self.task)
-
-    async def emit(self, event: Event) -> None:
-        self.try_emit(event)
-
-    def __rich__(self) -> Group:
-        table = Table(box=None, pad_edge=False)
-        table.add_column("stage")
-        table.add_column("status")
-        table.add_column("note", overflow="fold")
-        for name, state in self.state.items():
-            table.add_row(name, f"[{STYLE[state]}]{state}", self.notes.get(name, ""))
-        return Group(table, self.progress)
+def say(step: str) -> None:
+    bold, plain = ("\033[1m", "\033[0m") if sys.stdout.isatty() else ("", "")
+    print(f"\n{bold}── {step}{plain}\n", flush=True)
 
 
-def show(console: Console, result: RunResult) -> None:
-    table = Table(title=f"run {result.run_id} — {result.status.value}")
-    for column in ("stage", "status", "attempts", "started", "duration", "reason"):
-        table.add_column(column)
-    for r in result:
-        table.add_row(
-            r.stage,
-            f"[{STYLE[r.status.value]}]{r.status.value}",
-            str(r.attempts),
-            "-" if r.started is None else f"{r.started:.2f}s",
-            "-" if r.duration is None else f"{r.duration:.2f}s",
-            r.reason or "",
-        )
-    console.print(table)
-    if result["report"].status is StageStatus.COMPLETED:
-        console.print(Panel(result["report"].data["report"], title="report"))
-    failed = result.with_status(StageStatus.FAILED)
-    if failed:
-        console.print(
-            f"[red]{len(failed)} stage(s) failed and were reported: {', '.join(failed)}; "
-            "their dependents ran anyway because the dependency is optional."
-        )
+def stageflow(*args: str) -> int:
+    """Run one command as a user would, its output straight to the terminal."""
+    print("$ stageflow " + " ".join(args), flush=True)
+    return subprocess.run([*STAGEFLOW, *args], cwd=ROOT, check=False).returncode
 
 
-async def main() -> int:
-    console = Console()
-    graph = pipeline.build()
-    console.print(Panel(graph.to_mermaid(), title=f"pipeline {graph.name!r} (mermaid)"))
-    sink = ProgressSink(graph.names)
-    engine = Engine(sink=sink, fail_fast=False, max_parallel=4)
-    with Live(sink, console=console, refresh_per_second=12):
-        result = await engine.run(graph, data={"topic": "owls", "language": "en"})
-    console.print()
-    show(console, result)
-    console.print(f"finished in {result.duration:.2f}s")
-    return 0 if result["report"].ok else 1
+def stored_stages(run_id: str) -> int:
+    """How many stage completions the store holds for ``run_id`` (read past the CLI)."""
+    try:
+        with sqlite3.connect(f"file:{DB}?mode=ro", uri=True, timeout=1) as db:
+            row = db.execute(
+                "SELECT count(*) FROM stageflow_stages WHERE run_id = ?", (run_id,)
+            ).fetchone()
+    except sqlite3.Error:
+        return 0
+    return int(row[0])
+
+
+def interrupted_run(run_id: str, after: int) -> int:
+    """Start a run, press Ctrl-C (SIGINT) once ``after`` stages are stored; its exit code."""
+    args = ("run", TARGET, "--data", "topic=barn owls", "--run-id", run_id, "--store", STORE)
+    print("$ stageflow " + " ".join(args) + "     # Ctrl-C half-way", flush=True)
+    child = subprocess.Popen([*STAGEFLOW, *args], cwd=ROOT)
+    deadline = time.monotonic() + 30
+    while stored_stages(run_id) < after and child.poll() is None:
+        if time.monotonic() > deadline:
+            child.kill()
+            raise SystemExit("the demo run did not progress")
+        time.sleep(0.05)
+    if child.poll() is None:
+        child.send_signal(signal.SIGINT)
+    return child.wait(30)
+
+
+def main() -> int:
+    if STATE.exists():
+        for stale in (DB, DB.with_name("demo.db-wal"), DB.with_name("demo.db-shm")):
+            stale.unlink(missing_ok=True)
+        shutil.rmtree(STATE / "events", ignore_errors=True)
+    os.environ.setdefault("STAGEFLOW_EVENTS_DIR", str(STATE / "events"))
+
+    say("1/4  a run, with live progress")
+    first = stageflow("run", TARGET, "--data", "topic=owls", "--store", STORE)
+    if first != 0:
+        return first
+
+    say("2/4  a second run, interrupted half-way")
+    run_id = f"demo-{int(time.time())}"
+    code = interrupted_run(run_id, after=4)
+    print(f"(exit code {code}: 130 means cancelled)", flush=True)
+    if code != 130:
+        return 1
+
+    say("3/4  resume it: completed stages are restored, the rest runs")
+    if stageflow("resume", run_id, "--store", STORE) != 0:
+        return 1
+
+    say("4/4  both runs, as the store keeps them")
+    stageflow("runs", "--store", STORE)
+    return stageflow("show", run_id, "--store", STORE)
 
 
 if __name__ == "__main__":
-    sys.exit(asyncio.run(main()))
+    sys.exit(main())

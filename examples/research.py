@@ -6,8 +6,12 @@
                                   translate┘ (skips itself: nothing to translate)
 
 Everything is simulated (no network): each fetch sleeps a little and returns
-canned documents; the papers service fails once and is retried; the archive is
-"down" and raises.
+canned documents; the papers service fails once and is retried; with
+``archive=down`` in the run's data the archive raises (it is optional: with
+``fail_fast=False`` the digest is made without it). The summary "calls a model"
+and reports the tokens it spent.
+
+    stageflow run examples/research.py:pipeline --data topic=owls
 """
 
 from __future__ import annotations
@@ -36,8 +40,10 @@ async def fetch_papers(ctx: StageContext) -> dict[str, Any]:
 
 
 async def fetch_archive(ctx: StageContext) -> dict[str, Any]:
-    await asyncio.sleep(0.3)
-    raise ConnectionError("archive.example.org: connection refused")
+    await asyncio.sleep(0.6)
+    if ctx.data.get("archive") == "down":
+        raise ConnectionError("archive.example.org: connection refused")
+    return {"docs": ["Owls were a symbol of Athena."], "lang": "en"}
 
 
 def extract(ctx: StageContext) -> dict[str, Any]:
@@ -53,8 +59,10 @@ class Summarize:
     """A class-based stage, as in stageflow-core."""
 
     async def execute(self, ctx: StageContext) -> StageOutput:
-        await asyncio.sleep(0.5)  # "calling a model"
+        await asyncio.sleep(1.5)  # "calling a model"
         sentences = ctx.inputs.get_from("extract", "sentences")
+        words = sum(len(s.split()) for s in sentences)
+        ctx.usage.report(model="demo-model", input_tokens=40 + 2 * words, output_tokens=words)
         ctx.emit("progress", note=f"summarised {len(sentences)} sentences")
         summary = f"{len(sentences)} findings about {ctx.data['topic']}: " + "; ".join(sentences)
         return StageOutput.ok(summary=summary)

@@ -1,0 +1,17 @@
+"""The ``stageflow`` command: run pipelines durably, resume them, inspect their runs.
+
+Needs the ``cli`` extra (typer and rich) and a store driver (``sqlite`` or ``postgres``
+extra). ``stageflow --help`` lists the commands; see the CLI page of the docs.
+"""
+
+from __future__ import annotations
+
+from ._commands import app
+from ._errors import EXIT_CANCELLED, EXIT_COMPLETED, EXIT_FAILED, EXIT_USAGE
+
+__all__ = ["EXIT_CANCELLED", "EXIT_COMPLETED", "EXIT_FAILED", "EXIT_USAGE", "app", "main"]
+
+
+def main() -> None:
+    """Run the ``stageflow`` command with ``sys.argv`` (the console script's entry point)."""
+    app(prog_name="stageflow")

@@ -1,0 +1,790 @@
+"""The commands of ``stageflow``: run, resume, runs, show, graph, validate, events."""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import json
+import sys
+import time
+import traceback
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+
+import typer
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from .._engine import Engine
+from .._graph import StageGraph
+from .._ids import new_run_id
+from .._result import RunResult, RunStatus
+from .._sinks import FanOutSink, JsonLinesSink
+from .._stage import StageStatus
+from ..errors import (
+    ConfigurationError,
+    RunLeasedError,
+    StoreError,
+    UnknownRunError,
+)
+from ..ports import RunRecord, UsageRecord
+from . import _store
+from ._errors import EXIT_CANCELLED, EXIT_COMPLETED, EXIT_FAILED, EXIT_USAGE, CliError
+from ._load import load_graph
+from ._progress import STYLE, ProgressView
+
+if TYPE_CHECKING:
+    from ..adapters.sqlalchemy import SQLAlchemyStore
+
+TARGET_LABEL = "stageflow.target"
+POLL = 0.2  # seconds between two looks at a followed run
+
+app = typer.Typer(
+    name="stageflow",
+    help="Run stageflow pipelines durably, resume them, and inspect their runs.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+class GraphFormat(enum.StrEnum):
+    """The formats ``stageflow graph`` prints."""
+
+    MERMAID = "mermaid"
+    DOT = "dot"
+
+
+Target = Annotated[
+    str,
+    typer.Argument(
+        metavar="TARGET",
+        help="path/to/file.py:attr or package.module:attr: a Pipeline, a StageGraph, "
+        "or a function of no arguments returning one.",
+        show_default=False,
+    ),
+]
+RunId = Annotated[str, typer.Argument(metavar="RUN_ID", help="The run's id.", show_default=False)]
+StoreUrl = Annotated[
+    str | None,
+    typer.Option(
+        "--store",
+        metavar="URL",
+        help=f"The store: sqlite:///path.db or postgresql://... (default: ${_store.STORE_ENV}, "
+        f"else {_store.DEFAULT_STORE})",
+        show_default=False,
+    ),
+]
+AsJson = Annotated[bool, typer.Option("--json", help="Print JSON for scripts, nothing else.")]
+Verbose = Annotated[
+    bool, typer.Option("--verbose", "-v", help="Show the tracebacks of errors in your code.")
+]
+Timeout = Annotated[
+    float | None,
+    typer.Option(
+        "--timeout",
+        metavar="SECONDS",
+        help="Cancel the run after this many seconds (exit 130; resume it later).",
+        show_default=False,
+    ),
+]
+LeaseTtl = Annotated[
+    float | None,
+    typer.Option(
+        "--lease-ttl",
+        metavar="SECONDS",
+        envvar="STAGEFLOW_LEASE_TTL",
+        help="Seconds the run's lease lives without renewal; a crashed driver's run can be "
+        "resumed after it (default: 30).",
+        rich_help_panel="Advanced",
+        show_default=False,
+    ),
+]
+
+
+# ----------------------------------------------------------------------------- errors
+
+
+def _fail(message: str, code: int = EXIT_USAGE, cause: BaseException | None = None) -> NoReturn:
+    raise CliError(message, code, cause)
+
+
+@contextmanager
+def _reported(verbose: bool = False) -> Iterator[None]:
+    """Turn what stageflow refuses into one line on stderr and an exit code."""
+    try:
+        yield
+    except CliError as error:
+        typer.echo(f"error: {error.message}", err=True)
+        if verbose and error.cause is not None:
+            traceback.print_exception(error.cause, file=sys.stderr)
+        elif error.cause is not None:
+            typer.echo("(--verbose shows the traceback)", err=True)
+        raise typer.Exit(error.code) from None
+    except RunLeasedError as error:
+        wait = max(0.0, error.expires_at - time.time())
+        typer.echo(
+            f"error: run {error.run_id!r} is driven by {error.owner}; its lease expires in "
+            f"{wait:.1f}s if that driver stopped",
+            err=True,
+        )
+        raise typer.Exit(EXIT_USAGE) from None
+    except (ConfigurationError, StoreError) as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(EXIT_USAGE) from None
+
+
+def _parse_data(items: list[str] | None) -> dict[str, Any]:
+    data: dict[str, Any] = {}
+    for item in items or ():
+        key, equals, value = item.partition("=")
+        if not equals or not key.strip():
+            _fail(f"malformed --data {item!r}: expected KEY=VALUE")
+        try:
+            data[key.strip()] = json.loads(value)
+        except ValueError:
+            data[key.strip()] = value
+    return data
+
+
+def _absolute(target: str) -> str:
+    """The target as a label: a file's path made absolute, so a resume finds it anywhere."""
+    module, _, attr = target.rpartition(":")
+    if module.endswith(".py") or "/" in module or "\\" in module:
+        return f"{Path(module).resolve()}:{attr}"
+    return target
+
+
+def _console() -> Console:
+    console = Console(highlight=False)
+    if not console.is_terminal:  # piped: don't cut run ids to 80 columns
+        console = Console(highlight=False, width=max(console.width, 160))
+    return console
+
+
+def _unknown(run_id: str, url: str) -> NoReturn:
+    _fail(f"no run {run_id!r} in {_store.shown(url)}")
+
+
+async def _get_run(store: SQLAlchemyStore, run_id: str, url: str) -> RunRecord:
+    try:
+        return await store.get_run(run_id)
+    except UnknownRunError:
+        _unknown(run_id, url)
+
+
+def _when(ts: float) -> str:
+    return datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _said(error: BaseException | None) -> str | None:
+    if error is None:
+        return None
+    return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+
+
+# ----------------------------------------------------------------------------- run / resume
+
+
+def _drive(
+    graph: StageGraph,
+    *,
+    url: str,
+    run_id: str,
+    as_json: bool,
+    verbose: bool,
+    explicit_store: bool,
+    lease_ttl: float | None,
+    timeout: float | None,
+    data: Mapping[str, Any] | None = None,
+    max_parallel: int | None = None,
+    target: str | None = None,
+) -> NoReturn:
+    """Run (``target`` given) or resume ``run_id``; print how it went; exit with its code."""
+    console = _console()
+    view = ProgressView(graph.names, console, lines=not as_json and not console.is_terminal)
+    live = not as_json and console.is_terminal
+    resume = target is None
+
+    async def go() -> RunResult:
+        store = _store.open_store(url, lease_ttl=lease_ttl)
+        try:
+            if not resume:
+                try:
+                    await store.get_run(run_id)
+                except UnknownRunError:
+                    pass
+                else:
+                    _fail(f"run {run_id!r} exists in {_store.shown(url)}; resume it: "
+                          f"stageflow resume {run_id}")  # fmt: skip
+            else:
+                await store.get_run(run_id)  # opens the store: a bad one says so now
+            if not as_json:
+                verb = "resuming" if resume else "running"
+                console.print(
+                    f"{verb} {graph.name!r} ({len(graph)} stages) as run {run_id} "
+                    f"in {_store.shown(url)}",
+                    markup=False,
+                )
+            path = _store.events_file(url, run_id)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with path.open("a", encoding="utf-8", buffering=1) as file:
+                log = JsonLinesSink(file)  # line-buffered: `events --follow` sees each event
+                engine = Engine(store=store, sink=FanOutSink(log, view), max_parallel=max_parallel)
+                with Live(view, console=console, refresh_per_second=10) if live else _nothing():
+                    if resume:
+                        return await engine.resume(run_id, graph, timeout=timeout)
+                    return await engine.run(
+                        graph,
+                        data,
+                        run_id=run_id,
+                        timeout=timeout,
+                        labels={TARGET_LABEL: target or ""},
+                    )
+        except OSError as error:
+            _fail(f"cannot write the events of the run: {error}")
+        finally:
+            await store.aclose()
+
+    hint = f"stageflow resume {run_id}" + (
+        f" --store {_store.shown(url)}" if explicit_store else ""
+    )
+    try:
+        with _reported(verbose):
+            result = asyncio.run(go())
+    except KeyboardInterrupt:
+        if as_json:
+            typer.echo(json.dumps(_interrupted(graph, run_id, view)))
+            typer.echo(f"cancelled: resume with  {hint}", err=True)
+        else:
+            console.print(f"\ncancelled: resume with  {hint}", markup=False)
+        raise typer.Exit(EXIT_CANCELLED) from None
+    code = {
+        RunStatus.COMPLETED: EXIT_COMPLETED,
+        RunStatus.FAILED: EXIT_FAILED,
+    }.get(result.status, EXIT_CANCELLED)
+    if as_json:
+        typer.echo(json.dumps(_result_json(result)))
+        if code:
+            typer.echo(f"{result.status.value}: resume with  {hint}", err=True)
+    else:
+        _summary(console, result, view, hint, verbose)
+    raise typer.Exit(code)
+
+
+@contextmanager
+def _nothing() -> Iterator[None]:
+    yield
+
+
+def _result_json(result: RunResult) -> dict[str, Any]:
+    stages = {}
+    for r in result:
+        error = _said(r.error)
+        if error is None and r.status in (StageStatus.FAILED, StageStatus.CANCELLED):
+            error = r.reason
+        stages[r.stage] = {
+            "status": r.status.value,
+            "attempts": r.attempts,
+            "duration": r.duration,
+            "error": error,
+        }
+    return {
+        "run_id": result.run_id,
+        "pipeline": result.pipeline,
+        "status": result.status.value,
+        "duration": result.duration,
+        "error": _said(result.error),
+        "stages": stages,
+        "usage": {"tokens": result.usage.total.tokens, "cost": result.usage.total.cost},
+    }
+
+
+def _interrupted(graph: StageGraph, run_id: str, view: ProgressView) -> dict[str, Any]:
+    named = {"done": "completed", "restored": "completed", "running": "cancelled"}
+    return {
+        "run_id": run_id,
+        "pipeline": graph.name,
+        "status": RunStatus.CANCELLED.value,
+        "duration": None,
+        "error": "KeyboardInterrupt: interrupted",
+        "stages": {
+            name: {
+                "status": named.get(v.status, v.status),
+                "attempts": v.attempts,
+                "duration": v.duration,
+                "error": v.note or None if v.status in ("failed", "cancelled") else None,
+            }
+            for name, v in view.stages.items()
+        },
+        "usage": None,
+    }
+
+
+def _summary(
+    console: Console, result: RunResult, view: ProgressView, hint: str, verbose: bool
+) -> None:
+    status = result.status.value
+    style = {"completed": "green", "failed": "red"}.get(status, "magenta")
+    console.print(
+        f"[bold {style}]{status}[/]: run {result.run_id} of {result.pipeline!r} "
+        f"in {result.duration:.2f}s"
+    )
+    restored = sum(1 for v in view.stages.values() if v.restored)
+    counts = [
+        f"{len(result.with_status(s))} {s.value}"
+        for s in StageStatus
+        if result.with_status(s) or s is StageStatus.COMPLETED
+    ]
+    restored_from = f"; {restored} restored from the store" if restored else ""
+    console.print("stages: " + ", ".join(counts) + restored_from, markup=False)
+    total = result.usage.total
+    if total.tokens or total.cost:
+        cost = "" if total.cost is None else f", cost {total.cost:.4g}"
+        console.print(
+            f"usage: {total.tokens} tokens ({total.input_tokens} in, {total.output_tokens} out)"
+            f"{cost}",
+            markup=False,
+        )
+    for r in result:
+        if r.status is StageStatus.FAILED:
+            console.print(f"  {r.stage}: {r.reason or _said(r.error)}", markup=False)
+            if verbose and r.error is not None:
+                console.print("".join(traceback.format_exception(r.error)).rstrip(), markup=False)
+    if result.status is RunStatus.FAILED:
+        console.print(f"failed: fix the cause, then resume with  {hint}", markup=False)
+    elif result.status is RunStatus.CANCELLED:
+        if result.error is not None:
+            console.print(f"  {_said(result.error)}", markup=False)
+        console.print(f"cancelled: resume with  {hint}", markup=False)
+
+
+@app.command()
+def run(
+    target: Target,
+    data: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--data",
+            "-d",
+            metavar="KEY=VALUE",
+            help="The run's data, repeatable; VALUE is JSON when it parses (n=3, "
+            'tags=["a"]), else a string (topic=owls).',
+            show_default=False,
+        ),
+    ] = None,
+    run_id: Annotated[
+        str | None,
+        typer.Option(
+            "--run-id", metavar="ID", help="The run's id (default: a new ULID).", show_default=False
+        ),
+    ] = None,
+    store: StoreUrl = None,
+    as_json: AsJson = False,
+    timeout: Timeout = None,
+    max_parallel: Annotated[
+        int | None,
+        typer.Option(
+            "--max-parallel",
+            metavar="N",
+            help="Run at most N stages at once.",
+            min=1,
+            show_default=False,
+        ),
+    ] = None,
+    verbose: Verbose = False,
+    lease_ttl: LeaseTtl = None,
+) -> None:
+    """Run a pipeline durably, with live progress.
+
+    Exits 0 when it completed, 1 when a stage failed, 130 when it was cancelled (Ctrl-C or --timeout): resume it with stageflow resume RUN_ID.
+    """  # noqa: E501 - one line: the help text keeps line breaks
+    with _reported(verbose):
+        values = _parse_data(data)
+        graph = load_graph(target)
+        url = _store.store_url(store)
+        _store.open_store(url, lease_ttl=lease_ttl)  # a bad URL: refused before any work
+    _drive(
+        graph,
+        url=url,
+        run_id=run_id or new_run_id(),
+        as_json=as_json,
+        verbose=verbose,
+        explicit_store=store is not None,
+        lease_ttl=lease_ttl,
+        timeout=timeout,
+        data=values,
+        max_parallel=max_parallel,
+        target=_absolute(target),
+    )
+
+
+@app.command()
+def resume(
+    run_id: RunId,
+    target: Annotated[
+        str | None,
+        typer.Option(
+            "--target",
+            metavar="TARGET",
+            help="The pipeline (default: the TARGET the run was started with).",
+            show_default=False,
+        ),
+    ] = None,
+    store: StoreUrl = None,
+    as_json: AsJson = False,
+    timeout: Timeout = None,
+    verbose: Verbose = False,
+    lease_ttl: LeaseTtl = None,
+) -> None:
+    """Go on with a run that did not complete: completed stages are restored, not run again."""
+    url = _store.store_url(store)
+
+    async def read() -> RunRecord:
+        opened = _store.open_store(url)
+        try:
+            return await _get_run(opened, run_id, url)
+        finally:
+            await opened.aclose()
+
+    with _reported(verbose):
+        if not _store.exists(url):
+            _store.open_store(url)  # a bad URL says so first
+            _unknown(run_id, url)
+        record = asyncio.run(read())
+        chosen = target or record.labels.get(TARGET_LABEL)
+        if not chosen:
+            _fail(
+                f"run {run_id!r} was not started by the stageflow command: give its pipeline "
+                f"with --target path/to/file.py:attr"
+            )
+        graph = load_graph(chosen)
+    _drive(
+        graph,
+        url=url,
+        run_id=run_id,
+        as_json=as_json,
+        verbose=verbose,
+        explicit_store=store is not None,
+        lease_ttl=lease_ttl,
+        timeout=timeout,
+    )
+
+
+# ----------------------------------------------------------------------------- inspect
+
+
+def _run_json(record: RunRecord) -> dict[str, Any]:
+    return {
+        "run_id": record.run_id,
+        "pipeline": record.pipeline,
+        "status": record.status.value,
+        "created_at": record.created_at,
+        "updated_at": record.updated_at,
+        "error": record.error,
+        "labels": dict(record.labels),
+    }
+
+
+@app.command()
+def runs(
+    status: Annotated[
+        RunStatus | None,
+        typer.Option("--status", help="Only runs with this status.", show_default=False),
+    ] = None,
+    pipeline: Annotated[
+        str | None,
+        typer.Option(
+            "--pipeline", metavar="NAME", help="Only runs of this pipeline.", show_default=False
+        ),
+    ] = None,
+    limit: Annotated[
+        int, typer.Option("--limit", metavar="N", min=1, help="At most N runs, newest first.")
+    ] = 20,
+    store: StoreUrl = None,
+    as_json: AsJson = False,
+) -> None:
+    """List the store's runs, newest first."""
+    url = _store.store_url(store)
+
+    async def read() -> list[RunRecord]:
+        opened = _store.open_store(url)
+        try:
+            return await opened.list_runs(status=status, pipeline=pipeline, limit=limit)
+        finally:
+            await opened.aclose()
+
+    with _reported():
+        _store.open_store(url)
+        records = asyncio.run(read()) if _store.exists(url) else []
+    if as_json:
+        typer.echo(json.dumps([_run_json(r) for r in records]))
+        return
+    console = _console()
+    if not records:
+        console.print(f"no runs in {_store.shown(url)}", markup=False)
+        return
+    table = Table(box=None, pad_edge=False)
+    for column in ("run id", "pipeline", "status", "created", "updated"):
+        table.add_column(column, no_wrap=column == "run id")
+    for r in records:
+        table.add_row(
+            r.run_id,
+            r.pipeline,
+            f"[{_run_style(r.status)}]{r.status.value}",
+            _when(r.created_at),
+            _when(r.updated_at),
+        )
+    console.print(table)
+
+
+def _run_style(status: RunStatus) -> str:
+    return {"completed": "green", "failed": "red", "cancelled": "magenta"}.get(
+        status.value, "yellow"
+    )
+
+
+def _usage_json(records: list[UsageRecord]) -> dict[str, Any]:
+    def total(rows: list[UsageRecord]) -> dict[str, Any]:
+        costs = [r.cost for r in rows if r.cost is not None]
+        return {
+            "tokens": sum(r.input_tokens + r.output_tokens for r in rows),
+            "input_tokens": sum(r.input_tokens for r in rows),
+            "output_tokens": sum(r.output_tokens for r in rows),
+            "cost": sum(costs) if costs else None,
+        }
+
+    stages: dict[str, list[UsageRecord]] = {}
+    for r in records:
+        stages.setdefault(r.stage, []).append(r)
+    return {**total(records), "by_stage": {name: total(rows) for name, rows in stages.items()}}
+
+
+@app.command()
+def show(run_id: RunId, store: StoreUrl = None, as_json: AsJson = False) -> None:
+    """Show a run: its record, each stage's outcome, and what it spent."""
+    url = _store.store_url(store)
+
+    async def read() -> dict[str, Any]:
+        opened = _store.open_store(url)
+        try:
+            record = await _get_run(opened, run_id, url)
+            stages = await opened.stage_records(run_id)
+            usage = await opened.load_usage(run_id)
+        finally:
+            await opened.aclose()
+        order = list(json.loads(record.structure)) if record.structure else []
+        order += [name for name in stages if name not in order]
+        shown: dict[str, Any] = {}
+        for name in order:
+            s = stages.get(name)
+            if s is None:
+                shown[name] = {"status": "pending", "attempts": 0, "duration": None,
+                               "reason": None}  # fmt: skip
+                continue
+            duration = None if s.started is None or s.ended is None else s.ended - s.started
+            shown[name] = {
+                "status": s.status.value,
+                "attempts": s.attempts,
+                "duration": duration,
+                "reason": s.reason,
+            }
+        return {**_run_json(record), "stages": shown, "usage": _usage_json(usage)}
+
+    with _reported():
+        _store.open_store(url)
+        if not _store.exists(url):
+            _unknown(run_id, url)
+        shown = asyncio.run(read())
+    if as_json:
+        typer.echo(json.dumps(shown))
+        return
+    console = _console()
+    status = shown["status"]
+    console.print(f"run {run_id} of {shown['pipeline']!r}: [{_run_style(RunStatus(status))}]"
+                  f"{status}")  # fmt: skip
+    console.print(
+        f"created {_when(shown['created_at'])}, updated {_when(shown['updated_at'])}",
+        markup=False,
+    )
+    if shown["error"]:
+        console.print(f"error: {shown['error']}", markup=False)
+    for key, value in shown["labels"].items():
+        console.print(f"label {key} = {value}", markup=False)
+    table = Table(box=None, pad_edge=False)
+    for column in ("stage", "status", "attempts", "duration", "tokens", "cost", "reason"):
+        table.add_column(column, overflow="fold" if column == "reason" else "ellipsis")
+    by_stage = shown["usage"]["by_stage"]
+    for name, s in shown["stages"].items():
+        used = by_stage.get(name)
+        table.add_row(
+            name,
+            f"[{STYLE.get('done' if s['status'] == 'completed' else s['status'], '')}]"
+            f"{s['status']}",
+            str(s["attempts"]),
+            "-" if s["duration"] is None else f"{s['duration']:.2f}s",
+            str(used["tokens"]) if used else "",
+            "" if not used or used["cost"] is None else f"{used['cost']:.4g}",
+            s["reason"] or "",
+        )
+    console.print(table)
+    usage = shown["usage"]
+    if usage["tokens"] or usage["cost"]:
+        cost = "" if usage["cost"] is None else f", cost {usage['cost']:.4g}"
+        console.print(
+            f"usage: {usage['tokens']} tokens ({usage['input_tokens']} in, "
+            f"{usage['output_tokens']} out){cost}",
+            markup=False,
+        )
+
+
+@app.command()
+def graph(
+    target: Target,
+    format: Annotated[  # noqa: A002 - the option's name
+        GraphFormat, typer.Option("--format", "-f", help="The diagram's language.")
+    ] = GraphFormat.MERMAID,
+    verbose: Verbose = False,
+) -> None:
+    """Print the pipeline's graph as Mermaid or Graphviz dot."""
+    with _reported(verbose):
+        built = load_graph(target)
+    typer.echo(built.to_mermaid() if format is GraphFormat.MERMAID else built.to_dot())
+
+
+@app.command()
+def validate(target: Target, verbose: Verbose = False) -> None:
+    """Build the pipeline's graph and say whether it is valid (exit 2 if not)."""
+    with _reported(verbose):
+        built = load_graph(target)
+    typer.echo(f"ok: {built.name} ({len(built)} stages)")
+
+
+# ----------------------------------------------------------------------------- events
+
+
+def _event_line(event: Mapping[str, Any]) -> tuple[str, str, str, str, str, str]:
+    ts = event.get("ts")
+    when = datetime.fromtimestamp(ts).strftime("%H:%M:%S.%f")[:-3] if ts else "-"
+    data = event.get("data") or {}
+    details = (
+        " ".join(f"{k}={_value(v)}" for k, v in data.items()) if isinstance(data, dict) else ""
+    )
+    return (
+        str(event.get("seq", "")),
+        when,
+        str(event.get("type", "")),
+        str(event.get("stage") or "-"),
+        str(event.get("attempt") or ""),
+        details,
+    )
+
+
+def _value(value: object) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def _read_lines(path: Path, offset: int) -> tuple[list[str], int]:
+    """The complete lines written after ``offset``, and the offset after them."""
+    try:
+        with path.open("rb") as file:
+            file.seek(offset)
+            chunk = file.read()
+    except FileNotFoundError:
+        return [], offset
+    end = chunk.rfind(b"\n") + 1  # a line being written is read on the next look
+    lines = chunk[:end].decode("utf-8", errors="replace").splitlines()
+    return [line for line in lines if line.strip()], offset + end
+
+
+def _parsed(lines: list[str]) -> list[dict[str, Any]]:
+    events = []
+    for line in lines:
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(event, dict):
+            events.append(event)
+    return events
+
+
+@app.command()
+def events(
+    run_id: RunId,
+    follow: Annotated[
+        bool,
+        typer.Option("--follow", "-f", help="Keep printing new events while the run is running."),
+    ] = False,
+    store: StoreUrl = None,
+    as_json: AsJson = False,
+) -> None:
+    """Print the events of a run started or resumed by the stageflow command."""
+    url = _store.store_url(store)
+    path = _store.events_file(url, run_id)
+    console = _console()
+
+    def emit(lines: list[str]) -> None:
+        if as_json:
+            for line in lines:
+                typer.echo(line)
+            return
+        for event in _parsed(lines):
+            seq, when, kind, stage, attempt, details = _event_line(event)
+            console.print(f"{seq:>4} {when} {kind:<17} {stage:<16} {attempt:>2} {details}",
+                          markup=False)  # fmt: skip
+
+    async def watch() -> None:
+        opened = _store.open_store(url)
+        offset = 0
+        try:
+            while True:
+                record = await _get_run(opened, run_id, url)
+                lines, offset = _read_lines(path, offset)
+                emit(lines)
+                if record.status != RunStatus.RUNNING:
+                    return
+                await asyncio.sleep(POLL)
+        finally:
+            await opened.aclose()
+
+    async def check() -> None:
+        opened = _store.open_store(url)
+        try:
+            await _get_run(opened, run_id, url)
+        finally:
+            await opened.aclose()
+
+    with _reported():
+        _store.open_store(url)
+        if not _store.exists(url):
+            _unknown(run_id, url)
+        if follow:
+            try:
+                asyncio.run(watch())
+            except KeyboardInterrupt:
+                raise typer.Exit(EXIT_CANCELLED) from None
+            return
+        asyncio.run(check())
+    if not path.exists():
+        typer.echo(
+            f"no events of run {run_id!r} in {path.parent} (only runs driven by the "
+            f"stageflow command write them)",
+            err=True,
+        )
+        return
+    lines, _ = _read_lines(path, 0)
+    if as_json:
+        emit(lines)
+        return
+    table = Table(box=None, pad_edge=False)
+    for column in ("seq", "time", "type", "stage", "attempt", "data"):
+        table.add_column(column, overflow="fold" if column == "data" else "ellipsis")
+    for event in _parsed(lines):
+        table.add_row(*_event_line(event))
+    console.print(table)

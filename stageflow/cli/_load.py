@@ -1,0 +1,140 @@
+"""TARGET: ``path/to/file.py:attr`` or ``package.module:attr``, loaded into a StageGraph."""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import importlib.util
+import inspect
+import sys
+from pathlib import Path
+from types import ModuleType
+
+from .._graph import StageGraph
+from .._pipeline import Pipeline
+from ..errors import GraphError
+from ._errors import CliError
+
+_loaded_files: dict[str, Path] = {}  # module names this process loaded from files
+
+
+def load_graph(target: str) -> StageGraph:
+    """The StageGraph that ``target`` names, built and validated.
+
+    The attribute may be a :class:`~stageflow.Pipeline` (built here), a
+    :class:`~stageflow.StageGraph`, or a callable taking no arguments that returns
+    either.
+
+    Raises:
+        CliError: one short line saying what is wrong (exit code 2); ``cause`` is the
+            user's exception when their code raised.
+    """
+    module_part, colon, attr = target.rpartition(":")
+    if not colon or not module_part or not attr:
+        raise CliError(
+            f"TARGET must be 'path/to/file.py:attribute' or 'package.module:attribute', "
+            f"not {target!r}"
+        )
+    module = _import(module_part)
+    value: object = module
+    for part in attr.split("."):
+        if not hasattr(value, part):
+            raise CliError(_missing(module_part, value, attr, part))
+        value = getattr(value, part)
+    if not isinstance(value, Pipeline | StageGraph) and callable(value):
+        if inspect.isclass(value):
+            raise CliError(_not_a_pipeline(target, value))
+        if _takes_arguments(value):
+            raise CliError(
+                f"{target} is a callable that takes arguments; stageflow calls it with none"
+            )
+        try:
+            value = value()
+        except Exception as error:  # noqa: BLE001 - the user's code: said in one line
+            raise CliError(f"calling {target} raised {_said(error)}", cause=error) from None
+    if isinstance(value, Pipeline):
+        try:
+            return value.build()
+        except GraphError as error:
+            raise CliError(f"invalid graph {value.name!r}: {error}", cause=error) from None
+    if isinstance(value, StageGraph):
+        return value
+    raise CliError(_not_a_pipeline(target, value))
+
+
+def _import(name: str) -> ModuleType:
+    if name.endswith(".py") or "/" in name or "\\" in name:
+        return _import_file(Path(name))
+    cwd = str(Path.cwd())
+    if cwd not in sys.path and "" not in sys.path:  # as `python -m` would
+        sys.path.insert(0, cwd)
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as error:
+        parents = {".".join(name.split(".")[: i + 1]) for i in range(name.count(".") + 1)}
+        if error.name in parents:
+            hint = " (a file? give its path: path/to/file.py:attribute)" if "." not in name else ""
+            raise CliError(f"no module named {error.name!r}{hint}") from None
+        raise CliError(f"importing {name} raised {_said(error)}", cause=error) from None
+    except Exception as error:  # noqa: BLE001 - the user's code: said in one line
+        raise CliError(f"importing {name} raised {_said(error)}", cause=error) from None
+
+
+def _import_file(path: Path) -> ModuleType:
+    if not path.is_file():
+        what = "a directory, not a file" if path.is_dir() else "not found"
+        raise CliError(f"{path}: {what}")
+    resolved = path.resolve()
+    name = path.stem if path.stem.isidentifier() else "_stageflow_target"
+    if name in sys.modules and _loaded_files.get(name) is None:
+        name = f"_stageflow_target_{name}"  # never shadow a module imported otherwise
+    spec = importlib.util.spec_from_file_location(name, resolved)
+    if spec is None or spec.loader is None:  # pragma: no cover - a .py file always has one
+        raise CliError(f"{path}: cannot be imported")
+    folder = str(resolved.parent)
+    if folder not in sys.path:  # as `python path/to/file.py` would: its siblings import
+        sys.path.insert(0, folder)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    _loaded_files[name] = resolved
+    try:
+        spec.loader.exec_module(module)
+    except Exception as error:  # noqa: BLE001 - the user's code: said in one line
+        del sys.modules[name]
+        raise CliError(f"importing {path} raised {_said(error)}", cause=error) from None
+    return module
+
+
+def _missing(module: str, owner: object, attr: str, part: str) -> str:
+    names = [n for n in dir(owner) if not n.startswith("__")]
+    close = difflib.get_close_matches(part, names, n=1, cutoff=0.6)
+    if not close:  # point at what could be a pipeline
+        close = [n for n in names if isinstance(getattr(owner, n), Pipeline | StageGraph)][:1]
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    where = module if attr == part else f"{module}:{attr}"
+    return f"{where} has no attribute {part!r}{hint}"
+
+
+def _not_a_pipeline(target: str, value: object) -> str:
+    what = f"the class {value.__name__}" if inspect.isclass(value) else f"a {type(value).__name__}"
+    return (
+        f"{target} is {what}, not a pipeline: expected a Pipeline, a StageGraph, "
+        f"or a function of no arguments returning one"
+    )
+
+
+def _takes_arguments(value: object) -> bool:
+    try:
+        signature = inspect.signature(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return False
+    try:
+        signature.bind()
+    except TypeError:
+        return True
+    return False
+
+
+def _said(error: BaseException) -> str:
+    text = str(error)
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__

@@ -1,0 +1,91 @@
+"""Which store the command uses, and where the events of its runs are written."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ..errors import ConfigurationError
+from ._errors import CliError
+
+if TYPE_CHECKING:
+    from ..adapters.sqlalchemy import SQLAlchemyStore
+
+STORE_ENV = "STAGEFLOW_STORE"
+EVENTS_ENV = "STAGEFLOW_EVENTS_DIR"
+DEFAULT_STORE = "sqlite:///./.stageflow/runs.db"
+
+
+def store_url(option: str | None) -> str:
+    """``--store``, else ``$STAGEFLOW_STORE``, else the default SQLite file."""
+    return option or os.environ.get(STORE_ENV) or DEFAULT_STORE
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The file of a SQLite URL; None for another backend (or what is not a URL)."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):
+        return None
+    if parsed.get_backend_name() != "sqlite" or not parsed.database:
+        return None
+    return Path(parsed.database)
+
+
+def open_store(url: str, *, lease_ttl: float | None = None) -> SQLAlchemyStore:
+    """A store at ``url``.
+
+    Raises:
+        CliError: the URL is not one of a store, or the store's driver is not installed.
+    """
+    try:
+        from ..adapters.sqlalchemy import SQLAlchemyStore
+    except ImportError as error:  # pragma: no cover - the dev extra installs the drivers
+        raise CliError(
+            f"the store needs SQLAlchemy and a driver (pip install 'stageflow[sqlite]' or "
+            f"'stageflow[postgres]'): {error}"
+        ) from None
+    try:
+        if lease_ttl is None:
+            return SQLAlchemyStore(url)
+        return SQLAlchemyStore(url, lease_ttl=lease_ttl)
+    except ConfigurationError as error:
+        raise CliError(f"bad store URL: {error}") from None
+
+
+def exists(url: str) -> bool:
+    """False only for a SQLite file that does not exist (nothing ever ran there)."""
+    path = sqlite_path(url)
+    return path is None or path.exists()
+
+
+def events_dir(url: str) -> Path:
+    """``$STAGEFLOW_EVENTS_DIR``, else ``events/`` next to the SQLite file (for another
+    store: ``./.stageflow/events``)."""
+    chosen = os.environ.get(EVENTS_ENV)
+    if chosen:
+        return Path(chosen)
+    path = sqlite_path(url)
+    if path is None:
+        return Path(".stageflow") / "events"
+    return path.parent / "events"
+
+
+def events_file(url: str, run_id: str) -> Path:
+    """Where the events of the run are written, as JSON lines."""
+    return events_dir(url) / f"{run_id}.jsonl"
+
+
+def shown(url: str) -> str:
+    """The URL as messages show it (without a password)."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except (ArgumentError, ValueError):
+        return url
