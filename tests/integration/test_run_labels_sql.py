@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
-from pathlib import Path
 
 import pytest
 
@@ -17,23 +16,14 @@ from stageflow import Engine, Pipeline, RunContext, RunRecord, RunResult, RunSta
 from stageflow.adapters.sqlalchemy import SQLAlchemyStore
 from stageflow.adapters.sqlalchemy import _schema as sql
 
-from .test_usage_store_sql import VERSION, raw, report
+from ._sql import VERSION, raw
+from .test_usage_store_sql import report
 
 LABELS = {"stageflow.target": "examples/research.py:pipeline", "ünï": "🦉\x00\n"}
 
 
 def labelled(run_id: str, labels: dict[str, str] | None = None, at: float = 0.0) -> RunRecord:
     return RunRecord(run_id, "p", "fp", "{}", RunStatus.RUNNING, at, at, labels=labels or {})
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def backend(request, tmp_path: Path) -> tuple[str, str]:
-    """(url, how to reach the database without stageflow: a file path or a DSN)."""
-    if request.param == "sqlite":
-        path = tmp_path / "runs.db"
-        return f"sqlite:///{path}", str(path)
-    database = request.getfixturevalue("postgres_database")
-    return database.url, database.dsn
 
 
 DROP_LABELS = "ALTER TABLE stageflow_runs DROP COLUMN labels"

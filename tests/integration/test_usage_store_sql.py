@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from pathlib import Path
 
-import asyncpg  # type: ignore[import-untyped]
 import pytest
 
 from stageflow import LeaseLostError, RunRecord, RunStatus, StoreError
@@ -21,6 +19,8 @@ from stageflow.adapters.sqlalchemy import SQLAlchemyStore
 from stageflow.adapters.sqlalchemy._schema import SCHEMA_VERSION
 from stageflow.ports import UsageRecord
 
+from ._sql import VERSION, raw
+
 
 def report(run_id: str, stage: str, tokens: int = 10, cost: float | None = 0.5) -> UsageRecord:
     return UsageRecord(run_id, stage, 1, "m1", tokens, 1, cost, 1_700_000_000.0)
@@ -28,37 +28,6 @@ def report(run_id: str, stage: str, tokens: int = 10, cost: float | None = 0.5) 
 
 def run(run_id: str) -> RunRecord:
     return RunRecord(run_id, "p", "fp", "{}", RunStatus.RUNNING, 0.0, 0.0)
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def backend(request, tmp_path: Path) -> tuple[str, str]:
-    """(url, how to reach the database without stageflow: a file path or a DSN)."""
-    if request.param == "sqlite":
-        path = tmp_path / "runs.db"
-        return f"sqlite:///{path}", str(path)
-    database = request.getfixturevalue("postgres_database")
-    return database.url, database.dsn
-
-
-async def raw(where: str, *statements: str) -> list[tuple[object, ...]]:
-    """Run statements on the database behind stageflow's back; the last one's rows."""
-    if where.startswith("postgresql://"):
-        connection = await asyncpg.connect(where)
-        try:
-            rows: list[tuple[object, ...]] = []
-            for statement in statements:
-                rows = [tuple(r) for r in await connection.fetch(statement)]
-            return rows
-        finally:
-            await connection.close()
-    with sqlite3.connect(where) as conn:
-        for statement in statements:
-            rows = conn.execute(statement).fetchall()
-    conn.close()
-    return rows
-
-
-VERSION = "SELECT value FROM stageflow_meta WHERE key = 'schema_version'"
 
 
 class TestSchemaUpgrade:
