@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import json
+import signal
 import sys
 import time
 import traceback
@@ -91,6 +93,14 @@ Timeout = Annotated[
         metavar="SECONDS",
         help="Cancel the run after this many seconds (exit 130; resume it later).",
         show_default=False,
+    ),
+]
+FailFast = Annotated[
+    bool,
+    typer.Option(
+        "--fail-fast/--no-fail-fast",
+        help="On the first failed stage, cancel the others (default); with --no-fail-fast, "
+        "independent branches go on and only the failed stage's dependents are skipped.",
     ),
 ]
 LeaseTtl = Annotated[
@@ -204,6 +214,7 @@ def _drive(
     data: Mapping[str, Any] | None = None,
     max_parallel: int | None = None,
     target: str | None = None,
+    fail_fast: bool = True,
 ) -> NoReturn:
     """Run (``target`` given) or resume ``run_id``; print how it went; exit with its code."""
     console = _console()
@@ -212,6 +223,12 @@ def _drive(
     resume = target is None
 
     async def go() -> RunResult:
+        # SIGTERM (a service manager stopping us) ends the run as Ctrl-C does: cancelled,
+        # recorded so, resumable.
+        main = asyncio.current_task()
+        if main is not None:
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main.cancel)
         store = _store.open_store(url, lease_ttl=lease_ttl)
         try:
             if not resume:
@@ -235,7 +252,12 @@ def _drive(
             path.parent.mkdir(parents=True, exist_ok=True)
             with path.open("a", encoding="utf-8", buffering=1) as file:
                 log = JsonLinesSink(file)  # line-buffered: `events --follow` sees each event
-                engine = Engine(store=store, sink=FanOutSink(log, view), max_parallel=max_parallel)
+                engine = Engine(
+                    store=store,
+                    sink=FanOutSink(log, view),
+                    max_parallel=max_parallel,
+                    fail_fast=fail_fast,
+                )
                 with Live(view, console=console, refresh_per_second=10) if live else _nothing():
                     if resume:
                         return await engine.resume(run_id, graph, timeout=timeout)
@@ -257,7 +279,7 @@ def _drive(
     try:
         with _reported(verbose):
             result = asyncio.run(go())
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, asyncio.CancelledError):  # Ctrl-C, or SIGTERM
         if as_json:
             typer.echo(json.dumps(_interrupted(graph, run_id, view)))
             typer.echo(f"cancelled: resume with  {hint}", err=True)
@@ -397,6 +419,7 @@ def run(
             show_default=False,
         ),
     ] = None,
+    fail_fast: FailFast = True,
     verbose: Verbose = False,
     lease_ttl: LeaseTtl = None,
 ) -> None:
@@ -421,6 +444,7 @@ def run(
         data=values,
         max_parallel=max_parallel,
         target=_absolute(target),
+        fail_fast=fail_fast,
     )
 
 
@@ -439,6 +463,7 @@ def resume(
     store: StoreUrl = None,
     as_json: AsJson = False,
     timeout: Timeout = None,
+    fail_fast: FailFast = True,
     verbose: Verbose = False,
     lease_ttl: LeaseTtl = None,
 ) -> None:
@@ -473,6 +498,7 @@ def resume(
         explicit_store=store is not None,
         lease_ttl=lease_ttl,
         timeout=timeout,
+        fail_fast=fail_fast,
     )
 
 

@@ -51,6 +51,13 @@ pipeline = (
 )
 graph = pipeline.build()
 sleepy = Pipeline("sleepy").with_stage("slow", slow)
+
+
+async def broken(ctx):
+    raise RuntimeError("boom")
+
+
+branches = Pipeline("branches").with_stage("broken", broken).with_stage("slow", slow)
 other = Pipeline("tiny").with_stage("a", a)
 cyclic = Pipeline("bad").with_stage("x", a, dependencies=("y",)).with_stage(
     "y", a, dependencies=("x",)
@@ -161,6 +168,25 @@ class TestRun:
         assert "  b: RuntimeError: boom" in result.stdout
         assert f"resume with  stageflow resume f1 --store {url}" in result.stdout
         assert "Traceback" not in result.output
+
+    @pytest.mark.parametrize(
+        ("flag", "slow"),
+        [
+            ((), {"cancelled", "skipped"}),  # stopped, or never started
+            (("--fail-fast",), {"cancelled", "skipped"}),
+            (("--no-fail-fast",), {"completed"}),
+        ],
+    )
+    def test_fail_fast_decides_whether_independent_branches_go_on(
+        self, runner, url, flow, flag, slow
+    ):
+        result = invoke(runner, "run", f"{flow}:branches", "--store", url, "--json",
+                        "-d", "sleep=0.2", *flag)  # fmt: skip
+
+        assert result.exit_code == EXIT_FAILED
+        out = as_json(result)
+        assert out["stages"]["broken"]["status"] == "failed"
+        assert out["stages"]["slow"]["status"] in slow
 
     def test_failed_json_names_the_error(self, runner, url, flow):
         result = invoke(runner, "run", f"{flow}:pipeline", "--store", url, "--json", "-d",

@@ -52,7 +52,11 @@ def test_every_option_of_a_command_is_in_its_section(name):
 @pytest.mark.parametrize("name", sorted(COMMANDS))
 def test_every_documented_option_exists(name):
     section = _section(name)
-    flags = {f for p in COMMANDS[name].params for f in getattr(p, "opts", [])}
+    flags = {
+        f
+        for p in COMMANDS[name].params
+        for f in [*getattr(p, "opts", []), *getattr(p, "secondary_opts", [])]
+    }
 
     for flag in set(re.findall(r"(?<![\w-])(--[a-z][a-z-]*)", section)):
         assert flag in flags or flag == "--help", f"{name} has no option {flag}"

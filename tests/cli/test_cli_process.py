@@ -1,4 +1,4 @@
-"""The ``stageflow`` command as real processes: Ctrl-C, SIGKILL, then resume.
+"""The ``stageflow`` command as real processes: Ctrl-C, SIGTERM, SIGKILL, then resume.
 
 A chain of ten stages, each sleeping 0.1 s and then appending its name to a file, is
 interrupted once some stages completed; ``stageflow resume`` must finish it without
@@ -132,11 +132,14 @@ def _resume_and_check(folder: Path, before: dict) -> None:
     assert set(restored) == completed
 
 
-def test_ctrl_c_cancels_the_run_and_resume_completes_it(chain: Path) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_or_sigterm_cancels_the_run_and_resume_completes_it(
+    chain: Path, sig: signal.Signals
+) -> None:
     process = _start(chain)
     _wait_for_stages(chain, process, 3)
 
-    process.send_signal(signal.SIGINT)
+    process.send_signal(sig)
     out, err = process.communicate(timeout=30)
 
     assert process.returncode == 130, (out, err)
