@@ -92,7 +92,7 @@ from .ports import (
 if TYPE_CHECKING:
     from ._prices import ModelPrice, PriceTable
 
-__version__ = "0.1.0"
+from ._version import __version__
 
 __all__ = [
     "Backoff",

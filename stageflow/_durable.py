@@ -21,7 +21,7 @@ from typing import Any
 
 from . import _codec
 from ._graph import StageGraph
-from ._result import RunStatus
+from ._status import RunStatus
 from .errors import ConfigurationError, GraphMismatchError, LeaseLostError, StoreError
 from .ports import CheckpointStore, Clock, Lease, RunRecord, StageRecord, UsageRecord
 

@@ -13,18 +13,11 @@ from collections.abc import Iterator, Mapping
 from types import MappingProxyType
 from typing import Any, Final
 
-from ._stage import StageResult, StageStatus
+from ._stage import StageResult
+from ._status import CANCELLED, CODE, COMPLETED, FAILED, NONE, SKIPPED, STATUS
 
 __all__ = ["CANCELLED", "COMPLETED", "FAILED", "NONE", "SKIPPED", "Outcomes", "StageResults"]
 
-NONE: Final = 0  # no outcome yet
-COMPLETED: Final = 1
-FAILED: Final = 2
-SKIPPED: Final = 3
-CANCELLED: Final = 4
-STATUS: Final = (None, StageStatus.COMPLETED, StageStatus.FAILED, StageStatus.SKIPPED,
-                 StageStatus.CANCELLED)  # fmt: skip
-CODE: Final = {status: code for code, status in enumerate(STATUS) if status is not None}
 _EMPTY: Final[Mapping[str, Any]] = MappingProxyType({})
 
 

@@ -2,24 +2,15 @@
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Iterator, Mapping
 
-from ._stage import StageResult, StageStatus
+from ._stage import StageResult
+from ._status import RunStatus, StageStatus
 from ._usage import EMPTY as EMPTY_USAGE
 from ._usage import UsageSummary
 from .errors import ConfigurationError, RunCancelledError, RunFailedError
 
 __all__ = ["RunResult", "RunStatus"]
-
-
-class RunStatus(enum.StrEnum):
-    """How a run ended (``RUNNING`` while it is driven)."""
-
-    RUNNING = "running"
-    COMPLETED = "completed"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
 
 
 class RunResult:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import enum
 import re
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Final, Protocol, TypeAlias, runtime_checkable
 
 from ._events import EventType
+from ._status import COMPLETED as _COMPLETED_CODE
+from ._status import StageKind, StageStatus
 from .errors import ConfigurationError, MissingInputError, StageCancelledError
 
 if TYPE_CHECKING:
@@ -34,28 +35,7 @@ __all__ = [
 _EMPTY: Final[Mapping[str, Any]] = MappingProxyType({})
 _MISSING: Final[Any] = object()
 _StageUsage: Any = None  # stageflow._ledger.StageUsage, once ctx.usage was first read
-_COMPLETED_CODE: Final = 1  # stageflow._outcomes.COMPLETED (which imports this module)
 _CUSTOM_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_\-]*(\.[A-Za-z_][A-Za-z0-9_\-]*)*")
-
-
-class StageKind(enum.StrEnum):
-    """What a stage does; informative (drawn, traced, logged), never changes scheduling."""
-
-    TRANSFORM = "transform"
-    ENRICH = "enrich"
-    ROUTE = "route"
-    GUARD = "guard"
-    WORK = "work"
-    AGENT = "agent"
-
-
-class StageStatus(enum.StrEnum):
-    """How a stage ended."""
-
-    COMPLETED = "completed"
-    FAILED = "failed"
-    SKIPPED = "skipped"
-    CANCELLED = "cancelled"
 
 
 class StageOutput:

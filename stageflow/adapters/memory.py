@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 
-from .._result import RunStatus
+from .._status import RunStatus
 from .._usage import Usage, UsageSummary
 from ..errors import (
     ConfigurationError,

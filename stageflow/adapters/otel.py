@@ -14,8 +14,8 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry._logs import SeverityNumber, get_logger_provider
 
-from .. import __version__
 from .._events import Event, EventType
+from .._version import __version__
 from ..errors import ConfigurationError
 from ..interceptors._telemetry import TelemetryErrors
 

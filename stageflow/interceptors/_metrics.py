@@ -107,7 +107,7 @@ class MetricsInterceptor(TelemetryErrors):
         from opentelemetry import metrics
         from opentelemetry.metrics import NoOpMeterProvider
 
-        from .. import __version__
+        from .._version import __version__
 
         provider = self.meter_provider or metrics.get_meter_provider()
         if isinstance(provider, NoOpMeterProvider) or type(provider).__name__ in (

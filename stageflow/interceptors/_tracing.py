@@ -90,7 +90,7 @@ class TracingInterceptor(TelemetryErrors):
     def _tracer(self) -> Tracer | None:
         from opentelemetry import trace
 
-        from .. import __version__
+        from .._version import __version__
 
         provider = self.tracer_provider or trace.get_tracer_provider()
         if isinstance(provider, trace.ProxyTracerProvider | trace.NoOpTracerProvider):

@@ -4,8 +4,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol, runtime_checkable
 
-from .._result import RunStatus
-from .._stage import StageStatus
+from .._status import RunStatus, StageStatus
 from .._usage import UsageSummary
 
 

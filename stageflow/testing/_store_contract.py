@@ -7,8 +7,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import TypeAlias, TypeVar
 
-from .._result import RunStatus
-from .._stage import StageStatus
+from .._status import RunStatus, StageStatus
 from .._usage import Usage, UsageSummary
 from ..errors import LeaseLostError, RunExistsError, RunLeasedError, UnknownRunError
 from ..ports import CheckpointStore, RunRecord, StageRecord, UsageRecord

@@ -18,8 +18,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from ..._result import RunStatus
-from ..._stage import StageStatus
+from ..._status import RunStatus, StageStatus
 from ..._usage import Usage, UsageSummary
 from ...errors import (
     ConfigurationError,
