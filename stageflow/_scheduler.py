@@ -21,9 +21,10 @@ from typing import TYPE_CHECKING, Any, Final
 
 from ._events import Event, EventType
 from ._ledger import Governance, UsageLedger
-from ._outcomes import CANCELLED, CODE, COMPLETED, FAILED, NONE, SKIPPED, Outcomes, StageResults
+from ._outcomes import Outcomes, StageResults
 from ._result import RunResult, RunStatus
 from ._stage import StageContext, StageOutput, StageStatus
+from ._status import CANCELLED, CODE, COMPLETED, FAILED, NONE, SKIPPED
 from ._usage import EMPTY as EMPTY_USAGE
 from .errors import (
     InvalidOutputError,
