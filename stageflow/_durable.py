@@ -1,10 +1,10 @@
-"""Durable runs: a run's record, lease and heartbeat in a CheckpointStore.
+"""Durable runs: a run's record, lease and heartbeat in its store.
 
-The engine drives a durable run through a :class:`Checkpointing`: it creates or
-loads the run, holds its lease (renewed by a heartbeat while the run goes on,
-released the moment it ends, cancelled included) and gives the checkpoint
-interceptor what it needs: the store, the lease, and the outcomes of stages a
-previous attempt at the run already completed.
+The engine drives a durable run through a :class:`DurableRun`: it creates or
+loads the run, holds its lease (renewed by a heartbeat on the engine's clock while
+the run goes on, released the moment it ends, cancelled included). Interceptors
+reach it as ``ctx.durable``: the outcomes of stages an earlier driver of the run
+stored, and fenced writes of outcomes, usage and state.
 """
 
 from __future__ import annotations
@@ -16,14 +16,19 @@ import logging
 import os
 import socket
 import uuid
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from . import _codec
+from ._check import number
 from ._graph import StageGraph
-from ._status import RunStatus
-from .errors import ConfigurationError, GraphMismatchError, LeaseLostError, StoreError
-from .ports import CheckpointStore, Clock, Lease, RunRecord, StageRecord, UsageRecord
+from ._stage import StageOutput
+from ._status import RunStatus, StageStatus
+from .errors import GraphMismatchError, LeaseLostError, StoreError
+from .ports import Clock, Lease, RunRecord, RunStore, StageRecord, UsageRecord
+
+if TYPE_CHECKING:
+    from ._context import StageContext
 
 logger = logging.getLogger("stageflow")
 
@@ -54,8 +59,17 @@ def default_owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
-class Checkpointing:
-    """One durable run's link to its store."""
+class DurableRun:
+    """One durable run's link to its store: what ``ctx.durable`` is.
+
+    Every write is fenced by the run's lease: should another driver have taken the
+    run over, the write raises :class:`~stageflow.errors.LeaseLostError` and this
+    run stops (its stages are cancelled), so two drivers never both write.
+
+    Attributes:
+        store: the run's store.
+        restored: the outcomes that earlier drivers of this run stored, by stage.
+    """
 
     __slots__ = (
         "_heartbeat",
@@ -71,7 +85,7 @@ class Checkpointing:
 
     def __init__(
         self,
-        store: CheckpointStore,
+        store: RunStore,
         lease: Lease,
         ttl: float,
         restored: dict[str, StageRecord],
@@ -91,7 +105,7 @@ class Checkpointing:
     @classmethod
     async def start(
         cls,
-        store: CheckpointStore,
+        store: RunStore,
         graph: StageGraph,
         run_id: str,
         data: Mapping[str, Any],
@@ -100,7 +114,7 @@ class Checkpointing:
         ttl: float,
         clock: Clock,
         labels: Mapping[str, str] | None = None,
-    ) -> Checkpointing:
+    ) -> DurableRun:
         """Create the run in the store and take its lease."""
         shape = structure(graph)
         now = clock.wall()
@@ -122,17 +136,17 @@ class Checkpointing:
     @classmethod
     async def resume(
         cls,
-        store: CheckpointStore,
+        store: RunStore,
         graph: StageGraph,
         run_id: str,
         *,
         owner: str,
         ttl: float,
         clock: Clock,
-    ) -> tuple[Checkpointing, RunRecord, dict[str, Any]]:
+    ) -> tuple[DurableRun, RunRecord, dict[str, Any]]:
         """Check the graph against the run's, take the lease, load what was done.
 
-        Returns the checkpointing, the run's record as it was before the resume, and
+        Returns the durable run, the run's record as it was before the resume, and
         its data.
         """
         record = await store.get_run(run_id)
@@ -140,7 +154,7 @@ class Checkpointing:
         if record.fingerprint != fingerprint(shape):
             before = json.loads(record.structure) if record.structure else {}
             said = changes(before, shape) or ["its structure differs"]
-            raise GraphMismatchError(run_id, said, graph)
+            raise GraphMismatchError.of(run_id, said, graph)
         lease = await store.acquire_lease(run_id, owner, ttl)
         try:
             done = await store.stage_records(run_id)
@@ -152,9 +166,80 @@ class Checkpointing:
         except BaseException:
             await store.release_lease(lease)
             raise
-        checkpointing = cls(store, lease, ttl, done, clock, record.status)
-        checkpointing.usage = usage
-        return checkpointing, record, data
+        durable = cls(store, lease, ttl, done, clock, record.status)
+        durable.usage = usage
+        return durable, record, data
+
+    # ------------------------------------------------------------ what interceptors use
+
+    @property
+    def run_id(self) -> str:
+        """The run's id."""
+        return self.lease.run_id
+
+    def restore(self, stage: str) -> StageOutput | None:
+        """The outcome an earlier driver stored for ``stage`` (completed or skipped by
+        itself), or None: then the stage has to run."""
+        done = self.restored.get(stage)
+        if done is None:
+            return None
+        if done.status is StageStatus.SKIPPED:
+            return StageOutput.skip(done.reason or "skipped")
+        return StageOutput(StageStatus.COMPLETED, _codec.loads(done.output))
+
+    async def save(self, ctx: StageContext, output: StageOutput) -> None:
+        """Store the outcome of ``ctx``'s stage, completed or skipped by itself (fenced).
+
+        Raises:
+            CodecError: the output cannot be stored faithfully (naming the stage and
+                where in the output).
+            LeaseLostError: the run was taken over; this run stops.
+        """
+        run_started = ctx.run_started
+        record = StageRecord(
+            self.lease.run_id,
+            ctx.stage,
+            output.status,
+            _codec.dumps(dict(output.data), f"the output of stage {ctx.stage!r}", stage=ctx.stage),
+            ctx.attempts,
+            ctx.started - run_started,
+            ctx.clock.monotonic() - run_started,
+            output.reason,
+        )
+        await self._fenced(self.store.record_stage(self.lease, record))
+
+    async def save_usage(self, records: Sequence[UsageRecord]) -> None:
+        """Store usage reports (e.g. ``ctx.ledger.unstored(stage)``), all or none (fenced).
+
+        Raises:
+            LeaseLostError: the run was taken over; this run stops.
+        """
+        if records:
+            await self._fenced(self.store.record_usage(self.lease, records))
+
+    async def save_state(self, stage: str, value: Any) -> None:
+        """Keep ``value`` as ``stage``'s intra-stage state, replacing the last (fenced).
+
+        Raises:
+            CodecError: ``value`` cannot be stored faithfully.
+            LeaseLostError: the run was taken over; this run stops.
+        """
+        text = _codec.dumps(value, f"the state of stage {stage!r}", stage=stage)
+        await self._fenced(self.store.save_state(self.lease, stage, text))
+
+    async def load_state(self, stage: str, default: Any = None) -> Any:
+        """``stage``'s last saved state in this run (by any driver), or ``default``."""
+        text = await self.store.load_state(self.lease.run_id, stage)
+        return default if text is None else _codec.loads(text)
+
+    async def _fenced(self, write: Awaitable[None]) -> None:
+        try:
+            await write
+        except LeaseLostError:
+            self.lost("the run's lease was taken over by another driver")
+            raise
+
+    # ------------------------------------------------------------ what the engine uses
 
     def keep_alive(self, on_lost: Callable[[str], None]) -> None:
         """Renew the lease every third of its life; ``on_lost`` stops the run if it is lost."""
@@ -200,8 +285,4 @@ class Checkpointing:
 
 
 def check_ttl(ttl: object) -> float:
-    if isinstance(ttl, bool) or not isinstance(ttl, int | float) or not 0 < ttl <= 3600:
-        raise ConfigurationError(
-            f"lease_ttl must be a number of seconds in (0, 3600], not {ttl!r}", "lease_ttl", ttl
-        )
-    return float(ttl)
+    return number(ttl, "lease_ttl", "a number of seconds in (0, 3600]", gt=0, le=3600)

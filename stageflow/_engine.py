@@ -3,36 +3,45 @@
 from __future__ import annotations
 
 import asyncio
-import math
+import inspect
 import weakref
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from ._budget import Budget, ModelChain
-from ._durable import Checkpointing, check_ttl, default_owner
-from ._graph import StageGraph
+from ._check import integer, number
+from ._clock import LoopClock
+from ._context import StageCall, StageContext
+from ._durable import DurableRun, check_ttl, default_owner
+from ._graph import StageGraph, set_default_run
 from ._ids import RUN_ID, new_run_id
 from ._ledger import Governance
 from ._pipeline import Pipeline
 from ._policies import RetryPolicy
 from ._result import RunResult, RunStatus
 from ._run import RunCall, RunContext, check_labels
-from ._scheduler import _LOOP_CLOCK, RunState, normalize_output
+from ._scheduler import RunState, normalize_output
 from ._sinks import check_sink
 from ._spec import StageSpec
-from ._stage import StageCall, StageContext
 from .errors import ConfigurationError, LeaseLostError
-from .interceptors._base import Interceptor, compose, compose_run, sort_interceptors
+from .interceptors._base import (
+    Interceptor,
+    SelectiveInterceptor,
+    compose,
+    compose_run,
+    sort_interceptors,
+)
 from .interceptors._breaker import CircuitBreakerInterceptor, CircuitBreakerRegistry
 from .interceptors._budget import BudgetInterceptor
 from .interceptors._checkpoint import CheckpointInterceptor
 from .interceptors._retry import RetryInterceptor
 from .interceptors._timeout import TimeoutInterceptor
-from .ports import CheckpointStore, Clock, EventSink
+from .ports import Clock, EventSink
 
 if TYPE_CHECKING:
     from ._prices import PriceTable
+    from .ports import RunStore
 
 __all__ = ["Engine"]
 
@@ -42,17 +51,23 @@ class Engine:
 
     An Engine holds what is shared by its runs: interceptors, event sink, clock
     and limits. It is cheap to create and safe to share; runs of one engine may
-    go on concurrently.
+    go on concurrently. Its settings are frozen once it exists (the interceptor
+    chains are derived from them): :meth:`replace` makes an engine with others.
 
     Args:
-        interceptors: wrap every stage call, outermost first by ``priority``.
+        interceptors: wrap every stage call, outermost first by ``priority``. One
+            that is an instance of a default interceptor's class (a subclass
+            included: timeout, retry, circuit breaker, budget, checkpoint) takes
+            that default's place.
         sink: receives every event of every run (none by default: no event is
             even built).
         max_parallel: at most this many stages run at once (None: no limit).
         fail_fast: on the first failed stage, cancel the running stages and start
             no more (default); with False, independent branches go on and only the
             failed stage's dependents are skipped.
-        clock: where time is read (default: the running loop's clock).
+        clock: where every timing decision is made: timeouts, retry backoff, circuit
+            breakers, lease renewal, durations (default: a :class:`~stageflow.LoopClock`,
+            the running loop's clock).
         stage_timeout: seconds each attempt of a stage without a ``timeout`` option may
             take. Default None: no limit, because a limit that suits one stage kills
             another's legitimate work; set it per stage, or here when all stages call
@@ -61,9 +76,9 @@ class Engine:
             retry, because retrying repeats side effects that may not be idempotent.
         circuit_breakers: where the circuit breakers live (default: a registry of this
             engine's own, shared by all its runs; pass one to share it between engines).
-        store: a CheckpointStore: every run is recorded there, each stage's completion
-            is stored before its dependents start, and :meth:`resume` goes on with a
-            run that stopped.
+        store: a :class:`~stageflow.ports.RunStore`: every run is recorded there, each
+            stage's completion is stored before its dependents start, and
+            :meth:`resume` goes on with a run that stopped.
         lease_ttl: seconds a run's lease lives without renewal (default: the store's
             ``lease_ttl``, else 30); the engine renews it every third of that while it
             drives the run, and a crashed driver's run can be taken over after it.
@@ -75,6 +90,9 @@ class Engine:
             computed.
         model_chains: :class:`~stageflow.ModelChain` s, for ``ctx.model()`` to step
             down when a ``downgrade`` budget runs short.
+        without: names of default interceptors to leave out (``"timeout"``,
+            ``"retry"``, ``"circuit_breaker"``, ``"budget"``, ``"checkpoint"``), for
+            an interceptor of your own that does their job.
 
     Example:
         >>> import asyncio
@@ -90,22 +108,21 @@ class Engine:
         "_chains",
         "_clock",
         "_interceptors",
-        "fail_fast",
+        "_lease_ttl",
+        "_owner",
+        "_selective",
+        "_settings",
         "governance",
-        "lease_ttl",
-        "max_parallel",
-        "owner",
-        "sink",
-        "store",
     )
 
-    @property
-    def circuit_breakers(self) -> CircuitBreakerRegistry:
-        """The registry of this engine's circuit breakers (to inspect their state)."""
-        for interceptor in self._interceptors:
-            if isinstance(interceptor, CircuitBreakerInterceptor):
-                return interceptor.registry
-        raise LookupError("no CircuitBreakerInterceptor")  # pragma: no cover - always one
+    _chains: weakref.WeakKeyDictionary[StageGraph, _Compiled]
+    _clock: Clock
+    _interceptors: tuple[Interceptor, ...]
+    _lease_ttl: float
+    _owner: str
+    _selective: tuple[SelectiveInterceptor, ...]
+    _settings: dict[str, Any]
+    governance: Governance | None
 
     def __init__(
         self,
@@ -118,129 +135,183 @@ class Engine:
         stage_timeout: float | None = None,
         retry: RetryPolicy | None = None,
         circuit_breakers: CircuitBreakerRegistry | None = None,
-        store: CheckpointStore | None = None,
+        store: RunStore | None = None,
         lease_ttl: float | None = None,
         budget: Budget | None = None,
         prices: PriceTable | Mapping[str, Any] | None = None,
         model_chains: Iterable[ModelChain] = (),
+        without: Iterable[str] = (),
     ) -> None:
-        checked: object = interceptors  # checked at run time too: callers may not type-check
-        if isinstance(checked, str | bytes) or not isinstance(checked, Iterable):
-            raise ConfigurationError(
-                f"interceptors must be a sequence of interceptors, not {interceptors!r}",
-                "interceptors",
-                interceptors,
-            )
-        given = list(interceptors)
-        if circuit_breakers is not None and not isinstance(
-            circuit_breakers, CircuitBreakerRegistry
-        ):
+        given = _given_interceptors(interceptors)
+        user = tuple(given)
+        chains = _model_chains(model_chains)
+        registry = circuit_breakers
+        if circuit_breakers is None:
+            circuit_breakers = CircuitBreakerRegistry()
+        elif not isinstance(circuit_breakers, CircuitBreakerRegistry):
             raise ConfigurationError(
                 f"circuit_breakers must be a CircuitBreakerRegistry, not {circuit_breakers!r}",
-                "circuit_breakers",
-                circuit_breakers,
+                field="circuit_breakers",
+                value=circuit_breakers,
             )
-        # The resilience interceptors are always there: for a stage without the option
-        # they return its call unchanged, so they cost it nothing. An instance of the same
-        # class among `interceptors` replaces the default one.
-        defaults = (
-            ("stage_timeout", stage_timeout, TimeoutInterceptor(stage_timeout)),
-            ("retry", retry, RetryInterceptor(retry)),
-            (
-                "circuit_breakers",
-                circuit_breakers,
-                CircuitBreakerInterceptor(registry=circuit_breakers),
-            ),
-            ("budget", budget, BudgetInterceptor(budget)),
-        )
-        for field, value, default in defaults:
-            mine = [g for g in given if type(g) is type(default)]
-            if not mine:
-                given.append(default)
-            elif value is not None:  # two places for one setting: refuse, never drop one
-                raise ConfigurationError(
-                    f"{field}={value!r} conflicts with the {type(default).__name__} given in "
-                    f"interceptors; configure that interceptor instead",
-                    field,
-                    value,
-                )
-        if store is not None:
-            missing = [m for m in ("create_run", "acquire_lease", "record_stage")
-                       if not callable(getattr(store, m, None))]  # fmt: skip
-            if isinstance(store, type) or missing:
-                raise ConfigurationError(
-                    f"store={store!r} is no CheckpointStore instance", "store", store
-                )
-            given.append(CheckpointInterceptor())
-        self._interceptors = sort_interceptors(given)
-        run_budget = next(ic.budget for ic in given if isinstance(ic, BudgetInterceptor))
-        self.governance = _governance(run_budget, prices, model_chains)
+        _check_store(store)
+        dropped = _check_without(without)
         if sink is not None:
             check_sink(sink)
-        if max_parallel is not None and (
-            not isinstance(max_parallel, int) or isinstance(max_parallel, bool) or max_parallel < 1
-        ):
-            raise ConfigurationError(
-                f"max_parallel must be a positive int or None, not {max_parallel!r}",
-                "max_parallel",
-                max_parallel,
-            )
+        _check_max_parallel(max_parallel)
         if not isinstance(fail_fast, bool):
             raise ConfigurationError(
-                f"fail_fast must be True or False, not {fail_fast!r}", "fail_fast", fail_fast
+                f"fail_fast must be True or False, not {fail_fast!r}",
+                field="fail_fast",
+                value=fail_fast,
             )
-        if clock is not None and not all(
-            callable(getattr(clock, m, None)) for m in ("monotonic", "wall", "sleep")
-        ):
-            raise ConfigurationError(
-                f"clock {clock!r} is no Clock: it needs monotonic(), wall() and sleep()",
-                "clock",
-                clock,
+        _check_clock(clock)
+        # The defaults are always there (checkpoint: with a store): for a stage without
+        # the option they return its call unchanged, so they cost it nothing.
+        defaults: list[tuple[str, object, Interceptor]] = [
+            ("stage_timeout", stage_timeout, TimeoutInterceptor(stage_timeout)),
+            ("retry", retry, RetryInterceptor(retry)),
+            ("circuit_breakers", registry, CircuitBreakerInterceptor(registry=circuit_breakers)),
+            ("budget", budget, BudgetInterceptor(budget)),
+        ]
+        if store is not None:
+            defaults.append(("store", None, CheckpointInterceptor()))
+        for field, value, default in defaults:
+            mine = [g for g in given if isinstance(g, type(default))]
+            if mine and value is not None:  # two places for one setting: refuse, never drop one
+                raise ConfigurationError(
+                    f"{field}={value!r} conflicts with the {type(mine[0]).__name__} given in "
+                    f"interceptors; configure that interceptor instead",
+                    field=field,
+                    value=value,
+                )
+            if not mine and default.name not in dropped:
+                given.append(default)
+        chain = sort_interceptors(given)
+        own_breaker = any(isinstance(g, CircuitBreakerInterceptor) for g in user)
+        run_budget = budget  # else the one of a BudgetInterceptor given in `interceptors`
+        if run_budget is None:
+            run_budget = next(
+                (ic.budget for ic in chain if isinstance(ic, BudgetInterceptor)), None
             )
-        self.store = store
+        governance = _governance(run_budget, prices, chains)
         if lease_ttl is None:  # the store's default, else 30 s
             lease_ttl = getattr(store, "lease_ttl", 30.0)
-        self.lease_ttl = check_ttl(lease_ttl)
-        self.owner = default_owner()
-        self.sink = sink
-        self.max_parallel = max_parallel
-        self.fail_fast = fail_fast
-        self._clock = clock
-        self._chains: weakref.WeakKeyDictionary[
-            StageGraph, tuple[tuple[StageCall, ...], RunCall]
-        ] = weakref.WeakKeyDictionary()
+        set_ = object.__setattr__
+        set_(self, "_settings", {
+            "interceptors": user, "sink": sink, "max_parallel": max_parallel,
+            "fail_fast": fail_fast, "clock": clock, "stage_timeout": stage_timeout,
+            "retry": retry, "store": store, "lease_ttl": lease_ttl, "budget": budget,
+            "prices": prices, "model_chains": chains, "without": dropped,
+            # replace() shares the registry, unless the breaker came in `interceptors`
+            "circuit_breakers": None if own_breaker else circuit_breakers,
+        })  # fmt: skip
+        set_(self, "_interceptors", chain)
+        set_(self, "_selective", tuple(ic for ic in chain if isinstance(ic, SelectiveInterceptor)))
+        set_(self, "governance", governance)
+        set_(self, "_lease_ttl", check_ttl(lease_ttl))
+        set_(self, "_owner", default_owner())
+        set_(self, "_clock", clock if clock is not None else LoopClock())
+        set_(self, "_chains", weakref.WeakKeyDictionary())
+
+    def __setattr__(self, name: str, value: object) -> None:
+        if name in _SETTINGS:
+            raise AttributeError(
+                f"Engine settings are frozen once the engine exists (its interceptor chains "
+                f"are made from them): cannot set {name!r}; engine.replace({name}=...) "
+                "returns an engine with another value"
+            )
+        raise AttributeError(f"Engine has no setting {name!r}")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"Engine settings are frozen: cannot delete {name!r}")
+
+    def replace(self, **changes: Any) -> Engine:
+        """An engine with these settings changed and the others the same as this one's.
+
+        Takes the keyword arguments of :class:`Engine`. The new engine shares this
+        one's circuit breaker registry unless ``circuit_breakers`` is given.
+
+        Example:
+            >>> Engine(max_parallel=4).replace(fail_fast=False).max_parallel
+            4
+        """
+        unknown = sorted(set(changes) - set(self._settings))
+        if unknown:
+            raise ConfigurationError(
+                f"Engine has no setting {unknown[0]!r}; "
+                f"settings: {', '.join(sorted(_SETTINGS_ARGS))}",
+                field=unknown[0],
+                value=changes[unknown[0]],
+            )
+        return Engine(**{**self._settings, **changes})
+
+    # ---------------------------------------------------------------- read-only settings
 
     @property
     def interceptors(self) -> tuple[Interceptor, ...]:
-        """The interceptors, outermost first."""
+        """The interceptors, outermost first (defaults included)."""
         return self._interceptors
 
-    def calls(self, graph: StageGraph) -> tuple[StageCall, ...]:
-        """Each stage's call wrapped in this engine's interceptors, composed once per graph."""
-        return self._compiled(graph)[0]
+    @property
+    def sink(self) -> EventSink | None:
+        """Where the events of every run go."""
+        return self._settings["sink"]  # type: ignore[no-any-return]
 
-    def _compiled(self, graph: StageGraph) -> tuple[tuple[StageCall, ...], RunCall]:
+    @property
+    def store(self) -> RunStore | None:
+        """Where runs are recorded (None: runs are not durable)."""
+        return self._settings["store"]  # type: ignore[no-any-return]
+
+    @property
+    def max_parallel(self) -> int | None:
+        """At most this many stages of a run at once (None: no limit)."""
+        return self._settings["max_parallel"]  # type: ignore[no-any-return]
+
+    @property
+    def fail_fast(self) -> bool:
+        """Whether the first failed stage stops the run."""
+        return self._settings["fail_fast"]  # type: ignore[no-any-return]
+
+    @property
+    def clock(self) -> Clock:
+        """The clock of every timing decision."""
+        return self._clock
+
+    @property
+    def lease_ttl(self) -> float:
+        """Seconds a durable run's lease lives without renewal."""
+        return self._lease_ttl
+
+    @property
+    def owner(self) -> str:
+        """Who this engine is when it holds a run's lease (``host:pid:id``)."""
+        return self._owner
+
+    @property
+    def circuit_breakers(self) -> CircuitBreakerRegistry | None:
+        """The registry of this engine's circuit breakers (to inspect their state), or
+        None when ``without`` left the breaker out."""
+        for interceptor in self._interceptors:
+            if isinstance(interceptor, CircuitBreakerInterceptor):
+                return interceptor.registry
+        return None
+
+    # ---------------------------------------------------------------- chains
+
+    def calls(self, graph: StageGraph) -> tuple[StageCall, ...]:
+        """Each stage's call wrapped in all of this engine's interceptors, composed once
+        per graph."""
+        return self._compiled(graph).calls(tuple(True for _ in self._selective))
+
+    def _compiled(self, graph: StageGraph) -> _Compiled:
         compiled = self._chains.get(graph)
         if compiled is None:
-            calls = tuple(self._compose(spec) for spec in graph.stages)
-            compiled = calls, compose_run(graph, self._interceptors, self._execute)
+            compiled = _Compiled(graph, self._interceptors, self._selective, self._execute)
             self._chains[graph] = compiled
         return compiled
 
-    def _compose(self, spec: StageSpec) -> StageCall:
-        if not self._interceptors:
-            return spec.call
-        name = spec.name
-
-        def normalizing(inner: StageCall) -> StageCall:
-            # What interceptors that look at outputs see: a StageOutput, whatever the
-            # stage returned. Only inserted under the first one that wraps this stage.
-            async def normalized(ctx: StageContext) -> Any:
-                return normalize_output(name, await inner(ctx))
-
-            return normalized
-
-        return compose(spec, self._interceptors, spec.call, normalizing)
+    # ---------------------------------------------------------------- running
 
     async def run(
         self,
@@ -277,37 +348,25 @@ class Engine:
                 stages were cancelled first and ``run.cancelled`` was emitted.
         """
         _check_graph(graph, "run")
-        if data is None:
-            frozen: Mapping[str, Any] = MappingProxyType({})
-        elif isinstance(data, Mapping):
-            bad = [k for k in data if not isinstance(k, str)]
-            if bad:
-                raise ConfigurationError(
-                    f"data keys must be str; got {bad[0]!r} ({type(bad[0]).__name__})",
-                    "data",
-                    bad[0],
-                )
-            frozen = MappingProxyType(dict(data))
-        else:
-            raise ConfigurationError(
-                f"data must be a mapping, not {type(data).__name__} {data!r}", "data", data
-            )
+        frozen = _frozen_data(data)
         if run_id is None:
             run_id = new_run_id()
         else:
             _check_run_id(run_id)
         _check_timeout(timeout)
         checked = check_labels(labels)
-        checkpointing = None
-        if self.store is not None:
-            checkpointing = await Checkpointing.start(
-                self.store, graph, run_id, frozen, labels=checked,
-                owner=self.owner, ttl=self.lease_ttl, clock=self._clock or _LOOP_CLOCK,
+        durable = None
+        store = self.store
+        if store is not None:
+            durable = await DurableRun.start(
+                store, graph, run_id, frozen, labels=checked,
+                owner=self._owner, ttl=self._lease_ttl, clock=self._clock,
             )  # fmt: skip
         run = RunContext(
-            graph, run_id, frozen, timeout=timeout, checkpointing=checkpointing, labels=checked
-        )
-        return await self._compiled(graph)[1](run)
+            graph, run_id, frozen, timeout=timeout, durable=durable, labels=checked,
+            clock=self._clock,
+        )  # fmt: skip
+        return await self._compiled(graph).run_call(run)
 
     async def resume(
         self, run_id: str, graph: StageGraph, *, timeout: float | None = None
@@ -327,65 +386,59 @@ class Engine:
             UnknownRunError: the store has no such run.
             RunLeasedError: another driver holds the run.
         """
-        if self.store is None:
+        store = self.store
+        if store is None:
             raise ConfigurationError(
-                "resume() needs an engine with a store: Engine(store=...)", "store", None
+                "resume() needs an engine with a store: Engine(store=...)",
+                field="store",
+                value=None,
             )
         _check_run_id(run_id)
         _check_graph(graph, "resume")
         _check_timeout(timeout)
-        checkpointing, record, data = await Checkpointing.resume(
-            self.store, graph, run_id,
-            owner=self.owner, ttl=self.lease_ttl, clock=self._clock or _LOOP_CLOCK,
-        )  # fmt: skip
-        run = RunContext(
-            graph,
-            run_id,
-            MappingProxyType(data),
-            resumed=True,
-            timeout=timeout,
-            checkpointing=checkpointing,
-            labels=record.labels,
+        durable, record, data = await DurableRun.resume(
+            store, graph, run_id, owner=self._owner, ttl=self._lease_ttl, clock=self._clock
         )
-        return await self._compiled(graph)[1](run)
+        run = RunContext(
+            graph, run_id, MappingProxyType(data), resumed=True, timeout=timeout,
+            durable=durable, labels=record.labels, clock=self._clock,
+        )  # fmt: skip
+        return await self._compiled(graph).run_call(run)
 
     async def _execute(self, run: RunContext) -> RunResult:
         # The innermost run call: what the interceptors' wrap_run hooks wrap.
-        graph, run_id, timeout, checkpointing = (
-            run.graph,
-            run.run_id,
-            run.timeout,
-            run._checkpointing,
-        )
+        graph, durable = run.graph, run.durable
+        compiled = self._compiled(graph)
+        calls = compiled.calls(tuple(ic.applies(run) for ic in self._selective))
         state = RunState(
             graph,
-            self._compiled(graph)[0],
-            run_id,
+            calls,
+            run.run_id,
             run.data,
             sink=self.sink,
             clock=self._clock,
             max_parallel=self.max_parallel,
             fail_fast=self.fail_fast,
             governance=self.governance,
+            durable=durable,
         )
-        if checkpointing is None:
-            return await state.execute(timeout)
-        state.checkpoint = checkpointing
-        if checkpointing.usage:  # what earlier drivers of this run spent counts
+        if durable is None:
+            return await state.execute(run.timeout)
+        if durable.usage:  # what earlier drivers of this run spent counts
             budgets = {spec.name: spec.budget for spec in graph.stages if spec.budget}
-            state.usage_ledger().restore(checkpointing.usage, budgets)
-        checkpointing.keep_alive(
-            lambda why: state.abort(LeaseLostError(run_id, checkpointing.lease.token))
+            state.usage_ledger().restore(durable.usage, budgets)
+        durable.keep_alive(
+            lambda why: state.abort(LeaseLostError.of(run.run_id, durable.lease.token))
         )
         try:
-            result = await state.execute(timeout)
+            result = await state.execute(run.timeout)
         except asyncio.CancelledError:
-            await asyncio.shield(checkpointing.finish(RunStatus.CANCELLED, None, state.unstored()))
+            await asyncio.shield(durable.finish(RunStatus.CANCELLED, None, state.unstored()))
             raise
         except BaseException as error:
-            await asyncio.shield(checkpointing.finish(RunStatus.FAILED, error, state.unstored()))
+            await asyncio.shield(durable.finish(RunStatus.FAILED, error, state.unstored()))
             raise
-        await checkpointing.finish(result.status, result.error, state.unstored())
+        await durable.finish(result.status, result.error, state.unstored())
         return result
 
     def __repr__(self) -> str:
@@ -393,11 +446,143 @@ class Engine:
         return f"<Engine interceptors=[{names}] max_parallel={self.max_parallel}>"
 
 
+set_default_run(lambda graph, data, **options: Engine().run(graph, data, **options))
+
+_SETTINGS_ARGS: Final = frozenset(inspect.signature(Engine.__init__).parameters) - {"self"}
+_SETTINGS: Final = _SETTINGS_ARGS | {"clock", "owner", "governance", "interceptors"}
+_DEFAULT_NAMES: Final = ("timeout", "retry", "circuit_breaker", "budget", "checkpoint")
+
+
+class _Compiled:
+    """One graph's chains on one engine: the run call, and the stage calls per variant.
+
+    A variant is which of the engine's selective interceptors (``applies(run)``) wrap
+    the stages of a run; each is composed once, the first time a run needs it.
+    """
+
+    __slots__ = ("_graph", "_interceptors", "_selective", "_variants", "run_call")
+
+    def __init__(
+        self,
+        graph: StageGraph,
+        interceptors: tuple[Interceptor, ...],
+        selective: tuple[SelectiveInterceptor, ...],
+        execute: RunCall,
+    ) -> None:
+        self._graph = graph
+        self._interceptors = interceptors
+        self._selective = selective
+        self._variants: dict[tuple[bool, ...], tuple[StageCall, ...]] = {}
+        self.run_call = compose_run(graph, interceptors, execute)
+
+    def calls(self, flags: tuple[bool, ...]) -> tuple[StageCall, ...]:
+        calls = self._variants.get(flags)
+        if calls is None:
+            left_out = {id(ic) for ic, on in zip(self._selective, flags, strict=True) if not on}
+            chain = [ic for ic in self._interceptors if id(ic) not in left_out]
+            calls = tuple(_compose(spec, chain) for spec in self._graph.stages)
+            self._variants[flags] = calls
+        return calls
+
+
+def _compose(spec: StageSpec, interceptors: Sequence[Interceptor]) -> StageCall:
+    if not interceptors:
+        return spec.call
+    name = spec.name
+
+    def normalizing(inner: StageCall) -> StageCall:
+        # What interceptors that look at outputs see: a StageOutput, whatever the
+        # stage returned. Only inserted under the first one that wraps this stage.
+        async def normalized(ctx: StageContext) -> Any:
+            return normalize_output(name, await inner(ctx))
+
+        return normalized
+
+    return compose(spec, interceptors, spec.call, normalizing)
+
+
+def _given_interceptors(interceptors: object) -> list[Interceptor]:
+    # Checked at run time too: callers may not type-check.
+    if isinstance(interceptors, str | bytes) or not isinstance(interceptors, Iterable):
+        raise ConfigurationError(
+            f"interceptors must be a sequence of interceptors, not {interceptors!r}",
+            field="interceptors",
+            value=interceptors,
+        )
+    return list(interceptors)
+
+
+def _check_store(store: object) -> None:
+    if store is None:
+        return
+    missing = [m for m in ("create_run", "acquire_lease", "record_stage")
+               if not callable(getattr(store, m, None))]  # fmt: skip
+    if isinstance(store, type) or missing:
+        raise ConfigurationError(
+            f"store={store!r} is no RunStore instance", field="store", value=store
+        )
+
+
+def _check_without(without: object) -> frozenset[str]:
+    if isinstance(without, str) or not isinstance(without, Iterable):
+        raise ConfigurationError(
+            f"without must be a collection of default interceptor names, not {without!r}",
+            field="without",
+            value=without,
+        )
+    names = frozenset(without)
+    unknown = sorted(repr(n) for n in names if n not in _DEFAULT_NAMES)
+    if unknown:
+        raise ConfigurationError(
+            f"without names {unknown[0]}, which is no default interceptor; the defaults "
+            f"are {', '.join(map(repr, _DEFAULT_NAMES))}",
+            field="without",
+            value=without,
+        )
+    return names
+
+
+def _check_max_parallel(max_parallel: object) -> None:
+    if max_parallel is not None:
+        integer(max_parallel, "max_parallel", "a positive int or None", ge=1)
+
+
+def _check_clock(clock: object) -> None:
+    if clock is not None and not all(
+        callable(getattr(clock, m, None)) for m in ("monotonic", "wall", "sleep", "call_later")
+    ):
+        raise ConfigurationError(
+            f"clock {clock!r} is no Clock: it needs monotonic(), wall(), sleep() and "
+            "call_later()",
+            field="clock",
+            value=clock,
+        )
+
+
+def _frozen_data(data: object) -> Mapping[str, Any]:
+    if data is None:
+        return MappingProxyType({})
+    if not isinstance(data, Mapping):
+        raise ConfigurationError(
+            f"data must be a mapping, not {type(data).__name__} {data!r}", field="data", value=data
+        )
+    bad = [k for k in data if not isinstance(k, str)]
+    if bad:
+        raise ConfigurationError(
+            f"data keys must be str; got {bad[0]!r} ({type(bad[0]).__name__})",
+            field="data",
+            value=bad[0],
+        )
+    return MappingProxyType(dict(data))
+
+
 def _check_graph(graph: object, method: str) -> None:
     if not isinstance(graph, StageGraph):
         hint = " (call .build() on it first)" if isinstance(graph, Pipeline) else ""
         raise ConfigurationError(
-            f"{method}() takes a StageGraph, not {type(graph).__name__}{hint}", "graph", graph
+            f"{method}() takes a StageGraph, not {type(graph).__name__}{hint}",
+            field="graph",
+            value=graph,
         )
 
 
@@ -405,26 +590,19 @@ def _check_run_id(run_id: object) -> None:
     if not isinstance(run_id, str) or RUN_ID.fullmatch(run_id) is None:
         raise ConfigurationError(
             f"run_id must be 1 to 128 letters, digits, '_', '.', ':' or '-', not {run_id!r}",
-            "run_id",
-            run_id,
+            field="run_id",
+            value=run_id,
         )
 
 
 def _check_timeout(timeout: object) -> None:
-    if timeout is not None and (
-        isinstance(timeout, bool)
-        or not isinstance(timeout, int | float)
-        or not math.isfinite(timeout)
-        or timeout <= 0
-    ):
-        raise ConfigurationError(
-            f"timeout must be a positive number of seconds or None, not {timeout!r}",
-            "timeout",
-            timeout,
-        )
+    if timeout is not None:
+        number(timeout, "timeout", "a positive number of seconds or None", gt=0)
 
 
-def _governance(budget: Budget | None, prices: object, model_chains: object) -> Governance | None:
+def _governance(
+    budget: Budget | None, prices: object, model_chains: tuple[ModelChain, ...]
+) -> Governance | None:
     """What the engine governs usage with, checked; None when it governs nothing."""
     table = None
     if prices is not None:
@@ -438,23 +616,27 @@ def _governance(budget: Budget | None, prices: object, model_chains: object) -> 
             raise ConfigurationError(
                 f"prices must be a PriceTable or a mapping of model names to prices, "
                 f"not {prices!r}",
-                "prices",
-                prices,
+                field="prices",
+                value=prices,
             )
+    if budget is None and table is None and not model_chains:
+        return None
+    return Governance(budget, table, model_chains)
+
+
+def _model_chains(model_chains: object) -> tuple[ModelChain, ...]:
     if isinstance(model_chains, ModelChain | str | bytes) or not isinstance(model_chains, Iterable):
         raise ConfigurationError(
             f"model_chains must be a list of ModelChain, not {model_chains!r}",
-            "model_chains",
-            model_chains,
+            field="model_chains",
+            value=model_chains,
         )
-    chains = list(model_chains)
+    chains = tuple(model_chains)
     for chain in chains:
         if not isinstance(chain, ModelChain):
             raise ConfigurationError(
                 f"model_chains must hold ModelChain objects, not {chain!r}",
-                "model_chains",
-                chain,
+                field="model_chains",
+                value=chain,
             )
-    if budget is None and table is None and not chains:
-        return None
-    return Governance(budget, table, chains)
+    return chains

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import operator
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from ._spec import StageSpec
-from .errors import CycleError, DuplicateStageError, SelfDependencyError, UnknownDependencyError
+from .errors import (
+    CycleError,
+    DuplicateDependencyError,
+    DuplicateStageError,
+    SelfDependencyError,
+    UnknownDependencyError,
+)
 
 if TYPE_CHECKING:
     from ._result import RunResult
@@ -17,6 +23,16 @@ __all__ = ["StageGraph"]
 
 
 _name_of = operator.itemgetter(0)  # StageSpec is a NamedTuple: its name, in C
+
+# What graph.run() runs the graph with. The engine sits two layers above this module and
+# installs itself here when it is imported (stageflow imports it), so that this module
+# needs nothing from the layers above it.
+_DEFAULT_RUN: list[Callable[..., Awaitable[RunResult]]] = []
+
+
+def set_default_run(run: Callable[..., Awaitable[RunResult]]) -> None:
+    """Make ``run(graph, data, **kwargs)`` what :meth:`StageGraph.run` calls."""
+    _DEFAULT_RUN[:] = [run]
 
 
 class StageGraph:
@@ -64,7 +80,7 @@ class StageGraph:
         for i, spec in enumerate(specs):
             if setdefault(spec.name, i) != i:
                 raise DuplicateStageError(
-                    f"pipeline {name!r}: two stages are named {spec.name!r}", (spec.name,)
+                    f"pipeline {name!r}: two stages are named {spec.name!r}", stage=spec.name
                 )
         n = len(specs)
         successors: list[list[int]] = [[] for _ in range(n)]
@@ -76,20 +92,21 @@ class StageGraph:
                     raise UnknownDependencyError(
                         f"stage {spec.name!r} depends on {dep!r}, which is no stage of "
                         f"pipeline {name!r}",
-                        spec.name,
-                        dep,
+                        stage=spec.name,
+                        dependency=dep,
                     )
                 if j >= i:
                     if j == i:
                         raise SelfDependencyError(
-                            f"stage {spec.name!r} depends on itself", (spec.name,)
+                            f"stage {spec.name!r} depends on itself", stage=spec.name
                         )
                     backward_only = False
                 succ = successors[j]
                 if succ and succ[-1] == i:  # i's dependencies are appended together
-                    raise DuplicateStageError(
+                    raise DuplicateDependencyError(
                         f"stage {spec.name!r} lists dependency {dep!r} more than once",
-                        (spec.name, dep),
+                        stage=spec.name,
+                        dependency=dep,
                     )
                 succ.append(i)
         in_degree = tuple(len(spec.dependencies) for spec in specs)
@@ -167,13 +184,12 @@ class StageGraph:
         return "\n".join(lines) + "\n"
 
     async def run(self, data: Mapping[str, Any] | None = None, **kwargs: Any) -> RunResult:
-        """Run this graph on a default :class:`~stageflow.Engine`.
+        """Run this graph on a default :class:`~stageflow.Engine`: a convenience for
+        scripts and notebooks, the same as ``await Engine().run(graph, data)``.
 
-        ``kwargs`` go to :meth:`Engine.run` (``run_id``, ``timeout``).
+        ``kwargs`` go to :meth:`Engine.run` (``run_id``, ``timeout``, ``labels``).
         """
-        from ._engine import Engine
-
-        return await Engine().run(self, data=data, **kwargs)
+        return await _DEFAULT_RUN[0](self, data, **kwargs)
 
     def __repr__(self) -> str:
         return f"<StageGraph {self.name!r} with {len(self.stages)} stages>"
@@ -212,4 +228,4 @@ def _check_acyclic(
     cycle.reverse()
     first = cycle.index(min(cycle))
     names = [specs[j].name for j in cycle[first:] + cycle[:first]]
-    raise CycleError([*names, names[0]])
+    raise CycleError.of([*names, names[0]])

@@ -13,7 +13,7 @@ from collections.abc import Iterator, Mapping
 from types import MappingProxyType
 from typing import Any, Final
 
-from ._stage import StageResult
+from ._result import StageResult
 from ._status import CANCELLED, CODE, COMPLETED, FAILED, NONE, SKIPPED, STATUS
 
 __all__ = ["CANCELLED", "COMPLETED", "FAILED", "NONE", "SKIPPED", "Outcomes", "StageResults"]

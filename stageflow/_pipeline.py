@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ._budget import Budget, Estimate
+from ._graph import StageGraph
 from ._policies import CircuitBreakerPolicy, RetryPolicy
 from ._spec import StageSpec, check_name, make_spec, unknown_option
 from ._stage import StageKind
 from .errors import GraphError
-
-if TYPE_CHECKING:
-    from ._graph import StageGraph
 
 __all__ = ["Pipeline"]
 
@@ -163,12 +161,11 @@ class Pipeline:
 
         Raises:
             DuplicateStageError: two stages share a name.
+            DuplicateDependencyError: a stage lists a dependency twice.
             UnknownDependencyError: a dependency names no stage.
             SelfDependencyError: a stage depends on itself.
             CycleError: the dependencies form a cycle; the error names it.
         """
-        from ._graph import StageGraph
-
         return StageGraph._from_specs(self._name, self._specs())
 
     def __repr__(self) -> str:

@@ -1,16 +1,73 @@
-"""RunResult: how a run ended, stage by stage."""
+"""RunResult and StageResult: how a run ended, stage by stage."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
+from types import MappingProxyType
+from typing import Any, Final
 
-from ._stage import StageResult
 from ._status import RunStatus, StageStatus
 from ._usage import EMPTY as EMPTY_USAGE
 from ._usage import UsageSummary
 from .errors import ConfigurationError, RunCancelledError, RunFailedError
 
-__all__ = ["RunResult", "RunStatus"]
+__all__ = ["RunResult", "RunStatus", "StageResult"]
+
+_EMPTY: Final[Mapping[str, Any]] = MappingProxyType({})
+
+
+class StageResult:
+    """How one stage of a run ended. Read-only by contract.
+
+    Attributes:
+        stage: the stage's name.
+        status: completed, failed, skipped or cancelled.
+        data: the output data (empty unless completed or failed with data).
+        error: the exception that failed the stage, if any.
+        reason: why it was skipped or failed, in words.
+        attempts: how many attempts were made (0 when it never ran); an attempt
+            refused by an open circuit breaker counts.
+        started: when it started, in seconds since the run started (None if it never ran).
+        ended: when it ended, in seconds since the run started.
+    """
+
+    __slots__ = ("attempts", "data", "ended", "error", "reason", "stage", "started", "status")
+
+    def __init__(
+        self,
+        stage: str,
+        status: StageStatus,
+        data: Mapping[str, Any] = _EMPTY,
+        error: BaseException | None = None,
+        reason: str | None = None,
+        attempts: int = 0,
+        started: float | None = None,
+        ended: float | None = None,
+    ) -> None:
+        self.stage = stage
+        self.status = status
+        self.data = data
+        self.error = error
+        self.reason = reason
+        self.attempts = attempts
+        self.started = started
+        self.ended = ended
+
+    @property
+    def duration(self) -> float | None:
+        """Seconds between start and end, or None if the stage never ran."""
+        if self.started is None or self.ended is None:
+            return None
+        return self.ended - self.started
+
+    @property
+    def ok(self) -> bool:
+        """True when the stage completed."""
+        return self.status is StageStatus.COMPLETED
+
+    def __repr__(self) -> str:
+        extra = f", reason={self.reason!r}" if self.reason else ""
+        return f"<StageResult {self.stage!r} {self.status.value} attempts={self.attempts}{extra}>"
 
 
 class RunResult:
@@ -100,8 +157,8 @@ class RunResult:
             raise ConfigurationError(
                 f"with_status takes one of {', '.join(s.value for s in StageStatus)}, "
                 f"not {status!r}",
-                "status",
-                status,
+                field="status",
+                value=status,
             ) from None
         return tuple(name for name, r in self.stages.items() if r.status is wanted)
 
@@ -121,13 +178,13 @@ class RunResult:
             more = f" (and {len(failed) - 5} more)" if len(failed) > 5 else ""
             raise RunFailedError(
                 f"run {self.run_id!r} of {self.pipeline!r} failed: {reasons}{more}",
-                self.run_id,
-                failed,
+                run_id=self.run_id,
+                failed=failed,
             ) from self.error
         if isinstance(self.error, RunCancelledError):
             raise self.error
         raise RunCancelledError(
-            f"run {self.run_id!r} of {self.pipeline!r} was cancelled", self.run_id
+            f"run {self.run_id!r} of {self.pipeline!r} was cancelled", run_id=self.run_id
         )
 
     def __repr__(self) -> str:

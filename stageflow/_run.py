@@ -6,12 +6,14 @@ from collections.abc import Awaitable, Callable, Mapping
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Final, TypeAlias
 
+from ._clock import LoopClock
 from .errors import ConfigurationError
 
 if TYPE_CHECKING:
-    from ._durable import Checkpointing
+    from ._durable import DurableRun
     from ._graph import StageGraph
     from ._result import RunResult
+    from .ports import Clock
 
 __all__ = ["RunCall", "RunContext"]
 
@@ -32,27 +34,29 @@ def check_labels(labels: object) -> Mapping[str, str]:
     if not isinstance(labels, Mapping):
         raise ConfigurationError(
             f"labels must be a mapping of str to str, not {type(labels).__name__} {_shown(labels)}",
-            "labels",
-            labels,
+            field="labels",
+            value=labels,
         )
     if len(labels) > MAX_LABELS:
         raise ConfigurationError(
-            f"a run has at most {MAX_LABELS} labels, not {len(labels)}", "labels", labels
+            f"a run has at most {MAX_LABELS} labels, not {len(labels)}",
+            field="labels",
+            value=labels,
         )
     for key, value in labels.items():
         if not isinstance(key, str) or not 0 < len(key) <= MAX_LABEL_KEY:
             raise ConfigurationError(
                 f"a label's key must be a str of 1 to {MAX_LABEL_KEY} characters, "
                 f"not {_shown(key)}",
-                "labels",
-                key,
+                field="labels",
+                value=key,
             )
         if not isinstance(value, str) or len(value) > MAX_LABEL_VALUE:
             raise ConfigurationError(
                 f"label {key!r}: the value must be a str of at most {MAX_LABEL_VALUE} "
                 f"characters, not {_shown(value)}",
-                "labels",
-                value,
+                field="labels",
+                value=value,
             )
     return MappingProxyType(dict(labels)) if labels else _NO_LABELS
 
@@ -83,9 +87,12 @@ class RunContext:
         timeout: the run's timeout in seconds, or None.
         labels: the run's labels (read-only; empty by default): those given to
             :meth:`Engine.run`, or on a resume those the store kept with the run.
+        durable: the run's link to its store (see ``StageContext.durable``), or None
+            when the run is not durable.
+        clock: the engine's clock: time the run on it.
     """
 
-    __slots__ = ("_checkpointing", "data", "graph", "labels", "resumed", "run_id", "timeout")
+    __slots__ = ("clock", "data", "durable", "graph", "labels", "resumed", "run_id", "timeout")
 
     def __init__(
         self,
@@ -95,8 +102,9 @@ class RunContext:
         *,
         resumed: bool = False,
         timeout: float | None = None,
-        checkpointing: Checkpointing | None = None,
+        durable: DurableRun | None = None,
         labels: Mapping[str, str] | None = None,
+        clock: Clock | None = None,
     ) -> None:
         self.graph = graph
         self.run_id = run_id
@@ -104,7 +112,8 @@ class RunContext:
         self.resumed = resumed
         self.timeout = timeout
         self.labels: Mapping[str, str] = frozen_labels(labels)
-        self._checkpointing = checkpointing
+        self.durable = durable
+        self.clock: Clock = clock if clock is not None else LoopClock()
 
     @property
     def pipeline(self) -> str:

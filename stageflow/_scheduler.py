@@ -11,20 +11,18 @@ the success path.
 from __future__ import annotations
 
 import asyncio
-import logging
 import sys
-import threading
-import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final
 
-from ._events import Event, EventType
-from ._ledger import Governance, UsageLedger
-from ._outcomes import Outcomes, StageResults
+from ._context import StageContext
+from ._events import EventType
+from ._outcomes import StageResults
 from ._result import RunResult, RunStatus
-from ._stage import StageContext, StageOutput, StageStatus
-from ._status import CANCELLED, CODE, COMPLETED, FAILED, NONE, SKIPPED
+from ._services import RunServices
+from ._stage import StageOutput
+from ._status import CANCELLED, CODE, COMPLETED, FAILED, NONE, SKIPPED, StageStatus
 from ._usage import EMPTY as EMPTY_USAGE
 from .errors import (
     InvalidOutputError,
@@ -32,17 +30,14 @@ from .errors import (
     StageCancelledError,
     StageFailedError,
 )
-from .ports import Clock, LoopClock
+from .ports import PressureSink
 
 if TYPE_CHECKING:
-    from ._durable import Checkpointing
+    from ._context import StageCall
+    from ._durable import DurableRun
     from ._graph import StageGraph
-    from ._stage import StageCall
-    from .ports import EventSink, UsageRecord
-
-logger = logging.getLogger("stageflow")
-_LOOP_CLOCK: Final = LoopClock()
-_LEDGER_LOCK: Final = threading.Lock()
+    from ._ledger import Governance
+    from .ports import Clock, EventSink, UsageRecord
 
 LAUNCH_AHEAD: Final = 256  # tasks created but not yet begun, at most (see RunState.launch)
 
@@ -68,49 +63,31 @@ def normalize_output(name: str, out: object) -> StageOutput:
         return StageOutput()
     if isinstance(out, Mapping):
         return StageOutput(StageStatus.COMPLETED, out if type(out) is dict else dict(out))
-    raise InvalidOutputError(name, out)
+    raise InvalidOutputError.of(name, out)
 
 
-class RunState:
-    """The state of one run; stages see it through their StageContext."""
+class RunState(RunServices):
+    """One run as the scheduler drives it; stages see its services through their context."""
 
     __slots__ = (
         "active",
         "backlog",
         "blocked",
         "calls",
-        "checkpoint",
-        "clock",
-        "data",
         "done",
         "ended",
         "fail_fast",
         "failed",
         "first_error",
-        "governance",
-        "graph",
-        "ledger",
         "limit",
-        "loop",
-        "now",
-        "outcomes",
         "pending",
-        "pipeline",
         "pressure",
         "queue",
         "remaining",
-        "run_id",
-        "seq",
-        "sink",
-        "sink_errors",
-        "states",
         "stop_reason",
-        "stopping",
-        "t0",
         "tasks",
-        "thread",
+        "timed_out",
         "unstarted",
-        "wall",
     )
 
     def __init__(
@@ -121,37 +98,21 @@ class RunState:
         data: Mapping[str, Any],
         *,
         sink: EventSink | None,
-        clock: Clock | None,
+        clock: Clock,
         max_parallel: int | None,
         fail_fast: bool,
         governance: Governance | None = None,
+        durable: DurableRun | None = None,
     ) -> None:
-        self.graph = graph
+        super().__init__(
+            graph, run_id, data, sink=sink, clock=clock, governance=governance, durable=durable
+        )
         self.calls = calls
-        self.checkpoint: Checkpointing | None = None
-        self.states: dict[str, str] = {}  # ctx.state of a run without a store
-        self.run_id = run_id
-        self.pipeline = graph.name
-        self.data = data
-        self.sink = sink
-        # A sink that can hold the run back (BufferedSink(overflow="block")) says so with a
-        # pressure() method: looked up once here, so that other sinks cost a stage nothing.
-        self.pressure: Callable[[], Awaitable[None] | None] | None = getattr(sink, "pressure", None)
+        # Checked once here, so that sinks that cannot hold a run back cost a stage nothing.
+        self.pressure: Callable[[], Awaitable[None] | None] | None = (
+            sink.pressure if isinstance(sink, PressureSink) else None
+        )
         self.fail_fast = fail_fast
-        self.governance = governance
-        self.ledger: UsageLedger | None = None  # made when first needed: see usage_ledger()
-        self.loop = asyncio.get_running_loop()
-        self.clock: Clock = clock or _LOOP_CLOCK
-        if clock is None:
-            # loop.time() is time.monotonic() unless the loop says otherwise (virtual time);
-            # calling the C function directly saves a Python frame twice per stage.
-            plain = type(self.loop).time is asyncio.BaseEventLoop.time
-            self.now: Callable[[], float] = time.monotonic if plain else self.loop.time
-            self.wall: Callable[[], float] = time.time
-        else:
-            self.now = clock.monotonic
-            self.wall = clock.wall
-        self.outcomes = Outcomes(graph.names)
         self.pending = list(graph.in_degree)
         self.blocked: dict[int, str] = {}  # stage -> why it will be skipped
         self.remaining = len(graph.stages)
@@ -164,14 +125,10 @@ class RunState:
         # Running worker tasks, keyed by the stage each one started with.
         self.tasks: dict[int, asyncio.Task[None]] = {}
         self.done: asyncio.Future[None] = self.loop.create_future()
-        self.stopping = False
         self.stop_reason = ""
         self.failed = 0
         self.first_error: BaseException | None = None
-        self.seq = 0
-        self.sink_errors = 0
-        self.t0 = 0.0
-        self.thread = threading.get_ident()
+        self.timed_out = False
         self.ended = False
 
     # ------------------------------------------------------------------ driving the run
@@ -185,22 +142,19 @@ class RunState:
             self.ready(i)
         if self.remaining == 0:
             self.done.set_result(None)
-        timed_out = False
         cancelled: asyncio.CancelledError | None = None
         escaped: BaseException | None = None
+        # The run's limit is a timer on the engine's clock, like every other limit.
+        timer = None if timeout is None else self.clock.call_later(timeout, self.time_out)
         try:
-            if timeout is None:
-                await self.done
-            else:
-                try:
-                    async with asyncio.timeout(timeout):
-                        await self.done
-                except TimeoutError:
-                    timed_out = True
+            await self.done
         except asyncio.CancelledError as error:
             cancelled = error
         except BaseException as error:  # noqa: BLE001 - from a worker: stop, then raise it
             escaped = error
+        if timer is not None:
+            timer.cancel()
+        timed_out = self.timed_out
         if cancelled is not None:
             self.stop("the run was cancelled")
         elif timed_out:
@@ -215,7 +169,7 @@ class RunState:
             status = RunStatus.CANCELLED
             if timed_out:
                 assert timeout is not None
-                self.first_error = RunTimeoutError(self.run_id, timeout)
+                self.first_error = RunTimeoutError.of(self.run_id, timeout)
         else:
             status = RunStatus.FAILED if self.failed or escaped else RunStatus.COMPLETED
         duration = self.now() - self.t0
@@ -238,6 +192,12 @@ class RunState:
             sink_errors=self.sink_errors,
             usage=EMPTY_USAGE if self.ledger is None else self.ledger.summary(self.pipeline),
         )
+
+    def time_out(self) -> None:
+        """The run's timeout is up (a timer on the clock): unless it ended, it stops."""
+        if not self.done.done():
+            self.timed_out = True
+            self.done.set_result(None)
 
     def ready(self, i: int) -> None:
         """Stage i may start: start it now if a slot is free, else queue it."""
@@ -349,7 +309,7 @@ class RunState:
             if out.reason is not None:
                 outcomes.reasons[i] = out.reason
             if code == FAILED:
-                outcomes.errors[i] = StageFailedError(outcomes.names[i], out.reason or "")
+                outcomes.errors[i] = StageFailedError.of(outcomes.names[i], out.reason or "")
         elif out is None:
             code = COMPLETED
             outcomes.outputs[i] = {}
@@ -357,7 +317,7 @@ class RunState:
             code = COMPLETED
             outcomes.outputs[i] = dict(out)
         else:
-            return self.record_failure(i, InvalidOutputError(outcomes.names[i], out))
+            return self.record_failure(i, InvalidOutputError.of(outcomes.names[i], out))
         outcomes.status[i] = code
         return code
 
@@ -384,7 +344,7 @@ class RunState:
                 task.uncancel()
         name = self.outcomes.names[i]
         error = StageCancelledError(
-            f"stage {name!r} raised CancelledError without the run cancelling it", name
+            f"stage {name!r} raised CancelledError without the run cancelling it", stage=name
         )
         return self.record_failure(i, error)
 
@@ -506,22 +466,6 @@ class RunState:
 
     # ------------------------------------------------------------------ events
 
-    def event(self, type_: str, stage: str | None, attempt: int, data: Mapping[str, Any]) -> None:
-        self.seq += 1
-        event = Event(
-            type_, self.run_id, self.pipeline, stage, self.seq, self.wall(), attempt, data
-        )
-        try:
-            self.sink.try_emit(event)  # type: ignore[union-attr]
-        except Exception:  # a sink never breaks a run
-            self.sink_errors += 1
-            if self.sink_errors == 1:
-                logger.exception(
-                    "event sink %r raised on %s (run %s); the run goes on, further sink "
-                    "errors of this run are counted in RunResult.sink_errors",
-                    self.sink, type_, self.run_id,
-                )  # fmt: skip
-
     def stage_event(self, i: int) -> None:
         outcomes = self.outcomes
         data: dict[str, Any] = {}
@@ -536,36 +480,6 @@ class RunState:
             data["error"] = type(error).__qualname__
         self.event(_STAGE_EVENT[outcomes.status[i]], outcomes.names[i], attempts, data)  # type: ignore[arg-type]
 
-    def usage_ledger(self) -> UsageLedger:
-        """The run's usage ledger, made on first use (a run that reports nothing has none)."""
-        ledger = self.ledger
-        if ledger is None:
-            with _LEDGER_LOCK:  # sync stages' threads may ask at the same time
-                ledger = self.ledger
-                if ledger is None:
-                    ledger = self.ledger = UsageLedger(
-                        self.governance,
-                        self.run_id,
-                        self.wall,
-                        self.emit_custom,
-                        durable=self.checkpoint is not None,
-                    )
-        return ledger
-
     def unstored(self) -> list[UsageRecord]:
         """Usage reports no stage end has stored yet (for the run's end to store)."""
-        return [] if self.ledger is None else self.ledger.take_pending()
-
-    def emit_custom(self, ctx: StageContext, type_: str, data: dict[str, Any]) -> None:
-        if self.sink is None:
-            return
-        if threading.get_ident() == self.thread:
-            self.current_custom(ctx, type_, data)
-        else:  # from a sync stage's worker thread: sinks are only ever called on the loop
-            self.loop.call_soon_threadsafe(self.current_custom, ctx, type_, data)
-
-    def current_custom(self, ctx: StageContext, type_: str, data: dict[str, Any]) -> None:
-        # A thread may outlive its attempt (a timed-out or cancelled attempt cannot be
-        # killed): only an attempt that still counts may speak. Checked here, on the loop.
-        if not ctx.cancelled:
-            self.event(type_, ctx.stage, ctx.attempt, data)
+        return [] if self.ledger is None else self.ledger.unstored()

@@ -6,9 +6,10 @@ import enum
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from .._run import RunCall
+from .._context import StageCall, StageContext
+from .._run import RunCall, RunContext
 from .._spec import StageSpec
-from .._stage import StageCall, StageContext, StageOutput
+from .._stage import StageOutput
 from ..errors import ConfigurationError
 
 if TYPE_CHECKING:
@@ -18,6 +19,9 @@ __all__ = [
     "BaseInterceptor",
     "Interceptor",
     "Priority",
+    "RunInterceptor",
+    "SelectiveInterceptor",
+    "TransparentInterceptor",
     "compose",
     "compose_run",
     "sort_interceptors",
@@ -56,20 +60,16 @@ class Interceptor(Protocol):
     :class:`~stageflow.StageOutput`; it must await ``call`` at most once per
     attempt it makes and let ``asyncio.CancelledError`` through.
 
-    An interceptor may also set ``transparent = True`` to say that it passes the
-    inner call's result through unchanged; when only such interceptors wrap a
-    stage, they receive the stage's raw result (a dict, None, ...) rather than a
-    :class:`~stageflow.StageOutput`, which saves a layer per call. One that looks
-    at results (the telemetry interceptors do) must then accept raw results too.
+    What the built-in interceptors reach of a run, yours can too, through the
+    context: ``ctx.clock``, ``ctx.event``/``ctx.emit`` (safe from any thread),
+    ``ctx.ledger`` (usage and budgets) and ``ctx.durable`` (the run's store).
 
-    Some concerns span a whole run (its trace span, its duration). An interceptor
-    may also define ``wrap_run(graph, call) -> call``: it is called once per graph,
-    like ``wrap``, with a call that takes a :class:`~stageflow.RunContext` and
-    returns the :class:`~stageflow.RunResult`; the engine drives every run of that
-    graph through the composed calls, outermost first by ``priority``, and the
-    stages of the run execute inside them (tasks inherit the context variables
-    ``wrap_run`` sets, e.g. the current span). The engine calls it only on
-    interceptors that define it; return ``call`` itself when it does not apply.
+    Three optional members, each a Protocol of its own so that it is typed and
+    documented, are looked for once per graph (or once per run), never per call:
+
+    - ``transparent`` (:class:`TransparentInterceptor`): it passes results through;
+    - ``wrap_run`` (:class:`RunInterceptor`): it also wraps whole runs;
+    - ``applies`` (:class:`SelectiveInterceptor`): it may sit a run out.
 
     Attributes:
         name: for errors, logs and docs.
@@ -82,6 +82,54 @@ class Interceptor(Protocol):
 
     def wrap(self, spec: StageSpec, call: StageCall) -> StageCall:
         """Return the call to use for this stage."""
+        ...
+
+
+@runtime_checkable
+class TransparentInterceptor(Interceptor, Protocol):
+    """An interceptor that says whether it passes the inner call's result through.
+
+    With ``transparent = True`` it promises to return what the inner call returned,
+    unchanged. When only such interceptors wrap a stage, they receive the stage's
+    raw result (a dict, None, ...) rather than a :class:`~stageflow.StageOutput`,
+    which saves a layer per call; one that looks at results (the telemetry
+    interceptors do) must then accept raw results too.
+    """
+
+    transparent: bool
+
+
+@runtime_checkable
+class RunInterceptor(Interceptor, Protocol):
+    """An interceptor that also wraps whole runs (a run's span, its duration).
+
+    ``wrap_run(graph, call)`` is called once per graph, like ``wrap``, with a call
+    that takes a :class:`~stageflow.RunContext` and returns the
+    :class:`~stageflow.RunResult`; the engine drives every run of that graph through
+    the composed calls, outermost first by ``priority``, and the stages of the run
+    execute inside them (tasks inherit the context variables ``wrap_run`` sets, e.g.
+    the current span). Return ``call`` itself when it does not apply.
+    """
+
+    def wrap_run(self, graph: StageGraph, call: RunCall) -> RunCall:
+        """Return the call to use for the runs of this graph."""
+        ...
+
+
+@runtime_checkable
+class SelectiveInterceptor(Interceptor, Protocol):
+    """An interceptor that may wrap no stage of a run, decided once per run.
+
+    ``applies(run)`` is called once at the start of each run, inside the ``wrap_run``
+    hooks; when it returns False, the run's stage calls are composed without this
+    interceptor (its ``wrap_run`` still applies), so it costs the run's stages
+    nothing. Each combination is composed once per graph and kept. E.g.
+    :class:`~stageflow.LoggingInterceptor` sits out the stages of a run whose stage
+    records would all be dropped by their level.
+    """
+
+    def applies(self, run: RunContext) -> bool:
+        """Whether to wrap the stages of this run."""
         ...
 
 
@@ -175,27 +223,27 @@ def sort_interceptors(interceptors: Sequence[object]) -> tuple[Interceptor, ...]
             raise ConfigurationError(
                 f"interceptors[{position}] = {interceptor.__qualname__} is a class; pass an "
                 f"instance: {interceptor.__qualname__}()",
-                "interceptors",
-                interceptor,
+                field="interceptors",
+                value=interceptor,
             )
         if not callable(getattr(interceptor, "wrap", None)):
             raise ConfigurationError(
                 f"interceptors[{position}] = {interceptor!r} has no wrap(spec, call) method",
-                "interceptors",
-                interceptor,
+                field="interceptors",
+                value=interceptor,
             )
         if not isinstance(priority, int) or isinstance(priority, bool):
             raise ConfigurationError(
                 f"interceptors[{position}] = {interceptor!r}: priority must be an int, "
                 f"not {priority!r}",
-                "interceptors",
-                interceptor,
+                field="interceptors",
+                value=interceptor,
             )
         if not isinstance(getattr(interceptor, "name", None), str):
             raise ConfigurationError(
                 f"interceptors[{position}] = {interceptor!r}: name must be a str",
-                "interceptors",
-                interceptor,
+                field="interceptors",
+                value=interceptor,
             )
         checked.append(interceptor)  # type: ignore[arg-type]
     return tuple(sorted(checked, key=lambda ic: ic.priority))
@@ -216,7 +264,9 @@ def compose(
     call = inner
     normalized = False
     for interceptor in reversed(interceptors):
-        if normalized or getattr(interceptor, "transparent", False):
+        if normalized or (
+            isinstance(interceptor, TransparentInterceptor) and interceptor.transparent
+        ):
             wrapped = interceptor.wrap(spec, call)
         else:
             candidate = normalizing(call)
@@ -229,8 +279,8 @@ def compose(
             raise ConfigurationError(
                 f"interceptor {interceptor.name!r} returned {wrapped!r} from wrap() for stage "
                 f"{spec.name!r}; wrap must return a call",
-                "interceptors",
-                interceptor,
+                field="interceptors",
+                value=interceptor,
             )
         call = wrapped
     return call
@@ -240,16 +290,15 @@ def compose_run(graph: StageGraph, interceptors: Sequence[Interceptor], inner: R
     """Wrap ``inner`` in the ``wrap_run`` hooks of those interceptors that define one."""
     call = inner
     for interceptor in reversed(interceptors):
-        wrap_run = getattr(interceptor, "wrap_run", None)
-        if wrap_run is None:
+        if not isinstance(interceptor, RunInterceptor):
             continue
-        wrapped = wrap_run(graph, call)
+        wrapped = interceptor.wrap_run(graph, call)
         if not callable(wrapped):
             raise ConfigurationError(
                 f"interceptor {interceptor.name!r} returned {wrapped!r} from wrap_run() for "
                 f"pipeline {graph.name!r}; wrap_run must return a call",
-                "interceptors",
-                interceptor,
+                field="interceptors",
+                value=interceptor,
             )
         call = wrapped
     return call

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from .._budget import Budget
+from .._context import StageCall, StageContext
 from .._spec import StageSpec
-from .._stage import StageCall, StageContext
 from ..errors import ConfigurationError
 from ._base import Priority
 
@@ -23,7 +23,8 @@ class BudgetInterceptor:
     counts at once and takes the place of as much of its reservation.
 
     A stage is wrapped only when a budget applies to it: with no run budget, a
-    stage without a ``budget`` option costs nothing.
+    stage without a ``budget`` option costs nothing. It uses only the run's public
+    ledger (``ctx.ledger``: ``reserve`` and ``release``).
 
     Args:
         budget: the run budget (the engine passes ``Engine(budget=)``).
@@ -32,11 +33,13 @@ class BudgetInterceptor:
     """
 
     name = "budget"
-    transparent = True  # passes outputs through untouched: see Interceptor
+    transparent = True  # passes outputs through untouched: see TransparentInterceptor
 
     def __init__(self, budget: Budget | None = None, *, priority: int = Priority.BUDGET) -> None:
         if budget is not None and not isinstance(budget, Budget):
-            raise ConfigurationError(f"budget must be a Budget, not {budget!r}", "budget", budget)
+            raise ConfigurationError(
+                f"budget must be a Budget, not {budget!r}", field="budget", value=budget
+            )
         self.budget = budget
         self.priority = priority
 
@@ -48,8 +51,8 @@ class BudgetInterceptor:
         name = spec.name
 
         async def budgeted(ctx: StageContext) -> Any:
-            ledger = ctx._run.usage_ledger()
-            ledger.admit(ctx, budget, estimate)  # BudgetExceededError: not called
+            ledger = ctx.ledger
+            ledger.reserve(ctx, budget, estimate)  # BudgetExceededError: not called
             try:
                 return await call(ctx)
             finally:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import math
+from asyncio import current_task
 from typing import Any
 
+from .._check import number
+from .._context import StageCall, StageContext
 from .._spec import StageSpec
-from .._stage import StageCall, StageContext
-from ..errors import ConfigurationError, StageTimeoutError
+from ..errors import StageTimeoutError
 from ._base import Priority
 
 
@@ -21,7 +22,8 @@ class TimeoutInterceptor:
     attempt is reported as timed out at the limit all the same, the thread's result
     is discarded when it comes, and the next attempt does not wait for it (the
     thread keeps one worker of the loop's executor busy until it returns). The
-    limit runs on the event loop's clock, so virtual time applies.
+    limit runs on the engine's clock (``ctx.clock.call_later``), so virtual time and
+    a clock of your own apply.
 
     Args:
         default: seconds for stages without a ``timeout`` option (None: no limit).
@@ -32,16 +34,9 @@ class TimeoutInterceptor:
     transparent = True  # passes outputs through untouched: see Interceptor
 
     def __init__(self, default: float | None = None, *, priority: int = Priority.TIMEOUT):
-        if default is not None and (
-            isinstance(default, bool)
-            or not isinstance(default, int | float)
-            or not 0 < default < math.inf
-        ):
-            raise ConfigurationError(
-                f"the default stage timeout must be a positive number of seconds, not {default!r}",
-                "stage_timeout",
-                default,
-            )
+        if default is not None:
+            what = "a positive number of seconds"
+            number(default, "stage_timeout", what, gt=0, label="the default stage timeout")
         self.default = default
         self.priority = priority
 
@@ -56,18 +51,17 @@ class TimeoutInterceptor:
         # ~4 us a call, more than the rest of the engine): a timer that cancels the task,
         # and a count of cancellation requests to tell ours from anybody else's.
         async def timed(ctx: StageContext) -> Any:
-            loop = asyncio.get_running_loop()
-            task = asyncio.current_task(loop)
+            task = current_task()
             assert task is not None
             cancelling = task.cancelling()
             expiry = _Expiry(task)
-            timer = loop.call_at(loop.time() + limit, expiry)
+            timer = ctx.clock.call_later(limit, expiry)
             try:
                 output = await call(ctx)
             except asyncio.CancelledError:
                 if expiry.fired and task.uncancel() <= cancelling:
                     ctx.abandon()  # a thread still running this attempt can tell
-                    raise StageTimeoutError(name, limit, ctx.attempt) from None
+                    raise StageTimeoutError.of(name, limit, ctx.attempt) from None
                 raise
             except BaseException:
                 if expiry.fired:  # the stage turned our cancellation into another error

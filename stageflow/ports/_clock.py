@@ -1,7 +1,6 @@
 from __future__ import annotations
 
-import asyncio
-import time
+from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
 
@@ -12,11 +11,17 @@ class Clock(Protocol):
     The contract: ``monotonic()`` never goes backwards and is what durations and
     deadlines are measured on; ``wall()`` is seconds since the epoch, for
     timestamps; ``sleep(s)`` returns after ``s`` seconds of ``monotonic()`` time
-    and is cancellable. The engine calls them on the event loop only.
+    and is cancellable; ``call_later(s, f)`` calls ``f()`` on the event loop after
+    ``s`` seconds of ``monotonic()`` time unless cancelled. The engine calls them on
+    the event loop only, and every timing decision it makes goes through them:
+    timeouts, retry backoff, circuit breakers, lease renewal, and the durations on
+    events, spans, log records and metrics.
 
-    The default, :class:`LoopClock`, reads the running event loop's clock, so a
-    virtual-time loop (:func:`stageflow.testing.run_virtual`) makes stageflow,
-    ``asyncio.sleep`` and ``asyncio.timeout`` in your stages all virtual at once.
+    The default, :class:`~stageflow.LoopClock`, reads the running event loop's clock,
+    so a virtual-time loop (:func:`stageflow.testing.run_virtual`) makes stageflow,
+    ``asyncio.sleep`` and ``asyncio.timeout`` in your stages all virtual at once;
+    :class:`stageflow.testing.ManualClock` is a clock that moves only when a test
+    moves it.
     """
 
     def monotonic(self) -> float:
@@ -31,23 +36,15 @@ class Clock(Protocol):
         """Wait ``seconds`` of monotonic time."""
         ...
 
+    def call_later(self, delay: float, callback: Callable[[], object]) -> Timer:
+        """Call ``callback()`` on the event loop once ``delay`` seconds of monotonic time
+        have passed, unless the returned timer is cancelled first (timeouts use it)."""
+        ...
 
-class LoopClock:
-    """The running event loop's clock (``loop.time()``) and ``asyncio.sleep``."""
 
-    __slots__ = ()
+@runtime_checkable
+class Timer(Protocol):
+    """What :meth:`Clock.call_later` returns (``asyncio.TimerHandle`` is one)."""
 
-    def monotonic(self) -> float:
-        """The running loop's ``time()``."""
-        return asyncio.get_running_loop().time()
-
-    def wall(self) -> float:
-        """``time.time()``."""
-        return time.time()
-
-    async def sleep(self, seconds: float) -> None:
-        """``asyncio.sleep(seconds)``."""
-        await asyncio.sleep(seconds)
-
-    def __repr__(self) -> str:
-        return "LoopClock()"
+    def cancel(self) -> None:
+        """Do not call the callback (nothing happens if it was called already)."""

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import Protocol, runtime_checkable
 
 from .._events import Event
@@ -19,11 +20,7 @@ class EventSink(Protocol):
     - ``emit(event)`` delivers one event and may await (for callers that want to
       wait for delivery, e.g. a buffering wrapper draining its queue).
     - Events are frozen; a sink may keep them.
-    - Optionally, ``pressure()`` returns None while the sink can take more events,
-      else an awaitable that completes when it can: the engine then waits before it
-      starts another stage (``BufferedSink(overflow="block")`` slows a run to the
-      pace of its sink this way). Looked up once per run; sinks without it cost
-      nothing. ``FanOutSink`` does not pass it through.
+    - Optionally, a sink may hold runs back: see :class:`PressureSink`.
 
     Example:
         >>> class PrintSink:
@@ -39,3 +36,18 @@ class EventSink(Protocol):
 
     async def emit(self, event: Event) -> None:
         """Deliver one event, awaiting if need be."""
+
+
+@runtime_checkable
+class PressureSink(EventSink, Protocol):
+    """An :class:`EventSink` that can slow a run down to its own pace.
+
+    The contract: ``pressure()`` returns None while the sink can take more events,
+    else an awaitable that completes when it can; the engine then waits before it
+    starts another stage (``BufferedSink(overflow="block")`` is one). The engine
+    checks ``isinstance(sink, PressureSink)`` once per run, so other sinks cost a
+    stage nothing. ``FanOutSink`` does not pass it through.
+    """
+
+    def pressure(self) -> Awaitable[None] | None:
+        """None if the sink can take more events now, else what to await first."""

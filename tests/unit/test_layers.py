@@ -6,6 +6,7 @@ import ast
 import sys
 from pathlib import Path
 
+import grimp
 import pytest
 
 import stageflow
@@ -102,3 +103,56 @@ class TestLayerRules:
 
         assert "stageflow._spec" in imports
         assert "stageflow.errors" in imports
+
+
+def _cycles(imports: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan), sorted."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(module: str) -> None:
+        index[module] = low[module] = len(index)
+        stack.append(module)
+        on_stack.add(module)
+        for other in sorted(imports.get(module, ())):
+            if other not in index:
+                visit(other)
+                low[module] = min(low[module], low[other])
+            elif other in on_stack:
+                low[module] = min(low[module], index[other])
+        if low[module] == index[module]:
+            component = []
+            while True:
+                top = stack.pop()
+                on_stack.discard(top)
+                component.append(top)
+                if top == module:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for module in sorted(imports):
+        if module not in index:
+            visit(module)
+    return sorted(found)
+
+
+class TestNoImportCycles:
+    def test_no_module_of_stageflow_is_part_of_an_import_cycle(self):
+        # Function-local imports count; imports under `if TYPE_CHECKING:` do not.
+        graph = grimp.build_graph("stageflow", exclude_type_checking_imports=True)
+        imports = {
+            module: {m for m in graph.find_modules_directly_imported_by(module)
+                     if m.startswith("stageflow")}
+            for module in graph.modules
+        }  # fmt: skip
+
+        assert _cycles(imports) == []
+
+    def test_a_cycle_is_found(self):
+        imports = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
+
+        assert _cycles(imports) == [["a", "b", "c"]]

@@ -14,6 +14,7 @@ from stageflow import (
     CircuitOpenError,
     Engine,
     InvalidOutputError,
+    LoopClock,
     Pipeline,
     RetryInterceptor,
     RetryPolicy,
@@ -162,7 +163,7 @@ class TestBackoff:
         assert delays == [replay.uniform(0, u) for u in unjittered]
 
     def test_backoff_waits_on_the_engines_clock(self) -> None:
-        class Clock:
+        class Clock(LoopClock):
             def __init__(self) -> None:
                 self.slept: list[float] = []
 

@@ -164,8 +164,7 @@ class TestWrapRun:
 
     def test_interceptors_without_wrap_run_add_no_layer(self) -> None:
         engine = Engine()
-        _, run_call = engine._compiled(GRAPH)
-        assert run_call == engine._execute
+        assert engine._compiled(GRAPH).run_call == engine._execute
 
     def test_wrap_run_returning_no_call_is_refused_naming_the_interceptor(self) -> None:
         class Broken:

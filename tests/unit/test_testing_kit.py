@@ -104,7 +104,7 @@ class TestLoopClock:
         assert repr(LoopClock()) == "LoopClock()"
 
 
-class _SteppingClock:
+class _SteppingClock(LoopClock):
     """Monotonic time advances 10 s per reading; wall time is fixed."""
 
     def __init__(self) -> None:

@@ -11,12 +11,13 @@ from typing import Any
 
 import pytest
 
-import stageflow._scheduler
+import stageflow._services
 from stageflow import (
     Budget,
     BudgetExceededError,
     ConfigurationError,
     Engine,
+    LoopClock,
     Pipeline,
     PriceTable,
     RetryPolicy,
@@ -312,14 +313,14 @@ class TestResultUsage:
         # Two threads enter the ledger's constructor together when nothing serializes them.
         both = threading.Barrier(2, timeout=0.5)
 
-        class Meeting(stageflow._scheduler.UsageLedger):
+        class Meeting(stageflow._services.UsageLedger):
             def __init__(self, *args: Any, **kwargs: Any) -> None:
                 # serialized (fixed): the other never comes, and the barrier breaks
                 with contextlib.suppress(threading.BrokenBarrierError):
                     both.wait()
                 super().__init__(*args, **kwargs)
 
-        monkeypatch.setattr(stageflow._scheduler, "UsageLedger", Meeting)
+        monkeypatch.setattr(stageflow._services, "UsageLedger", Meeting)
 
         def sync(ctx: StageContext) -> None:
             ctx.usage.report(input_tokens=10)
@@ -373,7 +374,7 @@ def by_stage(records: list[UsageRecord]) -> dict[str, int]:
     return totals
 
 
-class WallClock:
+class WallClock(LoopClock):
     """The loop's clock for durations; a wall clock set by hand, for report times."""
 
     def __init__(self, now: float) -> None:

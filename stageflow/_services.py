@@ -1,0 +1,158 @@
+"""What a run offers the code that runs in it: its identity, events, clock, ledger, store.
+
+:class:`RunServices` is the part of a run that a :class:`~stageflow.StageContext`
+(and so every interceptor, built-in or not) reaches: the run's id, graph and data,
+the outcomes recorded so far, the engine's clock, a thread-safe way to send events,
+the run's usage ledger and its link to the store. The scheduler extends it with
+what only driving the run needs (the ready queue, tasks, limits), which no stage
+and no interceptor ever sees.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, Final
+
+from ._clock import LoopClock
+from ._events import Event
+from ._ledger import Governance, UsageLedger
+from ._outcomes import Outcomes
+
+if TYPE_CHECKING:
+    from ._context import StageContext
+    from ._durable import DurableRun
+    from ._graph import StageGraph
+    from .ports import Clock, EventSink
+
+__all__ = ["RunServices"]
+
+logger = logging.getLogger("stageflow")
+_LEDGER_LOCK: Final = threading.Lock()
+
+
+class RunServices:
+    """One run's services, shared by its stages' contexts (the scheduler's base class)."""
+
+    __slots__ = (
+        "clock",
+        "data",
+        "durable",
+        "governance",
+        "graph",
+        "ledger",
+        "loop",
+        "now",
+        "outcomes",
+        "pipeline",
+        "run_id",
+        "seq",
+        "sink",
+        "sink_errors",
+        "states",
+        "stopping",
+        "t0",
+        "thread",
+        "wall",
+    )
+
+    def __init__(
+        self,
+        graph: StageGraph,
+        run_id: str,
+        data: Mapping[str, Any],
+        *,
+        sink: EventSink | None,
+        clock: Clock,
+        governance: Governance | None = None,
+        durable: DurableRun | None = None,
+    ) -> None:
+        self.graph = graph
+        self.run_id = run_id
+        self.pipeline = graph.name
+        self.data = data
+        self.sink = sink
+        self.clock = clock
+        self.governance = governance
+        self.durable = durable
+        self.states: dict[str, str] = {}  # ctx.state of a run without a store
+        self.outcomes = Outcomes(graph.names)
+        self.stopping = False
+        self.seq = 0
+        self.sink_errors = 0
+        self.t0 = 0.0
+        self.loop = asyncio.get_running_loop()
+        self.thread = threading.get_ident()
+        if type(clock) is LoopClock and type(self.loop).time is asyncio.BaseEventLoop.time:
+            # What LoopClock reads on a plain loop, without two Python frames per read:
+            # the scheduler reads the time twice per stage.
+            self.now: Callable[[], float] = time.monotonic
+        else:
+            self.now = clock.monotonic
+        self.wall: Callable[[], float] = clock.wall
+        # Made when first needed (a run that reports nothing has none), except for a
+        # durable run: what its stages report must reach the store.
+        self.ledger: UsageLedger | None = None
+        if durable is not None:
+            self.usage_ledger()
+
+    # ------------------------------------------------------------------ events
+
+    def event(self, type_: str, stage: str | None, attempt: int, data: Mapping[str, Any]) -> None:
+        """Send one event to the sink (on the loop's thread; the caller checked ``sink``)."""
+        self.seq += 1
+        event = Event(
+            type_, self.run_id, self.pipeline, stage, self.seq, self.wall(), attempt, data
+        )
+        try:
+            self.sink.try_emit(event)  # type: ignore[union-attr]
+        except Exception:  # a sink never breaks a run
+            self.sink_errors += 1
+            if self.sink_errors == 1:
+                logger.exception(
+                    "event sink %r raised on %s (run %s); the run goes on, further sink "
+                    "errors of this run are counted in RunResult.sink_errors",
+                    self.sink, type_, self.run_id,
+                )  # fmt: skip
+
+    def emit(
+        self, ctx: StageContext, type_: str, data: Mapping[str, Any], *, own: bool = False
+    ) -> None:
+        """Send an event about ``ctx``'s stage, from the loop or from any other thread.
+
+        Sinks are only ever called on the loop: from a sync stage's worker thread the
+        event is handed over to it. A thread may outlive its attempt (a timed-out or
+        cancelled attempt cannot be killed), so an event that arrives from a thread, or
+        a custom one (``own`` False), is dropped once its attempt no longer counts.
+        """
+        if self.sink is None:
+            return
+        if threading.get_ident() != self.thread:
+            self.loop.call_soon_threadsafe(self._arrived, ctx, type_, data)
+        elif own or not ctx.cancelled:
+            self.event(type_, ctx.stage, ctx.attempt, data)
+
+    def _arrived(self, ctx: StageContext, type_: str, data: Mapping[str, Any]) -> None:
+        if not ctx.cancelled:
+            self.event(type_, ctx.stage, ctx.attempt, data)
+
+    # ------------------------------------------------------------------ usage
+
+    def usage_ledger(self) -> UsageLedger:
+        """The run's usage ledger, made on first use."""
+        ledger = self.ledger
+        if ledger is None:
+            with _LEDGER_LOCK:  # sync stages' threads may ask at the same time
+                ledger = self.ledger
+                if ledger is None:
+                    ledger = self.ledger = UsageLedger(
+                        self.governance,
+                        self.run_id,
+                        self.wall,
+                        self.emit,
+                        durable=self.durable is not None,
+                    )
+        return ledger
