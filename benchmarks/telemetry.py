@@ -19,7 +19,8 @@ it, the metrics after the first (warm-up) run; all of this is untimed.
 
 W1-noop is W1 on stageflow with ``TracingInterceptor()``, ``MetricsInterceptor()`` and
 ``LoggingInterceptor()`` and no SDK configured anywhere, against W1 on a plain ``Engine()``:
-both sides are stageflow. Its second row leaves the LoggingInterceptor out.
+both sides are stageflow. Its first row leaves the LoggingInterceptor out; the second has it,
+its records off by level (the logger at WARNING), so that it wraps no stage of the run.
 
 The OpenTelemetry SDK is imported only by ``Telemetry``: W1-noop needs just the API (a
 dependency of stageflow).

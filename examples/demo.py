@@ -32,6 +32,20 @@ STORE = "sqlite:///.stageflow/demo.db"  # relative to the repository, where the 
 TARGET = "examples/research.py:pipeline"
 STAGEFLOW = [sys.executable, "-m", "stageflow.cli"]
 
+# Runs a command with SIGINT at its default: it sets SIG_DFL, then execs the command (same
+# pid). A process started with SIGINT ignored (a background job, nohup, some CI runners)
+# passes SIG_IGN on to its children, and the stageflow command rightly keeps it ignored;
+# the child the demo presses Ctrl-C on must get it back. ``restore_signals`` resets only
+# SIGPIPE, SIGXFZ and SIGXFSZ, and ``preexec_fn`` is not safe with threads.
+DEFAULT_SIGINT = [
+    sys.executable,
+    "-I",
+    "-S",
+    "-c",
+    "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+    "os.execv(sys.argv[1], sys.argv[1:])",
+]
+
 
 def say(step: str) -> None:
     bold, plain = ("\033[1m", "\033[0m") if sys.stdout.isatty() else ("", "")
@@ -60,7 +74,8 @@ def interrupted_run(run_id: str, after: int) -> int:
     """Start a run, press Ctrl-C (SIGINT) once ``after`` stages are stored; its exit code."""
     args = ("run", TARGET, "--data", "topic=barn owls", "--run-id", run_id, "--store", STORE)
     print("$ stageflow " + " ".join(args) + "     # Ctrl-C half-way", flush=True)
-    child = subprocess.Popen([*STAGEFLOW, *args], cwd=ROOT)
+    reset = DEFAULT_SIGINT if os.name == "posix" else []  # Ctrl-C even if ours is ignored
+    child = subprocess.Popen([*reset, *STAGEFLOW, *args], cwd=ROOT)
     deadline = time.monotonic() + 30
     while stored_stages(run_id) < after and child.poll() is None:
         if time.monotonic() > deadline:

@@ -7,13 +7,23 @@ import json
 import logging
 from typing import TYPE_CHECKING, Any, Final
 
+from .._check import integer
+from .._context import StageCall, StageContext
 from .._result import RunResult, RunStatus
 from .._run import RunCall, RunContext
 from .._spec import StageSpec
-from .._stage import StageCall, StageContext
+from .._status import StageStatus
 from ..errors import ConfigurationError
 from ._base import Priority
-from ._telemetry import CANCELLED, FAILED, RESTORED, TelemetryErrors, outcome_of, restored
+from ._telemetry import (
+    CANCELLED,
+    FAILED,
+    RESTORED,
+    TelemetryErrors,
+    outcome_of,
+    outcome_of_error,
+    restored,
+)
 
 if TYPE_CHECKING:
     from .._graph import StageGraph
@@ -49,6 +59,20 @@ class LoggingInterceptor(TelemetryErrors):
     run's start and end at ``level``; ERROR when it failed, WARNING when cancelled.
     Nothing is built for a record whose level is disabled.
 
+    Records off by level: the logger's level is read once per run, when the run
+    starts (:meth:`applies`). When neither DEBUG nor ``level`` is enabled then, no
+    stage record of that run can be written but its failures, so the run's stages
+    are not wrapped at all and cost nothing; instead, when the run ends, each stage
+    that failed is logged from the :class:`~stageflow.RunResult`, with the same
+    level, fields and message as above (``stage <name> failed after <seconds>s:
+    <error or reason>``; ``attempt`` and ``duration`` as the run recorded them;
+    ERROR with the traceback when it raised, WARNING when it failed without
+    raising), just before the run's own end record, and with the run's trace ids
+    rather than the stage's. A failure is logged once either way. A run
+    that raises instead of returning a result (its task cancelled, a
+    ``KeyboardInterrupt``) has only its run record then. Changing the level while a
+    run goes on takes effect from the next run.
+
     Args:
         logger: a logger or its name (default ``"stageflow.stages"``).
         level: the level of ordinary records (default INFO).
@@ -69,18 +93,29 @@ class LoggingInterceptor(TelemetryErrors):
             logger = logging.getLogger(logger)
         if not isinstance(logger, logging.Logger):
             raise ConfigurationError(
-                f"logger must be a Logger or a name, not {logger!r}", "logger", logger
+                f"logger must be a Logger or a name, not {logger!r}", field="logger", value=logger
             )
-        if not isinstance(level, int) or isinstance(level, bool) or level < 0:
-            raise ConfigurationError(
-                f"level must be a logging level (an int such as logging.INFO), not {level!r}",
-                "level",
-                level,
-            )
+        integer(level, "level", "a logging level (an int such as logging.INFO)", ge=0)
         self.logger = logger
         self.level = level
         self.priority = priority
         self.errors = 0
+        # The runs whose stages go unwrapped (applies() said False), by id(run): their
+        # failed stages are logged when they end.
+        self._unwrapped: dict[int, RunContext] = {}
+
+    def applies(self, run: RunContext) -> bool:
+        """Whether this run's stage records can be written: the level, read once per run.
+
+        True when the logger has DEBUG (stage starts) or ``level`` (stage ends) enabled.
+        When False, the engine leaves this run's stages unwrapped and :meth:`wrap_run`
+        logs the stages that failed when the run ends.
+        """
+        enabled = self.logger.isEnabledFor
+        if enabled(logging.DEBUG) or enabled(self.level):
+            return True
+        self._unwrapped[id(run)] = run
+        return False
 
     def _log(
         self,
@@ -111,7 +146,7 @@ class LoggingInterceptor(TelemetryErrors):
             try:
                 output = await call(ctx)
             except BaseException as error:
-                if isinstance(error, Exception):
+                if outcome_of_error(error) == FAILED:
                     self._ended(ctx, name, FAILED, logging.ERROR, error)
                 else:
                     self._ended(ctx, name, CANCELLED, level)
@@ -169,10 +204,11 @@ class LoggingInterceptor(TelemetryErrors):
             try:
                 result = await call(run)
             except BaseException as error:
-                failed = isinstance(error, Exception)  # else cancelled: CancelledError
+                self._unwrapped.pop(id(run), None)
+                outcome = outcome_of_error(error)  # cancelled: CancelledError and the like
+                failed = outcome == FAILED
                 at = logging.ERROR if failed else max(level, logging.WARNING)
                 if logger.isEnabledFor(at):
-                    outcome = FAILED if failed else CANCELLED
                     self._log(
                         at, "run %s of %s %s: %s",
                         (run.run_id, pipeline, outcome, type(error).__name__),
@@ -181,6 +217,8 @@ class LoggingInterceptor(TelemetryErrors):
                     )  # fmt: skip
                 raise
             status = result.status
+            if self._unwrapped.pop(id(run), None) is run and status is not RunStatus.COMPLETED:
+                self._failed_stages(result)  # a completed run has no failed stage
             at = {
                 RunStatus.COMPLETED: level,
                 RunStatus.FAILED: logging.ERROR,
@@ -198,6 +236,32 @@ class LoggingInterceptor(TelemetryErrors):
 
         logged_run.__qualname__ = f"logged_run({pipeline})"
         return logged_run
+
+    def _failed_stages(self, result: RunResult) -> None:
+        """Log the failed stages of a run whose stages ran unwrapped, as wrap() would have."""
+        for name in result.with_status(StageStatus.FAILED):
+            stage = result[name]
+            error = stage.error
+            # Raised: it has a traceback. StageOutput.fail, or an output no stage may
+            # return, fails a stage with an error made for it, never raised.
+            raised = error is not None and error.__traceback__ is not None
+            level = logging.ERROR if raised else logging.WARNING
+            if not self.logger.isEnabledFor(level):
+                continue
+            duration = stage.duration or 0.0
+            extra: dict[str, Any] = {
+                "run_id": result.run_id,
+                "pipeline": result.pipeline,
+                "stage": name,
+                "attempt": stage.attempts,
+                "outcome": FAILED,
+                "duration": duration,
+            }
+            self._log(
+                level, "stage %s %s after %.3fs: %s",
+                (name, FAILED, duration, error if raised else stage.reason),
+                extra, error if raised else None,
+            )  # fmt: skip
 
     def __repr__(self) -> str:
         return f"<LoggingInterceptor {self.logger.name!r} priority={self.priority}>"

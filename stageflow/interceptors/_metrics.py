@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, Final
 
+from .._context import StageCall, StageContext
 from .._result import RunResult
 from .._run import RunCall, RunContext
 from .._spec import StageSpec
-from .._stage import StageCall, StageContext, StageStatus
+from .._status import StageStatus
 from ..errors import ConfigurationError
 from ._base import Priority
 from ._telemetry import (
@@ -21,6 +21,7 @@ from ._telemetry import (
     STAGE,
     TelemetryErrors,
     outcome_of,
+    outcome_of_error,
     restored,
 )
 
@@ -91,8 +92,8 @@ class MetricsInterceptor(TelemetryErrors):
         if meter_provider is not None and not callable(getattr(meter_provider, "get_meter", None)):
             raise ConfigurationError(
                 f"meter_provider must be an OpenTelemetry MeterProvider, not {meter_provider!r}",
-                "meter_provider",
-                meter_provider,
+                field="meter_provider",
+                value=meter_provider,
             )
         self.meter_provider = meter_provider
         self.priority = priority
@@ -200,9 +201,7 @@ class MetricsInterceptor(TelemetryErrors):
             try:
                 output = await call(ctx)
             except BaseException as error:
-                self._ended(
-                    stats, ctx, FAILED if isinstance(error, Exception) else CANCELLED, record
-                )
+                self._ended(stats, ctx, outcome_of_error(error), record)
                 raise
             self._ended(stats, ctx, outcome_of(output)[0], record)
             return output
@@ -232,13 +231,12 @@ class MetricsInterceptor(TelemetryErrors):
         }
 
         async def measured_run(run: RunContext) -> RunResult:
-            now = asyncio.get_running_loop().time
+            now = run.clock.monotonic
             started = now()
             try:
                 result = await call(run)
             except BaseException as error:
-                outcome = FAILED if isinstance(error, Exception) else CANCELLED
-                self._record_run(record, now() - started, by_outcome[outcome], run)
+                self._record_run(record, now() - started, by_outcome[outcome_of_error(error)], run)
                 raise
             self._record_run(record, result.duration, by_outcome[result.status.value], run)
             for name in result.with_status(StageStatus.SKIPPED):

@@ -11,7 +11,9 @@ import logging
 from collections.abc import Mapping
 from typing import Final
 
-from .._stage import StageContext, StageOutput, StageStatus
+from .._context import StageContext
+from .._stage import StageOutput
+from .._status import StageStatus
 
 RUN_ID: Final = "stageflow.run_id"
 PIPELINE: Final = "stageflow.pipeline"
@@ -52,8 +54,17 @@ class TelemetryErrors:
 
 def restored(ctx: StageContext, name: str) -> bool:
     """Whether the stage's output comes from the run's store (nothing inside runs)."""
-    durable = ctx.checkpointing
+    durable = ctx.durable
     return durable is not None and name in durable.restored
+
+
+def outcome_of_error(error: BaseException) -> str:
+    """The outcome of a stage or run whose call raised ``error``.
+
+    An :class:`Exception` is a failure; anything else (``asyncio.CancelledError``,
+    ``KeyboardInterrupt``, ...) means it did not fail but was stopped: cancelled.
+    """
+    return FAILED if isinstance(error, Exception) else CANCELLED
 
 
 def outcome_of(output: object) -> tuple[str, str | None]:

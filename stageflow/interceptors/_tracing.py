@@ -5,15 +5,15 @@ from __future__ import annotations
 import contextlib
 from typing import TYPE_CHECKING, Any
 
+from .._context import StageCall, StageContext
 from .._result import RunResult, RunStatus
 from .._run import RunCall, RunContext
 from .._spec import StageSpec
-from .._stage import StageCall, StageContext, StageStatus
+from .._status import StageStatus
 from ..errors import ConfigurationError
 from ._base import Priority
 from ._telemetry import (
     ATTEMPTS,
-    CANCELLED,
     FAILED,
     KIND,
     OUTCOME,
@@ -26,6 +26,7 @@ from ._telemetry import (
     STAGES,
     TelemetryErrors,
     outcome_of,
+    outcome_of_error,
     restored,
 )
 
@@ -80,8 +81,8 @@ class TracingInterceptor(TelemetryErrors):
         ):
             raise ConfigurationError(
                 f"tracer_provider must be an OpenTelemetry TracerProvider, not {tracer_provider!r}",
-                "tracer_provider",
-                tracer_provider,
+                field="tracer_provider",
+                value=tracer_provider,
             )
         self.tracer_provider = tracer_provider
         self.priority = priority
@@ -153,12 +154,10 @@ class TracingInterceptor(TelemetryErrors):
 
     def _end_failed(self, span: Span, ctx: StageContext, error: BaseException) -> None:
         try:
-            if isinstance(error, Exception):
+            outcome = outcome_of_error(error)
+            if outcome == FAILED:
                 span.record_exception(error)
                 _error_status(span, f"{type(error).__name__}: {error}")
-                outcome = FAILED
-            else:  # CancelledError and the like: the stage did not fail, it was stopped
-                outcome = CANCELLED
             span.set_attributes({ATTEMPTS: ctx.attempts, OUTCOME: outcome})
             span.end()
         except Exception as failure:  # noqa: BLE001
@@ -191,12 +190,11 @@ class TracingInterceptor(TelemetryErrors):
             except BaseException as error:
                 context.detach(token)
                 try:
-                    if isinstance(error, Exception):
+                    outcome = outcome_of_error(error)
+                    if outcome == FAILED:
                         span.record_exception(error)
                         _error_status(span, f"{type(error).__name__}: {error}")
-                    span.set_attribute(
-                        OUTCOME, FAILED if isinstance(error, Exception) else CANCELLED
-                    )
+                    span.set_attribute(OUTCOME, outcome)
                     span.end()
                 except Exception as failure:  # noqa: BLE001
                     self.failed(failure, f"ending the span of run {run.run_id!r}")

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from .._signals import default_sigint
+
 pytestmark = [
     pytest.mark.slow,  # real processes, real time: a few seconds each
     pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals"),
@@ -79,9 +81,11 @@ def _cli(folder: Path, *args: str, script: bool = False) -> subprocess.Completed
 
 
 def _start(folder: Path, *extra: str) -> subprocess.Popen[str]:
+    # With SIGINT at its default even when ours is ignored (see tests/_signals.py): the
+    # Ctrl-C test presses it.
     return subprocess.Popen(
-        _command("run", "chain.py:pipeline", "--run-id", "r1", "-d", f"log={folder / 'log'}",
-                 *extra),
+        default_sigint(_command("run", "chain.py:pipeline", "--run-id", "r1",
+                                "-d", f"log={folder / 'log'}", *extra)),
         cwd=folder,
         env=_env(),
         stdout=subprocess.PIPE,

@@ -6,6 +6,7 @@ import asyncio
 import io
 import json
 import logging
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,6 +18,7 @@ from stageflow import (
     JsonFormatter,
     LoggingInterceptor,
     Pipeline,
+    RunContext,
     RunStatus,
     StageContext,
     StageGraph,
@@ -526,3 +528,179 @@ class TestConfiguration:
         assert LoggingInterceptor(mine).logger is mine
         assert LoggingInterceptor().logger is logging.getLogger(LOGGER)
         assert LoggingInterceptor().priority == 300
+
+
+def callers() -> list[str]:
+    """The qualified names of the code that called the caller, innermost first."""
+    frame = sys._getframe(2)
+    names = []
+    while frame is not None:
+        names.append(frame.f_code.co_qualname)
+        frame = frame.f_back  # type: ignore[assignment]
+    return names
+
+
+def failures(records: list[logging.LogRecord]) -> list[tuple[Any, ...]]:
+    """The stage failure records, by stage: level, fields, the error logged with it."""
+    return sorted(
+        (r.stage, r.levelno, fields(r, *STAGE_FIELDS), r.exc_info and r.exc_info[1])  # type: ignore[attr-defined]
+        for r in records
+        if getattr(r, "outcome", None) == "failed" and hasattr(r, "stage")
+    )
+
+
+class TestRecordsOffByLevel:
+    """Stage records all off by level: the run's stages go unwrapped, failures logged at its end."""
+
+    @pytest.mark.parametrize(
+        ("logger_at", "level", "applies"),
+        [
+            (logging.WARNING, logging.INFO, False),  # Python's default: nothing but failures
+            (logging.INFO, logging.DEBUG + 5, False),
+            (logging.INFO, logging.INFO, True),  # stage ends
+            (logging.DEBUG, logging.INFO, True),  # stage starts
+            (logging.WARNING, logging.ERROR, True),  # ends at ERROR
+        ],
+    )
+    def test_it_applies_to_a_run_when_a_stage_record_could_be_written(
+        self, logger: logging.Logger, logger_at: int, level: int, applies: bool
+    ) -> None:
+        logger.setLevel(logger_at)
+        run = RunContext(two_stages(), "r1", {})
+
+        assert LoggingInterceptor(level=level).applies(run) is applies
+
+    def test_with_records_off_the_stages_are_called_without_it(
+        self, logger: logging.Logger, captured: Capture
+    ) -> None:
+        seen: list[list[str]] = []
+
+        async def look(ctx: StageContext) -> None:
+            seen.append(callers())
+
+        graph = Pipeline("logged").with_stage("s", look).build()
+        engine = Engine(interceptors=[LoggingInterceptor()])
+        logger.setLevel(logging.WARNING)
+        assert run_virtual(engine.run(graph, run_id="r1")).ok
+        logger.setLevel(logging.INFO)  # read again at the next run: on
+        assert run_virtual(engine.run(graph, run_id="r2")).ok
+
+        off, on = ([n for n in names if "LoggingInterceptor" in n] for names in seen)
+        assert off == []
+        assert on == ["LoggingInterceptor.wrap.<locals>.logged"]
+        assert [r.run_id for r in captured.records if hasattr(r, "stage")] == ["r2"]  # type: ignore[attr-defined]
+
+    def test_with_records_off_a_raised_error_is_logged_once_at_the_run_end_with_its_traceback(
+        self, logger: logging.Logger, captured: Capture
+    ) -> None:
+        logger.setLevel(logging.WARNING)
+        graph = (
+            Pipeline("logged")
+            .with_stage("a", sleeper(1))
+            .with_stage("s", failing(1.5, "boom"), dependencies=["a"], retry=2)
+            .build()
+        )
+
+        result = run_logged(graph)
+
+        record, run_end = captured.records
+        assert (record.levelno, record.getMessage()) == (
+            logging.ERROR,
+            f"stage s failed after {result['s'].duration:.3f}s: boom",
+        )
+        assert fields(record, *STAGE_FIELDS) == {
+            "run_id": "r1",
+            "pipeline": "logged",
+            "stage": "s",
+            "attempt": 2,
+            "outcome": "failed",
+            "duration": result["s"].duration,
+        }
+        assert record.exc_info is not None
+        assert record.exc_info[1] is result["s"].error
+        assert record.exc_info[2] is not None  # the traceback
+        assert (run_end.levelno, run_end.outcome) == (logging.ERROR, "failed")  # type: ignore[attr-defined]
+
+    def test_failures_are_logged_alike_with_records_on_and_off(
+        self, logger: logging.Logger, captured: Capture
+    ) -> None:
+        async def odd(ctx: StageContext) -> Any:
+            return 42
+
+        graph = (
+            Pipeline("logged")
+            .with_stage("raises", failing(1, "boom"))
+            .with_stage("refuses", refuse)
+            .with_stage("odd", odd)
+            .with_stage("ok", sleeper(1))
+            .build()
+        )
+        seen = {}
+        for level in (logging.INFO, logging.WARNING):  # records on, then off
+            logger.setLevel(level)
+            captured.records.clear()
+            result = run_logged(graph, fail_fast=False)
+            seen[level] = failures(captured.records)
+            messages = {r.stage: r.getMessage() for r in captured.records if hasattr(r, "stage")}  # type: ignore[attr-defined]
+            assert messages["raises"] == "stage raises failed after 1.000s: boom"
+            assert messages["refuses"] == "stage refuses failed after 0.500s: no input"
+            assert messages["odd"].startswith("stage odd failed after 0.000s: ")
+
+        on, off = seen[logging.INFO], seen[logging.WARNING]
+        assert [(stage, level) for stage, level, *_ in off] == [
+            ("odd", logging.WARNING),
+            ("raises", logging.ERROR),
+            ("refuses", logging.WARNING),
+        ]
+        assert [row[:3] for row in on] == [row[:3] for row in off]
+        assert [type(row[3]) for row in on] == [type(None), ValueError, type(None)]
+        assert [type(row[3]) for row in off] == [type(None), ValueError, type(None)]
+        assert off[1][3] is result["raises"].error
+
+    def test_the_level_is_read_once_per_run_and_a_failure_logged_once(
+        self, logger: logging.Logger, captured: Capture
+    ) -> None:
+        async def louder_then_fail(ctx: StageContext) -> None:
+            logger.setLevel(logging.DEBUG)  # too late for this run's stages
+            raise ValueError("boom")
+
+        logger.setLevel(logging.WARNING)
+        graph = Pipeline("logged").with_stage("s", louder_then_fail).build()
+        engine = Engine(interceptors=[LoggingInterceptor()])
+
+        run_virtual(engine.run(graph, run_id="r1"))
+        first = list(captured.records)
+        captured.records.clear()
+        run_virtual(engine.run(graph, run_id="r2"))  # DEBUG since the first run
+
+        assert [(r.levelno, getattr(r, "stage", None)) for r in first] == [
+            (logging.ERROR, "s"),  # at the run's end, once
+            (logging.ERROR, None),
+        ]
+        assert [(r.levelno, getattr(r, "stage", None)) for r in captured.records] == [
+            (logging.INFO, None),
+            (logging.DEBUG, "s"),
+            (logging.ERROR, "s"),  # by the stage's wrapper, once
+            (logging.ERROR, None),
+        ]
+
+    def test_with_records_off_a_cancelled_run_logs_its_run_record_only(
+        self, logger: logging.Logger, captured: Capture
+    ) -> None:
+        logger.setLevel(logging.WARNING)
+        interceptor = LoggingInterceptor()
+        engine = Engine(interceptors=[interceptor])
+        graph = Pipeline("logged").with_stage("s", sleeper(10)).build()
+
+        async def main() -> None:
+            task = asyncio.create_task(engine.run(graph, run_id="r1"))
+            await asyncio.sleep(1)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+
+        run_virtual(main())
+
+        (end,) = captured.records
+        assert end.getMessage() == "run r1 of logged cancelled: CancelledError"
+        assert interceptor._unwrapped == {}  # nothing kept of the run
