@@ -362,5 +362,3 @@ class StageState:
 
 StageCall: TypeAlias = Callable[[StageContext], Awaitable[Any]]
 """The call an interceptor wraps: takes the context, returns (an awaitable of) the output."""
-
-

@@ -552,8 +552,7 @@ def _check_clock(clock: object) -> None:
         callable(getattr(clock, m, None)) for m in ("monotonic", "wall", "sleep", "call_later")
     ):
         raise ConfigurationError(
-            f"clock {clock!r} is no Clock: it needs monotonic(), wall(), sleep() and "
-            "call_later()",
+            f"clock {clock!r} is no Clock: it needs monotonic(), wall(), sleep() and call_later()",
             field="clock",
             value=clock,
         )

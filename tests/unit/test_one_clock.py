@@ -8,6 +8,7 @@ test moves it. Anything that timed itself on the loop instead (a timer, a sleep,
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable
 from typing import Any, TypeVar
 
@@ -18,14 +19,19 @@ from stageflow import (
     CircuitOpenError,
     Engine,
     EventType,
+    LoggingInterceptor,
+    MetricsInterceptor,
     Pipeline,
     RetryPolicy,
     RunLeasedError,
     StageContext,
     StageTimeoutError,
+    TracingInterceptor,
 )
 from stageflow.adapters.memory import MemoryStore
 from stageflow.testing import ManualClock, RecordingSink
+
+from ._otel import Metrics, Traces
 
 T = TypeVar("T")
 GUARD = 5.0  # real seconds: far more than any of these tests needs on the manual clock
@@ -168,3 +174,42 @@ class TestOneClock:
 
         assert result.status == "cancelled"
         assert result.duration == 60.0
+
+
+class TestTelemetryOnTheClock:
+    def test_spans_metrics_and_log_records_are_timed_on_the_engines_clock(self, caplog):
+        clock = ManualClock(1_000.0)
+        traces, metrics = Traces(), Metrics()
+
+        async def takes_7s(ctx: StageContext) -> None:
+            await ctx.clock.sleep(7)
+
+        graph = Pipeline("timed").with_stage("a", takes_7s).build()
+        engine = Engine(
+            clock=clock,
+            interceptors=[
+                TracingInterceptor(tracer_provider=traces.provider),
+                MetricsInterceptor(meter_provider=metrics.provider),
+                LoggingInterceptor(),
+            ],
+        )
+
+        async def main() -> Any:
+            run = asyncio.ensure_future(engine.run(graph))
+            await clock.pass_time(7)
+            return await run
+
+        with caplog.at_level(logging.INFO, logger="stageflow.stages"):
+            result = real(main())
+
+        assert result.ok
+        span = traces.stage("a")
+        assert (span.start_time, span.end_time) == (1_000 * 10**9, 1_007 * 10**9)
+        run_span = traces.run("timed")
+        assert run_span.end_time - run_span.start_time == 7 * 10**9
+        stage_duration = metrics.collect()["stageflow.stage.duration"]
+        assert [p.sum for p in stage_duration.data.data_points] == [7.0]
+        run_duration = metrics.collect()["stageflow.run.duration"]
+        assert [p.sum for p in run_duration.data.data_points] == [7.0]
+        ended = [r for r in caplog.records if getattr(r, "stage", None) == "a"]
+        assert [r.duration for r in ended] == [7.0]  # type: ignore[attr-defined]
