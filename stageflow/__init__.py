@@ -9,32 +9,29 @@ Build a graph with :class:`Pipeline`, run it with an :class:`Engine`::
 from typing import TYPE_CHECKING
 
 from ._budget import Budget, CostPolicy, Estimate, ModelChain
+from ._clock import LoopClock
+from ._context import StageCall, StageContext, StageInputs, StageState
+from ._durable import DurableRun
 from ._engine import Engine
 from ._events import Event, EventType
 from ._graph import StageGraph
+from ._ledger import StageUsage, UsageLedger
 from ._pipeline import Pipeline
 from ._policies import Backoff, CircuitBreakerPolicy, RetryPolicy
-from ._result import RunResult, RunStatus
+from ._result import RunResult, StageResult
 from ._run import RunCall, RunContext
 from ._sinks import BufferedSink, FanOutSink, JsonLinesSink, LoggingSink
 from ._spec import StageSpec
-from ._stage import (
-    Stage,
-    StageCall,
-    StageContext,
-    StageInputs,
-    StageKind,
-    StageOutput,
-    StageResult,
-    StageState,
-    StageStatus,
-)
+from ._stage import Stage, StageKind, StageOutput
+from ._status import RunStatus, StageStatus
 from ._usage import Usage, UsageSummary
 from .errors import (
     BudgetExceededError,
     CircuitOpenError,
+    CodecError,
     ConfigurationError,
     CycleError,
+    DuplicateDependencyError,
     DuplicateStageError,
     GraphError,
     GraphMismatchError,
@@ -65,6 +62,7 @@ from .errors import (
 from .interceptors import (
     BaseInterceptor,
     BudgetInterceptor,
+    CheckpointInterceptor,
     CircuitBreaker,
     CircuitBreakerInterceptor,
     CircuitBreakerRegistry,
@@ -75,17 +73,23 @@ from .interceptors import (
     MetricsInterceptor,
     Priority,
     RetryInterceptor,
+    RunInterceptor,
+    SelectiveInterceptor,
     TimeoutInterceptor,
     TracingInterceptor,
+    TransparentInterceptor,
 )
 from .ports import (
     CheckpointStore,
     Clock,
     EventSink,
     Lease,
-    LoopClock,
+    PressureSink,
+    RunCatalog,
     RunRecord,
+    RunStore,
     StageRecord,
+    Timer,
     UsageRecord,
 )
 
@@ -101,6 +105,7 @@ __all__ = [
     "BudgetExceededError",
     "BudgetInterceptor",
     "BufferedSink",
+    "CheckpointInterceptor",
     "CheckpointStore",
     "CircuitBreaker",
     "CircuitBreakerInterceptor",
@@ -109,10 +114,13 @@ __all__ = [
     "CircuitOpenError",
     "CircuitState",
     "Clock",
+    "CodecError",
     "ConfigurationError",
     "CostPolicy",
     "CycleError",
+    "DuplicateDependencyError",
     "DuplicateStageError",
+    "DurableRun",
     "Engine",
     "Estimate",
     "Event",
@@ -138,22 +146,27 @@ __all__ = [
     "ModelChain",
     "ModelPrice",
     "Pipeline",
+    "PressureSink",
     "PriceTable",
     "Priority",
     "RetryInterceptor",
     "RetryPolicy",
     "RunCall",
     "RunCancelledError",
+    "RunCatalog",
     "RunContext",
     "RunError",
     "RunExistsError",
     "RunFailedError",
+    "RunInterceptor",
     "RunLeasedError",
     "RunRecord",
     "RunResult",
     "RunStatus",
+    "RunStore",
     "RunTimeoutError",
     "SchemaError",
+    "SelectiveInterceptor",
     "SelfDependencyError",
     "Stage",
     "StageCall",
@@ -171,14 +184,18 @@ __all__ = [
     "StageState",
     "StageStatus",
     "StageTimeoutError",
+    "StageUsage",
     "StageflowError",
     "StoreError",
     "TimeoutInterceptor",
+    "Timer",
     "TracingInterceptor",
+    "TransparentInterceptor",
     "UnknownDependencyError",
     "UnknownModelError",
     "UnknownRunError",
     "Usage",
+    "UsageLedger",
     "UsageRecord",
     "UsageSummary",
     "__version__",

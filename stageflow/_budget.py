@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import enum
-import math
 from collections.abc import Iterator
-from typing import Any
+from typing import Final
 
+from ._check import integer, number, refuse
 from .errors import ConfigurationError
 
 __all__ = ["Budget", "CostPolicy", "Estimate", "ModelChain"]
@@ -31,31 +31,17 @@ class CostPolicy(enum.StrEnum):
     CONTINUE = "continue"
 
 
-def _amount(field: str, value: object, *, integer: bool) -> Any:
-    kind = "a whole number of tokens" if integer else "an amount"
-    if (
-        value is None
-        or isinstance(value, bool)
-        or not isinstance(value, int if integer else int | float)
-        or not math.isfinite(value)
-        or value < 0
-    ):
-        raise ConfigurationError(
-            f"{field} must be {kind} >= 0 or None, not {value!r}", field, value
-        )
-    return value if integer else float(value)
+_TOKENS: Final = "a whole number of tokens >= 0 or None"
+_AMOUNT: Final = "an amount >= 0 or None"
+_POLICIES: Final = tuple(p.value for p in CostPolicy)
 
 
 def _policy(value: object) -> CostPolicy:
     if isinstance(value, CostPolicy):
         return value
-    try:
-        return CostPolicy(value)  # type: ignore[arg-type]
-    except ValueError:
-        choices = ", ".join(repr(p.value) for p in CostPolicy)
-        raise ConfigurationError(
-            f"policy must be a CostPolicy ({choices}), not {value!r}", "policy", value
-        ) from None
+    if not (isinstance(value, str) and value in _POLICIES):
+        refuse("policy", f"a CostPolicy ({', '.join(map(repr, _POLICIES))})", value)
+    return CostPolicy(value)
 
 
 class _Frozen:
@@ -118,24 +104,19 @@ class Budget(_Frozen):
     ) -> None:
         if max_tokens is None and max_cost is None:
             raise ConfigurationError(
-                "a Budget needs max_tokens, max_cost or both", "max_tokens", None
+                "a Budget needs max_tokens, max_cost or both", field="max_tokens", value=None
             )
         if max_tokens is not None:
-            max_tokens = _amount("max_tokens", max_tokens, integer=True)
+            max_tokens = integer(max_tokens, "max_tokens", _TOKENS, ge=0)
         if max_cost is not None:
-            max_cost = _amount("max_cost", max_cost, integer=False)
-        if warn_at is not None and (
-            isinstance(warn_at, bool) or not isinstance(warn_at, int | float) or not 0 < warn_at < 1
-        ):
-            raise ConfigurationError(
-                f"warn_at must be a fraction between 0 and 1 (0.8 warns at 80%), not {warn_at!r}",
-                "warn_at",
-                warn_at,
-            )
+            max_cost = number(max_cost, "max_cost", _AMOUNT, ge=0)
+        if warn_at is not None:
+            what = "a fraction between 0 and 1 (0.8 warns at 80%)"
+            warn_at = number(warn_at, "warn_at", what, gt=0, lt=1)
         set_ = object.__setattr__
         set_(self, "max_tokens", max_tokens)
         set_(self, "max_cost", max_cost)
-        set_(self, "warn_at", None if warn_at is None else float(warn_at))
+        set_(self, "warn_at", warn_at)
         set_(self, "policy", _policy(policy))
 
     def __repr__(self) -> str:
@@ -164,8 +145,8 @@ class Estimate(_Frozen):
     cost: float
 
     def __init__(self, tokens: int = 0, cost: float = 0.0) -> None:
-        object.__setattr__(self, "tokens", _amount("tokens", tokens, integer=True))
-        object.__setattr__(self, "cost", _amount("cost", cost, integer=False))
+        object.__setattr__(self, "tokens", integer(tokens, "tokens", _TOKENS, ge=0))
+        object.__setattr__(self, "cost", number(cost, "cost", _AMOUNT, ge=0))
 
     def __repr__(self) -> str:
         return f"Estimate(tokens={self.tokens}, cost={self.cost:g})"
@@ -186,18 +167,20 @@ class ModelChain(_Frozen):
 
     def __init__(self, *models: str) -> None:
         if not models:
-            raise ConfigurationError("a ModelChain needs at least one model", "models", models)
+            raise ConfigurationError(
+                "a ModelChain needs at least one model", field="models", value=models
+            )
         for model in models:
             if not isinstance(model, str) or not model:
                 raise ConfigurationError(
                     f"ModelChain models must be non-empty strings, not {model!r}",
-                    "models",
-                    model,
+                    field="models",
+                    value=model,
                 )
         if len(set(models)) != len(models):
             twice = sorted({m for m in models if models.count(m) > 1})
             raise ConfigurationError(
-                f"ModelChain names {twice[0]!r} more than once", "models", models
+                f"ModelChain names {twice[0]!r} more than once", field="models", value=models
             )
         object.__setattr__(self, "models", tuple(models))
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 __all__ = ["LoopClock"]
 
@@ -36,3 +36,43 @@ class LoopClock:
 
     def __repr__(self) -> str:
         return "LoopClock()"
+
+
+class _BoundLoopClock:
+    """The default LoopClock bound to one loop for one run: the same times and timers.
+
+    What a run (``ctx.clock``) uses in place of the default :class:`LoopClock`: each
+    member is a plain callable of its loop, so that timeouts (a timer per attempt) and
+    durations (two readings per stage) cost no lookup of the running loop.
+    """
+
+    __slots__ = ("call_later", "monotonic", "sleep", "wall")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        plain = type(loop).time is asyncio.BaseEventLoop.time
+        # loop.time() is time.monotonic() unless the loop says otherwise (virtual time).
+        now = time.monotonic if plain else loop.time
+        call_at = loop.call_at
+
+        def call_later(delay: float, callback: Callable[[], object]) -> asyncio.TimerHandle:
+            return call_at(now() + delay, callback)
+
+        self.monotonic: Callable[[], float] = now
+        self.wall: Callable[[], float] = time.time
+        self.sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+        self.call_later = call_later
+
+    def __repr__(self) -> str:
+        return "LoopClock() (bound to its run's loop)"
+
+
+def bound(clock: object, loop: asyncio.AbstractEventLoop) -> object:
+    """``clock`` for one run on ``loop``: the default LoopClock bound to the loop, else
+    itself."""
+    return _BoundLoopClock(loop) if type(clock) is LoopClock else clock
+
+
+def is_loop_clock(clock: object) -> bool:
+    """Whether ``clock`` is the default LoopClock (bound to a run or not), whose wall
+    time is ``time.time()``."""
+    return type(clock) is LoopClock or type(clock) is _BoundLoopClock

@@ -26,16 +26,12 @@ import uuid
 from collections.abc import Callable
 from typing import Any, Final
 
-from .errors import ConfigurationError
+from .errors import CodecError
 
 __all__ = ["CodecError", "decode", "dumps", "encode", "loads"]
 
 TAG: Final = "__sf__"
 _NATIVE: Final = (str, int, float, bool, type(None))
-
-
-class CodecError(ConfigurationError, TypeError):
-    """A value cannot be stored faithfully (``field`` is where, ``value`` the object)."""
 
 
 def _path_of(cls: type) -> str:
@@ -74,8 +70,8 @@ def encode(value: Any, where: str = "value") -> Any:
                 raise CodecError(
                     f"{where} has a key {key!r} of type {type(key).__qualname__}: only str "
                     "keys can be stored",
-                    where,
-                    key,
+                    field=where,
+                    value=key,
                 )
             out[key] = encode(item, f"{where}[{key!r}]")
         return {TAG: "dict", "v": out} if TAG in out else out
@@ -100,8 +96,8 @@ def encode(value: Any, where: str = "value") -> Any:
         f"{where} is a {_path_of(kind)}, which cannot be stored faithfully; use JSON "
         "types, tuples, sets, bytes, datetimes, Decimal, UUID, enums, dataclasses or "
         "pydantic models",
-        where,
-        value,
+        field=where,
+        value=value,
     )
 
 
@@ -143,7 +139,7 @@ def decode(data: Any) -> Any:
     raw = data["v"]
     decoder = _DECODERS.get(tag)
     if decoder is None:
-        raise CodecError(f"unknown stored type tag {tag!r}", "tag", tag)
+        raise CodecError(f"unknown stored type tag {tag!r}", field="tag", value=tag)
     return decoder(raw, data)
 
 
@@ -166,9 +162,20 @@ _DECODERS: dict[str, Callable[[Any, dict[str, Any]], Any]] = {
 }
 
 
-def dumps(value: Any, where: str = "value") -> str:
-    """``encode`` then compact JSON text."""
-    return json.dumps(encode(value, where), separators=(",", ":"), ensure_ascii=False)
+def dumps(value: Any, where: str = "value", *, stage: str | None = None) -> str:
+    """``encode`` then compact JSON text.
+
+    Raises:
+        CodecError: naming ``where`` inside ``value``, the offending type and
+            ``stage``, the stage whose output or state ``value`` is (if any).
+    """
+    try:
+        data = encode(value, where)
+    except CodecError as error:
+        if stage is not None and error.stage is None:
+            error.stage = stage
+        raise
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
 
 
 def loads(text: str | bytes) -> Any:

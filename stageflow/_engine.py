@@ -10,7 +10,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Final
 
 from ._budget import Budget, ModelChain
-from ._check import integer, number
+from ._check import integer, number, refuse
 from ._clock import LoopClock
 from ._context import StageCall, StageContext
 from ._durable import DurableRun, check_ttl, default_owner
@@ -142,73 +142,45 @@ class Engine:
         model_chains: Iterable[ModelChain] = (),
         without: Iterable[str] = (),
     ) -> None:
-        given = _given_interceptors(interceptors)
-        user = tuple(given)
+        user = _given_interceptors(interceptors)
         chains = _model_chains(model_chains)
-        registry = circuit_breakers
-        if circuit_breakers is None:
-            circuit_breakers = CircuitBreakerRegistry()
-        elif not isinstance(circuit_breakers, CircuitBreakerRegistry):
-            raise ConfigurationError(
-                f"circuit_breakers must be a CircuitBreakerRegistry, not {circuit_breakers!r}",
-                field="circuit_breakers",
-                value=circuit_breakers,
-            )
+        registry = _registry(circuit_breakers)
         _check_store(store)
         dropped = _check_without(without)
         if sink is not None:
             check_sink(sink)
-        _check_max_parallel(max_parallel)
+        if max_parallel is not None:
+            integer(max_parallel, "max_parallel", "a positive int or None", ge=1)
         if not isinstance(fail_fast, bool):
-            raise ConfigurationError(
-                f"fail_fast must be True or False, not {fail_fast!r}",
-                field="fail_fast",
-                value=fail_fast,
-            )
+            refuse("fail_fast", "True or False", fail_fast)
         _check_clock(clock)
-        # The defaults are always there (checkpoint: with a store): for a stage without
-        # the option they return its call unchanged, so they cost it nothing.
-        defaults: list[tuple[str, object, Interceptor]] = [
-            ("stage_timeout", stage_timeout, TimeoutInterceptor(stage_timeout)),
-            ("retry", retry, RetryInterceptor(retry)),
-            ("circuit_breakers", registry, CircuitBreakerInterceptor(registry=circuit_breakers)),
-            ("budget", budget, BudgetInterceptor(budget)),
-        ]
-        if store is not None:
-            defaults.append(("store", None, CheckpointInterceptor()))
-        for field, value, default in defaults:
-            mine = [g for g in given if isinstance(g, type(default))]
-            if mine and value is not None:  # two places for one setting: refuse, never drop one
-                raise ConfigurationError(
-                    f"{field}={value!r} conflicts with the {type(mine[0]).__name__} given in "
-                    f"interceptors; configure that interceptor instead",
-                    field=field,
-                    value=value,
-                )
-            if not mine and default.name not in dropped:
-                given.append(default)
-        chain = sort_interceptors(given)
-        own_breaker = any(isinstance(g, CircuitBreakerInterceptor) for g in user)
+        chain = sort_interceptors(
+            _with_defaults(
+                user, dropped, stage_timeout=stage_timeout, retry=retry, budget=budget,
+                circuit_breakers=circuit_breakers, registry=registry, store=store,
+            )
+        )  # fmt: skip
         run_budget = budget  # else the one of a BudgetInterceptor given in `interceptors`
         if run_budget is None:
             run_budget = next(
                 (ic.budget for ic in chain if isinstance(ic, BudgetInterceptor)), None
             )
-        governance = _governance(run_budget, prices, chains)
         if lease_ttl is None:  # the store's default, else 30 s
             lease_ttl = getattr(store, "lease_ttl", 30.0)
+        own_breaker = any(isinstance(ic, CircuitBreakerInterceptor) for ic in user)
         set_ = object.__setattr__
         set_(self, "_settings", {
             "interceptors": user, "sink": sink, "max_parallel": max_parallel,
             "fail_fast": fail_fast, "clock": clock, "stage_timeout": stage_timeout,
-            "retry": retry, "store": store, "lease_ttl": lease_ttl, "budget": budget,
-            "prices": prices, "model_chains": chains, "without": dropped,
+            "retry": retry, "store": store, "lease_ttl": lease_ttl,
+            "budget": budget, "prices": prices,
+            "model_chains": chains, "without": dropped,
             # replace() shares the registry, unless the breaker came in `interceptors`
-            "circuit_breakers": None if own_breaker else circuit_breakers,
+            "circuit_breakers": None if own_breaker else registry,
         })  # fmt: skip
         set_(self, "_interceptors", chain)
         set_(self, "_selective", tuple(ic for ic in chain if isinstance(ic, SelectiveInterceptor)))
-        set_(self, "governance", governance)
+        set_(self, "governance", _governance(run_budget, prices, chains))
         set_(self, "_lease_ttl", check_ttl(lease_ttl))
         set_(self, "_owner", default_owner())
         set_(self, "_clock", clock if clock is not None else LoopClock())
@@ -501,7 +473,59 @@ def _compose(spec: StageSpec, interceptors: Sequence[Interceptor]) -> StageCall:
     return compose(spec, interceptors, spec.call, normalizing)
 
 
-def _given_interceptors(interceptors: object) -> list[Interceptor]:
+def _with_defaults(
+    user: tuple[Interceptor, ...],
+    dropped: frozenset[str],
+    *,
+    stage_timeout: float | None,
+    retry: RetryPolicy | None,
+    budget: Budget | None,
+    circuit_breakers: CircuitBreakerRegistry | None,
+    registry: CircuitBreakerRegistry,
+    store: RunStore | None,
+) -> list[Interceptor]:
+    """The interceptors given, and the defaults they do not replace and ``without`` keeps.
+
+    The defaults are always there (checkpoint: with a store): for a stage without the
+    option they return its call unchanged, so they cost it nothing. One given that is
+    an instance of a default's class (a subclass too) takes its place.
+    """
+    defaults: list[tuple[str, object, Interceptor]] = [
+        ("stage_timeout", stage_timeout, TimeoutInterceptor(stage_timeout)),
+        ("retry", retry, RetryInterceptor(retry)),
+        ("circuit_breakers", circuit_breakers, CircuitBreakerInterceptor(registry=registry)),
+        ("budget", budget, BudgetInterceptor(budget)),
+    ]
+    if store is not None:
+        defaults.append(("store", None, CheckpointInterceptor()))
+    chain = list(user)
+    for field, value, default in defaults:
+        mine = [ic for ic in user if isinstance(ic, type(default))]
+        if mine and value is not None:  # two places for one setting: refuse, never drop one
+            raise ConfigurationError(
+                f"{field}={value!r} conflicts with the {type(mine[0]).__name__} given in "
+                f"interceptors; configure that interceptor instead",
+                field=field,
+                value=value,
+            )
+        if not mine and default.name not in dropped:
+            chain.append(default)
+    return chain
+
+
+def _registry(registry: object) -> CircuitBreakerRegistry:
+    if registry is None:
+        return CircuitBreakerRegistry()
+    if not isinstance(registry, CircuitBreakerRegistry):
+        raise ConfigurationError(
+            f"circuit_breakers must be a CircuitBreakerRegistry, not {registry!r}",
+            field="circuit_breakers",
+            value=registry,
+        )
+    return registry
+
+
+def _given_interceptors(interceptors: object) -> tuple[Interceptor, ...]:
     # Checked at run time too: callers may not type-check.
     if isinstance(interceptors, str | bytes) or not isinstance(interceptors, Iterable):
         raise ConfigurationError(
@@ -509,7 +533,7 @@ def _given_interceptors(interceptors: object) -> list[Interceptor]:
             field="interceptors",
             value=interceptors,
         )
-    return list(interceptors)
+    return tuple(interceptors)
 
 
 def _check_store(store: object) -> None:
@@ -540,11 +564,6 @@ def _check_without(without: object) -> frozenset[str]:
             value=without,
         )
     return names
-
-
-def _check_max_parallel(max_parallel: object) -> None:
-    if max_parallel is not None:
-        integer(max_parallel, "max_parallel", "a positive int or None", ge=1)
 
 
 def _check_clock(clock: object) -> None:

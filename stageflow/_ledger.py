@@ -15,14 +15,15 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ._budget import Budget, CostPolicy, Estimate, ModelChain
+from ._check import integer, number, refuse
 from ._events import EventType
 from ._usage import Usage, UsageSummary
 from .errors import BudgetExceededError, ConfigurationError, UnknownModelError
 from .ports import UsageRecord
 
 if TYPE_CHECKING:
+    from ._context import StageContext
     from ._prices import PriceTable
-    from ._stage import StageContext
 
 __all__ = ["Governance", "StageUsage", "UsageLedger"]
 
@@ -50,8 +51,8 @@ class Governance:
                     raise ConfigurationError(
                         f"model {model!r} is in two model chains, {other!r} and {chain!r}: a "
                         "model may be in one chain only (where would it downgrade to?)",
-                        "model_chains",
-                        chain,
+                        field="model_chains",
+                        value=chain,
                     )
                 self.chains[model] = chain
 
@@ -121,7 +122,14 @@ class _Scope:
 
 
 class UsageLedger:
-    """The usage of one run, against its budgets."""
+    """The usage of one run, against its budgets: what ``ctx.ledger`` is.
+
+    Interceptors use it to govern stages the way :class:`~stageflow.BudgetInterceptor`
+    does: :meth:`reserve` before an attempt (check the budgets can cover an estimate,
+    and hold it), :meth:`release` after (free what is left of it), :meth:`report`
+    (what ``ctx.usage.report`` calls), :meth:`spent`, and :meth:`unstored` (the
+    reports a durable run has yet to store). Safe from a sync stage's thread.
+    """
 
     __slots__ = (
         "depth",
@@ -149,7 +157,7 @@ class UsageLedger:
         durable: bool = False,
     ) -> None:
         self.governance = governance or _NONE
-        self.durable = durable  # keep reports for the store (see take_pending)
+        self.durable = durable  # keep reports for the store (see unstored)
         self.run_id = run_id
         self.wall = wall
         self.emit = emit
@@ -187,8 +195,9 @@ class UsageLedger:
             for r in self.records
         )
 
-    def take_pending(self, stage: str | None = None) -> list[UsageRecord]:
-        """The stage's (or every stage's) reports not yet stored; the caller stores them."""
+    def unstored(self, stage: str | None = None) -> list[UsageRecord]:
+        """Take the stage's (or every stage's) reports that no store has yet: the caller
+        stores them (``ctx.durable.save_usage``). Only a durable run's ledger keeps them."""
         if not self.pending:
             return []
         with self.lock:
@@ -214,7 +223,7 @@ class UsageLedger:
 
     # ---------------------------------------------------------------- admission
 
-    def admit(self, ctx: StageContext, budget: Budget | None, estimate: Estimate | None) -> None:
+    def reserve(self, ctx: StageContext, budget: Budget | None, estimate: Estimate | None) -> None:
         """Before an attempt: check the budgets can cover ``estimate``; reserve it.
 
         Raises:
@@ -232,12 +241,9 @@ class UsageLedger:
                 assert scope.budget is not None
                 policy = scope.budget.policy
                 if policy is not CostPolicy.CONTINUE:
-                    self.emit(ctx, EventType.BUDGET_EXCEEDED, {
-                        "scope": name, "limit": limit, "maximum": maximum, "spent": used,
-                        "requested": requested, "policy": policy.value,
-                    })  # fmt: skip
+                    self._exceeded(ctx, name, limit, maximum, used, policy, requested=requested)
                 if policy is CostPolicy.BLOCK:
-                    raise BudgetExceededError(stage, name, limit, maximum, used, requested)
+                    raise BudgetExceededError.of(stage, name, limit, maximum, used, requested)
                 if policy is CostPolicy.DOWNGRADE:
                     if name == "run":
                         self.level += 1
@@ -262,6 +268,34 @@ class UsageLedger:
         for _, scope in self._scopes(stage, budget):
             scope.reserved_tokens -= tokens
             scope.reserved_cost -= cost
+
+    def _exceeded(
+        self,
+        ctx: StageContext,
+        scope: str,
+        limit: str,
+        maximum: float | None,
+        spent: float,
+        policy: CostPolicy,
+        *,
+        requested: float | None = None,
+        model: str | None = None,
+    ) -> None:
+        """Tell a ``budget.exceeded``: the scope's limit, its maximum, what was spent,
+        the policy, and what was requested (at admission) or the model that has no
+        cheaper one left (at a downgrade)."""
+        payload: dict[str, Any] = {
+            "scope": scope,
+            "limit": limit,
+            "maximum": maximum,
+            "spent": spent,
+        }
+        if requested is not None:
+            payload["requested"] = requested
+        payload["policy"] = policy.value
+        if model is not None:
+            payload["model"] = model
+        self.emit(ctx, EventType.BUDGET_EXCEEDED, payload)
 
     # ---------------------------------------------------------------- reports
 
@@ -332,21 +366,15 @@ class UsageLedger:
                 limit, maximum, spent = over
                 policy = scope.budget.policy
                 if policy is CostPolicy.BLOCK and blocked is None:
-                    self.emit(ctx, EventType.BUDGET_EXCEEDED, {
-                        "scope": name, "limit": limit, "maximum": maximum, "spent": spent,
-                        "policy": policy.value,
-                    })  # fmt: skip
+                    self._exceeded(ctx, name, limit, maximum, spent, policy)
                     requested = usage.tokens if limit == "tokens" else usage.cost or 0.0
-                    blocked = BudgetExceededError(
+                    blocked = BudgetExceededError.of(
                         stage, name, limit, maximum, spent - requested, requested,
                         " (reported; it was spent and is counted)",
                     )  # fmt: skip
                 elif policy is not CostPolicy.CONTINUE and not scope.exceeded:
                     scope.exceeded = True  # told once per run (a downgrade steps at admission)
-                    self.emit(ctx, EventType.BUDGET_EXCEEDED, {
-                        "scope": name, "limit": limit, "maximum": maximum, "spent": spent,
-                        "policy": policy.value,
-                    })  # fmt: skip
+                    self._exceeded(ctx, name, limit, maximum, spent, policy)
         if unpriced is not None:
             raise unpriced
         if blocked is not None:
@@ -369,8 +397,8 @@ class UsageLedger:
         if not isinstance(preferred, str) or not preferred:
             raise ConfigurationError(
                 f"stage {ctx.stage!r}: ctx.model() takes a model name, not {preferred!r}",
-                "model",
-                preferred,
+                field="model",
+                value=preferred,
             )
         with self.lock:
             steps = self.level + self.depth.get(ctx.stage, 0)
@@ -384,16 +412,21 @@ class UsageLedger:
             limit = "tokens" if scope.budget.max_tokens is not None else "cost"
             maximum = scope.budget.max_tokens if limit == "tokens" else scope.budget.max_cost
             spent = scope.spent.tokens if limit == "tokens" else scope.spent.cost or 0.0
-            self.emit(ctx, EventType.BUDGET_EXCEEDED, {
-                "scope": "run" if self.level else "stage", "limit": limit, "maximum": maximum,
-                "spent": spent, "policy": CostPolicy.DOWNGRADE.value, "model": preferred,
-            })  # fmt: skip
+            self._exceeded(
+                ctx,
+                "run" if self.level else "stage",
+                limit,
+                maximum,
+                spent,
+                CostPolicy.DOWNGRADE,
+                model=preferred,
+            )
             why = (
                 f": {preferred!r} is in no model chain"
                 if chain is None
                 else f": no model {steps} step(s) below {preferred!r} in {chain!r}"
             )
-            raise BudgetExceededError(
+            raise BudgetExceededError.of(
                 ctx.stage,
                 "run" if self.level else "stage",
                 limit,
@@ -412,31 +445,15 @@ def _checked(
     stage: str, input_tokens: object, output_tokens: object, cost: object, model: object
 ) -> float | None:
     """Refuse a bad report, naming the field; else return its cost as a float."""
+    usage = f"stage {stage!r}: usage"
     for field, value in (("input_tokens", input_tokens), ("output_tokens", output_tokens)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise ConfigurationError(
-                f"stage {stage!r}: usage {field} must be a whole number >= 0, not {value!r}",
-                field,
-                value,
-            )
-    if cost is not None and (
-        isinstance(cost, bool)
-        or not isinstance(cost, int | float)
-        or not math.isfinite(cost)
-        or cost < 0
-    ):
-        raise ConfigurationError(
-            f"stage {stage!r}: usage cost must be an amount >= 0 or None, not {cost!r}",
-            "cost",
-            cost,
-        )
+        integer(value, field, "a whole number >= 0", ge=0, label=f"{usage} {field}")
+    amount = None
+    if cost is not None:
+        amount = number(cost, "cost", "an amount >= 0 or None", ge=0, label=f"{usage} cost")
     if model is not None and (not isinstance(model, str) or not model):
-        raise ConfigurationError(
-            f"stage {stage!r}: usage model must be a model name or None, not {model!r}",
-            "model",
-            model,
-        )
-    return None if cost is None else float(cost)
+        refuse("model", "a model name or None", model, label=f"{usage} model")
+    return amount
 
 
 class StageUsage:

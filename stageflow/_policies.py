@@ -13,6 +13,7 @@ from collections.abc import Hashable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any, Final, Literal
 
+from ._check import integer, number, refuse
 from .errors import (
     BudgetExceededError,
     CircuitOpenError,
@@ -37,38 +38,12 @@ _NEVER_RETRY: Final = (
 )
 
 
-def _number(cls: str, name: str, value: object, *, minimum: float, strict: bool = False) -> float:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | float)
-        or not math.isfinite(value)
-        or (value <= minimum if strict else value < minimum)
-    ):
-        bound = f"> {minimum:g}" if strict else f">= {minimum:g}"
-        raise ConfigurationError(
-            f"{cls}.{name} must be a finite number {bound}, not {value!r}", name, value
-        )
-    return float(value)
-
-
-def _count(cls: str, name: str, value: object, *, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigurationError(
-            f"{cls}.{name} must be an int >= {minimum}, not {value!r}", name, value
-        )
-    return value
-
-
 def _exception_types(cls: str, name: str, value: object) -> tuple[type[BaseException], ...]:
     types_ = (value,) if isinstance(value, type) else value
     if not isinstance(types_, tuple) or not all(
         isinstance(t, type) and issubclass(t, BaseException) for t in types_
     ):
-        raise ConfigurationError(
-            f"{cls}.{name} must be an exception type or a tuple of them, not {value!r}",
-            name,
-            value,
-        )
+        refuse(name, "an exception type or a tuple of them", value, owner=cls)
     return types_
 
 
@@ -108,25 +83,17 @@ class RetryPolicy:
 
     def __post_init__(self) -> None:
         name = "RetryPolicy"
-        _count(name, "attempts", self.attempts)
+        integer(self.attempts, "attempts", "an int >= 1", ge=1, owner=name)
         if self.backoff not in _BACKOFFS:
-            raise ConfigurationError(
-                f"RetryPolicy.backoff must be one of {', '.join(map(repr, _BACKOFFS))}, "
-                f"not {self.backoff!r}",
-                "backoff",
-                self.backoff,
-            )
-        _number(name, "base", self.base, minimum=0)
-        _number(name, "multiplier", self.multiplier, minimum=1)
-        _number(name, "max_delay", self.max_delay, minimum=0)
+            choices = f"one of {', '.join(map(repr, _BACKOFFS))}"
+            refuse("backoff", choices, self.backoff, owner=name)
+        number(self.base, "base", "a finite number >= 0", ge=0, owner=name)
+        number(self.multiplier, "multiplier", "a finite number >= 1", ge=1, owner=name)
+        number(self.max_delay, "max_delay", "a finite number >= 0", ge=0, owner=name)
         if not isinstance(self.jitter, bool):
-            raise ConfigurationError(
-                f"RetryPolicy.jitter must be True or False, not {self.jitter!r}",
-                "jitter",
-                self.jitter,
-            )
+            refuse("jitter", "True or False", self.jitter, owner=name)
         if self.deadline is not None:
-            _number(name, "deadline", self.deadline, minimum=0, strict=True)
+            number(self.deadline, "deadline", "a finite number > 0", gt=0, owner=name)
         object.__setattr__(self, "retry_on", _exception_types(name, "retry_on", self.retry_on))
         object.__setattr__(
             self, "give_up_on", _exception_types(name, "give_up_on", self.give_up_on)
@@ -207,24 +174,22 @@ class CircuitBreakerPolicy:
 
     def __post_init__(self) -> None:
         name = "CircuitBreakerPolicy"
-        _count(name, "failure_threshold", self.failure_threshold)
+        integer(self.failure_threshold, "failure_threshold", "an int >= 1", ge=1, owner=name)
         if self.failure_rate is not None:
-            rate = _number(name, "failure_rate", self.failure_rate, minimum=0, strict=True)
-            if rate > 1:
-                raise ConfigurationError(
-                    f"CircuitBreakerPolicy.failure_rate must be in (0, 1], not {rate!r}",
-                    "failure_rate",
-                    self.failure_rate,
-                )
-        _number(name, "window", self.window, minimum=0, strict=True)
-        _count(name, "minimum_calls", self.minimum_calls)
-        _number(name, "recovery_timeout", self.recovery_timeout, minimum=0)
-        _count(name, "half_open_max_calls", self.half_open_max_calls)
+            rate = self.failure_rate
+            if number(rate, "failure_rate", "a finite number > 0", gt=0, owner=name) > 1:
+                refuse("failure_rate", "in (0, 1]", rate, owner=name)
+        number(self.window, "window", "a finite number > 0", gt=0, owner=name)
+        integer(self.minimum_calls, "minimum_calls", "an int >= 1", ge=1, owner=name)
+        number(self.recovery_timeout, "recovery_timeout", "a finite number >= 0", ge=0, owner=name)
+        integer(self.half_open_max_calls, "half_open_max_calls", "an int >= 1", ge=1, owner=name)
         try:
             hash(self.key)
         except TypeError:
             raise ConfigurationError(
-                f"CircuitBreakerPolicy.key must be hashable, not {self.key!r}", "key", self.key
+                f"CircuitBreakerPolicy.key must be hashable, not {self.key!r}",
+                field="key",
+                value=self.key,
             ) from None
         object.__setattr__(
             self, "failure_on", _exception_types(name, "failure_on", self.failure_on)

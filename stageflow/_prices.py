@@ -78,8 +78,8 @@ class PriceTable(BaseModel):
         if not isinstance(models, Mapping):
             raise ConfigurationError(
                 f"prices must be a mapping of model names to prices, not {models!r}",
-                "models",
-                models,
+                field="models",
+                value=models,
             )
         return cls(models=dict(models), **options)
 
@@ -92,8 +92,8 @@ class PriceTable(BaseModel):
         except OSError as error:
             raise ConfigurationError(
                 f"cannot read the price table {str(file)!r}: {error.strerror or error}",
-                "path",
-                str(file),
+                field="path",
+                value=str(file),
             ) from None
         try:
             data = json.loads(text) if file.suffix == ".json" else tomllib.loads(text)
@@ -101,12 +101,14 @@ class PriceTable(BaseModel):
             raise ConfigurationError(
                 f"the price table {str(file)!r} is not valid "
                 f"{'JSON' if file.suffix == '.json' else 'TOML'}: {error}",
-                "path",
-                str(file),
+                field="path",
+                value=str(file),
             ) from None
         if not isinstance(data, dict):
             raise ConfigurationError(
-                f"the price table {str(file)!r} must hold a table, not {data!r}", "path", str(file)
+                f"the price table {str(file)!r} must hold a table, not {data!r}",
+                field="path",
+                value=str(file),
             )
         return cls(**data)
 
@@ -114,7 +116,7 @@ class PriceTable(BaseModel):
         """The model's prices (the fallback's when it is not listed)."""
         price = self.models.get(model, self.fallback)
         if price is None:
-            raise UnknownModelError(model, list(self.models))
+            raise UnknownModelError.of(model, list(self.models))
         return price
 
     def cost(self, model: str, input_tokens: int, output_tokens: int) -> float:
@@ -142,4 +144,4 @@ def _configuration_error(error: ValidationError, data: Mapping[str, Any]) -> Con
     else:
         problem = f"is invalid ({problem[0].lower()}{problem[1:]}): {value!r}"
     more = f" (and {error.error_count() - 1} more)" if error.error_count() > 1 else ""
-    return ConfigurationError(f"price table: {field} {problem}{more}", field, value)
+    return ConfigurationError(f"price table: {field} {problem}{more}", field=field, value=value)

@@ -13,11 +13,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final
 
-from ._clock import LoopClock
+from ._clock import bound
 from ._events import Event
 from ._ledger import Governance, UsageLedger
 from ._outcomes import Outcomes
@@ -75,7 +74,6 @@ class RunServices:
         self.pipeline = graph.name
         self.data = data
         self.sink = sink
-        self.clock = clock
         self.governance = governance
         self.durable = durable
         self.states: dict[str, str] = {}  # ctx.state of a run without a store
@@ -86,13 +84,9 @@ class RunServices:
         self.t0 = 0.0
         self.loop = asyncio.get_running_loop()
         self.thread = threading.get_ident()
-        if type(clock) is LoopClock and type(self.loop).time is asyncio.BaseEventLoop.time:
-            # What LoopClock reads on a plain loop, without two Python frames per read:
-            # the scheduler reads the time twice per stage.
-            self.now: Callable[[], float] = time.monotonic
-        else:
-            self.now = clock.monotonic
-        self.wall: Callable[[], float] = clock.wall
+        self.clock: Clock = bound(clock, self.loop)  # type: ignore[assignment]
+        self.now: Callable[[], float] = self.clock.monotonic
+        self.wall: Callable[[], float] = self.clock.wall
         # Made when first needed (a run that reports nothing has none), except for a
         # durable run: what its stages report must reach the store.
         self.ledger: UsageLedger | None = None

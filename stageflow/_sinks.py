@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import IO, Any
 
+from ._check import integer, refuse
 from ._events import Event
 from .errors import ConfigurationError
 from .ports import EventSink
@@ -29,12 +30,14 @@ def check_sink(
     if isinstance(sink, type):
         raise ConfigurationError(
             f"{label} = {sink.__qualname__} is a class; pass an instance: {sink.__qualname__}()",
-            field,
-            sink,
+            field=field,
+            value=sink,
         )
     if not callable(getattr(sink, method, None)):
         raise ConfigurationError(
-            f"{label} = {sink!r} is no EventSink: it has no {method}(event) method", field, sink
+            f"{label} = {sink!r} is no EventSink: it has no {method}(event) method",
+            field=field,
+            value=sink,
         )
 
 
@@ -69,15 +72,9 @@ class LoggingSink(_SyncSink):
         if isinstance(logger, str):
             logger = logging.getLogger(logger)
         if not isinstance(logger, logging.Logger):
-            raise ConfigurationError(
-                f"logger must be a Logger or a name, not {logger!r}", "logger", logger
-            )
-        if not isinstance(level, int) or isinstance(level, bool):
-            raise ConfigurationError(
-                f"level must be a logging level int, not {level!r}", "level", level
-            )
+            refuse("logger", "a Logger or a name", logger)
         self.logger = logger
-        self.level = level
+        self.level = integer(level, "level", "a logging level int")
 
     def try_emit(self, event: Event) -> None:
         """Log the event (nothing is formatted when the level is disabled)."""
@@ -135,8 +132,8 @@ class JsonLinesSink(_SyncSink):
         else:
             raise ConfigurationError(
                 f"JsonLinesSink needs a path or a text file opened for writing, not {target!r}",
-                "target",
-                target,
+                field="target",
+                value=target,
             )
 
     def try_emit(self, event: Event) -> None:
@@ -248,16 +245,9 @@ class BufferedSink(_SyncSink):
 
     def __init__(self, sink: EventSink, *, maxsize: int = 10_000, overflow: str = "drop_oldest"):
         check_sink(sink, method="emit")
-        if not isinstance(maxsize, int) or isinstance(maxsize, bool) or maxsize < 1:
-            raise ConfigurationError(
-                f"maxsize must be a positive int, not {maxsize!r}", "maxsize", maxsize
-            )
+        integer(maxsize, "maxsize", "a positive int", ge=1)
         if overflow not in _OVERFLOWS:
-            raise ConfigurationError(
-                f"overflow must be 'drop_oldest', 'drop_newest' or 'block', not {overflow!r}",
-                "overflow",
-                overflow,
-            )
+            refuse("overflow", "'drop_oldest', 'drop_newest' or 'block'", overflow)
         self.sink = sink
         self.maxsize = maxsize
         self.overflow = overflow

@@ -7,17 +7,20 @@ import contextlib
 import difflib
 import functools
 import inspect
-import math
 import types
 import weakref
 from collections.abc import Callable, Iterable, Mapping
 from types import MappingProxyType
-from typing import Any, Final, NamedTuple
+from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 from ._budget import Budget, Estimate
+from ._check import integer, number, refuse
 from ._policies import CircuitBreakerPolicy, RetryPolicy
-from ._stage import StageCall, StageContext, StageKind
+from ._stage import StageKind
 from .errors import InvalidOptionError, InvalidOutputError, InvalidStageError, InvalidStageNameError
+
+if TYPE_CHECKING:
+    from ._context import StageCall, StageContext
 
 __all__ = ["StageSpec"]
 
@@ -25,6 +28,7 @@ MAX_NAME_LENGTH: Final = 128
 _NAME_CHARS: Final = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
 _EMPTY: Final[Mapping[str, Any]] = MappingProxyType({})
 _NO_NAMES: Final[frozenset[str]] = frozenset()  # shared: frozenset() allocates each call
+_KINDS: Final = tuple(k.value for k in StageKind)
 
 
 class StageSpec(NamedTuple):
@@ -79,7 +83,7 @@ def check_name(name: object, what: str = "stage name") -> str:
         return name  # the common case, all in C
     if not isinstance(name, str):
         raise InvalidStageNameError(
-            f"{what} must be a str, not {type(name).__name__} {name!r}", name
+            f"{what} must be a str, not {type(name).__name__} {name!r}", name=name
         )
     if not (
         0 < len(name) <= MAX_NAME_LENGTH
@@ -89,7 +93,7 @@ def check_name(name: object, what: str = "stage name") -> str:
         raise InvalidStageNameError(
             f"invalid {what} {name!r}: use 1 to {MAX_NAME_LENGTH} ASCII letters, digits, "
             "'_' or '-', starting with a letter or '_'",
-            name,
+            name=name,
         )
     return name
 
@@ -114,9 +118,9 @@ def unknown_option(stage: object, options: Mapping[str, Any]) -> InvalidOptionEr
     hint = f"; did you mean {close[0]!r}?" if close else f"; options: {', '.join(OPTIONS)}"
     return InvalidOptionError(
         f"stage {stage!r}: unknown option {option!r}={value!r}{hint}",
-        stage if isinstance(stage, str) else repr(stage),
-        option,
-        value,
+        stage=stage if isinstance(stage, str) else repr(stage),
+        option=option,
+        value=value,
     )
 
 
@@ -130,9 +134,9 @@ def _names(stage: str, option: str, value: object, what: str = "stage names") ->
     raise InvalidOptionError(
         f"stage {stage!r}: {option} must be a tuple of {what}, not "
         f"{type(value).__name__} {value!r}{hint}",
-        stage,
-        option,
-        value,
+        stage=stage,
+        option=option,
+        value=value,
     )
 
 
@@ -150,7 +154,11 @@ def make_spec(
     budget: object = None,
     estimate: object = None,
 ) -> StageSpec:
-    """Validate ``with_stage``'s arguments into a StageSpec (errors name stage, option, value)."""
+    """Validate ``with_stage``'s arguments into a StageSpec (errors name stage, option, value).
+
+    The name, kind and dependencies are checked here (their common case inline); every
+    other option by its entry of ``_CHECKS``, when it is not ``with_stage``'s default.
+    """
     if not (
         type(name) is str
         and len(name) <= MAX_NAME_LENGTH
@@ -159,97 +167,110 @@ def make_spec(
     ):
         name = check_name(name)
     if not isinstance(kind, StageKind):
-        try:
-            kind = StageKind(kind)  # type: ignore[arg-type]
-        except ValueError:
-            raise InvalidOptionError(
-                f"stage {name!r}: kind must be a StageKind "
-                f"({', '.join(k.value for k in StageKind)}), not {kind!r}",
-                name,
-                "kind",
-                kind,
-            ) from None
+        kind = _kind(name, kind)
     deps = (
         dependencies if type(dependencies) is tuple else _names(name, "dependencies", dependencies)
     )
     for dep in deps:
         if type(dep) is not str:
             deps = _names(name, "dependencies", dependencies)  # raises, naming the value
-    opt = _NO_NAMES
-    if optional != ():
-        opt = frozenset(_names(name, "optional", optional))
-        stray = sorted(opt.difference(deps))
-        if stray:
-            raise InvalidOptionError(
-                f"stage {name!r}: optional names {stray!r}, which are not among its "
-                f"dependencies {deps!r}; list them in dependencies too",
-                name,
-                "optional",
-                optional,
-            )
-    tag_set = frozenset(_names(name, "tags", tags, "strings")) if tags != () else _NO_NAMES
-    meta: Mapping[str, Any] = _EMPTY
-    if metadata is not None:
-        if not isinstance(metadata, Mapping) or not all(isinstance(k, str) for k in metadata):
-            raise InvalidOptionError(
-                f"stage {name!r}: metadata must be a mapping with str keys, not {metadata!r}",
-                name,
-                "metadata",
-                metadata,
-            )
-        meta = MappingProxyType(dict(metadata))
-    if timeout is not None and (
-        isinstance(timeout, bool)
-        or not isinstance(timeout, int | float)
-        or not 0 < timeout < math.inf
+    opt = _NO_NAMES if optional == () else _optional(name, optional, deps)
+    if (  # the common case: no other option
+        tags == ()
+        and metadata is None
+        and timeout is None
+        and retry is None
+        and circuit_breaker is None
+        and budget is None
+        and estimate is None
     ):
-        raise InvalidOptionError(
-            f"stage {name!r}: timeout must be a positive number of seconds, not {timeout!r}",
-            name,
-            "timeout",
-            timeout,
-        )
-    if retry is not None and not isinstance(retry, RetryPolicy):
-        if isinstance(retry, int) and not isinstance(retry, bool) and retry >= 1:
-            retry = RetryPolicy(attempts=retry)  # retry=3: three attempts, default backoff
-        else:
-            raise InvalidOptionError(
-                f"stage {name!r}: retry must be a RetryPolicy or a number of attempts >= 1, "
-                f"not {retry!r}",
-                name,
-                "retry",
-                retry,
-            )
-    if circuit_breaker is not None and not isinstance(circuit_breaker, CircuitBreakerPolicy):
-        raise InvalidOptionError(
-            f"stage {name!r}: circuit_breaker must be a CircuitBreakerPolicy, "
-            f"not {circuit_breaker!r}",
-            name,
-            "circuit_breaker",
-            circuit_breaker,
-        )
-    if budget is not None and not isinstance(budget, Budget):
-        raise InvalidOptionError(
-            f"stage {name!r}: budget must be a Budget, not {budget!r}", name, "budget", budget
-        )
-    if estimate is not None and not isinstance(estimate, Estimate):
-        if isinstance(estimate, int) and not isinstance(estimate, bool) and estimate >= 0:
-            estimate = Estimate(tokens=estimate)  # estimate=600: tokens
-        else:
-            raise InvalidOptionError(
-                f"stage {name!r}: estimate must be an Estimate or a number of tokens >= 0, "
-                f"not {estimate!r}",
-                name,
-                "estimate",
-                estimate,
-            )
+        return _new_spec(
+            (name, stage, kind, deps, opt, _NO_NAMES, _EMPTY, stage_call(name, stage),
+             None, None, None, None, None)
+        )  # fmt: skip
+    options = (tags, metadata, timeout, retry, circuit_breaker, budget, estimate)
+    tag_set, meta, *resilience = (
+        unset if value is default else check(name, option, value)
+        for (option, default, unset, check), value in zip(_CHECKS, options, strict=True)
+    )
     return _new_spec(
-        (
-            name, stage, kind, deps, opt, tag_set, meta, stage_call(name, stage),
-            None if timeout is None else float(timeout), retry, circuit_breaker, budget,
-            estimate,
+        (name, stage, kind, deps, opt, tag_set, meta, stage_call(name, stage), *resilience)
+    )
+
+
+def _kind(stage: str, value: object) -> StageKind:
+    if not (isinstance(value, str) and value in _KINDS):
+        refuse("kind", f"a StageKind ({', '.join(_KINDS)})", value, stage=stage)
+    return StageKind(value)
+
+
+def _optional(stage: str, value: object, deps: tuple[str, ...]) -> frozenset[str]:
+    optional = frozenset(_names(stage, "optional", value))
+    stray = sorted(optional.difference(deps))
+    if stray:
+        raise InvalidOptionError(
+            f"stage {stage!r}: optional names {stray!r}, which are not among its "
+            f"dependencies {deps!r}; list them in dependencies too",
+            stage=stage,
+            option="optional",
+            value=value,
         )
-    )  # fmt: skip
+    return optional
+
+
+# The checks of the options after ``optional``: each is given the stage's name, the
+# option's and a value other than with_stage's default, and returns what the spec keeps.
+_Check = Callable[[str, str, object], Any]
+
+
+def _tags(stage: str, option: str, value: object) -> frozenset[str]:
+    return frozenset(_names(stage, option, value, "strings"))
+
+
+def _metadata(stage: str, option: str, value: object) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
+        refuse(option, "a mapping with str keys", value, stage=stage)
+    return MappingProxyType(dict(value))
+
+
+def _timeout(stage: str, option: str, value: object) -> float:
+    return number(value, option, "a positive number of seconds", gt=0, stage=stage)
+
+
+def _retry(stage: str, option: str, value: object) -> RetryPolicy:
+    if isinstance(value, RetryPolicy):
+        return value
+    what = "a RetryPolicy or a number of attempts >= 1"
+    return RetryPolicy(attempts=integer(value, option, what, ge=1, stage=stage))  # 3: 3 attempts
+
+
+def _estimate(stage: str, option: str, value: object) -> Estimate:
+    if isinstance(value, Estimate):
+        return value
+    what = "an Estimate or a number of tokens >= 0"
+    return Estimate(tokens=integer(value, option, what, ge=0, stage=stage))  # 600: tokens
+
+
+def _instance(cls: type[Any], what: str) -> _Check:
+    def check(stage: str, option: str, value: object) -> Any:
+        if not isinstance(value, cls):
+            refuse(option, what, value, stage=stage)
+        return value
+
+    return check
+
+
+_CHECKS: Final[tuple[tuple[str, object, object, _Check], ...]] = (
+    # in StageSpec's order: option, with_stage's default, what the spec keeps for that,
+    # the check of another value
+    ("tags", (), _NO_NAMES, _tags),
+    ("metadata", None, _EMPTY, _metadata),
+    ("timeout", None, None, _timeout),
+    ("retry", None, None, _retry),
+    ("circuit_breaker", None, None, _instance(CircuitBreakerPolicy, "a CircuitBreakerPolicy")),
+    ("budget", None, None, _instance(Budget, "a Budget")),
+    ("estimate", None, None, _estimate),
+)
 
 
 # --------------------------------------------------------------------------- calling a stage
@@ -266,8 +287,8 @@ def _analyze(name: str, stage: object) -> tuple[str, bool]:
         if not callable(execute):
             raise InvalidStageError(
                 f"stage {name!r}: class {stage.__qualname__} has no execute(self, ctx) method",
-                name,
-                stage,
+                stage=name,
+                value=stage,
             )
         try:
             inspect.signature(stage).bind()
@@ -275,8 +296,8 @@ def _analyze(name: str, stage: object) -> tuple[str, bool]:
             raise InvalidStageError(
                 f"stage {name!r}: class {stage.__qualname__} must be constructible without "
                 "arguments; pass an instance instead",
-                name,
-                stage,
+                stage=name,
+                value=stage,
             ) from None
         except ValueError:  # no signature available (some builtins): let the call tell
             pass
@@ -296,8 +317,8 @@ def _analyze(name: str, stage: object) -> tuple[str, bool]:
     raise InvalidStageError(
         f"stage {name!r}: expected an async or sync function, a class with execute(), or an "
         f"object with execute(); got {type(stage).__qualname__} {stage!r}",
-        name,
-        stage,
+        stage=name,
+        value=stage,
     )
 
 
@@ -315,8 +336,8 @@ def _check_arity(name: str, fn: Any, label: str, *, bound: bool) -> None:
         raise InvalidStageError(
             f"stage {name!r}: {label}{signature} must accept exactly one argument, "
             "the StageContext",
-            name,
-            fn,
+            stage=name,
+            value=fn,
         ) from None
 
 
@@ -363,7 +384,7 @@ def _in_thread(fn: Callable[[StageContext], Any]) -> StageCall:
         out = await asyncio.to_thread(fn, ctx)
         if inspect.iscoroutine(out):  # e.g. a sync wrapper around an async function
             out.close()
-            raise InvalidOutputError(
+            raise InvalidOutputError.of(
                 ctx.stage,
                 out,
                 f"{getattr(fn, '__qualname__', fn)} is not declared async but returned a "

@@ -7,50 +7,70 @@ while building a graph also derive from :class:`ValueError` (or
 the builtin hierarchy keeps working::
 
     StageflowError
-    ├── GraphError (ValueError)               Pipeline.with_stage() / build() refused the graph
-    │   ├── InvalidStageNameError             a stage name is not an identifier-like string
-    │   ├── InvalidStageError (TypeError)     the stage is neither a callable nor has execute()
-    │   ├── InvalidOptionError                a stage option of the wrong type or value
-    │   ├── DuplicateStageError               two stages share a name
-    │   ├── UnknownDependencyError            a dependency names no stage of the graph
-    │   ├── SelfDependencyError               a stage depends on itself
-    │   └── CycleError                        the dependencies form a cycle (``a -> b -> a``)
-    ├── ConfigurationError (ValueError)       a bad argument to Engine, Engine.run, a sink, ...
-    │   ├── GraphMismatchError                a run resumed with another graph (``.changes``)
-    │   └── UnknownModelError (KeyError)      a price table has no price for a model
-    ├── StageError                            raised inside a run, about one stage (``.stage``)
-    │   ├── StageFailedError                  the stage returned ``StageOutput.fail(...)``
-    │   ├── InvalidOutputError (TypeError)    the stage returned something that is not an output
-    │   ├── StageCancelledError               the stage was cancelled outside the run's control
-    │   ├── StageTimeoutError (TimeoutError)  an attempt exceeded the stage's timeout
-    │   ├── CircuitOpenError                  the stage's circuit breaker is open: not called
-    │   ├── BudgetExceededError               a token or cost budget cannot cover the stage
-    │   └── MissingInputError (KeyError)      ``ctx.inputs`` was asked for what is not there
-    ├── StoreError                            a checkpoint store failed (backend errors become this)
-    │   ├── UnknownRunError (KeyError)        no run has that id
-    │   ├── RunExistsError                    a run with that id exists already
-    │   ├── RunLeasedError                    another driver holds the run's lease
-    │   ├── LeaseLostError                    the lease was taken over: no more writes
-    │   └── SchemaError                       the database's schema is newer or not ours
-    └── RunError                              ``RunResult.raise_for_status()``
-        ├── RunFailedError                    one or more stages failed (``.failed``)
-        └── RunCancelledError                 the run was cancelled or timed out
-            └── RunTimeoutError               the run exceeded ``Engine.run(timeout=...)``
+    ├── GraphError (ValueError)                 Pipeline.with_stage() / build() refused the graph
+    │   ├── InvalidStageNameError               a stage name is not an identifier-like string
+    │   ├── InvalidStageError (TypeError)       the stage is neither a callable nor has execute()
+    │   ├── InvalidOptionError                  a stage option of the wrong type or value
+    │   ├── DuplicateStageError                 two stages share a name
+    │   ├── DuplicateDependencyError            a stage lists a dependency twice
+    │   ├── UnknownDependencyError              a dependency names no stage of the graph
+    │   ├── SelfDependencyError                 a stage depends on itself
+    │   └── CycleError                          the dependencies form a cycle (``a -> b -> a``)
+    ├── ConfigurationError (ValueError)         a bad argument to Engine, Engine.run, a sink, ...
+    │   ├── GraphMismatchError                  a run resumed with another graph (``.changes``)
+    │   ├── UnknownModelError (KeyError)        a price table has no price for a model
+    │   └── CodecError (TypeError)              a value cannot be stored faithfully (``.field``)
+    ├── StageError                              raised inside a run, about one stage (``.stage``)
+    │   ├── StageFailedError                    the stage returned ``StageOutput.fail(...)``
+    │   ├── InvalidOutputError (TypeError)      the stage returned something that is not an output
+    │   ├── StageCancelledError                 the stage was cancelled outside the run's control
+    │   ├── StageTimeoutError (TimeoutError)    an attempt exceeded the stage's timeout
+    │   ├── CircuitOpenError                    the stage's circuit breaker is open: not called
+    │   ├── BudgetExceededError                 a token or cost budget cannot cover the stage
+    │   └── MissingInputError (KeyError)        ``ctx.inputs`` was asked for what is not there
+    ├── StoreError                              a store failed (backend errors become this)
+    │   ├── UnknownRunError (KeyError)          no run has that id
+    │   ├── RunExistsError                      a run with that id exists already
+    │   ├── RunLeasedError                      another driver holds the run's lease
+    │   ├── LeaseLostError                      the lease was taken over: no more writes
+    │   └── SchemaError                         the database's schema is newer or not ours
+    └── RunError                                ``RunResult.raise_for_status()``
+        ├── RunFailedError                      one or more stages failed (``.failed``)
+        └── RunCancelledError                   the run was cancelled or timed out
+            └── RunTimeoutError (TimeoutError)  the run exceeded ``Engine.run(timeout=...)``
 
 Errors name what is wrong: the stage, the field and the offending value are
 both in the message and in attributes, so that tools can act on them.
+
+Every class is built the same way: the message first, then its fields as
+keyword arguments, each kept as the attribute of the same name::
+
+    UnknownRunError(f"no run with id {run_id!r}", run_id=run_id)
+    ConfigurationError("max_parallel must be ...", field="max_parallel", value=0)
+
+A class whose message follows from its fields also has a classmethod ``of``
+that writes the standard message, so that every raise site (a store adapter
+of yours included) says the same: ``LeaseLostError.of(run_id, token)``,
+``StageTimeoutError.of(stage, timeout, attempt)``, ``CycleError.of(cycle)``.
+
+Errors pickle and copy (``copy.copy``, ``copy.deepcopy``) with their message,
+their fields and any attribute added since (notes included), so they cross a
+process boundary intact, as long as the fields' values pickle themselves.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+import inspect
+from collections.abc import Callable, Sequence
+from typing import Any, Self
 
 __all__ = [
     "BudgetExceededError",
     "CircuitOpenError",
+    "CodecError",
     "ConfigurationError",
     "CycleError",
+    "DuplicateDependencyError",
     "DuplicateStageError",
     "GraphError",
     "GraphMismatchError",
@@ -81,7 +101,59 @@ __all__ = [
 
 
 class StageflowError(Exception):
-    """Base class of every exception raised by stageflow."""
+    """Base class of every exception raised by stageflow.
+
+    A subclass's constructor takes the message first and its fields as
+    keyword-only arguments, each kept as the attribute of the same name
+    (``def __init__(self, message: str, *, stage: str) -> None``). Pickling and
+    copying rebuild the error by calling the constructor again with the message
+    and those attributes; a subclass of yours whose constructor has another
+    shape is pickled the way Python pickles any exception.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+
+    def __str__(self) -> str:
+        # The message as it is: KeyError (a base of some subclasses) would repr() it.
+        return str(self.args[0]) if len(self.args) == 1 else super().__str__()
+
+    def __reduce__(self) -> str | tuple[Any, ...]:
+        fields = _keyword_fields(type(self))
+        if fields is None or len(self.args) != 1:
+            return super().__reduce__()
+        state = dict(self.__dict__)
+        given = {name: state.pop(name) for name in fields if name in state}
+        return _rebuild, (type(self), self.args[0], given), state or None
+
+
+def _rebuild(cls: Callable[..., StageflowError], message: str, fields: dict[str, Any]) -> Any:
+    """Unpickle an error: its constructor called with the message and the fields."""
+    return cls(message, **fields)
+
+
+_FIELDS: dict[type[StageflowError], tuple[str, ...] | None] = {}
+_POSITIONAL, _POSITIONAL_OR_KEYWORD, _KEYWORD_ONLY = (
+    inspect.Parameter.POSITIONAL_ONLY,
+    inspect.Parameter.POSITIONAL_OR_KEYWORD,
+    inspect.Parameter.KEYWORD_ONLY,
+)
+
+
+def _keyword_fields(cls: type[StageflowError]) -> tuple[str, ...] | None:
+    """The keyword-only parameters of ``cls``'s constructor: what ``__reduce__`` passes
+    back to it; None if the constructor does not take ``(message, *, ...)``."""
+    if cls in _FIELDS:
+        return _FIELDS[cls]
+    params = list(inspect.signature(cls.__init__).parameters.values())[1:]  # self
+    kinds = [p.kind for p in params]
+    shaped = bool(kinds) and kinds[0] in (_POSITIONAL, _POSITIONAL_OR_KEYWORD)
+    if shaped and all(kind is _KEYWORD_ONLY for kind in kinds[1:]):
+        fields: tuple[str, ...] | None = tuple(p.name for p in params[1:])
+    else:
+        fields = None
+    _FIELDS[cls] = fields
+    return fields
 
 
 # --------------------------------------------------------------------------- graph
@@ -94,7 +166,7 @@ class GraphError(StageflowError, ValueError):
         stages: the names of the stages involved, in a meaningful order.
     """
 
-    def __init__(self, message: str, stages: Sequence[str] = ()) -> None:
+    def __init__(self, message: str, *, stages: Sequence[str] = ()) -> None:
         super().__init__(message)
         self.stages: tuple[str, ...] = tuple(stages)
 
@@ -106,8 +178,8 @@ class InvalidStageNameError(GraphError):
         name: the rejected value.
     """
 
-    def __init__(self, message: str, name: object) -> None:
-        super().__init__(message, (name,) if isinstance(name, str) else ())
+    def __init__(self, message: str, *, name: object) -> None:
+        super().__init__(message, stages=(name,) if isinstance(name, str) else ())
         self.name = name
 
 
@@ -119,8 +191,8 @@ class InvalidStageError(GraphError, TypeError):
         value: the rejected object.
     """
 
-    def __init__(self, message: str, stage: str, value: object) -> None:
-        super().__init__(message, (stage,))
+    def __init__(self, message: str, *, stage: str, value: object) -> None:
+        super().__init__(message, stages=(stage,))
         self.stage = stage
         self.value = value
 
@@ -134,15 +206,37 @@ class InvalidOptionError(GraphError):
         value: the rejected value.
     """
 
-    def __init__(self, message: str, stage: str, option: str, value: object) -> None:
-        super().__init__(message, (stage,))
+    def __init__(self, message: str, *, stage: str, option: str, value: object) -> None:
+        super().__init__(message, stages=(stage,))
         self.stage = stage
         self.option = option
         self.value = value
 
 
 class DuplicateStageError(GraphError):
-    """Two stages have the same name. ``stages`` holds that name."""
+    """Two stages have the same name.
+
+    Attributes:
+        stage: that name (``stages`` holds it too).
+    """
+
+    def __init__(self, message: str, *, stage: str) -> None:
+        super().__init__(message, stages=(stage,))
+        self.stage = stage
+
+
+class DuplicateDependencyError(GraphError):
+    """A stage lists the same dependency more than once.
+
+    Attributes:
+        stage: the stage that declares the dependencies.
+        dependency: the name listed twice (``stages`` is ``(stage, dependency)``).
+    """
+
+    def __init__(self, message: str, *, stage: str, dependency: str) -> None:
+        super().__init__(message, stages=(stage, dependency))
+        self.stage = stage
+        self.dependency = dependency
 
 
 class UnknownDependencyError(GraphError):
@@ -153,14 +247,22 @@ class UnknownDependencyError(GraphError):
         dependency: the unknown name.
     """
 
-    def __init__(self, message: str, stage: str, dependency: str) -> None:
-        super().__init__(message, (stage, dependency))
+    def __init__(self, message: str, *, stage: str, dependency: str) -> None:
+        super().__init__(message, stages=(stage, dependency))
         self.stage = stage
         self.dependency = dependency
 
 
 class SelfDependencyError(GraphError):
-    """A stage lists itself among its dependencies. ``stages`` holds its name."""
+    """A stage lists itself among its dependencies.
+
+    Attributes:
+        stage: its name (``stages`` holds it too).
+    """
+
+    def __init__(self, message: str, *, stage: str) -> None:
+        super().__init__(message, stages=(stage,))
+        self.stage = stage
 
 
 class CycleError(GraphError):
@@ -168,14 +270,18 @@ class CycleError(GraphError):
 
     Attributes:
         cycle: the stages along the cycle, the first repeated at the end
-            (``("a", "b", "a")`` for ``a -> b -> a``).
+            (``("a", "b", "a")`` for ``a -> b -> a``); ``stages`` is it without
+            the repetition.
     """
 
-    def __init__(self, cycle: Sequence[str]) -> None:
+    def __init__(self, message: str, *, cycle: Sequence[str]) -> None:
+        super().__init__(message, stages=tuple(cycle)[:-1])
         self.cycle: tuple[str, ...] = tuple(cycle)
-        super().__init__(
-            f"the dependencies form a cycle: {' -> '.join(self.cycle)}", self.cycle[:-1]
-        )
+
+    @classmethod
+    def of(cls, cycle: Sequence[str]) -> Self:
+        """The error with its standard message: ``the dependencies form a cycle: a -> b -> a``."""
+        return cls(f"the dependencies form a cycle: {' -> '.join(cycle)}", cycle=cycle)
 
 
 # --------------------------------------------------------------------------- configuration
@@ -189,7 +295,7 @@ class ConfigurationError(StageflowError, ValueError):
         value: the rejected value.
     """
 
-    def __init__(self, message: str, field: str, value: object) -> None:
+    def __init__(self, message: str, *, field: str, value: object) -> None:
         super().__init__(message)
         self.field = field
         self.value = value
@@ -201,40 +307,74 @@ class GraphMismatchError(ConfigurationError):
     Attributes:
         run_id: the run.
         changes: what differs, in words (``"stage 'd' added"``, ...).
+        value: the graph given (``field`` is ``"graph"``).
     """
 
-    def __init__(self, run_id: str, changes: Sequence[str], graph: object) -> None:
-        super().__init__(
-            f"run {run_id!r} was started with another graph: {'; '.join(changes)}; resume it "
-            "with the graph it started with",
-            "graph",
-            graph,
-        )
+    def __init__(
+        self, message: str, *, run_id: str, changes: Sequence[str], value: object = None
+    ) -> None:
+        super().__init__(message, field="graph", value=value)
         self.run_id = run_id
         self.changes: tuple[str, ...] = tuple(changes)
+
+    @classmethod
+    def of(cls, run_id: str, changes: Sequence[str], graph: object = None) -> Self:
+        """The error with its standard message, which lists the changes."""
+        return cls(
+            f"run {run_id!r} was started with another graph: {'; '.join(changes)}; resume it "
+            "with the graph it started with",
+            run_id=run_id,
+            changes=changes,
+            value=graph,
+        )
 
 
 class UnknownModelError(ConfigurationError, KeyError):
     """A price table was asked for a model it has no price for (and no fallback).
 
     Attributes:
-        model: the model.
-        known: the models the table has prices for.
+        model: the model (``value`` too; ``field`` is ``"model"``).
+        known: the models the table has prices for, sorted.
     """
 
-    def __init__(self, model: str, known: Sequence[str]) -> None:
-        listed = ", ".join(repr(m) for m in sorted(known)) or "none"
-        super().__init__(
-            f"no price for model {model!r}; the price table has {listed} (add it, or give "
-            "the table a fallback)",
-            "model",
-            model,
-        )
+    def __init__(self, message: str, *, model: str, known: Sequence[str]) -> None:
+        super().__init__(message, field="model", value=model)
         self.model = model
         self.known: tuple[str, ...] = tuple(sorted(known))
 
-    def __str__(self) -> str:  # KeyError would quote the message
-        return str(self.args[0])
+    @classmethod
+    def of(cls, model: str, known: Sequence[str]) -> Self:
+        """The error with its standard message, which lists the known models."""
+        listed = ", ".join(repr(m) for m in sorted(known)) or "none"
+        return cls(
+            f"no price for model {model!r}; the price table has {listed} (add it, or give "
+            "the table a fallback)",
+            model=model,
+            known=known,
+        )
+
+
+class CodecError(ConfigurationError, TypeError):
+    """A value cannot be stored faithfully: a stage's output or state, a run's data.
+
+    Attributes:
+        field: where in the stored value, e.g. ``"the output of stage 'a'['x']"``.
+        value: the offending object (a dict key of the wrong type is the key).
+        value_type: its type.
+        stage: the stage whose output or state it is, or None (a run's data, or
+            a value encoded outside a stage).
+    """
+
+    def __init__(
+        self, message: str, *, field: str, value: object, stage: str | None = None
+    ) -> None:
+        super().__init__(message, field=field, value=value)
+        self.stage = stage
+
+    @property
+    def value_type(self) -> type[Any]:
+        """The offending object's type."""
+        return type(self.value)
 
 
 # --------------------------------------------------------------------------- stages
@@ -247,7 +387,7 @@ class StageError(StageflowError):
         stage: the stage's name.
     """
 
-    def __init__(self, message: str, stage: str) -> None:
+    def __init__(self, message: str, *, stage: str) -> None:
         super().__init__(message)
         self.stage = stage
 
@@ -259,9 +399,14 @@ class StageFailedError(StageError):
         reason: the reason it gave.
     """
 
-    def __init__(self, stage: str, reason: str) -> None:
-        super().__init__(f"stage {stage!r} failed: {reason}", stage)
+    def __init__(self, message: str, *, stage: str, reason: str) -> None:
+        super().__init__(message, stage=stage)
         self.reason = reason
+
+    @classmethod
+    def of(cls, stage: str, reason: str) -> Self:
+        """The error with its standard message: ``stage 'a' failed: <reason>``."""
+        return cls(f"stage {stage!r} failed: {reason}", stage=stage, reason=reason)
 
 
 class InvalidOutputError(StageError, TypeError):
@@ -271,13 +416,20 @@ class InvalidOutputError(StageError, TypeError):
         value: the returned object.
     """
 
-    def __init__(self, stage: str, value: object, hint: str = "") -> None:
-        super().__init__(
+    def __init__(self, message: str, *, stage: str, value: object) -> None:
+        super().__init__(message, stage=stage)
+        self.value = value
+
+    @classmethod
+    def of(cls, stage: str, value: object, hint: str = "") -> Self:
+        """The error with its standard message: what was returned, then ``hint`` or
+        what a stage must return."""
+        return cls(
             f"stage {stage!r} returned {type(value).__qualname__} {_short_repr(value)}; "
             + (hint or "a stage must return a StageOutput, a Mapping (its output data) or None"),
-            stage,
+            stage=stage,
+            value=value,
         )
-        self.value = value
 
 
 class StageCancelledError(StageError):
@@ -292,10 +444,20 @@ class StageTimeoutError(StageError, TimeoutError):
         attempt: the attempt that timed out.
     """
 
-    def __init__(self, stage: str, timeout: float, attempt: int) -> None:
-        super().__init__(f"stage {stage!r} timed out after {timeout:g}s (attempt {attempt})", stage)
+    def __init__(self, message: str, *, stage: str, timeout: float, attempt: int) -> None:
+        super().__init__(message, stage=stage)
         self.timeout = timeout
         self.attempt = attempt
+
+    @classmethod
+    def of(cls, stage: str, timeout: float, attempt: int) -> Self:
+        """The error with its standard message: ``stage 'a' timed out after 2s (attempt 1)``."""
+        return cls(
+            f"stage {stage!r} timed out after {timeout:g}s (attempt {attempt})",
+            stage=stage,
+            timeout=timeout,
+            attempt=attempt,
+        )
 
 
 class CircuitOpenError(StageError):
@@ -303,18 +465,29 @@ class CircuitOpenError(StageError):
 
     Attributes:
         key: the breaker's key.
-        retry_after: seconds until the breaker lets a probe through.
+        retry_after: seconds until the breaker lets a probe through (0: the
+            breaker is half-open and its probe calls are out).
     """
 
-    def __init__(self, stage: str, key: object, retry_after: float) -> None:
+    def __init__(self, message: str, *, stage: str, key: object, retry_after: float) -> None:
+        super().__init__(message, stage=stage)
+        self.key = key
+        self.retry_after = retry_after
+
+    @classmethod
+    def of(cls, stage: str, key: object, retry_after: float) -> Self:
+        """The error with its standard message, which says when the next probe is."""
         state = (
             f"is open (next probe in {retry_after:.3g}s)"
             if retry_after > 0
             else "is half-open and its probe calls are out"
         )
-        super().__init__(f"stage {stage!r} not called: circuit {key!r} {state}", stage)
-        self.key = key
-        self.retry_after = retry_after
+        return cls(
+            f"stage {stage!r} not called: circuit {key!r} {state}",
+            stage=stage,
+            key=key,
+            retry_after=retry_after,
+        )
 
 
 class BudgetExceededError(StageError):
@@ -335,6 +508,25 @@ class BudgetExceededError(StageError):
 
     def __init__(
         self,
+        message: str,
+        *,
+        stage: str,
+        scope: str,
+        limit: str,
+        maximum: float,
+        spent: float,
+        requested: float,
+    ) -> None:
+        super().__init__(message, stage=stage)
+        self.scope = scope
+        self.limit = limit
+        self.maximum = maximum
+        self.spent = spent
+        self.requested = requested
+
+    @classmethod
+    def of(
+        cls,
         stage: str,
         scope: str,
         limit: str,
@@ -342,21 +534,23 @@ class BudgetExceededError(StageError):
         spent: float,
         requested: float,
         why: str = "",
-    ) -> None:
+    ) -> Self:
+        """The error with its standard message, ``why`` appended to it."""
         whose = "the run's" if scope == "run" else "its own"
         what = (
             f"cannot cover {requested:g} more ({spent:g} spent or reserved)"
             if requested
             else f"is spent ({spent:g})"
         )
-        super().__init__(
-            f"stage {stage!r}: {whose} {limit} budget of {maximum:g} {what}{why}", stage
+        return cls(
+            f"stage {stage!r}: {whose} {limit} budget of {maximum:g} {what}{why}",
+            stage=stage,
+            scope=scope,
+            limit=limit,
+            maximum=maximum,
+            spent=spent,
+            requested=requested,
         )
-        self.scope = scope
-        self.limit = limit
-        self.maximum = maximum
-        self.spent = spent
-        self.requested = requested
 
 
 class MissingInputError(StageError, KeyError):
@@ -367,13 +561,12 @@ class MissingInputError(StageError, KeyError):
         key: the key asked for, or None when the stage itself is missing.
     """
 
-    def __init__(self, message: str, stage: str, dependency: str, key: str | None) -> None:
-        super().__init__(message, stage)
+    def __init__(
+        self, message: str, *, stage: str, dependency: str, key: str | None = None
+    ) -> None:
+        super().__init__(message, stage=stage)
         self.dependency = dependency
         self.key = key
-
-    def __str__(self) -> str:  # KeyError would repr() the message
-        return str(self.args[0])
 
 
 # --------------------------------------------------------------------------- stores
@@ -394,12 +587,14 @@ class UnknownRunError(StoreError, KeyError):
         run_id: the id asked for.
     """
 
-    def __init__(self, run_id: str) -> None:
-        super().__init__(f"no run with id {run_id!r}")
+    def __init__(self, message: str, *, run_id: str) -> None:
+        super().__init__(message)
         self.run_id = run_id
 
-    def __str__(self) -> str:  # KeyError would repr() the message
-        return str(self.args[0])
+    @classmethod
+    def of(cls, run_id: str) -> Self:
+        """The error with its standard message: ``no run with id 'r1'``."""
+        return cls(f"no run with id {run_id!r}", run_id=run_id)
 
 
 class RunExistsError(StoreError):
@@ -409,9 +604,14 @@ class RunExistsError(StoreError):
         run_id: the id.
     """
 
-    def __init__(self, run_id: str) -> None:
-        super().__init__(f"a run with id {run_id!r} exists already")
+    def __init__(self, message: str, *, run_id: str) -> None:
+        super().__init__(message)
         self.run_id = run_id
+
+    @classmethod
+    def of(cls, run_id: str) -> Self:
+        """The error with its standard message: ``a run with id 'r1' exists already``."""
+        return cls(f"a run with id {run_id!r} exists already", run_id=run_id)
 
 
 class RunLeasedError(StoreError):
@@ -423,14 +623,22 @@ class RunLeasedError(StoreError):
         expires_at: when it expires unless renewed (seconds since the epoch).
     """
 
-    def __init__(self, run_id: str, owner: str, expires_at: float) -> None:
-        super().__init__(
-            f"run {run_id!r} is being driven by {owner!r} (lease valid until {expires_at:.3f}, "
-            "seconds since the epoch); resume it after that if its driver is gone"
-        )
+    def __init__(self, message: str, *, run_id: str, owner: str, expires_at: float) -> None:
+        super().__init__(message)
         self.run_id = run_id
         self.owner = owner
         self.expires_at = expires_at
+
+    @classmethod
+    def of(cls, run_id: str, owner: str, expires_at: float) -> Self:
+        """The error with its standard message, which says who holds the lease until when."""
+        return cls(
+            f"run {run_id!r} is being driven by {owner!r} (lease valid until {expires_at:.3f}, "
+            "seconds since the epoch); resume it after that if its driver is gone",
+            run_id=run_id,
+            owner=owner,
+            expires_at=expires_at,
+        )
 
 
 class LeaseLostError(StoreError):
@@ -441,13 +649,20 @@ class LeaseLostError(StoreError):
         token: the stale token.
     """
 
-    def __init__(self, run_id: str, token: int) -> None:
-        super().__init__(
-            f"the lease on run {run_id!r} with token {token} was taken over by another "
-            "driver; this one may write no more"
-        )
+    def __init__(self, message: str, *, run_id: str, token: int) -> None:
+        super().__init__(message)
         self.run_id = run_id
         self.token = token
+
+    @classmethod
+    def of(cls, run_id: str, token: int) -> Self:
+        """The error with its standard message, which names the run and the stale token."""
+        return cls(
+            f"the lease on run {run_id!r} with token {token} was taken over by another "
+            "driver; this one may write no more",
+            run_id=run_id,
+            token=token,
+        )
 
 
 class SchemaError(StoreError):
@@ -464,7 +679,7 @@ class RunError(StageflowError):
         run_id: the run's id.
     """
 
-    def __init__(self, message: str, run_id: str) -> None:
+    def __init__(self, message: str, *, run_id: str) -> None:
         super().__init__(message)
         self.run_id = run_id
 
@@ -476,8 +691,8 @@ class RunFailedError(RunError):
         failed: the names of the failed stages, in graph order.
     """
 
-    def __init__(self, message: str, run_id: str, failed: Sequence[str]) -> None:
-        super().__init__(message, run_id)
+    def __init__(self, message: str, *, run_id: str, failed: Sequence[str]) -> None:
+        super().__init__(message, run_id=run_id)
         self.failed: tuple[str, ...] = tuple(failed)
 
 
@@ -492,9 +707,16 @@ class RunTimeoutError(RunCancelledError, TimeoutError):
         timeout: the limit, in seconds.
     """
 
-    def __init__(self, run_id: str, timeout: float) -> None:
-        super().__init__(f"run {run_id!r} exceeded its timeout of {timeout:g}s", run_id)
+    def __init__(self, message: str, *, run_id: str, timeout: float) -> None:
+        super().__init__(message, run_id=run_id)
         self.timeout = timeout
+
+    @classmethod
+    def of(cls, run_id: str, timeout: float) -> Self:
+        """The error with its standard message: ``run 'r1' exceeded its timeout of 5s``."""
+        return cls(
+            f"run {run_id!r} exceeded its timeout of {timeout:g}s", run_id=run_id, timeout=timeout
+        )
 
 
 def _short_repr(value: Any, limit: int = 60) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
-from ..errors import ConfigurationError
+from .._check import number
 
 
 class Retention:
@@ -13,14 +13,9 @@ class Retention:
     __slots__ = ("_last", "seconds")
 
     def __init__(self, seconds: float | None) -> None:
-        if seconds is not None and (
-            isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds <= 0
-        ):
-            raise ConfigurationError(
-                f"retention must be a positive number of seconds or None, not {seconds!r}",
-                "retention",
-                seconds,
-            )
+        if seconds is not None:
+            what = "a positive number of seconds or None"
+            number(seconds, "retention", what, gt=0, finite=False)
         self.seconds = seconds
         self._last = float("-inf")
 

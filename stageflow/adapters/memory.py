@@ -17,6 +17,7 @@ from ..errors import (
 )
 from ..ports import CheckpointStore, Lease, RunRecord, StageRecord, UsageRecord
 from ._retention import Retention
+from ._shared import checked_limit, stage_of_run, usage_of_run
 
 __all__ = ["MemoryStore"]
 
@@ -36,7 +37,7 @@ class _Run:
 
 
 class MemoryStore(CheckpointStore):
-    """A CheckpointStore in a dict: fast, exact, and gone with the process.
+    """A RunStore and RunCatalog in a dict: fast, exact, and gone with the process.
 
     Every method runs without awaiting anything, so concurrent runs on one event
     loop see each operation as atomic.
@@ -51,7 +52,9 @@ class MemoryStore(CheckpointStore):
         self, *, clock: Callable[[], float] = time.time, retention: float | None = None
     ) -> None:
         if not callable(clock):
-            raise ConfigurationError(f"clock must be callable, not {clock!r}", "clock", clock)
+            raise ConfigurationError(
+                f"clock must be callable, not {clock!r}", field="clock", value=clock
+            )
         self._clock = clock
         self._retention = Retention(retention)
         self._runs: dict[str, _Run] = {}
@@ -60,18 +63,18 @@ class MemoryStore(CheckpointStore):
         try:
             return self._runs[run_id]
         except KeyError:
-            raise UnknownRunError(run_id) from None
+            raise UnknownRunError.of(run_id) from None
 
     def _fenced(self, lease: Lease) -> _Run:
-        run = self._get(lease.run_id)
-        if run.lease is None or run.lease.token != lease.token:
-            raise LeaseLostError(lease.run_id, lease.token)
+        run = self._runs.get(lease.run_id)  # a run that is gone: its lease is lost too
+        if run is None or run.lease is None or run.lease.token != lease.token:
+            raise LeaseLostError.of(lease.run_id, lease.token)
         return run
 
     async def create_run(self, run: RunRecord) -> None:
         """Create a run (``RunExistsError`` if its id is taken)."""
         if run.run_id in self._runs:
-            raise RunExistsError(run.run_id)
+            raise RunExistsError.of(run.run_id)
         self._runs[run.run_id] = _Run(replace(run, labels=dict(run.labels)))  # a copy
         await self._retention.maybe_prune(self._clock(), self._prune_before)
 
@@ -89,7 +92,8 @@ class MemoryStore(CheckpointStore):
         pipeline: str | None = None,
         limit: int | None = None,
     ) -> list[RunRecord]:
-        """Runs matching the filters, newest first."""
+        """Runs matching the filters, newest first (ties: by run id, descending)."""
+        limit = checked_limit(limit)
         records = [
             r.record
             for r in self._runs.values()
@@ -102,13 +106,17 @@ class MemoryStore(CheckpointStore):
     async def delete_run(self, run_id: str) -> None:
         """Forget a run (``UnknownRunError``; ``RunLeasedError`` while it is driven)."""
         run = self._get(run_id)
-        self._check_free(run, "")
+        self._check_free(run, None)
         del self._runs[run_id]
 
-    def _check_free(self, run: _Run, owner: str) -> None:
+    def _check_free(self, run: _Run, owner: str | None) -> None:
+        """Refuse unless the run has no unexpired lease, or ``owner`` holds it."""
         lease = run.lease
         if lease is not None and lease.owner != owner and lease.expires_at > self._clock():
-            raise RunLeasedError(lease.run_id, lease.owner, lease.expires_at)
+            raise RunLeasedError.of(lease.run_id, lease.owner, lease.expires_at)
+
+    def _leased(self, run: _Run) -> bool:
+        return run.lease is not None and run.lease.expires_at > self._clock()
 
     async def acquire_lease(self, run_id: str, owner: str, ttl: float) -> Lease:
         """Take the run's lease for ``ttl`` seconds, with a new, greater token."""
@@ -131,11 +139,12 @@ class MemoryStore(CheckpointStore):
             run.lease = None
 
     async def record_stage(self, lease: Lease, record: StageRecord) -> None:
-        """Store one stage's outcome (fenced)."""
+        """Store one stage's outcome (fenced; a record of another run: ConfigurationError)."""
+        stage_of_run(lease, record)
         self._fenced(lease).stages[record.stage] = record
 
     async def stage_records(self, run_id: str) -> dict[str, StageRecord]:
-        """Every stored stage outcome of a run, by stage name."""
+        """Every stored stage outcome of a run, by stage name (``UnknownRunError``)."""
         return dict(self._get(run_id).stages)
 
     async def record_usage(self, lease: Lease, records: Sequence[UsageRecord]) -> None:
@@ -192,15 +201,17 @@ class MemoryStore(CheckpointStore):
         self._fenced(lease).states[stage] = state
 
     async def load_state(self, run_id: str, stage: str) -> str | None:
-        """A stage's last saved state, or None."""
+        """A stage's last saved state, or None (``UnknownRunError`` for an unknown run)."""
         return self._get(run_id).states.get(stage)
 
     async def prune(self, *, finished_before: float) -> int:
-        """Delete finished runs last updated before ``finished_before``."""
+        """Delete finished runs last updated before ``finished_before``, unless leased."""
         old = [
             run_id
             for run_id, run in self._runs.items()
-            if run.record.status in _FINISHED and run.record.updated_at < finished_before
+            if run.record.status in _FINISHED
+            and run.record.updated_at < finished_before
+            and not self._leased(run)
         ]
         for run_id in old:
             del self._runs[run_id]
@@ -216,17 +227,3 @@ class MemoryStore(CheckpointStore):
 def _copied(record: RunRecord) -> RunRecord:
     """The record, with a copy of its labels: a caller changing them changes no run."""
     return replace(record, labels=dict(record.labels)) if record.labels else record
-
-
-def usage_of_run(lease: Lease, records: Sequence[UsageRecord]) -> list[UsageRecord]:
-    """The records as a list, each checked to be of the lease's run."""
-    batch = list(records)
-    for record in batch:
-        if record.run_id != lease.run_id:
-            raise ConfigurationError(
-                f"a usage record of run {record.run_id!r} cannot be recorded with the lease "
-                f"of run {lease.run_id!r}",
-                "records",
-                record,
-            )
-    return batch

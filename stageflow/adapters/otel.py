@@ -128,14 +128,14 @@ class OTelEventSink(TelemetryErrors):
             raise ConfigurationError(
                 f"logger_provider must be an OpenTelemetry LoggerProvider instance, "
                 f"not {logger_provider!r}",
-                "logger_provider",
-                logger_provider,
+                field="logger_provider",
+                value=logger_provider,
             )
         if not isinstance(span_events, bool):
             raise ConfigurationError(
                 f"span_events must be True or False, not {span_events!r}",
-                "span_events",
-                span_events,
+                field="span_events",
+                value=span_events,
             )
         provider = logger_provider if logger_provider is not None else get_logger_provider()
         self.logger_provider: LoggerProvider = provider

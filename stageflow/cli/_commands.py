@@ -11,10 +11,11 @@ import sys
 import time
 import traceback
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, Final, NoReturn
 
 import typer
 from rich.console import Console
@@ -26,7 +27,7 @@ from .._graph import StageGraph
 from .._ids import new_run_id
 from .._result import RunResult, RunStatus
 from .._sinks import FanOutSink, JsonLinesSink
-from .._stage import StageStatus
+from .._status import StageStatus
 from ..errors import (
     ConfigurationError,
     RunLeasedError,
@@ -40,7 +41,7 @@ from ._load import load_graph
 from ._progress import STYLE, ProgressView
 
 if TYPE_CHECKING:
-    from ..adapters.sqlalchemy import SQLAlchemyStore
+    from ..ports import RunCatalog, RunStore
 
 TARGET_LABEL = "stageflow.target"
 POLL = 0.2  # seconds between two looks at a followed run
@@ -181,7 +182,7 @@ def _unknown(run_id: str, url: str) -> NoReturn:
     _fail(f"no run {run_id!r} in {_store.shown(url)}")
 
 
-async def _get_run(store: SQLAlchemyStore, run_id: str, url: str) -> RunRecord:
+async def _get_run(store: RunCatalog, run_id: str, url: str) -> RunRecord:
     try:
         return await store.get_run(run_id)
     except UnknownRunError:
@@ -201,6 +202,69 @@ def _said(error: BaseException | None) -> str | None:
 # ----------------------------------------------------------------------------- run / resume
 
 
+@dataclass(frozen=True)
+class _Job:
+    """What ``run`` and ``resume`` drive: a new run of ``target``, or (no target) a resume."""
+
+    graph: StageGraph
+    url: str
+    run_id: str
+    lease_ttl: float | None
+    timeout: float | None
+    data: Mapping[str, Any] | None = None
+    max_parallel: int | None = None
+    target: str | None = None
+    fail_fast: bool = True
+
+    @property
+    def resume(self) -> bool:
+        return self.target is None
+
+
+@dataclass(frozen=True)
+class _Output:
+    """How ``run`` and ``resume`` tell what happens: live progress (on a terminal), lines
+    (piped), or only JSON at the end (``--json``)."""
+
+    console: Console
+    view: ProgressView
+    as_json: bool
+    verbose: bool
+    hint: str  # the command that resumes the run
+
+    def live(self) -> AbstractContextManager[object]:
+        if self.as_json or not self.console.is_terminal:
+            return _nothing()
+        return Live(self.view, console=self.console, refresh_per_second=10)
+
+    def starting(self, job: _Job) -> None:
+        if not self.as_json:
+            verb = "resuming" if job.resume else "running"
+            self.console.print(
+                f"{verb} {job.graph.name!r} ({len(job.graph)} stages) as run {job.run_id} "
+                f"in {_store.shown(job.url)}",
+                markup=False,
+            )
+
+    def interrupted(self, job: _Job) -> None:
+        if self.as_json:
+            typer.echo(json.dumps(_interrupted(job.graph, job.run_id, self.view)))
+            typer.echo(f"cancelled: resume with  {self.hint}", err=True)
+        else:
+            self.console.print(f"\ncancelled: resume with  {self.hint}", markup=False)
+
+    def finished(self, result: RunResult, code: int) -> None:
+        if self.as_json:
+            typer.echo(json.dumps(_result_json(result)))
+            if code:
+                typer.echo(f"{result.status.value}: resume with  {self.hint}", err=True)
+        else:
+            _summary(self.console, result, self.view, self.hint, self.verbose)
+
+
+_EXIT_CODES: Final = {RunStatus.COMPLETED: EXIT_COMPLETED, RunStatus.FAILED: EXIT_FAILED}
+
+
 def _drive(
     graph: StageGraph,
     *,
@@ -217,86 +281,82 @@ def _drive(
     fail_fast: bool = True,
 ) -> NoReturn:
     """Run (``target`` given) or resume ``run_id``; print how it went; exit with its code."""
+    job = _Job(graph, url, run_id, lease_ttl, timeout, data, max_parallel, target, fail_fast)
     console = _console()
     view = ProgressView(graph.names, console, lines=not as_json and not console.is_terminal)
-    live = not as_json and console.is_terminal
-    resume = target is None
-
-    async def go() -> RunResult:
-        # SIGTERM (a service manager stopping us) ends the run as Ctrl-C does: cancelled,
-        # recorded so, resumable.
-        main = asyncio.current_task()
-        if main is not None:
-            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-                asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main.cancel)
-        store = _store.open_store(url, lease_ttl=lease_ttl)
-        try:
-            if not resume:
-                try:
-                    await store.get_run(run_id)
-                except UnknownRunError:
-                    pass
-                else:
-                    _fail(f"run {run_id!r} exists in {_store.shown(url)}; resume it: "
-                          f"stageflow resume {run_id}")  # fmt: skip
-            else:
-                await store.get_run(run_id)  # opens the store: a bad one says so now
-            if not as_json:
-                verb = "resuming" if resume else "running"
-                console.print(
-                    f"{verb} {graph.name!r} ({len(graph)} stages) as run {run_id} "
-                    f"in {_store.shown(url)}",
-                    markup=False,
-                )
-            path = _store.events_file(url, run_id)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with path.open("a", encoding="utf-8", buffering=1) as file:
-                log = JsonLinesSink(file)  # line-buffered: `events --follow` sees each event
-                engine = Engine(
-                    store=store,
-                    sink=FanOutSink(log, view),
-                    max_parallel=max_parallel,
-                    fail_fast=fail_fast,
-                )
-                with Live(view, console=console, refresh_per_second=10) if live else _nothing():
-                    if resume:
-                        return await engine.resume(run_id, graph, timeout=timeout)
-                    return await engine.run(
-                        graph,
-                        data,
-                        run_id=run_id,
-                        timeout=timeout,
-                        labels={TARGET_LABEL: target or ""},
-                    )
-        except OSError as error:
-            _fail(f"cannot write the events of the run: {error}")
-        finally:
-            await store.aclose()
-
     hint = f"stageflow resume {run_id}" + (
         f" --store {_store.shown(url)}" if explicit_store else ""
     )
+    out = _Output(console, view, as_json, verbose, hint)
     try:
         with _reported(verbose):
-            result = asyncio.run(go())
+            result = asyncio.run(_drive_job(job, out))
     except (KeyboardInterrupt, asyncio.CancelledError):  # Ctrl-C, or SIGTERM
-        if as_json:
-            typer.echo(json.dumps(_interrupted(graph, run_id, view)))
-            typer.echo(f"cancelled: resume with  {hint}", err=True)
-        else:
-            console.print(f"\ncancelled: resume with  {hint}", markup=False)
+        out.interrupted(job)
         raise typer.Exit(EXIT_CANCELLED) from None
-    code = {
-        RunStatus.COMPLETED: EXIT_COMPLETED,
-        RunStatus.FAILED: EXIT_FAILED,
-    }.get(result.status, EXIT_CANCELLED)
-    if as_json:
-        typer.echo(json.dumps(_result_json(result)))
-        if code:
-            typer.echo(f"{result.status.value}: resume with  {hint}", err=True)
-    else:
-        _summary(console, result, view, hint, verbose)
+    code = _EXIT_CODES.get(result.status, EXIT_CANCELLED)
+    out.finished(result, code)
     raise typer.Exit(code)
+
+
+async def _drive_job(job: _Job, out: _Output) -> RunResult:
+    _cancel_on_sigterm()
+    store = _store.open_store(job.url, lease_ttl=job.lease_ttl)
+    try:
+        await _check_run_id(store, job)
+        out.starting(job)
+        return await _run_logged(store, job, out)
+    except OSError as error:
+        _fail(f"cannot write the events of the run: {error}")
+    finally:
+        await store.aclose()
+
+
+def _cancel_on_sigterm() -> None:
+    """SIGTERM (a service manager stopping us) ends the run as Ctrl-C does: cancelled,
+    recorded so, resumable."""
+    main = asyncio.current_task()
+    if main is not None:
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main.cancel)
+
+
+async def _check_run_id(store: RunStore, job: _Job) -> None:
+    """A new run's id must be free; a resumed run must exist. Either way, the store opens
+    now: a bad one says so before anything runs."""
+    if job.resume:
+        await store.get_run(job.run_id)
+        return
+    try:
+        await store.get_run(job.run_id)
+    except UnknownRunError:
+        return
+    _fail(f"run {job.run_id!r} exists in {_store.shown(job.url)}; resume it: "
+          f"stageflow resume {job.run_id}")  # fmt: skip
+
+
+async def _run_logged(store: RunStore, job: _Job, out: _Output) -> RunResult:
+    """Drive the run, its events appended to its JSON-lines file and shown as progress."""
+    path = _store.events_file(job.url, job.run_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a", encoding="utf-8", buffering=1) as file:
+        log = JsonLinesSink(file)  # line-buffered: `events --follow` sees each event
+        engine = Engine(
+            store=store,
+            sink=FanOutSink(log, out.view),
+            max_parallel=job.max_parallel,
+            fail_fast=job.fail_fast,
+        )
+        with out.live():
+            if job.resume:
+                return await engine.resume(job.run_id, job.graph, timeout=job.timeout)
+            return await engine.run(
+                job.graph,
+                job.data,
+                run_id=job.run_id,
+                timeout=job.timeout,
+                labels={TARGET_LABEL: job.target or ""},
+            )
 
 
 @contextmanager
@@ -471,7 +531,7 @@ def resume(
     url = _store.store_url(store)
 
     async def read() -> RunRecord:
-        opened = _store.open_store(url)
+        opened = _store.open_catalog(url)
         try:
             return await _get_run(opened, run_id, url)
         finally:
@@ -479,7 +539,7 @@ def resume(
 
     with _reported(verbose):
         if not _store.exists(url):
-            _store.open_store(url)  # a bad URL says so first
+            _store.open_catalog(url)  # a bad URL says so first
             _unknown(run_id, url)
         record = asyncio.run(read())
         chosen = target or record.labels.get(TARGET_LABEL)
@@ -539,14 +599,14 @@ def runs(
     url = _store.store_url(store)
 
     async def read() -> list[RunRecord]:
-        opened = _store.open_store(url)
+        opened = _store.open_catalog(url)
         try:
             return await opened.list_runs(status=status, pipeline=pipeline, limit=limit)
         finally:
             await opened.aclose()
 
     with _reported():
-        _store.open_store(url)
+        _store.open_catalog(url)
         records = asyncio.run(read()) if _store.exists(url) else []
     if as_json:
         typer.echo(json.dumps([_run_json(r) for r in records]))
@@ -597,7 +657,7 @@ def show(run_id: RunId, store: StoreUrl = None, as_json: AsJson = False) -> None
     url = _store.store_url(store)
 
     async def read() -> dict[str, Any]:
-        opened = _store.open_store(url)
+        opened = _store.open_catalog(url)
         try:
             record = await _get_run(opened, run_id, url)
             stages = await opened.stage_records(run_id)
@@ -623,7 +683,7 @@ def show(run_id: RunId, store: StoreUrl = None, as_json: AsJson = False) -> None
         return {**_run_json(record), "stages": shown, "usage": _usage_json(usage)}
 
     with _reported():
-        _store.open_store(url)
+        _store.open_catalog(url)
         if not _store.exists(url):
             _unknown(run_id, url)
         shown = asyncio.run(read())
@@ -766,7 +826,7 @@ def events(
                           markup=False)  # fmt: skip
 
     async def watch() -> None:
-        opened = _store.open_store(url)
+        opened = _store.open_catalog(url)
         offset = 0
         try:
             while True:
@@ -780,14 +840,14 @@ def events(
             await opened.aclose()
 
     async def check() -> None:
-        opened = _store.open_store(url)
+        opened = _store.open_catalog(url)
         try:
             await _get_run(opened, run_id, url)
         finally:
             await opened.aclose()
 
     with _reported():
-        _store.open_store(url)
+        _store.open_catalog(url)
         if not _store.exists(url):
             _unknown(run_id, url)
         if follow:

@@ -10,7 +10,7 @@ from ..errors import ConfigurationError
 from ._errors import CliError
 
 if TYPE_CHECKING:
-    from ..adapters.sqlalchemy import SQLAlchemyStore
+    from ..ports import CheckpointStore, RunCatalog, RunStore
 
 STORE_ENV = "STAGEFLOW_STORE"
 EVENTS_ENV = "STAGEFLOW_EVENTS_DIR"
@@ -36,12 +36,25 @@ def sqlite_path(url: str) -> Path | None:
     return Path(parsed.database)
 
 
-def open_store(url: str, *, lease_ttl: float | None = None) -> SQLAlchemyStore:
-    """A store at ``url``.
+def open_store(url: str, *, lease_ttl: float | None = None) -> RunStore:
+    """The store at ``url``, to drive runs in (``run``, ``resume``).
 
     Raises:
         CliError: the URL is not one of a store, or the store's driver is not installed.
     """
+    return _open(url, lease_ttl)
+
+
+def open_catalog(url: str) -> RunCatalog:
+    """The store at ``url``, to list and show its runs (``runs``, ``show``, ``events``).
+
+    Raises:
+        CliError: the URL is not one of a store, or the store's driver is not installed.
+    """
+    return _open(url, None)
+
+
+def _open(url: str, lease_ttl: float | None) -> CheckpointStore:
     try:
         from ..adapters.sqlalchemy import SQLAlchemyStore
     except ImportError as error:  # pragma: no cover - the dev extra installs the drivers

@@ -6,7 +6,14 @@ apply, so an interceptor that does not apply to a stage costs that stage nothing
 Lower ``priority`` wraps outer; see :class:`Priority` for the built-ins' order.
 """
 
-from ._base import BaseInterceptor, Interceptor, Priority
+from ._base import (
+    BaseInterceptor,
+    Interceptor,
+    Priority,
+    RunInterceptor,
+    SelectiveInterceptor,
+    TransparentInterceptor,
+)
 from ._breaker import (
     CircuitBreaker,
     CircuitBreakerInterceptor,
@@ -14,6 +21,7 @@ from ._breaker import (
     CircuitState,
 )
 from ._budget import BudgetInterceptor
+from ._checkpoint import CheckpointInterceptor
 from ._logging import JsonFormatter, LoggingInterceptor
 from ._metrics import MetricsInterceptor
 from ._retry import RetryInterceptor
@@ -23,6 +31,7 @@ from ._tracing import TracingInterceptor
 __all__ = [
     "BaseInterceptor",
     "BudgetInterceptor",
+    "CheckpointInterceptor",
     "CircuitBreaker",
     "CircuitBreakerInterceptor",
     "CircuitBreakerRegistry",
@@ -33,6 +42,9 @@ __all__ = [
     "MetricsInterceptor",
     "Priority",
     "RetryInterceptor",
+    "RunInterceptor",
+    "SelectiveInterceptor",
     "TimeoutInterceptor",
     "TracingInterceptor",
+    "TransparentInterceptor",
 ]

@@ -8,10 +8,10 @@ from collections import deque
 from collections.abc import Hashable, Iterator
 from typing import Any
 
+from .._context import StageCall, StageContext
 from .._events import EventType
 from .._policies import CircuitBreakerPolicy
 from .._spec import StageSpec
-from .._stage import StageCall, StageContext
 from ..errors import CircuitOpenError, ConfigurationError
 from ._base import Priority
 
@@ -78,10 +78,10 @@ class CircuitBreaker:
         if self.state is _OPEN:
             retry_after = self._opened_at + self.policy.recovery_timeout - ctx.clock.monotonic()
             if retry_after > 0:
-                raise CircuitOpenError(ctx.stage, self.key, retry_after)
+                raise CircuitOpenError.of(ctx.stage, self.key, retry_after)
             self._move(_HALF_OPEN, ctx)
         if self._probes + self._probe_successes >= self.policy.half_open_max_calls:
-            raise CircuitOpenError(ctx.stage, self.key, 0.0)  # enough probes are out
+            raise CircuitOpenError.of(ctx.stage, self.key, 0.0)  # enough probes are out
         self._probes += 1
         return self.generation
 
@@ -180,8 +180,8 @@ class CircuitBreakerRegistry:
             raise ConfigurationError(
                 f"circuit breaker {key!r} already exists with {found.policy!r}; stages that "
                 f"share a breaker must share its policy, not {policy!r}",
-                "circuit_breaker",
-                policy,
+                field="circuit_breaker",
+                value=policy,
             )
         return found
 
@@ -234,8 +234,8 @@ class CircuitBreakerInterceptor:
         if default is not None and not isinstance(default, CircuitBreakerPolicy):
             raise ConfigurationError(
                 f"the default circuit breaker must be a CircuitBreakerPolicy, not {default!r}",
-                "circuit_breaker",
-                default,
+                field="circuit_breaker",
+                value=default,
             )
         self.default = default
         self.registry = registry if registry is not None else CircuitBreakerRegistry()

@@ -6,10 +6,10 @@ import logging
 import random
 from typing import Any
 
+from .._context import StageCall, StageContext
 from .._events import EventType
 from .._policies import RetryPolicy
 from .._spec import StageSpec
-from .._stage import StageCall, StageContext
 from ..errors import ConfigurationError
 from ._base import Priority
 
@@ -44,7 +44,9 @@ class RetryInterceptor:
     ) -> None:
         if default is not None and not isinstance(default, RetryPolicy):
             raise ConfigurationError(
-                f"the default retry must be a RetryPolicy, not {default!r}", "retry", default
+                f"the default retry must be a RetryPolicy, not {default!r}",
+                field="retry",
+                value=default,
             )
         self.default = default
         self.priority = priority

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 from typing import TYPE_CHECKING, Any
 
-from .._clock import LoopClock
+from .._clock import is_loop_clock
 from .._context import StageCall, StageContext
 from .._result import RunResult, RunStatus
 from .._run import RunCall, RunContext
@@ -241,4 +241,4 @@ def _error_status(span: Span, description: str) -> None:
 def _ns(clock: Clock) -> int | None:
     """Now on ``clock``'s wall time, in the nanoseconds spans take; None (the SDK reads
     the time itself, the same) for the default LoopClock."""
-    return None if type(clock) is LoopClock else int(clock.wall() * 1e9)
+    return None if is_loop_clock(clock) else int(clock.wall() * 1e9)

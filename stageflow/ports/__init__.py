@@ -4,17 +4,21 @@ Each port states the contract an implementation must keep; adapters in
 ``stageflow.adapters`` (and your own classes) implement them.
 """
 
-from ._checkpoint import CheckpointStore, Lease, RunRecord, StageRecord, UsageRecord
-from ._clock import Clock, LoopClock
-from ._events import EventSink
+from ._clock import Clock, Timer
+from ._events import EventSink, PressureSink
+from ._records import Lease, RunRecord, StageRecord, UsageRecord
+from ._store import CheckpointStore, RunCatalog, RunStore
 
 __all__ = [
     "CheckpointStore",
     "Clock",
     "EventSink",
     "Lease",
-    "LoopClock",
+    "PressureSink",
+    "RunCatalog",
     "RunRecord",
+    "RunStore",
     "StageRecord",
+    "Timer",
     "UsageRecord",
 ]

@@ -7,7 +7,7 @@ import heapq
 import itertools
 from collections.abc import Callable
 
-from ..errors import ConfigurationError
+from .._check import number
 
 __all__ = ["ManualClock"]
 
@@ -47,11 +47,7 @@ class ManualClock:
     """
 
     def __init__(self, start: float = 1_700_000_000.0) -> None:
-        if isinstance(start, bool) or not isinstance(start, int | float):
-            raise ConfigurationError(
-                f"start must be a number of seconds, not {start!r}", field="start", value=start
-            )
-        self.now = float(start)
+        self.now = number(start, "start", "a number of seconds", finite=False)
         self._timers: list[tuple[float, int, _Timer]] = []
         self._order = itertools.count()
 
@@ -126,13 +122,8 @@ class ManualClock:
 
 
 def _forward(seconds: object) -> float:
-    if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not seconds >= 0:
-        raise ConfigurationError(
-            f"a clock moves forward only: seconds must be >= 0, not {seconds!r}",
-            field="seconds",
-            value=seconds,
-        )
-    return float(seconds)
+    label = "a clock moves forward only: seconds"
+    return number(seconds, "seconds", ">= 0", ge=0, finite=False, label=label)
 
 
 async def _settle() -> None:

@@ -1,4 +1,9 @@
-"""The contract every CheckpointStore must keep, as a reusable suite of checks."""
+"""The contracts of the store ports, as two reusable suites of checks.
+
+:data:`RUN_STORE_CHECKS` check a :class:`~stageflow.ports.RunStore`,
+:data:`RUN_CATALOG_CHECKS` a :class:`~stageflow.ports.RunCatalog`. A catalog's runs are
+written through a RunStore, so the catalog suite's factory makes a store that is both.
+"""
 
 from __future__ import annotations
 
@@ -9,36 +14,36 @@ from typing import TypeAlias, TypeVar
 
 from .._status import RunStatus, StageStatus
 from .._usage import Usage, UsageSummary
-from ..errors import LeaseLostError, RunExistsError, RunLeasedError, UnknownRunError
-from ..ports import CheckpointStore, RunRecord, StageRecord, UsageRecord
+from ..errors import (
+    ConfigurationError,
+    LeaseLostError,
+    RunExistsError,
+    RunLeasedError,
+    UnknownRunError,
+)
+from ..ports import (
+    CheckpointStore,
+    Lease,
+    RunCatalog,
+    RunRecord,
+    RunStore,
+    StageRecord,
+    UsageRecord,
+)
+from ._clock import ManualClock
 
 E = TypeVar("E", bound=BaseException)
 
 
-class ManualClock:
-    """A wall clock that moves only when told: ``clock()`` reads it, ``advance(s)`` moves it.
-
-    Example:
-        >>> clock = ManualClock(1000.0)
-        >>> clock.advance(5)
-        >>> clock()
-        1005.0
-    """
-
-    def __init__(self, start: float = 1_700_000_000.0) -> None:
-        self.now = float(start)
-
-    def __call__(self) -> float:
-        """The current time."""
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        """Move the clock forward."""
-        self.now += seconds
-
+RunStoreFactory: TypeAlias = Callable[[ManualClock], Awaitable[RunStore]]
+"""Makes a fresh, empty RunStore whose clock is the given ManualClock."""
 
 StoreFactory: TypeAlias = Callable[[ManualClock], Awaitable[CheckpointStore]]
-"""Makes a fresh, empty store whose clock is the given ManualClock."""
+"""Makes a fresh, empty store that is both a RunStore and a RunCatalog, on the given clock.
+
+The catalog suite needs one: it writes the runs it then lists through the RunStore side.
+A StoreFactory is a RunStoreFactory too.
+"""
 
 
 async def _raises(expected: type[E], awaitable: Awaitable[object], message: str) -> E:
@@ -47,6 +52,8 @@ async def _raises(expected: type[E], awaitable: Awaitable[object], message: str)
         await awaitable
     except expected as error:
         return error
+    except Exception as error:
+        raise AssertionError(f"{message}, not {type(error).__name__}: {error}") from error
     raise AssertionError(message)
 
 
@@ -60,7 +67,22 @@ def _stage(run_id: str, stage: str, output: str = '{"n":1}') -> StageRecord:
     return StageRecord(run_id, stage, StageStatus.COMPLETED, output, 1, 0.0, 0.5)
 
 
-async def check_runs_round_trip(factory: StoreFactory) -> None:
+def _usage(
+    run_id: str,
+    stage: str,
+    at: float,
+    tokens: tuple[int, int] = (10, 2),
+    cost: float | None = 0.5,
+    model: str | None = "m1",
+    attempt: int = 1,
+) -> UsageRecord:
+    return UsageRecord(run_id, stage, attempt, model, tokens[0], tokens[1], cost, at)
+
+
+# --------------------------------------------------------------------------- RunStore
+
+
+async def check_runs_round_trip(factory: RunStoreFactory) -> None:
     clock = ManualClock()
     store = await factory(clock)
     record = _run(created_at=clock())
@@ -77,16 +99,19 @@ async def check_runs_round_trip(factory: StoreFactory) -> None:
     await store.aclose()
 
 
-async def check_labels_round_trip(factory: StoreFactory) -> None:
+_LABELS = {
+    "stageflow.target": "examples/research.py:pipeline",
+    "ünïcode ✓": 'owls 🦉, "quoted", back\\slash, new\nline, tab\t, nul\x00',
+    "empty": "",
+    "json": '{"not": "parsed"}',
+    "long": "x" * 1024,
+}
+
+
+async def check_labels_round_trip(factory: RunStoreFactory) -> None:
     clock = ManualClock()
     store = await factory(clock)
-    labels = {
-        "stageflow.target": "examples/research.py:pipeline",
-        "ünïcode ✓": 'owls 🦉, "quoted", back\\slash, new\nline, tab\t, nul\x00',
-        "empty": "",
-        "json": '{"not": "parsed"}',
-        "long": "x" * 1024,
-    }
+    labels = dict(_LABELS)
     given = dict(labels)
     labelled = replace(_run("labelled", created_at=clock()), labels=given)
     plain = _run("plain", created_at=clock() + 1)  # the default: no labels
@@ -100,10 +125,6 @@ async def check_labels_round_trip(factory: StoreFactory) -> None:
     assert got == replace(labelled, labels=labels)
     for run_id in ("plain", "emptied"):
         assert dict((await store.get_run(run_id)).labels) == {}, "no labels must stay none"
-    listed = {r.run_id: dict(r.labels) for r in await store.list_runs()}
-    assert listed == {"labelled": labels, "plain": {}, "emptied": {}}, (
-        f"list_runs must return the labels exactly: {listed!r}"
-    )
     lease = await store.acquire_lease("labelled", "me", 30)
     await store.set_status(lease, RunStatus.FAILED, "boom")
     failed = await store.get_run("labelled")
@@ -113,22 +134,48 @@ async def check_labels_round_trip(factory: StoreFactory) -> None:
     await store.aclose()
 
 
-async def check_list_runs_filters_newest_first(factory: StoreFactory) -> None:
+async def check_set_status_sets_status_error_and_updated_at(factory: RunStoreFactory) -> None:
     clock = ManualClock()
     store = await factory(clock)
-    for k, pipeline in enumerate(["a", "b", "a"]):
-        await store.create_run(_run(f"r{k}", pipeline, created_at=clock() + k))
-    assert [r.run_id for r in await store.list_runs()] == ["r2", "r1", "r0"]
-    assert [r.run_id for r in await store.list_runs(pipeline="a")] == ["r2", "r0"]
-    assert [r.run_id for r in await store.list_runs(limit=1)] == ["r2"]
-    lease = await store.acquire_lease("r1", "me", 30)
+    record = _run(created_at=clock())
+    await store.create_run(record)
+    lease = await store.acquire_lease("r1", "alpha", 30)
+    clock.advance(5)
     await store.set_status(lease, RunStatus.FAILED, "boom")
-    failed = await store.list_runs(status=RunStatus.FAILED)
-    assert [(r.run_id, r.error) for r in failed] == [("r1", "boom")]
+    assert await store.get_run("r1") == replace(
+        record, status=RunStatus.FAILED, error="boom", updated_at=clock()
+    ), "set_status must set the status, the error and updated_at (the store's now), only"
+    clock.advance(5)
+    await store.set_status(lease, RunStatus.RUNNING)
+    assert await store.get_run("r1") == replace(record, updated_at=clock()), (
+        "set_status with an error of None must clear the error"
+    )
     await store.aclose()
 
 
-async def check_a_lease_excludes_other_owners_until_it_expires(factory: StoreFactory) -> None:
+async def check_reads_of_an_unknown_run_raise(factory: RunStoreFactory) -> None:
+    clock = ManualClock()
+    store = await factory(clock)
+    await store.create_run(_run("known", created_at=clock()))
+    assert await store.stage_records("known") == {}, "a run without stage records has {}"
+    assert await store.load_usage("known") == [], "a run without usage has []"
+    assert await store.load_state("known", "a") is None, "a stage without state has None"
+    reads: dict[str, Callable[[], Awaitable[object]]] = {
+        "get_run": lambda: store.get_run("nope"),
+        "stage_records": lambda: store.stage_records("nope"),
+        "load_usage": lambda: store.load_usage("nope"),
+        "load_state": lambda: store.load_state("nope", "a"),
+        "acquire_lease": lambda: store.acquire_lease("nope", "me", 30),
+    }
+    for name, read in reads.items():
+        unknown = await _raises(
+            UnknownRunError, read(), f"{name} of an unknown run must raise UnknownRunError"
+        )
+        assert unknown.run_id == "nope", f"{name}: the error must name the run"
+    await store.aclose()
+
+
+async def check_a_lease_excludes_other_owners_until_it_expires(factory: RunStoreFactory) -> None:
     clock = ManualClock()
     store = await factory(clock)
     await store.create_run(_run(created_at=clock()))
@@ -147,7 +194,59 @@ async def check_a_lease_excludes_other_owners_until_it_expires(factory: StoreFac
     await store.aclose()
 
 
-async def check_a_stale_token_can_write_nothing(factory: StoreFactory) -> None:
+async def check_a_lease_is_taken_by_its_owner_or_at_its_expiry(factory: RunStoreFactory) -> None:
+    clock = ManualClock()
+    store = await factory(clock)
+    await store.create_run(_run(created_at=clock()))
+    first = await store.acquire_lease("r1", "alpha", 30)
+    again = await store.acquire_lease("r1", "alpha", 30)
+    assert again.token > first.token, "its owner re-acquiring a lease must get a greater token"
+    await _raises(
+        LeaseLostError,
+        store.record_stage(first, _stage("r1", "a")),
+        "the token its owner re-acquired over must be stale",
+    )
+    clock.advance(30)  # exactly its expiry, and nobody took it over
+    await store.record_stage(again, _stage("r1", "a"))  # expiry alone takes nothing away
+    again = await store.renew_lease(again, 30)
+    assert again.expires_at == clock() + 30, "an expired lease not taken over must renew"
+    clock.advance(30)
+    taken = await store.acquire_lease("r1", "beta", 30)  # at exactly expires_at: expired
+    assert taken.token > again.token
+    await _raises(
+        LeaseLostError,
+        store.renew_lease(again, 30),
+        "a lease taken over at its expiry must not renew",
+    )
+    await store.aclose()
+
+
+async def check_a_lease_of_a_run_that_does_not_exist_writes_nothing(
+    factory: RunStoreFactory,
+) -> None:
+    clock = ManualClock()
+    store = await factory(clock)
+    ghost = Lease("ghost", "alpha", 1, clock() + 30)
+    writes: dict[str, Callable[[], Awaitable[object]]] = {
+        "record_stage": lambda: store.record_stage(ghost, _stage("ghost", "a")),
+        "record_usage": lambda: store.record_usage(ghost, [_usage("ghost", "a", clock())]),
+        "record_usage([])": lambda: store.record_usage(ghost, []),
+        "save_state": lambda: store.save_state(ghost, "a", '"x"'),
+        "set_status": lambda: store.set_status(ghost, RunStatus.COMPLETED),
+        "renew_lease": lambda: store.renew_lease(ghost, 30),
+    }
+    for name, write in writes.items():
+        await _raises(
+            LeaseLostError,
+            write(),
+            f"{name} with the lease of a run that does not exist must raise LeaseLostError",
+        )
+    await store.release_lease(ghost)  # nothing to release: no error
+    await _raises(UnknownRunError, store.get_run("ghost"), "a refused write must create nothing")
+    await store.aclose()
+
+
+async def check_a_stale_token_can_write_nothing(factory: RunStoreFactory) -> None:
     clock = ManualClock()
     store = await factory(clock)
     await store.create_run(_run(created_at=clock()))
@@ -175,7 +274,7 @@ async def check_a_stale_token_can_write_nothing(factory: StoreFactory) -> None:
     await store.aclose()
 
 
-async def check_renewal_keeps_the_lease(factory: StoreFactory) -> None:
+async def check_renewal_keeps_the_lease(factory: RunStoreFactory) -> None:
     clock = ManualClock()
     store = await factory(clock)
     await store.create_run(_run(created_at=clock()))
@@ -193,7 +292,7 @@ async def check_renewal_keeps_the_lease(factory: StoreFactory) -> None:
     await store.aclose()
 
 
-async def check_a_released_lease_is_free_at_once(factory: StoreFactory) -> None:
+async def check_a_released_lease_is_free_at_once(factory: RunStoreFactory) -> None:
     clock = ManualClock()
     store = await factory(clock)
     await store.create_run(_run(created_at=clock()))
@@ -209,7 +308,7 @@ async def check_a_released_lease_is_free_at_once(factory: StoreFactory) -> None:
     await store.aclose()
 
 
-async def check_stage_records_are_kept_verbatim_per_stage(factory: StoreFactory) -> None:
+async def check_stage_records_are_kept_verbatim_per_stage(factory: RunStoreFactory) -> None:
     clock = ManualClock()
     store = await factory(clock)
     await store.create_run(_run(created_at=clock()))
@@ -223,9 +322,135 @@ async def check_stage_records_are_kept_verbatim_per_stage(factory: StoreFactory)
     assert records["a"] == _stage("r1", "a", text), "outputs must be kept verbatim"
     assert records["b"] == replaced, "a stage's later record replaces its earlier one"
     assert await store.stage_records("r1") == records
-    await store.save_state(lease, "a", '"step 1"')
+    await store.aclose()
+
+
+async def check_a_record_of_another_run_is_refused(factory: RunStoreFactory) -> None:
+    clock = ManualClock()
+    store = await factory(clock)
+    for run_id in ("r1", "r2"):
+        await store.create_run(_run(run_id, created_at=clock()))
+    mine = await store.acquire_lease("r1", "alpha", 30)
+    await store.acquire_lease("r2", "alpha", 30)  # a lease of r2, perhaps of mine's token
+    for lease, when in ((mine, ""), (replace(mine, token=mine.token - 1), " (a stale lease)")):
+        await _raises(
+            ConfigurationError,
+            store.record_stage(lease, _stage("r2", "a")),
+            f"a stage record of another run than the lease's must be refused with "
+            f"ConfigurationError{when}",
+        )
+        await _raises(
+            ConfigurationError,
+            store.record_usage(lease, [_usage("r1", "a", clock()), _usage("r2", "a", clock())]),
+            f"a usage record of another run than the lease's must be refused with "
+            f"ConfigurationError{when}",
+        )
+    for run_id in ("r1", "r2"):
+        assert await store.stage_records(run_id) == {}, "a refused record must write nothing"
+        assert await store.load_usage(run_id) == [], "a refused batch must write nothing"
+    await store.aclose()
+
+
+async def check_state_round_trip(factory: RunStoreFactory) -> None:
+    clock = ManualClock()
+    store = await factory(clock)
+    for run_id in ("r1", "r2"):
+        await store.create_run(_run(run_id, created_at=clock()))
+    lease = await store.acquire_lease("r1", "alpha", 30)
+    other = await store.acquire_lease("r2", "alpha", 30)
+    assert await store.load_state("r1", "a") is None, "a stage that saved no state has None"
+    text = '{"step":1,"é":"ünïcode 🦉","n":[1,2.5,null],"s":"' + "x" * 10_000 + '"}'
+    await store.save_state(lease, "a", text)
+    assert await store.load_state("r1", "a") == text, (
+        "load_state must return what save_state kept, verbatim"
+    )
     await store.save_state(lease, "a", '"step 2"')
-    assert await store.load_state("r1", "a") == '"step 2"'
+    assert await store.load_state("r1", "a") == '"step 2"', "a later state replaces the earlier"
+    await store.save_state(lease, "b", '""')
+    await store.save_state(other, "a", '"of r2"')
+    states = [await store.load_state(run_id, stage) for run_id, stage in
+              (("r1", "a"), ("r1", "b"), ("r1", "c"), ("r2", "a"), ("r2", "b"))]  # fmt: skip
+    assert states == ['"step 2"', '""', None, '"of r2"', None], (
+        f"each stage of each run must keep its own state: {states!r}"
+    )
+    await store.record_stage(lease, _stage("r1", "a"))
+    assert await store.load_state("r1", "a") == '"step 2"', "recording a stage keeps its state"
+    await store.release_lease(lease)
+    successor = await store.acquire_lease("r1", "beta", 30)
+    assert await store.load_state("r1", "a") == '"step 2"', (
+        "a state must outlive its driver's lease: a resume reads it"
+    )
+    await store.save_state(successor, "a", '"step 3"')
+    assert await store.load_state("r1", "a") == '"step 3"'
+    await store.aclose()
+
+
+# --------------------------------------------------------------------------- RunCatalog
+
+
+async def check_the_catalog_reads_runs_as_they_were_written(factory: StoreFactory) -> None:
+    clock = ManualClock()
+    store = await factory(clock)
+    record = _run(created_at=clock())
+    await store.create_run(record)
+    lease = await store.acquire_lease("r1", "alpha", 30)
+    await store.record_stage(lease, _stage("r1", "a"))
+    spent = [_usage("r1", "a", clock())]
+    await store.record_usage(lease, spent)
+    catalog: RunCatalog = store
+    assert await catalog.get_run("r1") == record
+    assert await catalog.stage_records("r1") == {"a": _stage("r1", "a")}
+    assert await catalog.load_usage("r1") == spent
+    for name, read in (
+        ("get_run", lambda: catalog.get_run("nope")),
+        ("stage_records", lambda: catalog.stage_records("nope")),
+        ("load_usage", lambda: catalog.load_usage("nope")),
+        ("delete_run", lambda: catalog.delete_run("nope")),
+    ):
+        unknown = await _raises(
+            UnknownRunError, read(), f"{name} of an unknown run must raise UnknownRunError"
+        )
+        assert unknown.run_id == "nope"
+    await store.aclose()
+
+
+async def check_list_runs_filters_newest_first(factory: StoreFactory) -> None:
+    clock = ManualClock()
+    store = await factory(clock)
+    for k, pipeline in enumerate(["a", "b", "a"]):
+        await store.create_run(_run(f"r{k}", pipeline, created_at=clock() + k))
+    await store.create_run(_run("r1x", "b", created_at=clock() + 1))  # created with r1
+    newest = ["r2", "r1x", "r1", "r0"]
+    listed = [r.run_id for r in await store.list_runs()]
+    assert listed == newest, f"list_runs must be newest first, then by run id: {listed!r}"
+    assert [r.run_id for r in await store.list_runs(pipeline="a")] == ["r2", "r0"]
+    for limit in (0, 1, 2, 10):
+        got = [r.run_id for r in await store.list_runs(limit=limit)]
+        assert got == newest[:limit], f"list_runs(limit={limit}) must be {newest[:limit]!r}"
+    lease = await store.acquire_lease("r1", "me", 30)
+    await store.set_status(lease, RunStatus.FAILED, "boom")
+    failed = await store.list_runs(status=RunStatus.FAILED)
+    assert [(r.run_id, r.error) for r in failed] == [("r1", "boom")]
+    both = await store.list_runs(status=RunStatus.RUNNING, pipeline="b")
+    assert [r.run_id for r in both] == ["r1x"], "filters must combine"
+    for bad in (-1, True, 1.5, "3"):
+        await _raises(
+            ConfigurationError,
+            store.list_runs(limit=bad),  # type: ignore[arg-type]
+            f"list_runs(limit={bad!r}) must be refused with ConfigurationError",
+        )
+    await store.aclose()
+
+
+async def check_listed_runs_keep_their_labels(factory: StoreFactory) -> None:
+    clock = ManualClock()
+    store = await factory(clock)
+    await store.create_run(replace(_run("labelled", created_at=clock()), labels=dict(_LABELS)))
+    await store.create_run(_run("plain", created_at=clock() + 1))
+    listed = {r.run_id: dict(r.labels) for r in await store.list_runs()}
+    assert listed == {"labelled": _LABELS, "plain": {}}, (
+        f"list_runs must return the labels exactly: {listed!r}"
+    )
     await store.aclose()
 
 
@@ -239,6 +464,9 @@ async def check_delete_and_prune(factory: StoreFactory) -> None:
         await store.set_status(lease, RunStatus.COMPLETED)
         await store.release_lease(lease)
         clock.advance(100)
+    assert await store.prune(finished_before=clock() - 200) == 0, (
+        "prune must delete only runs updated strictly before finished_before"
+    )
     assert await store.prune(finished_before=clock() - 150) == 1  # "old" only
     assert {r.run_id for r in await store.list_runs()} == {"young", "running"}
     lease = await store.acquire_lease("running", "me", 30)
@@ -255,7 +483,54 @@ async def check_delete_and_prune(factory: StoreFactory) -> None:
     await store.aclose()
 
 
-async def check_concurrent_acquirers_get_one_lease(factory: StoreFactory) -> None:
+async def check_a_leased_run_is_neither_deleted_nor_pruned(factory: StoreFactory) -> None:
+    clock = ManualClock()
+    store = await factory(clock)
+    await store.create_run(_run("done", created_at=clock()))
+    lease = await store.acquire_lease("done", "me", 30)
+    await store.set_status(lease, RunStatus.COMPLETED)  # finished, not released yet
+    clock.advance(10)
+    assert await store.prune(finished_before=clock()) == 0, "prune must pass a leased run by"
+    await _raises(
+        RunLeasedError, store.delete_run("done"), "a run under a lease must not be deleted"
+    )
+    clock.advance(30)  # the lease expired, unreleased: it protects the run no more
+    assert await store.prune(finished_before=clock()) == 1, "an expired lease must not stop prune"
+    await store.aclose()
+
+
+async def check_a_deleted_run_goes_with_everything(factory: StoreFactory) -> None:
+    clock = ManualClock()
+    store = await factory(clock)
+    await store.create_run(_run(created_at=clock()))
+    stalled = await store.acquire_lease("r1", "alpha", 30)
+    await store.record_stage(stalled, _stage("r1", "a"))
+    await store.save_state(stalled, "b", '"half"')
+    await store.record_usage(stalled, [_usage("r1", "a", clock())])
+    clock.advance(30)
+    await store.delete_run("r1")  # its driver stalled past its lease
+    for name, read in (
+        ("get_run", lambda: store.get_run("r1")),
+        ("stage_records", lambda: store.stage_records("r1")),
+        ("load_usage", lambda: store.load_usage("r1")),
+    ):
+        await _raises(
+            UnknownRunError, read(), f"{name} of a deleted run must raise UnknownRunError"
+        )
+    await _raises(
+        LeaseLostError,
+        store.record_stage(stalled, _stage("r1", "c")),
+        "a fenced write to a deleted run must raise LeaseLostError",
+    )
+    await store.release_lease(stalled)  # nothing to release: no error
+    await store.create_run(_run(created_at=clock()))  # the id again: a new run, with nothing
+    assert await store.stage_records("r1") == {}, "stage records must go with their run"
+    assert await store.load_state("r1", "b") is None, "states must go with their run"
+    assert await store.load_usage("r1") == [], "usage must go with its run"
+    await store.aclose()
+
+
+async def check_concurrent_acquirers_get_one_lease(factory: RunStoreFactory) -> None:
     clock = ManualClock()
     store = await factory(clock)
     await store.create_run(_run(created_at=clock()))
@@ -272,7 +547,7 @@ async def check_concurrent_acquirers_get_one_lease(factory: StoreFactory) -> Non
     await store.aclose()
 
 
-async def check_a_stale_write_in_a_crowd_fails_alone(factory: StoreFactory) -> None:
+async def check_a_stale_write_in_a_crowd_fails_alone(factory: RunStoreFactory) -> None:
     clock = ManualClock()
     store = await factory(clock)
     for run_id in ("stale", "live"):
@@ -292,19 +567,7 @@ async def check_a_stale_write_in_a_crowd_fails_alone(factory: StoreFactory) -> N
     await store.aclose()
 
 
-def _usage(
-    run_id: str,
-    stage: str,
-    at: float,
-    tokens: tuple[int, int] = (10, 2),
-    cost: float | None = 0.5,
-    model: str | None = "m1",
-    attempt: int = 1,
-) -> UsageRecord:
-    return UsageRecord(run_id, stage, attempt, model, tokens[0], tokens[1], cost, at)
-
-
-async def check_usage_is_fenced(factory: StoreFactory) -> None:
+async def check_usage_is_fenced(factory: RunStoreFactory) -> None:
     clock = ManualClock()
     store = await factory(clock)
     for run_id in ("r1", "r2"):
@@ -313,9 +576,9 @@ async def check_usage_is_fenced(factory: StoreFactory) -> None:
     first = _usage("r1", "a", clock())
     await store.record_usage(old, [first])
     await _raises(
-        ValueError,
+        ConfigurationError,
         store.record_usage(old, [_usage("r1", "a", clock()), _usage("r2", "a", clock())]),
-        "a usage record of another run than the lease's must be refused with a ValueError",
+        "a usage record of another run than the lease's must be refused with ConfigurationError",
     )
     assert await store.load_usage("r1") == [first], "a refused batch must write nothing"
     assert await store.load_usage("r2") == [], "a refused batch must write nothing"
@@ -331,8 +594,6 @@ async def check_usage_is_fenced(factory: StoreFactory) -> None:
         )
         assert lost.token == old.token
     assert await store.load_usage("r1") == [first], "a stale lease must write no usage"
-    summary = await store.usage()
-    assert summary.total == Usage(10, 2, 0.5), f"a stale lease must write no usage: {summary!r}"
     await store.record_usage(new, [])  # nothing to write: a no-op
     assert await store.load_usage("r1") == [first]
     await store.record_usage(new, stale)
@@ -347,7 +608,7 @@ async def check_usage_is_fenced(factory: StoreFactory) -> None:
     await store.aclose()
 
 
-async def check_usage_is_kept_exactly_in_recorded_order(factory: StoreFactory) -> None:
+async def check_usage_is_kept_exactly_in_recorded_order(factory: RunStoreFactory) -> None:
     clock = ManualClock()
     store = await factory(clock)
     for run_id in ("r1", "r2"):
@@ -469,29 +730,78 @@ async def check_delete_and_prune_forget_usage(factory: StoreFactory) -> None:
     await store.aclose()
 
 
-CHECKPOINT_STORE_CHECKS: tuple[Callable[[StoreFactory], Awaitable[None]], ...] = (
+RUN_STORE_CHECKS: tuple[Callable[[RunStoreFactory], Awaitable[None]], ...] = (
     check_runs_round_trip,
     check_labels_round_trip,
-    check_list_runs_filters_newest_first,
+    check_set_status_sets_status_error_and_updated_at,
+    check_reads_of_an_unknown_run_raise,
     check_a_lease_excludes_other_owners_until_it_expires,
+    check_a_lease_is_taken_by_its_owner_or_at_its_expiry,
     check_a_stale_token_can_write_nothing,
+    check_a_lease_of_a_run_that_does_not_exist_writes_nothing,
     check_renewal_keeps_the_lease,
     check_a_released_lease_is_free_at_once,
     check_stage_records_are_kept_verbatim_per_stage,
-    check_delete_and_prune,
+    check_a_record_of_another_run_is_refused,
+    check_state_round_trip,
     check_concurrent_acquirers_get_one_lease,
     check_a_stale_write_in_a_crowd_fails_alone,
     check_usage_is_fenced,
     check_usage_is_kept_exactly_in_recorded_order,
+)
+"""The RunStore contract: each check takes a factory of fresh stores; parametrize over them."""
+
+RUN_CATALOG_CHECKS: tuple[Callable[[StoreFactory], Awaitable[None]], ...] = (
+    check_the_catalog_reads_runs_as_they_were_written,
+    check_list_runs_filters_newest_first,
+    check_listed_runs_keep_their_labels,
+    check_delete_and_prune,
+    check_a_leased_run_is_neither_deleted_nor_pruned,
+    check_a_deleted_run_goes_with_everything,
     check_usage_sums_by_stage_model_and_pipeline,
     check_usage_filters_combine,
     check_delete_and_prune_forget_usage,
 )
-"""Each check takes a factory of fresh stores; parametrize your tests over them."""
+"""The RunCatalog contract: each check takes a factory of fresh stores that are both ports."""
+
+CHECKPOINT_STORE_CHECKS: tuple[Callable[[StoreFactory], Awaitable[None]], ...] = (
+    RUN_STORE_CHECKS + RUN_CATALOG_CHECKS
+)
+"""Both suites: what a CheckpointStore (a store that is both ports) must pass."""
+
+
+async def check_run_store(factory: RunStoreFactory) -> None:
+    """Run every check of the RunStore contract against stores from ``factory``.
+
+    Example:
+        >>> import asyncio
+        >>> from stageflow.adapters.memory import MemoryStore
+        >>> async def memory(clock):
+        ...     return MemoryStore(clock=clock)
+        >>> asyncio.run(check_run_store(memory))
+    """
+    for check in RUN_STORE_CHECKS:
+        await check(factory)
+
+
+async def check_run_catalog(factory: StoreFactory) -> None:
+    """Run every check of the RunCatalog contract against stores from ``factory``.
+
+    The stores must be RunStores too: the checks write, through them, the runs they list.
+
+    Example:
+        >>> import asyncio
+        >>> from stageflow.adapters.memory import MemoryStore
+        >>> async def memory(clock):
+        ...     return MemoryStore(clock=clock)
+        >>> asyncio.run(check_run_catalog(memory))
+    """
+    for check in RUN_CATALOG_CHECKS:
+        await check(factory)
 
 
 async def check_checkpoint_store(factory: StoreFactory) -> None:
-    """Run every check of the CheckpointStore contract against stores from ``factory``.
+    """Run both suites (:func:`check_run_store`, :func:`check_run_catalog`) on ``factory``.
 
     Example:
         >>> import asyncio
@@ -500,5 +810,5 @@ async def check_checkpoint_store(factory: StoreFactory) -> None:
         ...     return MemoryStore(clock=clock)
         >>> asyncio.run(check_checkpoint_store(memory))
     """
-    for check in CHECKPOINT_STORE_CHECKS:
-        await check(factory)
+    await check_run_store(factory)
+    await check_run_catalog(factory)

@@ -5,6 +5,7 @@ import selectors
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
+from .._check import number
 from ..errors import ConfigurationError
 
 T = TypeVar("T")
@@ -59,16 +60,7 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
 
     def __new__(cls, autojump_threshold: float = 0.0) -> VirtualTimeLoop:
         # Checked before the loop exists: a half-built loop complains when collected.
-        if (
-            isinstance(autojump_threshold, bool)
-            or not isinstance(autojump_threshold, int | float)
-            or not autojump_threshold >= 0
-        ):
-            raise ConfigurationError(
-                f"autojump_threshold must be a number >= 0, not {autojump_threshold!r}",
-                "autojump_threshold",
-                autojump_threshold,
-            )
+        number(autojump_threshold, "autojump_threshold", "a number >= 0", ge=0, finite=False)
         return super().__new__(cls)
 
     def __init__(self, autojump_threshold: float = 0.0) -> None:
@@ -107,12 +99,16 @@ def run_virtual(
     if coro is None:
         if not callable(main):
             raise ConfigurationError(
-                f"run_virtual takes a coroutine or an async function, not {main!r}", "main", main
+                f"run_virtual takes a coroutine or an async function, not {main!r}",
+                field="main",
+                value=main,
             )
         made = main()
         if not asyncio.iscoroutine(made):
             raise ConfigurationError(
-                f"run_virtual: {main!r}() returned {made!r}, not a coroutine", "main", main
+                f"run_virtual: {main!r}() returned {made!r}, not a coroutine",
+                field="main",
+                value=main,
             )
         coro = made
     with asyncio.Runner(loop_factory=lambda: VirtualTimeLoop(autojump_threshold)) as runner:

@@ -151,12 +151,3 @@ class TestExtractBlocks:
     def test_later_blocks_see_earlier_definitions(self) -> None:
         blocks = extract_blocks("```python\nx = 2\n```\n\n```python\nassert x == 2\n```\n")
         run_blocks(blocks, "docs_example_shared")
-
-
-def test_the_error_tree_in_the_docs_is_the_one_in_errors_py() -> None:
-    import stageflow.errors
-
-    doc = stageflow.errors.__doc__ or ""
-    drawn = doc[doc.index("    StageflowError\n") : doc.index("\nErrors name what is wrong")]
-    tree = "\n".join(line[4:] for line in drawn.rstrip().splitlines())
-    assert f"```text\n{tree}\n```" in (DOCS / "concepts.md").read_text(encoding="utf-8")

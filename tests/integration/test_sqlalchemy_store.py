@@ -11,14 +11,17 @@ from pathlib import Path
 import pytest
 
 from stageflow import (
+    CheckpointStore,
     ConfigurationError,
     Engine,
     Pipeline,
+    RunCatalog,
+    RunStore,
     SchemaError,
     StoreError,
 )
 from stageflow.adapters.sqlalchemy import SQLAlchemyStore
-from stageflow.testing import CHECKPOINT_STORE_CHECKS, ManualClock
+from stageflow.testing import RUN_CATALOG_CHECKS, RUN_STORE_CHECKS, ManualClock
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -29,12 +32,26 @@ def url(request, tmp_path: Path) -> str:
 
 
 class TestContract:
-    @pytest.mark.parametrize("check", CHECKPOINT_STORE_CHECKS, ids=lambda c: c.__name__)
-    def test_it_keeps_the_contract(self, url, check):
+    @pytest.mark.parametrize("check", RUN_STORE_CHECKS, ids=lambda c: c.__name__)
+    def test_it_keeps_the_run_store_contract(self, url, check):
         async def factory(clock: ManualClock) -> SQLAlchemyStore:
             return SQLAlchemyStore(url, clock=clock)
 
         asyncio.run(check(factory))
+
+    @pytest.mark.parametrize("check", RUN_CATALOG_CHECKS, ids=lambda c: c.__name__)
+    def test_it_keeps_the_run_catalog_contract(self, url, check):
+        async def factory(clock: ManualClock) -> SQLAlchemyStore:
+            return SQLAlchemyStore(url, clock=clock)
+
+        asyncio.run(check(factory))
+
+    def test_it_is_both_ports(self, url):
+        store = SQLAlchemyStore(url)
+
+        assert isinstance(store, RunStore)
+        assert isinstance(store, RunCatalog)
+        assert isinstance(store, CheckpointStore)
 
 
 async def noop(ctx):
@@ -216,9 +233,20 @@ class TestBackendErrors:
         async def main():
             store = SQLAlchemyStore(postgres_url)
             try:
-                await store.list_runs(limit=-1)  # PostgreSQL refuses a negative LIMIT
+                await store.get_run("nul\x00")  # PostgreSQL text cannot hold a NUL
             finally:
                 await store.aclose()
 
-        with pytest.raises(StoreError, match="LIMIT"):
+        with pytest.raises(StoreError, match="0x00"):
+            asyncio.run(main())
+
+    def test_a_bad_limit_is_refused_before_the_database_sees_it(self, url):
+        async def main():
+            store = SQLAlchemyStore(url)
+            try:
+                await store.list_runs(limit=-1)
+            finally:
+                await store.aclose()
+
+        with pytest.raises(ConfigurationError, match="limit"):
             asyncio.run(main())

@@ -3,7 +3,8 @@
 The upgrade from version 2 (run labels) is tested in test_run_labels_sql.py.
 
 The behaviour every store shares (fencing, order, sums, filters, deletion) is in the
-contract, ``stageflow.testing.CHECKPOINT_STORE_CHECKS``, run by test_sqlalchemy_store.py.
+contracts, ``stageflow.testing.RUN_STORE_CHECKS`` and ``RUN_CATALOG_CHECKS``, run by
+test_sqlalchemy_store.py.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import sqlite3
 
 import pytest
 
-from stageflow import LeaseLostError, RunRecord, RunStatus, StoreError
+from stageflow import LeaseLostError, RunRecord, RunStatus, StoreError, UnknownRunError
 from stageflow._usage import Usage
 from stageflow.adapters.sqlalchemy import SQLAlchemyStore
 from stageflow.adapters.sqlalchemy._schema import SCHEMA_VERSION
@@ -122,17 +123,23 @@ class TestSchemaUpgrade:
 
 
 class TestLoadUsage:
-    def test_an_unknown_run_has_no_usage_like_it_has_no_stage_records(self, backend):
+    def test_an_unknown_run_is_an_unknown_run_error_like_its_stage_records(self, backend):
         url, _ = backend
 
         async def main():
             store = SQLAlchemyStore(url)
+            raised = []
             try:
-                return await store.stage_records("nope"), await store.load_usage("nope")
+                for read in (store.stage_records, store.load_usage):
+                    try:
+                        await read("nope")
+                    except UnknownRunError as error:
+                        raised.append(error.run_id)
             finally:
                 await store.aclose()
+            return raised
 
-        assert asyncio.run(main()) == ({}, [])
+        assert asyncio.run(main()) == ["nope", "nope"]
 
 
 class TestValues:

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from stageflow import (
     CycleError,
+    DuplicateDependencyError,
     DuplicateStageError,
     GraphError,
     InvalidStageNameError,
@@ -91,10 +92,11 @@ class TestInvalidGraphsAreRejected:
             assert error.dependency == "no_such_stage"
             assert "no_such_stage" in dict(invalid.stages)[error.stage]
         elif isinstance(error, SelfDependencyError):
-            (stage,) = error.stages
-            assert stage in dict(invalid.stages)[stage]
+            assert error.stages == (error.stage,)
+            assert error.stage in dict(invalid.stages)[error.stage]
         elif isinstance(error, DuplicateStageError):
-            assert names.count(error.stages[0]) > 1
+            assert error.stages == (error.stage,)
+            assert names.count(error.stage) > 1
         elif isinstance(error, InvalidStageNameError):
             assert error.name in names
         elif isinstance(error, CycleError):
@@ -155,10 +157,10 @@ class TestInvalidDeclarationsHaveExactlyOneDefect:
             dep, dependent = shape.names[0], shape.names[1]
         listed_twice = (*(d for d in shape.dependencies(dependent) if d != dep), dep, dep)
         stages = tuple((n, listed_twice if n == dependent else deps) for n, deps in shape.stages)
-        with pytest.raises(DuplicateStageError) as info:
+        with pytest.raises(DuplicateDependencyError) as info:
             _build(DagShape(stages))
-        assert info.value.stages[0] == dependent
-        assert dep in info.value.stages[1:]
+        assert (info.value.stage, info.value.dependency) == (dependent, dep)
+        assert info.value.stages == (dependent, dep)
 
 
 class TestBuildingIsDeterministic:

@@ -13,6 +13,7 @@ import pytest
 from stageflow import (
     ConfigurationError,
     CycleError,
+    DuplicateDependencyError,
     DuplicateStageError,
     Engine,
     FanOutSink,
@@ -262,6 +263,7 @@ class TestBuildValidation:
         with pytest.raises(DuplicateStageError) as info:
             pipeline.build()
 
+        assert info.value.stage == "a"
         assert info.value.stages == ("a",)
         assert "'a'" in str(info.value)
         assert "'etl'" in str(info.value)
@@ -284,15 +286,17 @@ class TestBuildValidation:
         with pytest.raises(SelfDependencyError) as info:
             pipeline.build()
 
+        assert info.value.stage == "a"
         assert info.value.stages == ("a",)
         assert "'a' depends on itself" in str(info.value)
 
     def test_a_dependency_listed_twice_is_refused(self):
         pipeline = Pipeline().with_stage("a", noop).with_stage("b", noop, dependencies=("a", "a"))
 
-        with pytest.raises(DuplicateStageError) as info:
+        with pytest.raises(DuplicateDependencyError) as info:
             pipeline.build()
 
+        assert (info.value.stage, info.value.dependency) == ("b", "a")
         assert info.value.stages == ("b", "a")
         assert "'b'" in str(info.value)
         assert "'a' more than once" in str(info.value)
@@ -305,7 +309,7 @@ class TestBuildValidation:
             .with_stage("b", noop, dependencies=("a", "x", "a"))
         )
 
-        with pytest.raises(DuplicateStageError) as info:
+        with pytest.raises(DuplicateDependencyError) as info:
             pipeline.build()
 
         assert info.value.stages == ("b", "a")
@@ -357,7 +361,13 @@ class TestBuildValidation:
         assert "x -> y -> z -> x" in str(info.value)
 
     def test_every_graph_error_is_a_stageflow_error_and_a_value_error(self):
-        for error in (DuplicateStageError, UnknownDependencyError, SelfDependencyError, CycleError):
+        for error in (
+            DuplicateStageError,
+            DuplicateDependencyError,
+            UnknownDependencyError,
+            SelfDependencyError,
+            CycleError,
+        ):
             assert issubclass(error, GraphError)
             assert issubclass(error, StageflowError)
             assert issubclass(error, ValueError)
@@ -729,6 +739,7 @@ class TestErrorHierarchy:
         [
             ConfigurationError,
             CycleError,
+            DuplicateDependencyError,
             DuplicateStageError,
             InvalidOptionError,
             InvalidOutputError,

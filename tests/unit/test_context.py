@@ -334,14 +334,14 @@ class TestStageInputs:
 
 class TestMissingInputError:
     def test_str_is_the_message_not_a_repr(self):
-        error = MissingInputError("stage 'b': no key 'x'", "b", "a", "x")
+        error = MissingInputError("stage 'b': no key 'x'", stage="b", dependency="a", key="x")
 
         assert str(error) == "stage 'b': no key 'x'"
         assert (error.stage, error.dependency, error.key) == ("b", "a", "x")
 
     def test_can_be_caught_as_a_key_error(self):
         with pytest.raises(KeyError):
-            raise MissingInputError("m", "b", "a", None)
+            raise MissingInputError("m", stage="b", dependency="a", key=None)
 
 
 class TestStageInputsAreReadOnly:

@@ -1,19 +1,36 @@
-"""MemoryStore passes the CheckpointStore contract; the contract catches broken stores."""
+"""MemoryStore passes the RunStore and RunCatalog contracts; the suites catch broken stores."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from typing import Any
 
 import pytest
 
 from stageflow import ConfigurationError, Lease, RunRecord, RunStatus, StageRecord, UnknownRunError
 from stageflow._usage import Usage, UsageSummary
-from stageflow.adapters.memory import MemoryStore, usage_of_run
+from stageflow.adapters._shared import usage_of_run
+from stageflow.adapters.memory import MemoryStore
 from stageflow.ports import UsageRecord
-from stageflow.testing import CHECKPOINT_STORE_CHECKS, ManualClock, check_checkpoint_store
+from stageflow.testing import (
+    RUN_CATALOG_CHECKS,
+    RUN_STORE_CHECKS,
+    ManualClock,
+    check_checkpoint_store,
+    check_run_catalog,
+    check_run_store,
+)
 from stageflow.testing._store_contract import (
+    check_a_lease_excludes_other_owners_until_it_expires,
+    check_a_lease_of_a_run_that_does_not_exist_writes_nothing,
+    check_a_leased_run_is_neither_deleted_nor_pruned,
+    check_a_record_of_another_run_is_refused,
+    check_a_stale_token_can_write_nothing,
     check_delete_and_prune_forget_usage,
+    check_list_runs_filters_newest_first,
+    check_reads_of_an_unknown_run_raise,
+    check_state_round_trip,
     check_usage_filters_combine,
     check_usage_is_fenced,
     check_usage_is_kept_exactly_in_recorded_order,
@@ -26,11 +43,17 @@ async def memory(clock: ManualClock) -> MemoryStore:
 
 
 class TestMemoryStoreContract:
-    @pytest.mark.parametrize("check", CHECKPOINT_STORE_CHECKS, ids=lambda c: c.__name__)
-    def test_it_keeps_the_contract(self, check):
+    @pytest.mark.parametrize("check", RUN_STORE_CHECKS, ids=lambda c: c.__name__)
+    def test_it_keeps_the_run_store_contract(self, check):
         asyncio.run(check(memory))
 
-    def test_the_whole_suite_runs_in_one_call(self):
+    @pytest.mark.parametrize("check", RUN_CATALOG_CHECKS, ids=lambda c: c.__name__)
+    def test_it_keeps_the_run_catalog_contract(self, check):
+        asyncio.run(check(memory))
+
+    def test_each_suite_runs_in_one_call_and_both_in_one(self):
+        asyncio.run(check_run_store(memory))
+        asyncio.run(check_run_catalog(memory))
         asyncio.run(check_checkpoint_store(memory))
 
     def test_a_bad_clock_is_refused(self):
@@ -67,7 +90,7 @@ class _UsageOfAnyRun(MemoryStore):
         run = self._fenced(lease)
         for record in records:
             if record.run_id != lease.run_id:
-                raise ConfigurationError("another run", "records", record)
+                raise ConfigurationError("another run", field="records", value=record)
             run.usage.append(record)
 
 
@@ -128,16 +151,99 @@ class _UsageOutlivesItsRun(MemoryStore):
         self._get(run.run_id).usage.extend(self.orphans.pop(run.run_id, []))
 
 
+class _EmptyForUnknownRuns(MemoryStore):
+    """Broken on purpose: reads of a run that does not exist answer as if it had nothing."""
+
+    async def stage_records(self, run_id: str) -> dict[str, StageRecord]:
+        return dict(self._runs[run_id].stages) if run_id in self._runs else {}
+
+    async def load_usage(self, run_id: str) -> list[UsageRecord]:
+        return list(self._runs[run_id].usage) if run_id in self._runs else []
+
+    async def load_state(self, run_id: str, stage: str) -> str | None:
+        return self._runs[run_id].states.get(stage) if run_id in self._runs else None
+
+
+class _StagesOfAnyRun(MemoryStore):
+    """Broken on purpose: a stage record is stored under its own run, whatever the lease."""
+
+    async def record_stage(self, lease: Lease, record: StageRecord) -> None:
+        self._fenced(lease)
+        self._get(record.run_id).stages[record.stage] = record
+
+
+class _UnknownRunForAGhostLease(MemoryStore):
+    """Broken on purpose: a fenced write to a run that is gone raises UnknownRunError."""
+
+    def _fenced(self, lease: Lease) -> Any:
+        self._get(lease.run_id)
+        return super()._fenced(lease)
+
+
+class _FirstStateKept(MemoryStore):
+    """Broken on purpose: a stage's first state is never replaced."""
+
+    async def save_state(self, lease: Lease, stage: str, state: str) -> None:
+        self._fenced(lease).states.setdefault(stage, state)
+
+
+class _OneStatePerRun(MemoryStore):
+    """Broken on purpose: a run keeps one state, whatever the stage."""
+
+    async def save_state(self, lease: Lease, stage: str, state: str) -> None:
+        await super().save_state(lease, "", state)
+
+    async def load_state(self, run_id: str, stage: str) -> str | None:
+        return await super().load_state(run_id, "")
+
+
+class _PrunesLeasedRuns(MemoryStore):
+    """Broken on purpose: prune deletes finished runs even while they are leased."""
+
+    def _leased(self, run: Any) -> bool:
+        return False
+
+
+class _AnyLimit(MemoryStore):
+    """Broken on purpose: a negative limit drops the oldest runs instead of being refused."""
+
+    async def list_runs(self, **filters: Any) -> list[RunRecord]:
+        limit = filters.pop("limit", None)
+        runs = await super().list_runs(**filters)
+        return runs if limit is None else runs[:limit]
+
+
 class TestTheContractCanFail:
     @pytest.mark.parametrize(
-        ("broken", "complaint"),
-        [(_Unfenced, "stale fencing token"), (_NoTakeover, "greater fencing token")],
+        ("broken", "check", "complaint"),
+        [
+            (_Unfenced, check_a_stale_token_can_write_nothing, "stale fencing token"),
+            (
+                _NoTakeover,
+                check_a_lease_excludes_other_owners_until_it_expires,
+                "greater fencing token",
+            ),
+            (_EmptyForUnknownRuns, check_reads_of_an_unknown_run_raise, "UnknownRunError"),
+            (_StagesOfAnyRun, check_a_record_of_another_run_is_refused, "ConfigurationError"),
+            (
+                _UnknownRunForAGhostLease,
+                check_a_lease_of_a_run_that_does_not_exist_writes_nothing,
+                "LeaseLostError, not UnknownRunError",
+            ),
+            (_FirstStateKept, check_state_round_trip, "replaces"),
+            (_OneStatePerRun, check_state_round_trip, "its own state"),
+            (_PrunesLeasedRuns, check_a_leased_run_is_neither_deleted_nor_pruned, "leased"),
+            (_AnyLimit, check_list_runs_filters_newest_first, "limit=-1"),
+        ],
+        ids=lambda v: v.__name__ if isinstance(v, type) else "",
     )
-    def test_a_store_that_breaks_it_is_caught(self, broken, complaint):
+    def test_a_store_that_breaks_it_is_caught(self, broken, check, complaint):
         async def factory(clock: ManualClock) -> MemoryStore:
             return broken(clock=clock)
 
         with pytest.raises(AssertionError, match=complaint):
+            asyncio.run(check(factory))
+        with pytest.raises(AssertionError):  # perhaps by an earlier check
             asyncio.run(check_checkpoint_store(factory))
 
     @pytest.mark.parametrize(
@@ -171,6 +277,8 @@ class TestUsage:
             asyncio.run(store.stage_records("nope"))
         with pytest.raises(UnknownRunError):
             asyncio.run(store.load_usage("nope"))
+        with pytest.raises(UnknownRunError):
+            asyncio.run(store.load_state("nope", "a"))
 
     def test_the_store_keeps_its_own_list_of_the_records(self):
         store = MemoryStore()

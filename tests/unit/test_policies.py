@@ -112,9 +112,11 @@ class TestRetryPolicyDecisions:
         policy = RetryPolicy()
 
         assert policy.retries(RuntimeError("transient"))
-        assert not policy.retries(CircuitOpenError("s", "k", 1.0))
-        assert not policy.retries(InvalidOutputError("s", 42))
-        assert not policy.retries(MissingInputError("no input", "s", "dep", None))
+        assert not policy.retries(CircuitOpenError.of("s", "k", 1.0))
+        assert not policy.retries(InvalidOutputError.of("s", 42))
+        assert not policy.retries(
+            MissingInputError("no input", stage="s", dependency="dep", key=None)
+        )
 
 
 class TestRetryPolicyDelays:

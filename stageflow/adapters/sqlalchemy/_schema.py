@@ -152,9 +152,11 @@ ON CONFLICT (run_id, stage) DO UPDATE SET
   started = excluded.started, ended = excluded.ended, reason = excluded.reason
 RETURNING stage"""
 
+# The run's row joined to its stages': no row, no run; a row of NULLs, a run without stages.
 STAGE_RECORDS: Final = """
-SELECT run_id, stage, status, output, attempts, started, ended, reason
-FROM stageflow_stages WHERE run_id = :run_id"""
+SELECT r.run_id, s.stage, s.status, s.output, s.attempts, s.started, s.ended, s.reason
+FROM stageflow_runs AS r LEFT JOIN stageflow_stages AS s ON s.run_id = r.run_id
+WHERE r.run_id = :run_id"""
 
 SET_STATUS: Final = f"""
 UPDATE stageflow_runs SET status = :status, error = :error, updated_at = :now
@@ -167,7 +169,12 @@ WHERE EXISTS (SELECT 1 FROM stageflow_runs WHERE {HELD})
 ON CONFLICT (run_id, stage) DO UPDATE SET state = excluded.state
 RETURNING stage"""
 
-LOAD_STATE: Final = "SELECT state FROM stageflow_states WHERE run_id = :run_id AND stage = :stage"
+# As STAGE_RECORDS: no row, no run; a NULL state, a stage that saved none.
+LOAD_STATE: Final = """
+SELECT s.state
+FROM stageflow_runs AS r
+LEFT JOIN stageflow_states AS s ON s.run_id = r.run_id AND s.stage = :stage
+WHERE r.run_id = :run_id"""
 
 DELETE_RUN: Final = """
 DELETE FROM stageflow_runs
@@ -177,6 +184,7 @@ RETURNING run_id"""
 PRUNE: Final = """
 DELETE FROM stageflow_runs
 WHERE status IN ('completed', 'failed', 'cancelled') AND updated_at < :before
+  AND (lease_owner IS NULL OR lease_expires <= :now)
 RETURNING run_id"""
 
 GET_VERSION: Final = "SELECT value FROM stageflow_meta WHERE key = 'schema_version'"
@@ -216,8 +224,11 @@ WHERE EXISTS (SELECT 1 FROM stageflow_runs WHERE {HELD} FOR SHARE)
 ORDER BY u.n
 RETURNING id"""
 
-LOAD_USAGE: Final = f"""
-SELECT {USAGE_COLUMNS} FROM stageflow_usage WHERE run_id = :run_id ORDER BY id"""
+# As STAGE_RECORDS: no row, no run; a row of NULLs, a run without usage.
+LOAD_USAGE: Final = """
+SELECT u.run_id, u.stage, u.attempt, u.model, u.input_tokens, u.output_tokens, u.cost, u.at
+FROM stageflow_runs AS r LEFT JOIN stageflow_usage AS u ON u.run_id = r.run_id
+WHERE r.run_id = :run_id ORDER BY u.id"""
 
 # Filters (AND-ed into a WHERE) and the GROUP BY are added by the store.
 USAGE_SUMS: Final = """

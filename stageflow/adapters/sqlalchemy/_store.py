@@ -1,4 +1,4 @@
-"""SQLAlchemyStore: a CheckpointStore on SQLite (a file, the default) or PostgreSQL."""
+"""SQLAlchemyStore: a RunStore and RunCatalog on SQLite (a file, the default) or PostgreSQL."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from ..._check import number
 from ..._status import RunStatus, StageStatus
 from ..._usage import Usage, UsageSummary
 from ...errors import (
@@ -31,14 +32,14 @@ from ...errors import (
 )
 from ...ports import CheckpointStore, Lease, RunRecord, StageRecord, UsageRecord
 from .._retention import Retention
-from ..memory import usage_of_run
+from .._shared import checked_limit, stage_of_run, usage_of_run
 from . import _schema as sql
 
 Rows = list[tuple[Any, ...]]
 
 
 class SQLAlchemyStore(CheckpointStore):
-    """A CheckpointStore in SQLite or PostgreSQL, through SQLAlchemy 2.
+    """A RunStore and RunCatalog (a CheckpointStore) in SQLite or PostgreSQL, through SQLAlchemy 2.
 
     Args:
         url: ``sqlite:///runs.db`` (also ``sqlite+aiosqlite://...``; a file, in WAL
@@ -79,14 +80,16 @@ class SQLAlchemyStore(CheckpointStore):
         try:
             parsed = make_url(url)
         except (ArgumentError, ValueError, TypeError) as error:
-            raise ConfigurationError(f"not a database URL: {url!r}", "url", url) from error
+            raise ConfigurationError(
+                f"not a database URL: {url!r}", field="url", value=url
+            ) from error
         backend = parsed.get_backend_name()
         if backend == "sqlite":
             if parsed.database in (None, "", ":memory:"):
                 raise ConfigurationError(
                     f"a SQLite store needs a file, not {url!r}; use MemoryStore for memory",
-                    "url",
-                    url,
+                    field="url",
+                    value=url,
                 )
             self._db: _SQLite | _Postgres = _SQLite(Path(parsed.database or ""))
         elif backend == "postgresql":
@@ -94,15 +97,10 @@ class SQLAlchemyStore(CheckpointStore):
         else:
             raise ConfigurationError(
                 f"SQLAlchemyStore supports sqlite:// and postgresql:// URLs, not {url!r}",
-                "url",
-                url,
+                field="url",
+                value=url,
             )
-        if isinstance(lease_ttl, bool) or not isinstance(lease_ttl, int | float) or lease_ttl <= 0:
-            raise ConfigurationError(
-                f"lease_ttl must be a positive number of seconds, not {lease_ttl!r}",
-                "lease_ttl",
-                lease_ttl,
-            )
+        number(lease_ttl, "lease_ttl", "a positive number of seconds", gt=0, finite=False)
         self.url = parsed.render_as_string(hide_password=True)
         self.lease_ttl = float(lease_ttl)
         self._clock = clock
@@ -159,7 +157,7 @@ class SQLAlchemyStore(CheckpointStore):
             "labels": _labels_text(run.labels),
         }  # fmt: skip
         if not await self._run(sql.INSERT_RUN, params):
-            raise RunExistsError(run.run_id)
+            raise RunExistsError.of(run.run_id)
         await self._retention.maybe_prune(self._clock(), self._prune_before)
 
     async def _prune_before(self, before: float) -> int:
@@ -169,7 +167,7 @@ class SQLAlchemyStore(CheckpointStore):
         """The run (``UnknownRunError`` if none)."""
         rows = await self._run(sql.GET_RUN, {"run_id": run_id})
         if not rows:
-            raise UnknownRunError(run_id)
+            raise UnknownRunError.of(run_id)
         return _run_record(rows[0])
 
     async def list_runs(
@@ -179,7 +177,8 @@ class SQLAlchemyStore(CheckpointStore):
         pipeline: str | None = None,
         limit: int | None = None,
     ) -> list[RunRecord]:
-        """Runs matching the filters, newest first."""
+        """Runs matching the filters, newest first (ties: by run id, descending)."""
+        limit = checked_limit(limit)
         where: list[str] = []
         params: dict[str, Any] = {}
         if status is not None:
@@ -194,7 +193,7 @@ class SQLAlchemyStore(CheckpointStore):
         statement += " ORDER BY created_at DESC, run_id DESC"
         if limit is not None:
             statement += " LIMIT :limit"
-            params["limit"] = int(limit)
+            params["limit"] = limit
         return [_run_record(row) for row in await self._run(statement, params)]
 
     async def delete_run(self, run_id: str) -> None:
@@ -206,9 +205,9 @@ class SQLAlchemyStore(CheckpointStore):
         """Why a run could not be taken: it does not exist, or someone holds it."""
         rows = await self._run(sql.LEASE_OF, {"run_id": run_id})
         if not rows:
-            raise UnknownRunError(run_id)
+            raise UnknownRunError.of(run_id)
         owner, expires = rows[0]
-        raise RunLeasedError(run_id, owner or "?", expires or 0.0)
+        raise RunLeasedError.of(run_id, owner or "?", expires or 0.0)
 
     # ------------------------------------------------------------------ leases
 
@@ -226,7 +225,7 @@ class SQLAlchemyStore(CheckpointStore):
         expires = self._clock() + ttl
         params = {"run_id": lease.run_id, "token": lease.token, "expires": expires}
         if not await self._run(sql.RENEW, params):
-            raise LeaseLostError(lease.run_id, lease.token)
+            raise LeaseLostError.of(lease.run_id, lease.token)
         return Lease(lease.run_id, lease.owner, lease.token, expires)
 
     async def release_lease(self, lease: Lease) -> None:
@@ -236,23 +235,30 @@ class SQLAlchemyStore(CheckpointStore):
     # ------------------------------------------------------------------ fenced writes
 
     async def record_stage(self, lease: Lease, record: StageRecord) -> None:
-        """Store one stage's outcome (fenced, one statement)."""
+        """Store one stage's outcome (fenced, one statement; another run's: ConfigurationError)."""
+        stage_of_run(lease, record)
         params = {
             "run_id": record.run_id, "token": lease.token, "stage": record.stage,
             "status": record.status.value, "output": record.output, "attempts": record.attempts,
             "started": record.started, "ended": record.ended, "reason": record.reason,
         }  # fmt: skip
         if not await self._run(sql.RECORD_STAGE, params, group=True):
-            raise LeaseLostError(lease.run_id, lease.token)
+            raise LeaseLostError.of(lease.run_id, lease.token)
 
     async def stage_records(self, run_id: str) -> dict[str, StageRecord]:
-        """Every stored stage outcome of a run, by stage name."""
+        """Every stored stage outcome of a run, by stage name (``UnknownRunError``).
+
+        One statement: the run's row, joined to its stages' rows if it has any.
+        """
         rows = await self._run(sql.STAGE_RECORDS, {"run_id": run_id})
+        if not rows:
+            raise UnknownRunError.of(run_id)
         return {
             row[1]: StageRecord(
                 row[0], row[1], StageStatus(row[2]), row[3], row[4], row[5], row[6], row[7]
             )
             for row in rows
+            if row[1] is not None  # the run without a stage
         }
 
     async def record_usage(self, lease: Lease, records: Sequence[UsageRecord]) -> None:
@@ -268,16 +274,18 @@ class SQLAlchemyStore(CheckpointStore):
         else:
             held = await self._run(sql.FENCE, {"run_id": lease.run_id, "token": lease.token})
         if not held:
-            raise LeaseLostError(lease.run_id, lease.token)
+            raise LeaseLostError.of(lease.run_id, lease.token)
 
     async def load_usage(self, run_id: str) -> list[UsageRecord]:
         """Every usage report of a run, in the order they were recorded.
 
-        Like ``stage_records``: an empty list for a run without usage, and for a run
-        that does not exist.
+        Like ``stage_records``: an empty list for a run without usage,
+        ``UnknownRunError`` for a run that does not exist (one statement).
         """
         rows = await self._run(sql.LOAD_USAGE, {"run_id": run_id})
-        return [UsageRecord(*row) for row in rows]
+        if not rows:
+            raise UnknownRunError.of(run_id)
+        return [UsageRecord(*row) for row in rows if row[0] is not None]
 
     async def usage(
         self,
@@ -314,22 +322,27 @@ class SQLAlchemyStore(CheckpointStore):
             "error": error, "now": self._clock(),
         }  # fmt: skip
         if not await self._run(sql.SET_STATUS, params):
-            raise LeaseLostError(lease.run_id, lease.token)
+            raise LeaseLostError.of(lease.run_id, lease.token)
 
     async def save_state(self, lease: Lease, stage: str, state: str) -> None:
         """Keep a stage's intra-stage state (fenced)."""
         params = {"run_id": lease.run_id, "token": lease.token, "stage": stage, "state": state}
         if not await self._run(sql.SAVE_STATE, params):
-            raise LeaseLostError(lease.run_id, lease.token)
+            raise LeaseLostError.of(lease.run_id, lease.token)
 
     async def load_state(self, run_id: str, stage: str) -> str | None:
-        """A stage's last saved state, or None."""
+        """A stage's last saved state, or None (``UnknownRunError``; one statement)."""
         rows = await self._run(sql.LOAD_STATE, {"run_id": run_id, "stage": stage})
-        return rows[0][0] if rows else None
+        if not rows:
+            raise UnknownRunError.of(run_id)
+        state: str | None = rows[0][0]
+        return state
 
     async def prune(self, *, finished_before: float) -> int:
-        """Delete finished runs last updated before ``finished_before`` (and their usage)."""
-        return len(await self._run(sql.PRUNE, {"before": finished_before}))
+        """Delete finished runs last updated before ``finished_before``, unless leased
+        (and their stages, states and usage)."""
+        params = {"before": finished_before, "now": self._clock()}
+        return len(await self._run(sql.PRUNE, params))
 
     async def aclose(self) -> None:
         """Close the connections."""

@@ -1,0 +1,39 @@
+"""Checks every store adapter makes the same way (adapters do not import each other)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from .._check import integer
+from ..errors import ConfigurationError
+from ..ports import Lease, StageRecord, UsageRecord
+
+
+def usage_of_run(lease: Lease, records: Sequence[UsageRecord]) -> list[UsageRecord]:
+    """The records as a list, each checked to be of the lease's run."""
+    batch = list(records)
+    for record in batch:
+        if record.run_id != lease.run_id:
+            raise ConfigurationError(
+                f"a usage record of run {record.run_id!r} cannot be recorded with the lease "
+                f"of run {lease.run_id!r}",
+                field="records",
+                value=record,
+            )
+    return batch
+
+
+def stage_of_run(lease: Lease, record: StageRecord) -> None:
+    """Refuse a stage record of another run than the lease's."""
+    if record.run_id != lease.run_id:
+        raise ConfigurationError(
+            f"a stage record of run {record.run_id!r} cannot be recorded with the lease "
+            f"of run {lease.run_id!r}",
+            field="record",
+            value=record,
+        )
+
+
+def checked_limit(limit: object) -> int | None:
+    """``list_runs``'s ``limit``: None, or an int >= 0 (else ``ConfigurationError``)."""
+    return None if limit is None else integer(limit, "limit", "None or an int >= 0", ge=0)
