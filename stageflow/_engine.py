@@ -517,22 +517,14 @@ def _registry(registry: object) -> CircuitBreakerRegistry:
     if registry is None:
         return CircuitBreakerRegistry()
     if not isinstance(registry, CircuitBreakerRegistry):
-        raise ConfigurationError(
-            f"circuit_breakers must be a CircuitBreakerRegistry, not {registry!r}",
-            field="circuit_breakers",
-            value=registry,
-        )
+        refuse("circuit_breakers", "a CircuitBreakerRegistry", registry)
     return registry
 
 
 def _given_interceptors(interceptors: object) -> tuple[Interceptor, ...]:
     # Checked at run time too: callers may not type-check.
     if isinstance(interceptors, str | bytes) or not isinstance(interceptors, Iterable):
-        raise ConfigurationError(
-            f"interceptors must be a sequence of interceptors, not {interceptors!r}",
-            field="interceptors",
-            value=interceptors,
-        )
+        refuse("interceptors", "a sequence of interceptors", interceptors)
     return tuple(interceptors)
 
 
@@ -644,11 +636,7 @@ def _governance(
 
 def _model_chains(model_chains: object) -> tuple[ModelChain, ...]:
     if isinstance(model_chains, ModelChain | str | bytes) or not isinstance(model_chains, Iterable):
-        raise ConfigurationError(
-            f"model_chains must be a list of ModelChain, not {model_chains!r}",
-            field="model_chains",
-            value=model_chains,
-        )
+        refuse("model_chains", "a list of ModelChain", model_chains)
     chains = tuple(model_chains)
     for chain in chains:
         if not isinstance(chain, ModelChain):
