@@ -15,6 +15,7 @@ imported again when read: a store must only hold data its readers trust.
 from __future__ import annotations
 
 import base64
+import collections.abc
 import dataclasses
 import datetime as dt
 import decimal
@@ -22,13 +23,24 @@ import enum
 import importlib
 import json
 import math
+import types
+import typing
 import uuid
 from collections.abc import Callable
 from typing import Any, Final
 
 from .errors import CodecError
 
-__all__ = ["CodecError", "decode", "dumps", "encode", "loads"]
+__all__ = [
+    "CodecError",
+    "check_type",
+    "decode",
+    "dumps",
+    "encode",
+    "field_types",
+    "is_model_class",
+    "loads",
+]
 
 TAG: Final = "__sf__"
 _NATIVE: Final = (str, int, float, bool, type(None))
@@ -181,3 +193,112 @@ def dumps(value: Any, where: str = "value", *, stage: str | None = None) -> str:
 def loads(text: str | bytes) -> Any:
     """The value :func:`dumps` wrote."""
     return decode(json.loads(text))
+
+
+# --------------------------------------------------------------------------- declared types
+
+_CONTAINERS: Final = frozenset({list, tuple, set, frozenset})
+_ABSTRACT: Final = frozenset(
+    {
+        typing.Union,
+        types.UnionType,
+        collections.abc.Sequence,
+        collections.abc.Collection,
+        collections.abc.Iterable,
+        collections.abc.Set,
+    }
+)
+_MAPPINGS: Final = frozenset({dict, collections.abc.Mapping})
+
+
+def is_model_class(cls: type) -> bool:
+    """True for a pydantic model class (pydantic itself is not imported)."""
+    return any(c.__module__ == "pydantic.main" and c.__name__ == "BaseModel" for c in cls.__mro__)
+
+
+def _unstorable(where: str, tp: object, why: str, stage: str | None) -> CodecError:
+    if isinstance(tp, type) and typing.get_origin(tp) is None:
+        module = tp.__module__
+        name = tp.__qualname__ if module == "builtins" else f"{module}.{tp.__qualname__}"
+    else:
+        name = repr(tp)
+    return CodecError(f"{where} is declared as {name}, {why}", field=where, value=tp, stage=stage)
+
+
+def check_type(
+    tp: object, where: str, *, stage: str | None = None, _seen: frozenset[type] = frozenset()
+) -> None:
+    """Check that values of the declared type ``tp`` can be stored faithfully.
+
+    What :func:`encode` would refuse whatever the value: a class it does not know, a
+    dict with non-str keys, or an enum, dataclass or pydantic model that cannot be
+    imported back by its recorded path (``module:qualname``, e.g. a class defined in
+    a function). ``Any``, ``object``, type variables and unresolved forward
+    references are left to the values themselves.
+
+    Raises:
+        CodecError: naming ``where`` (with the field inside ``tp`` that is at fault),
+            the declared type and ``stage``.
+    """
+    if tp is None or tp is type(None) or tp is Any or tp is object:
+        return
+    origin = typing.get_origin(tp)
+    if origin is not None:
+        args = typing.get_args(tp)
+        if origin is typing.Annotated:
+            check_type(args[0], where, stage=stage, _seen=_seen)
+        elif origin is typing.Literal:
+            for value in args:
+                if type(value) not in _NATIVE and not isinstance(value, enum.Enum):
+                    raise _unstorable(where, tp, "a literal that cannot be stored", stage)
+        elif origin in _MAPPINGS:
+            if args:
+                key, item = args
+                if key is not str and key is not Any:
+                    raise _unstorable(where, tp, "but only str keys can be stored", stage)
+                check_type(item, f"{where}[...]", stage=stage, _seen=_seen)
+        elif origin in _CONTAINERS or origin in _ABSTRACT:
+            for i, arg in enumerate(args):
+                if arg is not Ellipsis:
+                    inner = where if origin in (typing.Union, types.UnionType) else f"{where}[{i}]"
+                    check_type(arg, inner, stage=stage, _seen=_seen)
+        else:
+            check_type(origin, where, stage=stage, _seen=_seen)
+        return
+    if not isinstance(tp, type):
+        return  # a forward reference as a string, a NewType, a TypeVar: the value will tell
+    if tp in _NATIVE or tp in _ENCODERS or tp in _CONTAINERS or tp is dict or tp in _seen:
+        return
+    is_dataclass = dataclasses.is_dataclass(tp)
+    if not (issubclass(tp, enum.Enum) or is_dataclass or is_model_class(tp)):
+        raise _unstorable(
+            where,
+            tp,
+            "which cannot be stored faithfully; use JSON types, tuples, sets, bytes, "
+            "datetimes, Decimal, UUID, enums, dataclasses or pydantic models",
+            stage,
+        )
+    try:
+        found = _import(_path_of(tp))
+    except (ImportError, AttributeError):
+        found = None
+    if found is not tp:
+        raise _unstorable(
+            where,
+            tp,
+            f"which cannot be imported back by its path {_path_of(tp)!r} (a class "
+            "defined in a function?); define it at module level",
+            stage,
+        )
+    if is_dataclass:  # its fields are stored one by one
+        hints = field_types(tp)
+        for f in dataclasses.fields(tp):
+            check_type(hints.get(f.name, Any), f"{where}.{f.name}", stage=stage, _seen=_seen | {tp})
+
+
+def field_types(cls: type) -> dict[str, Any]:
+    """The resolved annotations of a dataclass or model class (those that resolve)."""
+    try:
+        return typing.get_type_hints(cls, include_extras=True)
+    except Exception:  # noqa: BLE001 - an unresolvable forward reference: keep the raw ones
+        return dict(getattr(cls, "__annotations__", {}))

@@ -11,24 +11,48 @@ from __future__ import annotations
 
 import re
 from collections.abc import Awaitable, Callable, Iterator, Mapping
-from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Final, TypeAlias
+from types import MappingProxyType, UnionType
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Final,
+    TypeAlias,
+    TypeVar,
+    Union,
+    cast,
+    get_origin,
+    is_typeddict,
+    overload,
+)
 
 from . import _codec
+from ._check import integer, number
 from ._events import EventType
 from ._ledger import StageUsage, UsageLedger
 from ._services import RunServices
+from ._stage import Stage, StageOutput, StageReturn
 from ._status import COMPLETED
-from .errors import ConfigurationError, MissingInputError, StageCancelledError
+from .errors import ConfigurationError, InputTypeError, MissingInputError, StageCancelledError
 
 if TYPE_CHECKING:
     from ._durable import DurableRun
+    from ._legacy import ContextSnapshot, Entry
     from ._spec import StageSpec
-    from .ports import Clock
+    from .ports import Clock, UsageRecord
 
-__all__ = ["StageCall", "StageContext", "StageInputs", "StageState"]
+__all__ = [
+    "StageCall",
+    "StageContext",
+    "StageFunction",
+    "StageInputs",
+    "StageLike",
+    "StageState",
+    "SyncStageFunction",
+]
 
 _MISSING: Final[Any] = object()
+_T = TypeVar("_T")
+_D = TypeVar("_D")
 _CUSTOM_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_\-]*(\.[A-Za-z_][A-Za-z0-9_\-]*)*")
 
 
@@ -42,12 +66,33 @@ class StageContext:
 
     __slots__ = ("_abandoned", "_index", "_run", "attempt", "spec")
 
-    def __init__(self, run: RunServices, index: int, spec: StageSpec, attempt: int = 1) -> None:
+    def __init__(
+        self,
+        run: RunServices = _MISSING,
+        index: int = 0,
+        spec: StageSpec = _MISSING,
+        attempt: int = 1,
+        *,
+        snapshot: Any = _MISSING,
+        inputs: Any = None,
+        stage_name: str = "pipeline_entry",
+        timer: Any = None,
+    ) -> None:
         self._run = run
         self._index = index
         self.spec = spec
         self.attempt = attempt
         self._abandoned = False
+        if run is _MISSING:  # stageflow-core's hand-built entry context (deprecated)
+            from ._legacy import entry
+
+            if snapshot is _MISSING:
+                raise TypeError(
+                    "StageContext() is made by the engine; a hand-built entry context "
+                    "takes snapshot=, as stageflow-core's did"
+                )
+            self._run = entry(snapshot, inputs, stage_name, timer)  # type: ignore[assignment]
+            self.__class__ = _EntryContext
 
     @property
     def cancelled(self) -> bool:
@@ -90,6 +135,18 @@ class StageContext:
     def data(self) -> Mapping[str, Any]:
         """The run's initial data (read-only)."""
         return self._run.data
+
+    @property
+    def snapshot(self) -> ContextSnapshot:
+        """stageflow-core's view of the run's input (deprecated; read ``ctx.data``).
+
+        Built from the run's data (``input_text``, ``topology``, ``execution_mode``,
+        ``extensions``, ``metadata``, the ids) on each access, with a warning.
+        """
+        from ._legacy import deprecated, snapshot_of
+
+        deprecated("ctx.snapshot", "read the run's data: ctx.data['input_text']")
+        return snapshot_of(self._run.run_id, self._run.data)
 
     @property
     def inputs(self) -> StageInputs:
@@ -152,6 +209,16 @@ class StageContext:
         """
         return self._run.usage_ledger()
 
+    @property
+    def usage_reports(self) -> tuple[UsageRecord, ...]:
+        """What this stage reported in this driver of the run, report by report (all
+        its attempts), for interceptors: what the telemetry ones read when it ends.
+
+        Makes no ledger: empty, for next to nothing, when the stage reported nothing.
+        """
+        ledger = self._run.ledger
+        return () if ledger is None else ledger.reported(self.spec.name)
+
     def model(self, preferred: str) -> str:
         """The model to use now for ``preferred``: itself, or a cheaper one of its
         :class:`~stageflow.ModelChain` when a ``downgrade`` budget says so.
@@ -175,7 +242,34 @@ class StageContext:
         apart: its custom events are dropped.
         """
         self._run.outcomes.attempts[self._index] = attempt
-        return StageContext(self._run, self._index, self.spec, attempt)
+        return new_context(self._run, self._index, self.spec, attempt)
+
+    def report_restored(
+        self, attempts: int, started: float | None = None, ended: float | None = None
+    ) -> None:
+        """Say that this stage's outcome was restored, not run: what it took back then.
+
+        A checkpointing interceptor that returns a stored outcome instead of calling
+        the stage calls it, e.g. with a :class:`~stageflow.ports.StageRecord`'s
+        ``attempts``, ``started`` and ``ended``. The stage's ``StageResult`` (and its
+        terminal event) then report those attempts and that duration, not this run's
+        single call of no length. ``started`` and ``ended`` are seconds since the run
+        started, as the driver that ran the stage recorded them.
+
+        Raises:
+            ConfigurationError: ``attempts`` is not an int >= 1, or the times are not
+                numbers >= 0 with ``ended`` >= ``started``.
+        """
+        attempts = integer(attempts, "attempts", "an int >= 1", ge=1)
+        if started is not None:
+            started = number(started, "started", "a number of seconds >= 0", ge=0)
+        if ended is not None:
+            least = 0.0 if started is None else started
+            ended = number(ended, "ended", f"a number of seconds >= {least:g}", ge=least)
+        outcomes = self._run.outcomes
+        if outcomes.restored is None:
+            outcomes.restored = {}
+        outcomes.restored[self._index] = (attempts, started, ended)
 
     def event(self, type: EventType, **data: Any) -> None:  # noqa: A002 - mirrors Event.type
         """Send one of stageflow's own events about this stage (for interceptors).
@@ -219,6 +313,57 @@ class StageContext:
 
     def __repr__(self) -> str:
         return f"<StageContext {self.spec.name!r} run={self._run.run_id!r} attempt={self.attempt}>"
+
+
+class _EntryContext(StageContext):
+    """stageflow-core's hand-built entry context (deprecated): what ``graph.run(ctx)``
+    takes. It only carries a snapshot to the run; the engine makes the stages' contexts.
+    """
+
+    __slots__ = ()  # the layout of StageContext: _run holds the Entry
+
+    @property
+    def _entry(self) -> Entry:
+        return cast("Entry", self._run)
+
+    @property
+    def snapshot(self) -> ContextSnapshot:
+        """The snapshot it was made with."""
+        return self._entry.snapshot
+
+    @property
+    def inputs(self) -> StageInputs:
+        """The inputs it was made with (none: the entry context has no dependencies)."""
+        return cast("StageInputs", self._entry.inputs)
+
+    @property
+    def stage(self) -> str:
+        """Its ``stage_name``."""
+        return self._entry.stage_name
+
+    @property
+    def data(self) -> Mapping[str, Any]:
+        """The run data its snapshot stands for."""
+        return MappingProxyType(self._entry.snapshot.to_data())
+
+    def __repr__(self) -> str:
+        return f"<StageContext {self._entry.stage_name!r}: a hand-built entry context>"
+
+
+_new_context = object.__new__
+
+
+def new_context(run: RunServices, index: int, spec: StageSpec, attempt: int = 1) -> StageContext:
+    """A context for attempt ``attempt`` of stage ``index`` of ``run``: how the engine makes
+    them, without the constructor's checks for stageflow-core's hand-built contexts (a
+    context per stage: this is on every stage's path)."""
+    ctx: StageContext = _new_context(StageContext)
+    ctx._run = run
+    ctx._index = index
+    ctx.spec = spec
+    ctx.attempt = attempt
+    ctx._abandoned = False
+    return ctx
 
 
 class StageInputs(Mapping[str, Mapping[str, Any]]):
@@ -268,24 +413,62 @@ class StageInputs(Mapping[str, Mapping[str, Any]]):
             )
         return MappingProxyType(output)  # read-only: siblings see the same output
 
-    def get_from(self, dependency: str, key: str, default: Any = _MISSING) -> Any:
-        """One value of a dependency's output.
+    @overload
+    def get_from(self, dependency: str, key: str, default: Any = ...) -> Any: ...
+
+    @overload
+    def get_from(self, dependency: str, key: str, *, type: type[_T]) -> _T: ...
+
+    @overload
+    def get_from(
+        self,
+        dependency: str,
+        key: str,
+        default: _D,
+        *,
+        type: type[_T],
+    ) -> _T | _D: ...
+
+    def get_from(
+        self,
+        dependency: str,
+        key: str,
+        default: Any = _MISSING,
+        *,
+        type: Any = None,  # noqa: A002 - reads as the type asked for
+    ) -> Any:
+        """One value of a dependency's output; with ``type=``, checked and typed.
+
+        ``get_from("fetch", "pages", type=int)`` is typed ``int`` for a type checker
+        and checked at run time with ``isinstance`` (an ``int`` passes for ``float``,
+        as type checkers allow). A parameterized type is checked on its outer class
+        only (``list[str]``: a list); a ``TypedDict`` as a Mapping with its required
+        keys. A ``default`` is returned as it is, unchecked. Without ``type=`` the
+        value is typed ``Any``.
 
         Args:
             dependency: the dependency's stage name.
             key: the key in its output data.
             default: returned when the dependency did not complete or has no such
                 key; without it, that is a :class:`~stageflow.errors.MissingInputError`.
+            type: the class the value must be an instance of.
 
         Raises:
             MissingInputError: ``dependency`` is not a dependency of this stage, or
                 the value is missing and no default was given.
+            InputTypeError: the value is not of ``type`` (a MissingInputError and a
+                TypeError, naming stage, dependency, key and both types).
+            ConfigurationError: ``type`` is not a class.
         """
         output = self._output(dependency)
         if output is not None:
             value = output.get(key, _MISSING)
             if value is not _MISSING:
+                if type is not None and not _is_a(value, type):
+                    raise _wrong_type(self._spec.name, dependency, key, type, value)
                 return value
+        if type is not None:
+            _is_a(None, type)  # a type= that cannot be checked is refused even when unused
         if default is not _MISSING:
             return default
         if output is None:
@@ -317,6 +500,37 @@ class StageInputs(Mapping[str, Mapping[str, Any]]):
 
     def __repr__(self) -> str:
         return f"<StageInputs of {self._spec.name!r}: {list(self)}>"
+
+
+def _wrong_type(
+    stage: str, dependency: str, key: str, expected: Any, value: object
+) -> InputTypeError:
+    want = getattr(expected, "__qualname__", None) or repr(expected)
+    if get_origin(expected) is not None:
+        want = repr(expected).replace("typing.", "")  # list[str], int | None
+    shown = repr(value)
+    shown = shown if len(shown) <= 60 else shown[:57] + "..."
+    return InputTypeError.of(stage, dependency, key, want, type(value).__qualname__, shown)
+
+
+def _is_a(value: object, expected: Any) -> bool:
+    """Whether ``value`` passes for ``expected`` in ``get_from(..., type=expected)``."""
+    if is_typeddict(expected):
+        required: frozenset[str] = expected.__required_keys__
+        return isinstance(value, Mapping) and required.issubset(value.keys())
+    origin = get_origin(expected)
+    cls = expected if origin is None or origin is Union or origin is UnionType else origin
+    if cls is float and isinstance(value, int) and not isinstance(value, bool):
+        return True
+    try:
+        return isinstance(value, cls)
+    except TypeError:
+        raise ConfigurationError(
+            f"get_from(..., type={expected!r}): type must be a class that isinstance() "
+            "can check, e.g. int, str, dict, list[str] or a TypedDict",
+            field="type",
+            value=expected,
+        ) from None
 
 
 class StageState:
@@ -360,5 +574,19 @@ class StageState:
         return await durable.load_state(ctx.stage, default)
 
 
-StageCall: TypeAlias = Callable[[StageContext], Awaitable[Any]]
-"""The call an interceptor wraps: takes the context, returns (an awaitable of) the output."""
+StageCall: TypeAlias = Callable[[StageContext], Awaitable[StageOutput]]
+"""The call an interceptor wraps: takes the context, returns an awaitable of the output.
+
+An interceptor that is not ``transparent`` is given, and passes on, StageOutputs.
+"""
+
+StageFunction: TypeAlias = Callable[[StageContext], Awaitable[StageReturn]]
+"""An async function stage: ``async def f(ctx: StageContext) -> StageReturn``."""
+
+SyncStageFunction: TypeAlias = Callable[[StageContext], StageReturn]
+"""A plain function stage, run in a worker thread: ``def f(ctx: StageContext) -> StageReturn``."""
+
+StageLike: TypeAlias = StageFunction | SyncStageFunction | type[Stage] | Stage
+"""Whatever ``with_stage`` takes as a stage: an async or plain function of the context,
+a class with ``execute(self, ctx)`` (instantiated for every attempt) or an object with
+``execute(ctx)``."""

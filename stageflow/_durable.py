@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import inspect
 import json
 import logging
 import os
@@ -20,15 +21,17 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from . import _codec
+from ._budget import Budget, ModelChain
 from ._check import number
 from ._graph import StageGraph
 from ._stage import StageOutput
 from ._status import RunStatus, StageStatus
-from .errors import GraphMismatchError, LeaseLostError, StoreError
+from .errors import ConfigurationError, GraphMismatchError, LeaseLostError, StoreError
 from .ports import Clock, Lease, RunRecord, RunStore, StageRecord, UsageRecord
 
 if TYPE_CHECKING:
     from ._context import StageContext
+    from ._prices import PriceTable
 
 logger = logging.getLogger("stageflow")
 
@@ -53,6 +56,124 @@ def changes(before: Mapping[str, list[str]], after: Mapping[str, list[str]]) -> 
         if n in before and after[n] != before[n]
     ]
     return said
+
+
+# ------------------------------------------------------------------ governing configuration
+
+CONFIG_VERSION = 1
+MONEY = ("budget", "prices", "model_chains", "stages")
+"""The settings a resume may not change silently (``Engine.resume(override=True)``)."""
+
+
+def budget_json(budget: Budget | None) -> dict[str, Any] | None:
+    if budget is None:
+        return None
+    return {"max_tokens": budget.max_tokens, "max_cost": budget.max_cost,
+            "warn_at": budget.warn_at, "policy": budget.policy.value}  # fmt: skip
+
+
+def budget_of(data: Mapping[str, Any] | None) -> Budget | None:
+    return None if data is None else Budget(**data)
+
+
+def governing(
+    graph: StageGraph,
+    *,
+    budget: Budget | None,
+    prices: PriceTable | None,
+    model_chains: Sequence[ModelChain],
+    timeout: float | None,
+    max_parallel: int | None,
+    fail_fast: bool,
+) -> dict[str, Any]:
+    """A run's governing configuration as plain JSON data (what ``RunRecord.config`` holds)."""
+    stages = {
+        spec.name: {
+            "budget": budget_json(spec.budget),
+            "estimate": None if spec.estimate is None
+            else {"tokens": spec.estimate.tokens, "cost": spec.estimate.cost},
+        }
+        for spec in graph.stages
+        if spec.budget is not None or spec.estimate is not None
+    }  # fmt: skip
+    return {
+        "version": CONFIG_VERSION,
+        "budget": budget_json(budget),
+        "prices": None if prices is None else prices.model_dump(mode="json"),
+        "model_chains": [list(chain.models) for chain in model_chains],
+        "stages": stages,
+        "timeout": timeout,
+        "max_parallel": max_parallel,
+        "fail_fast": fail_fast,
+    }
+
+
+def config_text(config: Mapping[str, Any]) -> str:
+    return _codec.dumps(dict(config), "the run's configuration")
+
+
+def config_of(record: RunRecord) -> dict[str, Any] | None:
+    """The configuration stored with the run, or None (a run recorded without one)."""
+    if not record.config:
+        return None
+    config = _codec.loads(record.config)
+    if not isinstance(config, dict) or config.get("version") != CONFIG_VERSION:
+        raise StoreError(
+            f"run {record.run_id!r} has a stored configuration this stageflow cannot read "
+            f"(version {config.get('version') if isinstance(config, dict) else '?'!r})"
+        )
+    return config
+
+
+def config_changes(
+    stored: Mapping[str, Any], given: Mapping[str, Any]
+) -> tuple[dict[str, Any], list[str]]:
+    """How a resume's configuration meets the stored one.
+
+    Returns the stored values to use where ``given`` leaves a setting unset (None, no
+    model chains, ``fail_fast`` True), and, in words, the money settings ``given``
+    sets to something else than the stored value (a conflict unless overridden).
+    """
+    unset: dict[str, object] = {"model_chains": [], "fail_fast": True}
+    restore: dict[str, Any] = {}
+    differ: list[str] = []
+    # The timeout is recorded, not restored: it bounds one drive (a run it cancelled must
+    # be resumable without one), and a resume takes its own.
+    for key in ("budget", "prices", "model_chains", "max_parallel", "fail_fast"):
+        mine, theirs = given.get(key), stored.get(key, unset.get(key))
+        if mine == theirs:
+            continue
+        if mine == unset.get(key):  # not set on this resume: the stored value holds
+            restore[key] = theirs
+        elif key in MONEY:
+            differ.append(f"{key} {_said(key, mine)} instead of the stored {_said(key, theirs)}")
+    mine_stages, theirs_stages = given.get("stages", {}), stored.get("stages", {})
+    for name in sorted(set(mine_stages) | set(theirs_stages)):
+        mine, theirs = mine_stages.get(name), theirs_stages.get(name)
+        if mine != theirs:
+            differ.append(
+                f"stage {name!r} declares {_said('stage', mine)} instead of the stored "
+                f"{_said('stage', theirs)}"
+            )
+    return restore, differ
+
+
+def _said(key: str, value: Any) -> str:
+    if value is None:
+        return "none"
+    if key == "budget":
+        return repr(budget_of(value))
+    if key == "stage":
+        parts = [f"budget={budget_of(value['budget'])!r}"] if value.get("budget") else []
+        if value.get("estimate"):
+            parts.append(f"estimate={value['estimate']['tokens']} tokens, "
+                         f"{value['estimate']['cost']:g} cost")  # fmt: skip
+        return ", ".join(parts) or "nothing"
+    if key == "model_chains":
+        return "[" + ", ".join(" > ".join(chain) for chain in value) + "]" if value else "none"
+    if key == "prices":
+        return f"prices of {sorted(value.get('models', {}))}"
+    return repr(value)
 
 
 def default_owner() -> str:
@@ -114,8 +235,9 @@ class DurableRun:
         ttl: float,
         clock: Clock,
         labels: Mapping[str, str] | None = None,
+        config: str = "",
     ) -> DurableRun:
-        """Create the run in the store and take its lease."""
+        """Create the run in the store (with its governing ``config``) and take its lease."""
         shape = structure(graph)
         now = clock.wall()
         record = RunRecord(
@@ -128,6 +250,7 @@ class DurableRun:
             now,
             structure=json.dumps(shape, separators=(",", ":")),
             labels=dict(labels or {}),
+            config=config,
         )
         await store.create_run(record)
         lease = await store.acquire_lease(run_id, owner, ttl)
@@ -143,19 +266,24 @@ class DurableRun:
         owner: str,
         ttl: float,
         clock: Clock,
+        record: RunRecord | None = None,
+        take_over: bool = False,
     ) -> tuple[DurableRun, RunRecord, dict[str, Any]]:
         """Check the graph against the run's, take the lease, load what was done.
 
-        Returns the durable run, the run's record as it was before the resume, and
-        its data.
+        ``record``: the run's record as :meth:`checked_record` returned it (default: read
+        and checked here). ``take_over``: take the lease even from a driver whose lease
+        has not expired (known dead; if it is not, its next fenced write raises
+        ``LeaseLostError`` and it stops its run). Returns the durable run, the run's
+        record as it was before the resume, and its data.
         """
-        record = await store.get_run(run_id)
-        shape = structure(graph)
-        if record.fingerprint != fingerprint(shape):
-            before = json.loads(record.structure) if record.structure else {}
-            said = changes(before, shape) or ["its structure differs"]
-            raise GraphMismatchError.of(run_id, said, graph)
-        lease = await store.acquire_lease(run_id, owner, ttl)
+        if record is None:
+            record = await cls.checked_record(store, graph, run_id)
+        if take_over:
+            check_take_over(store)
+            lease = await store.acquire_lease(run_id, owner, ttl, take_over=True)
+        else:  # the call of stores that predate take_over
+            lease = await store.acquire_lease(run_id, owner, ttl)
         try:
             done = await store.stage_records(run_id)
             usage = await store.load_usage(run_id)
@@ -169,6 +297,17 @@ class DurableRun:
         durable = cls(store, lease, ttl, done, clock, record.status)
         durable.usage = usage
         return durable, record, data
+
+    @staticmethod
+    async def checked_record(store: RunStore, graph: StageGraph, run_id: str) -> RunRecord:
+        """The run's record, once ``graph`` is found to be the graph it started with."""
+        record = await store.get_run(run_id)
+        shape = structure(graph)
+        if record.fingerprint != fingerprint(shape):
+            before = json.loads(record.structure) if record.structure else {}
+            said = changes(before, shape) or ["its structure differs"]
+            raise GraphMismatchError.of(run_id, said, graph)
+        return record
 
     # ------------------------------------------------------------ what interceptors use
 
@@ -282,6 +421,21 @@ class DurableRun:
             logger.warning("run %s ended after its lease was lost", self.lease.run_id)
         finally:
             await self.store.release_lease(self.lease)
+
+
+def check_take_over(store: RunStore) -> None:
+    """Refuse a take-over on a store whose ``acquire_lease`` has no ``take_over`` option."""
+    try:
+        params = inspect.signature(store.acquire_lease).parameters.values()
+    except (TypeError, ValueError):  # no signature to read: let the call tell
+        return
+    if not any(p.name == "take_over" or p.kind is p.VAR_KEYWORD for p in params):
+        raise ConfigurationError(
+            f"{type(store).__name__}.acquire_lease has no take_over option: this store "
+            "cannot take a run over from another driver",
+            field="take_over",
+            value=True,
+        )
 
 
 def check_ttl(ttl: object) -> float:

@@ -13,7 +13,16 @@ from ._budget import Budget, ModelChain
 from ._check import integer, number, refuse
 from ._clock import LoopClock
 from ._context import StageCall, StageContext
-from ._durable import DurableRun, check_ttl, default_owner
+from ._durable import (
+    DurableRun,
+    budget_of,
+    check_ttl,
+    config_changes,
+    config_of,
+    config_text,
+    default_owner,
+    governing,
+)
 from ._graph import StageGraph, set_default_run
 from ._ids import RUN_ID, new_run_id
 from ._ledger import Governance
@@ -34,14 +43,14 @@ from .interceptors._base import (
 )
 from .interceptors._breaker import CircuitBreakerInterceptor, CircuitBreakerRegistry
 from .interceptors._budget import BudgetInterceptor
-from .interceptors._checkpoint import CheckpointInterceptor
+from .interceptors._checkpoint import CheckpointInterceptor, check_storable
 from .interceptors._retry import RetryInterceptor
 from .interceptors._timeout import TimeoutInterceptor
 from .ports import Clock, EventSink
 
 if TYPE_CHECKING:
     from ._prices import PriceTable
-    from .ports import RunStore
+    from .ports import RunRecord, RunStore
 
 __all__ = ["Engine"]
 
@@ -221,6 +230,14 @@ class Engine:
     # ---------------------------------------------------------------- read-only settings
 
     @property
+    def settings(self) -> Mapping[str, Any]:
+        """The arguments this engine was made with, by name (read-only): what
+        :meth:`replace` starts from. ``interceptors`` are those given, without the
+        defaults; ``circuit_breakers`` is the registry shared with replaced engines.
+        """
+        return MappingProxyType(self._settings)
+
+    @property
     def interceptors(self) -> tuple[Interceptor, ...]:
         """The interceptors, outermost first (defaults included)."""
         return self._interceptors
@@ -261,13 +278,14 @@ class Engine:
         return self._owner
 
     @property
-    def circuit_breakers(self) -> CircuitBreakerRegistry | None:
-        """The registry of this engine's circuit breakers (to inspect their state), or
-        None when ``without`` left the breaker out."""
+    def circuit_breakers(self) -> CircuitBreakerRegistry:
+        """The registry of this engine's circuit breakers (to inspect their state); it
+        stays empty when ``without`` left the breaker out."""
         for interceptor in self._interceptors:
             if isinstance(interceptor, CircuitBreakerInterceptor):
                 return interceptor.registry
-        return None
+        registry: CircuitBreakerRegistry = self._settings["circuit_breakers"]
+        return registry
 
     # ---------------------------------------------------------------- chains
 
@@ -316,6 +334,9 @@ class Engine:
 
         Raises:
             ConfigurationError: an argument is invalid.
+            CodecError: the engine has a store and a stage's declared ``output=``
+                model has a field whose type cannot be stored (naming stage, field
+                and type); nothing was written.
             asyncio.CancelledError: the task running this was cancelled; running
                 stages were cancelled first and ``run.cancelled`` was emitted.
         """
@@ -330,9 +351,11 @@ class Engine:
         durable = None
         store = self.store
         if store is not None:
+            check_storable(graph)  # declared output models, before anything is written
             durable = await DurableRun.start(
                 store, graph, run_id, frozen, labels=checked,
                 owner=self._owner, ttl=self._lease_ttl, clock=self._clock,
+                config=config_text(self._governing(graph, timeout)),
             )  # fmt: skip
         run = RunContext(
             graph, run_id, frozen, timeout=timeout, durable=durable, labels=checked,
@@ -341,7 +364,13 @@ class Engine:
         return await self._compiled(graph).run_call(run)
 
     async def resume(
-        self, run_id: str, graph: StageGraph, *, timeout: float | None = None
+        self,
+        run_id: str,
+        graph: StageGraph,
+        *,
+        timeout: float | None = None,
+        override: bool = False,
+        take_over: bool = False,
     ) -> RunResult:
         """Go on with a run of this engine's store that did not complete.
 
@@ -349,14 +378,43 @@ class Engine:
         nothing inside them runs; the others run, those that were in flight when the
         run stopped included (at least once: use ``ctx.idempotency_key``). A run that
         completed is returned as it was, running nothing. The run's labels are read
-        back from the store (``RunContext.labels``).
+        back from the store (``RunContext.labels``), and so is what it spent.
+
+        The run's governing configuration, stored when it started, governs the resume
+        too: a setting this engine leaves unset (no ``budget``, no ``prices``, no
+        ``model_chains``, ``max_parallel=None``, ``fail_fast=True``) takes the stored
+        value. A money setting given that differs from the stored one (the run budget,
+        prices, model chains, or a stage's declared ``budget``/``estimate``) is refused,
+        unless ``override=True``: then the given settings govern this drive (the stored
+        configuration stays as it was). A ``max_parallel`` or ``fail_fast=False`` given
+        wins for this drive. The run's ``timeout`` is recorded but bounds only the
+        drive it was given to: a resume has its own.
+
+        A run whose driver was killed stays leased until its lease expires (``lease_ttl``
+        after its last heartbeat): until then a resume raises ``RunLeasedError``. With
+        ``take_over=True`` it takes the lease at once, with a new fencing token. Use it
+        only when the owner is known dead: should it be alive after all, its next
+        fenced write (a stage's outcome, ``ctx.state.save``, usage, a heartbeat) raises
+        ``LeaseLostError`` and it stops its run, writing nothing more; the stages it had
+        in flight run in both drivers (at least once, as always).
+
+        Args:
+            run_id: the run.
+            graph: the graph the run started with.
+            timeout: seconds for this drive (default: none, whatever the run started with).
+            override: let the given money settings govern instead of the stored ones.
+            take_over: take the run's lease even from a driver whose lease has not
+                expired (known dead).
 
         Raises:
-            ConfigurationError: the engine has no store, or an argument is invalid.
+            ConfigurationError: the engine has no store, an argument is invalid, or a
+                money setting differs from the run's stored configuration (the error
+                says which) and ``override`` is False, or ``take_over`` is given to a
+                store whose ``acquire_lease`` has no ``take_over`` option.
             GraphMismatchError: ``graph`` is not the graph the run started with; the
                 error says what changed.
             UnknownRunError: the store has no such run.
-            RunLeasedError: another driver holds the run.
+            RunLeasedError: another driver holds the run (and ``take_over`` is False).
         """
         store = self.store
         if store is None:
@@ -367,15 +425,67 @@ class Engine:
             )
         _check_run_id(run_id)
         _check_graph(graph, "resume")
+        check_storable(graph)
         _check_timeout(timeout)
+        if not isinstance(override, bool):
+            refuse("override", "True or False", override)
+        if not isinstance(take_over, bool):
+            refuse("take_over", "True or False", take_over)
+        record = await DurableRun.checked_record(store, graph, run_id)
+        engine, timeout = self._resuming(record, graph, timeout, override)
         durable, record, data = await DurableRun.resume(
-            store, graph, run_id, owner=self._owner, ttl=self._lease_ttl, clock=self._clock
-        )
+            store, graph, run_id, owner=self._owner, ttl=self._lease_ttl, clock=self._clock,
+            record=record, take_over=take_over,
+        )  # fmt: skip
         run = RunContext(
             graph, run_id, MappingProxyType(data), resumed=True, timeout=timeout,
             durable=durable, labels=record.labels, clock=self._clock,
         )  # fmt: skip
-        return await self._compiled(graph).run_call(run)
+        return await engine._compiled(graph).run_call(run)
+
+    def _governing(self, graph: StageGraph, timeout: float | None) -> dict[str, Any]:
+        governance = self.governance
+        return governing(
+            graph,
+            budget=None if governance is None else governance.budget,
+            prices=None if governance is None else governance.prices,
+            model_chains=self._settings["model_chains"],
+            timeout=timeout,
+            max_parallel=self.max_parallel,
+            fail_fast=self.fail_fast,
+        )
+
+    def _resuming(
+        self, record: RunRecord, graph: StageGraph, timeout: float | None, override: bool
+    ) -> tuple[Engine, float | None]:
+        """The engine and timeout a resume drives with: the stored configuration where
+        this engine sets nothing; a refusal where it sets other money settings."""
+        stored = config_of(record)
+        if stored is None:  # a run recorded without one: this engine's settings
+            return self, timeout
+        restore, differ = config_changes(stored, self._governing(graph, timeout))
+        if differ and not override:
+            raise ConfigurationError(
+                f"run {record.run_id!r} was started with another configuration: "
+                f"{'; '.join(differ)}. Resume with the same settings or none (the stored ones "
+                "are restored), or override them for this drive (Engine.resume(override=True),"
+                " stageflow resume --override)",
+                field="override",
+                value=differ,
+            )
+        changes: dict[str, Any] = {}
+        for key, value in restore.items():
+            if key == "budget":
+                changes[key] = budget_of(value)
+            elif key == "prices":
+                from ._prices import PriceTable  # pydantic: imported only when prices are
+
+                changes[key] = PriceTable(**value)
+            elif key == "model_chains":
+                changes[key] = tuple(ModelChain(*models) for models in value)
+            else:
+                changes[key] = value
+        return (self.replace(**changes) if changes else self), timeout
 
     async def _execute(self, run: RunContext) -> RunResult:
         # The innermost run call: what the interceptors' wrap_run hooks wrap.
@@ -403,7 +513,7 @@ class Engine:
             lambda why: state.abort(LeaseLostError.of(run.run_id, durable.lease.token))
         )
         try:
-            result = await state.execute(run.timeout)
+            result = await state.execute(run.timeout, resumed=run.resumed)
         except asyncio.CancelledError:
             await asyncio.shield(durable.finish(RunStatus.CANCELLED, None, state.unstored()))
             raise

@@ -14,9 +14,9 @@ __all__ = ["Event", "EventType"]
 class EventType(enum.StrEnum):
     """The closed set of event types stageflow emits (stages add ``custom.*``).
 
-    Later features emit the types reserved here (``stage.retrying`` by retries,
-    ``circuit.*`` by the circuit breaker, ``budget.*`` by budgets,
-    ``stage.restored``/``checkpoint.saved`` by durable runs).
+    Later features emit the types reserved here (``stage.retrying`` and
+    ``attempt.started`` by retries, ``circuit.*`` by the circuit breaker, ``budget.*``
+    by budgets, ``stage.restored``/``checkpoint.saved`` by durable runs).
     """
 
     RUN_STARTED = "run.started"
@@ -29,6 +29,7 @@ class EventType(enum.StrEnum):
     STAGE_SKIPPED = "stage.skipped"
     STAGE_CANCELLED = "stage.cancelled"
     STAGE_RETRYING = "stage.retrying"
+    ATTEMPT_STARTED = "attempt.started"
     STAGE_RESTORED = "stage.restored"
     CIRCUIT_OPENED = "circuit.opened"
     CIRCUIT_HALF_OPEN = "circuit.half_open"

@@ -12,11 +12,13 @@ from .errors import (
     CycleError,
     DuplicateDependencyError,
     DuplicateStageError,
+    EmptyPipelineError,
     SelfDependencyError,
     UnknownDependencyError,
 )
 
 if TYPE_CHECKING:
+    from ._context import StageContext
     from ._result import RunResult
 
 __all__ = ["StageGraph"]
@@ -75,6 +77,8 @@ class StageGraph:
 
     @classmethod
     def _from_specs(cls, name: str, specs: Sequence[StageSpec]) -> StageGraph:
+        if not specs:
+            raise EmptyPipelineError.of(name)
         index: dict[str, int] = {}
         setdefault = index.setdefault
         for i, spec in enumerate(specs):
@@ -183,12 +187,21 @@ class StageGraph:
         lines.append("}")
         return "\n".join(lines) + "\n"
 
-    async def run(self, data: Mapping[str, Any] | None = None, **kwargs: Any) -> RunResult:
+    async def run(
+        self, data: Mapping[str, Any] | StageContext | None = None, **kwargs: Any
+    ) -> RunResult:
         """Run this graph on a default :class:`~stageflow.Engine`: a convenience for
         scripts and notebooks, the same as ``await Engine().run(graph, data)``.
 
         ``kwargs`` go to :meth:`Engine.run` (``run_id``, ``timeout``, ``labels``).
+
+        stageflow-core's ``graph.run(ctx)``, with a hand-built entry context, still
+        runs (deprecated): its snapshot becomes the run's data (docs/migration.md).
         """
+        if data is not None and not isinstance(data, Mapping):
+            from ._legacy import entry_run
+
+            data, kwargs = entry_run(data, kwargs)
         return await _DEFAULT_RUN[0](self, data, **kwargs)
 
     def __repr__(self) -> str:

@@ -127,11 +127,14 @@ class UsageLedger:
     Interceptors use it to govern stages the way :class:`~stageflow.BudgetInterceptor`
     does: :meth:`reserve` before an attempt (check the budgets can cover an estimate,
     and hold it), :meth:`release` after (free what is left of it), :meth:`report`
-    (what ``ctx.usage.report`` calls), :meth:`spent`, and :meth:`unstored` (the
-    reports a durable run has yet to store). Safe from a sync stage's thread.
+    (what ``ctx.usage.report`` calls), :meth:`spent`, :meth:`reported` (a stage's
+    reports in this driver of the run, what the telemetry interceptors read when the
+    stage ends) and :meth:`unstored` (the reports a durable run has yet to store).
+    Safe from a sync stage's thread.
     """
 
     __slots__ = (
+        "by_stage",
         "depth",
         "durable",
         "emit",
@@ -164,6 +167,7 @@ class UsageLedger:
         self.run = _Scope(self.governance.budget)
         self.stages: dict[str, _Scope] = {}  # stage name -> its own budget's account
         self.records: list[UsageRecord] = []  # every report of the run, restored ones first
+        self.by_stage: dict[str, list[UsageRecord]] = {}  # this driver's reports, by stage
         self.pending: dict[str, list[UsageRecord]] = {}  # reports the store has not seen
         self.held: dict[tuple[str, int], list[Any]] = {}  # (stage, attempt) -> [tokens, cost]
         self.level = 0  # how many steps the run's stages are downgraded (DOWNGRADE)
@@ -333,6 +337,7 @@ class UsageLedger:
         if self.run.budget is None and budget is None:  # nothing to check: just count it
             with self.lock:
                 self.records.append(record)
+                self.by_stage.setdefault(stage, []).append(record)
                 if self.durable:
                     self.pending.setdefault(stage, []).append(record)
             if unpriced is not None:
@@ -341,6 +346,7 @@ class UsageLedger:
         blocked: BudgetExceededError | None = None
         with self.lock:
             self.records.append(record)
+            self.by_stage.setdefault(stage, []).append(record)
             if self.durable:
                 self.pending.setdefault(stage, []).append(record)
             left = self.held.get((stage, ctx.attempt))
@@ -389,6 +395,22 @@ class UsageLedger:
                 if record.stage == stage:
                     total = total + Usage(record.input_tokens, record.output_tokens, record.cost)
         return total
+
+    def reported(self, stage: str) -> tuple[UsageRecord, ...]:
+        """What a stage reported in this driver of the run, report by report, all its
+        attempts (not what earlier drivers of a resumed run reported: see :meth:`spent`).
+        Empty for a stage that reported nothing: one dict lookup.
+
+        Raises:
+            ConfigurationError: ``stage`` is not a stage name (a str).
+        """
+        if type(stage) is not str:
+            refuse("stage", "a stage name (str)", stage, label="UsageLedger.reported() stage")
+        reports = self.by_stage.get(stage)
+        if reports is None:
+            return ()
+        with self.lock:
+            return tuple(reports)
 
     # ---------------------------------------------------------------- models
 

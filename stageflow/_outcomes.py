@@ -31,9 +31,22 @@ class Outcomes:
         attempts: calls made per stage (0: it never ran).
         errors: the exception of each failed stage, by number.
         reasons: why a stage was skipped, failed or cancelled, by number.
+        restored: for stages whose outcome an earlier driver stored, by number: the
+            attempts it took and when it started and ended (that driver's seconds
+            since its run started), as ``StageContext.report_restored`` said. None
+            until a stage is restored: a run without a store never makes it.
     """
 
-    __slots__ = ("attempts", "errors", "names", "outputs", "reasons", "status", "times")
+    __slots__ = (
+        "attempts",
+        "errors",
+        "names",
+        "outputs",
+        "reasons",
+        "restored",
+        "status",
+        "times",
+    )
 
     def __init__(self, names: tuple[str, ...]) -> None:
         n = len(names)
@@ -44,13 +57,21 @@ class Outcomes:
         self.attempts = array("I", bytes(4 * n))
         self.errors: dict[int, BaseException] = {}
         self.reasons: dict[int, str] = {}
+        self.restored: dict[int, tuple[int, float | None, float | None]] | None = None
+
+    def taken(self, i: int) -> tuple[int, float | None, float | None]:
+        """Stage i's attempts, start and end: as restored, else as this run recorded them."""
+        restored = self.restored
+        if restored is not None and i in restored:
+            return restored[i]
+        attempts = self.attempts[i]
+        if attempts or self.status[i] == CANCELLED:
+            return attempts, self.times[2 * i], self.times[2 * i + 1]
+        return attempts, None, None
 
     def result(self, i: int) -> StageResult:
         """Stage i's StageResult, built now."""
-        attempts = self.attempts[i]
-        started = ended = None
-        if attempts or self.status[i] == CANCELLED:
-            started, ended = self.times[2 * i], self.times[2 * i + 1]
+        attempts, started, ended = self.taken(i)
         output = self.outputs[i]
         return StageResult(
             self.names[i],

@@ -9,7 +9,7 @@ from typing import Any, Final
 from ._status import RunStatus, StageStatus
 from ._usage import EMPTY as EMPTY_USAGE
 from ._usage import UsageSummary
-from .errors import ConfigurationError, RunCancelledError, RunFailedError
+from .errors import ConfigurationError, MissingOutputError, RunCancelledError, RunFailedError
 
 __all__ = ["RunResult", "RunStatus", "StageResult"]
 
@@ -22,7 +22,10 @@ class StageResult:
     Attributes:
         stage: the stage's name.
         status: completed, failed, skipped or cancelled.
-        data: the output data (empty unless completed or failed with data).
+        data: the output data (empty unless completed or failed with data). Of a stage
+            that did not complete, a key it does not hold raises
+            :class:`~stageflow.errors.MissingOutputError` (a KeyError) naming the stage,
+            how it ended and its error (``__cause__``), not a bare KeyError.
         error: the exception that failed the stage, if any.
         reason: why it was skipped or failed, in words.
         attempts: how many attempts were made (0 when it never ran); an attempt
@@ -52,6 +55,8 @@ class StageResult:
         self.attempts = attempts
         self.started = started
         self.ended = ended
+        if status is not StageStatus.COMPLETED:
+            self.data = _NoOutput(self, data)
 
     @property
     def duration(self) -> float | None:
@@ -70,11 +75,50 @@ class StageResult:
         return f"<StageResult {self.stage!r} {self.status.value} attempts={self.attempts}{extra}>"
 
 
+class _NoOutput(Mapping[str, Any]):
+    """The data of a stage that did not complete: what it failed with (if anything);
+    asking for any other key raises MissingOutputError, naming the stage and its error."""
+
+    __slots__ = ("_data", "_error", "_reason", "_stage", "_status")
+
+    def __init__(self, result: StageResult, data: Mapping[str, Any]) -> None:
+        self._data = data
+        self._stage = result.stage
+        self._status = result.status
+        self._error = result.error
+        self._reason = result.reason
+
+    def __getitem__(self, key: str) -> Any:
+        try:
+            return self._data[key]
+        except KeyError:
+            reason = self._reason
+            if reason is None and self._error is not None:
+                reason = f"{type(self._error).__name__}: {self._error}"
+            raise MissingOutputError.of(
+                self._stage, key, str(self._status), reason
+            ) from self._error
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._data
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __repr__(self) -> str:
+        return repr(dict(self._data))
+
+
 class RunResult:
     """The outcome of one run.
 
     ``result["stage"]`` is that stage's :class:`~stageflow.StageResult`, so
-    ``result["summarize"].data["summary"]`` reads a stage's output.
+    ``result["summarize"].data["summary"]`` reads a stage's output; if that stage
+    failed, was skipped or cancelled, that raises
+    :class:`~stageflow.errors.MissingOutputError` naming it and its error.
 
     Attributes:
         run_id: the run's id.

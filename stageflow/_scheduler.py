@@ -16,7 +16,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final
 
-from ._context import StageContext
+from ._context import new_context
 from ._events import EventType
 from ._outcomes import StageResults
 from ._result import RunResult, RunStatus
@@ -133,11 +133,14 @@ class RunState(RunServices):
 
     # ------------------------------------------------------------------ driving the run
 
-    async def execute(self, timeout: float | None) -> RunResult:
+    async def execute(self, timeout: float | None, *, resumed: bool = False) -> RunResult:
         wall_start = self.wall()
         self.t0 = self.now()
         if self.sink is not None:
-            self.event(EventType.RUN_STARTED, None, 0, {"stages": len(self.graph.stages)})
+            started: dict[str, Any] = {"stages": len(self.graph.stages)}
+            if resumed:  # this drive goes on with a run that an earlier one started
+                started["resumed"] = True
+            self.event(EventType.RUN_STARTED, None, 0, started)
         for i in self.graph.roots:
             self.ready(i)
         if self.remaining == 0:
@@ -255,13 +258,13 @@ class RunState(RunServices):
                                 return
                             continue
                 spec = specs[i]
-                ctx = StageContext(self, i, spec)
+                ctx = new_context(self, i, spec)
                 if sink is not None:
                     self.event(EventType.STAGE_STARTED, spec.name, 1, {"kind": spec.kind.value})
                 times[2 * i] = now() - t0
                 attempts[i] = 1  # a retrying interceptor counts further attempts
                 try:
-                    out = await calls[i](ctx)
+                    out: object = await calls[i](ctx)  # raw when no interceptor normalizes
                 except asyncio.CancelledError:
                     times[2 * i + 1] = now() - t0
                     if self.stopping:
@@ -469,9 +472,15 @@ class RunState(RunServices):
     def stage_event(self, i: int) -> None:
         outcomes = self.outcomes
         data: dict[str, Any] = {}
-        attempts = outcomes.attempts[i]
-        if attempts:
-            data["duration"] = outcomes.times[2 * i + 1] - outcomes.times[2 * i]
+        restored = outcomes.restored
+        if restored is not None and i in restored:  # what its outcome took when it ran
+            attempts, started, ended = restored[i]
+            if started is not None and ended is not None:
+                data["duration"] = ended - started
+        else:
+            attempts = outcomes.attempts[i]
+            if attempts:
+                data["duration"] = outcomes.times[2 * i + 1] - outcomes.times[2 * i]
         reason = outcomes.reasons.get(i)
         if reason is not None:
             data["reason"] = reason

@@ -5,6 +5,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import collections
+import dataclasses
 import io
 import logging
 import os
@@ -17,7 +18,7 @@ from ._events import Event
 from .errors import ConfigurationError
 from .ports import EventSink
 
-__all__ = ["BufferedSink", "FanOutSink", "JsonLinesSink", "LoggingSink"]
+__all__ = ["BufferedSink", "FanOutSink", "JsonLinesSink", "LegacyEventSink", "LoggingSink"]
 
 _OVERFLOWS = ("drop_oldest", "drop_newest", "block")
 
@@ -349,3 +350,51 @@ class BufferedSink(_SyncSink):
             self._wakeup.set()
             await self._task
         self._release()
+
+
+_LEGACY_RUN_TYPES = {
+    "run.started": "pipeline.started",
+    "run.completed": "pipeline.completed",
+    "run.failed": "pipeline.failed",
+    "run.cancelled": "pipeline.cancelled",
+}
+
+
+class LegacyEventSink(_SyncSink):
+    """Re-types events the way stageflow-core named them, for dashboards that match on
+    those names, and hands them to ``inner``.
+
+    ``run.<x>`` becomes ``pipeline.<x>``; a stage event ``stage.<x>`` becomes
+    ``stage.<name>.<x>`` (``stage.greet.completed``). Everything else (``custom.*``,
+    ``circuit.*``, ``budget.*``, ``checkpoint.*``) passes as it is. Only ``type``
+    changes: ``stage``, ``seq``, ``data`` and the rest are the event's own.
+
+    Example:
+        >>> event = Event("stage.completed", "run-1", "p", "greet", seq=3, ts=0.0)
+        >>> LegacyEventSink.legacy_type(event)
+        'stage.greet.completed'
+    """
+
+    def __init__(self, inner: EventSink) -> None:
+        check_sink(inner, "inner")
+        self.inner = inner
+
+    @staticmethod
+    def legacy_type(event: Event) -> str:
+        """The type stageflow-core gave ``event``."""
+        kind = str(event.type)
+        if kind.startswith("stage.") and event.stage is not None:
+            return f"stage.{event.stage}.{kind[6:]}"
+        return _LEGACY_RUN_TYPES.get(kind, kind)
+
+    def _retyped(self, event: Event) -> Event:
+        kind = self.legacy_type(event)
+        return event if kind == event.type else dataclasses.replace(event, type=kind)
+
+    def try_emit(self, event: Event) -> None:
+        """Hand the re-typed event to ``inner.try_emit``."""
+        self.inner.try_emit(self._retyped(event))
+
+    async def emit(self, event: Event) -> None:
+        """Hand the re-typed event to ``inner.emit`` and await it."""
+        await self.inner.emit(self._retyped(event))

@@ -10,13 +10,17 @@ import inspect
 import types
 import weakref
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import MISSING, is_dataclass
+from dataclasses import fields as dataclass_fields
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
+from . import _codec
 from ._budget import Budget, Estimate
 from ._check import integer, number, refuse
 from ._policies import CircuitBreakerPolicy, RetryPolicy
-from ._stage import StageKind
+from ._stage import StageKind, StageOutput
+from ._status import StageStatus
 from .errors import InvalidOptionError, InvalidOutputError, InvalidStageError, InvalidStageNameError
 
 if TYPE_CHECKING:
@@ -51,6 +55,8 @@ class StageSpec(NamedTuple):
         circuit_breaker: the :class:`~stageflow.CircuitBreakerPolicy`, or None.
         budget: the stage's own :class:`~stageflow.Budget`, or None.
         estimate: what it expects to spend (:class:`~stageflow.Estimate`), or None.
+        output: the declared model of its output data (a pydantic model or a
+            dataclass type), or None: see ``with_stage(output=)``.
     """
 
     name: str
@@ -66,6 +72,7 @@ class StageSpec(NamedTuple):
     circuit_breaker: CircuitBreakerPolicy | None = None
     budget: Budget | None = None
     estimate: Estimate | None = None
+    output: type | None = None
 
 
 # StageSpec(...) through NamedTuple's Python-level __new__ costs a frame per stage.
@@ -108,6 +115,7 @@ OPTIONS: Final = (
     "circuit_breaker",
     "budget",
     "estimate",
+    "output",
 )
 
 
@@ -153,6 +161,7 @@ def make_spec(
     circuit_breaker: object = None,
     budget: object = None,
     estimate: object = None,
+    output: object = None,
 ) -> StageSpec:
     """Validate ``with_stage``'s arguments into a StageSpec (errors name stage, option, value).
 
@@ -183,19 +192,22 @@ def make_spec(
         and circuit_breaker is None
         and budget is None
         and estimate is None
+        and output is None
     ):
         return _new_spec(
             (name, stage, kind, deps, opt, _NO_NAMES, _EMPTY, stage_call(name, stage),
-             None, None, None, None, None)
+             None, None, None, None, None, None)
         )  # fmt: skip
-    options = (tags, metadata, timeout, retry, circuit_breaker, budget, estimate)
-    tag_set, meta, *resilience = (
+    options = (tags, metadata, timeout, retry, circuit_breaker, budget, estimate, output)
+    tag_set, meta, *rest = (
         unset if value is default else check(name, option, value)
         for (option, default, unset, check), value in zip(_CHECKS, options, strict=True)
     )
-    return _new_spec(
-        (name, stage, kind, deps, opt, tag_set, meta, stage_call(name, stage), *resilience)
-    )
+    call = stage_call(name, stage)
+    model = rest[-1]
+    if isinstance(model, type):  # a declared output model: the returned output is checked
+        call = _validated(name, model, call)
+    return _new_spec((name, stage, kind, deps, opt, tag_set, meta, call, *rest))
 
 
 def _kind(stage: str, value: object) -> StageKind:
@@ -260,6 +272,135 @@ def _instance(cls: type[Any], what: str) -> _Check:
     return check
 
 
+def _output(stage: str, option: str, value: object) -> type:
+    if not (isinstance(value, type) and (_codec.is_model_class(value) or is_dataclass(value))):
+        refuse(option, "a pydantic model class or a dataclass type", value, stage=stage)
+    OutputModel.of(value)  # made once per model
+    return value
+
+
+class OutputModel:
+    """How a stage's output is checked against its declared model (``output=``).
+
+    The output's keys must be the model's fields: each required one present, none
+    unknown, every value valid for its field in pydantic's strict mode (no coercion:
+    ``"1"`` is no int, a list no tuple). The output is never changed. A stage may
+    also return an instance of the model itself: its fields are its output.
+    """
+
+    __slots__ = ("_adapters", "fields", "model", "required")
+
+    def __init__(self, model: type) -> None:
+        self.model = model
+        if _codec.is_model_class(model):
+            info = model.model_fields  # type: ignore[attr-defined]
+            self.fields = tuple(info)
+            self.required = frozenset(n for n, f in info.items() if f.is_required())
+        else:
+            fields = [f for f in dataclass_fields(model) if f.init]
+            self.fields = tuple(f.name for f in fields)
+            self.required = frozenset(
+                f.name for f in fields if f.default is MISSING and f.default_factory is MISSING
+            )
+        self._adapters: dict[str, Any] | None = None
+
+    @classmethod
+    def of(cls, model: type) -> OutputModel:
+        made = _OUTPUT_MODELS.get(model)
+        if made is None:
+            made = _OUTPUT_MODELS[model] = cls(model)
+        return made
+
+    def data(self, stage: str, out: object) -> Mapping[str, Any] | None:
+        """The output data to check in what a stage returned (None: nothing to check)."""
+        if isinstance(out, StageOutput):
+            return out.data if out.status is StageStatus.COMPLETED else None
+        if isinstance(out, Mapping):
+            return out
+        if out is None:
+            return {}
+        return None  # not an output at all: the engine says so
+
+    def check(self, stage: str, data: Mapping[str, Any]) -> None:
+        """Raise InvalidOutputError unless ``data`` matches the model."""
+        name = self.model.__qualname__
+        unknown = [k for k in data if k not in self.fields]
+        missing = sorted(self.required.difference(data))
+        if unknown or missing:
+            said = [f"no field {k!r}" for k in unknown] + [f"field {k!r} missing" for k in missing]
+            raise InvalidOutputError(
+                f"stage {stage!r}: its output does not match its declared model {name}: "
+                + ", ".join(said)
+                + f" (fields: {', '.join(self.fields) or 'none'})",
+                stage=stage,
+                value=data,
+            )
+        import pydantic  # a core dependency; imported only for stages that declare a model
+
+        try:
+            if _codec.is_model_class(self.model):
+                self.model.model_validate(dict(data), strict=True)  # type: ignore[attr-defined]
+            else:
+                adapters = self._adapters
+                if adapters is None:
+                    hints = _codec.field_types(self.model)
+                    adapters = self._adapters = {
+                        n: pydantic.TypeAdapter(hints.get(n, Any)) for n in self.fields
+                    }
+                for key, value in data.items():
+                    try:
+                        adapters[key].validate_python(value, strict=True)
+                    except pydantic.ValidationError as error:
+                        raise _Located(key, error) from None
+        except _Located as located:
+            raise self._mismatch(stage, data, located.key, located.error) from None
+        except pydantic.ValidationError as error:
+            loc = error.errors()[0]["loc"]
+            raise self._mismatch(stage, data, str(loc[0]) if loc else "", error) from None
+
+    def _mismatch(self, stage: str, data: Mapping[str, Any], key: str, error: Any) -> Exception:
+        first = error.errors(include_url=False)[0]
+        where = "".join(f"[{part!r}]" for part in (key, *first["loc"][1:])) if key else ""
+        value = first.get("input")
+        return InvalidOutputError(
+            f"stage {stage!r}: its output does not match its declared model "
+            f"{self.model.__qualname__}: output{where} is {type(value).__qualname__} "
+            f"{value!r}: {first['msg']}",
+            stage=stage,
+            value=data,
+        )
+
+    def fields_of(self, out: object) -> dict[str, Any]:
+        """An instance of the model as its output data (its fields, values as they are)."""
+        return {name: getattr(out, name) for name in self.fields}
+
+
+_OUTPUT_MODELS: weakref.WeakKeyDictionary[type, OutputModel] = weakref.WeakKeyDictionary()
+
+
+class _Located(Exception):
+    def __init__(self, key: str, error: Any) -> None:
+        self.key = key
+        self.error = error
+
+
+def _validated(name: str, model: type, call: StageCall) -> StageCall:
+    """``call``, its output checked against ``model`` (see :class:`OutputModel`)."""
+    shape = OutputModel.of(model)
+
+    async def validated(ctx: StageContext) -> Any:
+        out = await call(ctx)
+        if type(out) is model:
+            return shape.fields_of(out)  # valid by construction
+        data = shape.data(name, out)
+        if data is not None:
+            shape.check(name, data)
+        return out
+
+    validated.__qualname__ = f"validated({getattr(call, '__qualname__', call)!s})"
+    return validated
+
+
 _CHECKS: Final[tuple[tuple[str, object, object, _Check], ...]] = (
     # in StageSpec's order: option, with_stage's default, what the spec keeps for that,
     # the check of another value
@@ -270,6 +411,7 @@ _CHECKS: Final[tuple[tuple[str, object, object, _Check], ...]] = (
     ("circuit_breaker", None, None, _instance(CircuitBreakerPolicy, "a CircuitBreakerPolicy")),
     ("budget", None, None, _instance(Budget, "a Budget")),
     ("estimate", None, None, _estimate),
+    ("output", None, None, _output),
 )
 
 

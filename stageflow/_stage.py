@@ -6,9 +6,9 @@ how it ended (:class:`~stageflow.StageResult`) in ``_result``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Final, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Final, Protocol, TypeAlias, runtime_checkable
 
 from ._status import StageKind, StageStatus
 from .errors import ConfigurationError
@@ -16,7 +16,7 @@ from .errors import ConfigurationError
 if TYPE_CHECKING:
     from ._context import StageContext
 
-__all__ = ["Stage", "StageKind", "StageOutput", "StageStatus"]
+__all__ = ["Stage", "StageKind", "StageOutput", "StageReturn", "StageStatus"]
 
 _EMPTY: Final[Mapping[str, Any]] = MappingProxyType({})
 
@@ -97,12 +97,25 @@ class StageOutput:
         return f"StageOutput.{how}({self.reason!r})"
 
 
+StageReturn: TypeAlias = StageOutput | Mapping[str, Any] | None
+"""What a stage may return: a :class:`StageOutput`, a Mapping (its data) or None (no data)."""
+
+
 @runtime_checkable
 class Stage(Protocol):
     """A class-based stage: an object with ``execute(ctx)`` (async, or sync to run in a thread).
 
-    Plain functions ``async def f(ctx)`` and ``def f(ctx)`` are stages too.
+    ``with_stage`` takes such an object, or a class of them (instantiated with no
+    arguments for every attempt). Plain functions are stages too: see
+    :data:`~stageflow.StageFunction` and :data:`~stageflow.SyncStageFunction`.
+
+    Example:
+        >>> class Shout:
+        ...     async def execute(self, ctx):
+        ...         return {"text": ctx.data["text"].upper()}
+        >>> isinstance(Shout(), Stage)
+        True
     """
 
-    def execute(self, ctx: StageContext) -> Any:
+    def execute(self, ctx: StageContext) -> StageReturn | Awaitable[StageReturn]:
         """Run the stage; return a StageOutput, a Mapping or None (awaitable if async)."""

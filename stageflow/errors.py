@@ -11,6 +11,7 @@ the builtin hierarchy keeps working::
     │   ├── InvalidStageNameError               a stage name is not an identifier-like string
     │   ├── InvalidStageError (TypeError)       the stage is neither a callable nor has execute()
     │   ├── InvalidOptionError                  a stage option of the wrong type or value
+    │   ├── EmptyPipelineError                  build() of a pipeline without stages
     │   ├── DuplicateStageError                 two stages share a name
     │   ├── DuplicateDependencyError            a stage lists a dependency twice
     │   ├── UnknownDependencyError              a dependency names no stage of the graph
@@ -21,6 +22,7 @@ the builtin hierarchy keeps working::
     │   ├── UnknownModelError (KeyError)        a price table has no price for a model
     │   └── CodecError (TypeError)              a value cannot be stored faithfully (``.field``)
     ├── StageError                              raised inside a run, about one stage (``.stage``)
+    │   ├── MissingOutputError (KeyError)       ``result[x].data[key]``: the stage did not complete
     │   ├── StageFailedError                    the stage returned ``StageOutput.fail(...)``
     │   ├── InvalidOutputError (TypeError)      the stage returned something that is not an output
     │   ├── StageCancelledError                 the stage was cancelled outside the run's control
@@ -28,6 +30,7 @@ the builtin hierarchy keeps working::
     │   ├── CircuitOpenError                    the stage's circuit breaker is open: not called
     │   ├── BudgetExceededError                 a token or cost budget cannot cover the stage
     │   └── MissingInputError (KeyError)        ``ctx.inputs`` was asked for what is not there
+    │       └── InputTypeError (TypeError)      ``get_from(..., type=)`` found another type
     ├── StoreError                              a store failed (backend errors become this)
     │   ├── UnknownRunError (KeyError)          no run has that id
     │   ├── RunExistsError                      a run with that id exists already
@@ -72,14 +75,17 @@ __all__ = [
     "CycleError",
     "DuplicateDependencyError",
     "DuplicateStageError",
+    "EmptyPipelineError",
     "GraphError",
     "GraphMismatchError",
+    "InputTypeError",
     "InvalidOptionError",
     "InvalidOutputError",
     "InvalidStageError",
     "InvalidStageNameError",
     "LeaseLostError",
     "MissingInputError",
+    "MissingOutputError",
     "RunCancelledError",
     "RunError",
     "RunExistsError",
@@ -211,6 +217,26 @@ class InvalidOptionError(GraphError):
         self.stage = stage
         self.option = option
         self.value = value
+
+
+class EmptyPipelineError(GraphError):
+    """``build()`` of a pipeline that has no stage: there would be nothing to run.
+
+    Attributes:
+        pipeline: the pipeline's name.
+    """
+
+    def __init__(self, message: str, *, pipeline: str) -> None:
+        super().__init__(message)
+        self.pipeline = pipeline
+
+    @classmethod
+    def of(cls, pipeline: str) -> Self:
+        """The error with its standard message."""
+        return cls(
+            f"pipeline {pipeline!r} has no stages: add one with with_stage() before build()",
+            pipeline=pipeline,
+        )
 
 
 class DuplicateStageError(GraphError):
@@ -567,6 +593,77 @@ class MissingInputError(StageError, KeyError):
         super().__init__(message, stage=stage)
         self.dependency = dependency
         self.key = key
+
+
+class MissingOutputError(StageError, KeyError):
+    """A stage's result was asked for output it does not have, because the stage did
+    not complete: ``result["x"].data["k"]`` of a stage that failed, was skipped or
+    cancelled. ``__cause__`` is the stage's error, if it has one.
+
+    Attributes:
+        key: the key asked for.
+        status: how the stage ended (``"failed"``, ``"skipped"``, ``"cancelled"``).
+        reason: why, in words, or None.
+    """
+
+    def __init__(
+        self, message: str, *, stage: str, key: str, status: str, reason: str | None = None
+    ) -> None:
+        super().__init__(message, stage=stage)
+        self.key = key
+        self.status = status
+        self.reason = reason
+
+    @classmethod
+    def of(cls, stage: str, key: str, status: str, reason: str | None = None) -> Self:
+        """The standard message: the stage, how it ended and why, the key asked for."""
+        why = f": {reason}" if reason else ""
+        return cls(
+            f"stage {stage!r} {status}{why}; so its output has no {key!r} "
+            f"(read result[{stage!r}].status and .error before its data)",
+            stage=stage,
+            key=key,
+            status=status,
+            reason=reason,
+        )
+
+
+class InputTypeError(MissingInputError, TypeError):
+    """``ctx.inputs.get_from(dependency, key, type=T)`` found a value that is not a ``T``.
+
+    A :class:`MissingInputError` (the input asked for is not there as asked) and a
+    :class:`TypeError`.
+
+    Attributes:
+        dependency: the stage asked for.
+        key: the key asked for.
+        expected: the name of the type asked for.
+        actual: the name of the value's type.
+    """
+
+    def __init__(
+        self, message: str, *, stage: str, dependency: str, key: str, expected: str, actual: str
+    ) -> None:
+        super().__init__(message, stage=stage, dependency=dependency, key=key)
+        self.expected = expected
+        self.actual = actual
+
+    @classmethod
+    def of(
+        cls, stage: str, dependency: str, key: str, expected: str, actual: str, shown: str = ""
+    ) -> Self:
+        """The standard message: stage, dependency, key, the type asked for and the value's
+        (``shown``: the value's repr, if it is to be in the message)."""
+        value = f" = {shown}" if shown else ""
+        return cls(
+            f"stage {stage!r}: the output of {dependency!r} has {key!r}{value}, a {actual}, "
+            f"not the {expected} asked for by get_from(..., type={expected})",
+            stage=stage,
+            dependency=dependency,
+            key=key,
+            expected=expected,
+            actual=actual,
+        )
 
 
 # --------------------------------------------------------------------------- stores

@@ -89,7 +89,7 @@ class OTelEventSink(TelemetryErrors):
       span current when the event was emitted. With
       :class:`~stageflow.TracingInterceptor`, that is the stage's span for the
       events emitted while a stage runs (``custom.*``, ``stage.retrying``,
-      ``circuit.*``, ``checkpoint.saved``) and the run's span for the others
+      ``attempt.started``, ``circuit.*``, ``checkpoint.saved``) and the run's span for the others
       (``run.*``, ``stage.started``, a stage's end).
 
     With ``span_events=True`` the event is also added, with the same name,

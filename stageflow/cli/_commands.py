@@ -22,6 +22,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from .._budget import CostPolicy
 from .._engine import Engine
 from .._graph import StageGraph
 from .._ids import new_run_id
@@ -36,8 +37,10 @@ from ..errors import (
 )
 from ..ports import RunRecord, UsageRecord
 from . import _store
+from ._engine import EngineFlags, configured, target_engine
 from ._errors import EXIT_CANCELLED, EXIT_COMPLETED, EXIT_FAILED, EXIT_USAGE, CliError
-from ._load import load_graph
+from ._format import money, run_currency
+from ._load import load_graph, load_target
 from ._progress import STYLE, ProgressView
 
 if TYPE_CHECKING:
@@ -97,13 +100,77 @@ Timeout = Annotated[
     ),
 ]
 FailFast = Annotated[
-    bool,
+    bool | None,
     typer.Option(
         "--fail-fast/--no-fail-fast",
-        help="On the first failed stage, cancel the others (default); with --no-fail-fast, "
-        "independent branches go on and only the failed stage's dependents are skipped.",
+        help="On the first failed stage, cancel the others (the default); with "
+        "--no-fail-fast, independent branches go on and only the failed stage's dependents "
+        "are skipped.",
+        show_default=False,
     ),
 ]
+MaxParallel = Annotated[
+    int | None,
+    typer.Option(
+        "--max-parallel", metavar="N", help="Run at most N stages at once.", min=1,
+        show_default=False,
+    ),
+]  # fmt: skip
+_ENGINE_PANEL = "Engine (override the target's own engine)"
+BudgetTokens = Annotated[
+    int | None,
+    typer.Option(
+        "--budget-tokens", metavar="N", min=0, rich_help_panel=_ENGINE_PANEL,
+        help="The run budget's token limit (input and output).", show_default=False,
+    ),
+]  # fmt: skip
+BudgetCost = Annotated[
+    float | None,
+    typer.Option(
+        "--budget-cost", metavar="AMOUNT", min=0, rich_help_panel=_ENGINE_PANEL,
+        help="The run budget's cost limit, in the price table's currency (needs prices).",
+        show_default=False,
+    ),
+]  # fmt: skip
+BudgetPolicy = Annotated[
+    CostPolicy | None,
+    typer.Option(
+        "--budget-policy", rich_help_panel=_ENGINE_PANEL,
+        help="What happens to a stage the run budget cannot cover (default: the engine's "
+        "budget's, else block).", show_default=False,
+    ),
+]  # fmt: skip
+Prices = Annotated[
+    Path | None,
+    typer.Option(
+        "--prices", metavar="FILE", rich_help_panel=_ENGINE_PANEL,
+        help="A price table, .toml or .json (see PriceTable.from_file).", show_default=False,
+    ),
+]  # fmt: skip
+StageTimeout = Annotated[
+    float | None,
+    typer.Option(
+        "--stage-timeout", metavar="SECONDS", rich_help_panel=_ENGINE_PANEL,
+        help="Seconds each attempt of a stage without its own timeout may take.",
+        show_default=False,
+    ),
+]  # fmt: skip
+Retry = Annotated[
+    int | None,
+    typer.Option(
+        "--retry", metavar="N", min=0, rich_help_panel=_ENGINE_PANEL,
+        help="Retry a failed stage without its own retry option up to N times.",
+        show_default=False,
+    ),
+]  # fmt: skip
+Interceptors = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--interceptor", metavar="MOD:OBJ", rich_help_panel=_ENGINE_PANEL,
+        help="Add an interceptor (an instance, or a class or function of no arguments "
+        "making one), repeatable.", show_default=False,
+    ),
+]  # fmt: skip
 LeaseTtl = Annotated[
     float | None,
     typer.Option(
@@ -140,8 +207,10 @@ def _reported(verbose: bool = False) -> Iterator[None]:
     except RunLeasedError as error:
         wait = max(0.0, error.expires_at - time.time())
         typer.echo(
-            f"error: run {error.run_id!r} is driven by {error.owner}; its lease expires in "
-            f"{wait:.1f}s if that driver stopped",
+            f"error: run {error.run_id!r} is driven by {error.owner}; its lease expires at "
+            f"{_when(error.expires_at)} (local time), in {wait:.1f}s: if that driver stopped, "
+            "resume it then, or now with --take-over if it is known dead (a live driver "
+            "would stop its run at its next write)",
             err=True,
         )
         raise typer.Exit(EXIT_USAGE) from None
@@ -211,10 +280,11 @@ class _Job:
     run_id: str
     lease_ttl: float | None
     timeout: float | None
+    engine: Engine
     data: Mapping[str, Any] | None = None
-    max_parallel: int | None = None
     target: str | None = None
-    fail_fast: bool = True
+    override: bool = False
+    take_over: bool = False
 
     @property
     def resume(self) -> bool:
@@ -238,6 +308,9 @@ class _Output:
         return Live(self.view, console=self.console, refresh_per_second=10)
 
     def starting(self, job: _Job) -> None:
+        governance = job.engine.governance  # the currency costs are printed in
+        if governance is not None and governance.prices is not None:
+            self.view.currency = governance.prices.currency
         if not self.as_json:
             verb = "resuming" if job.resume else "running"
             self.console.print(
@@ -275,13 +348,14 @@ def _drive(
     explicit_store: bool,
     lease_ttl: float | None,
     timeout: float | None,
+    engine: Engine,
     data: Mapping[str, Any] | None = None,
-    max_parallel: int | None = None,
     target: str | None = None,
-    fail_fast: bool = True,
+    override: bool = False,
+    take_over: bool = False,
 ) -> NoReturn:
     """Run (``target`` given) or resume ``run_id``; print how it went; exit with its code."""
-    job = _Job(graph, url, run_id, lease_ttl, timeout, data, max_parallel, target, fail_fast)
+    job = _Job(graph, url, run_id, lease_ttl, timeout, engine, data, target, override, take_over)
     console = _console()
     view = ProgressView(graph.names, console, lines=not as_json and not console.is_terminal)
     hint = f"stageflow resume {run_id}" + (
@@ -341,15 +415,14 @@ async def _run_logged(store: RunStore, job: _Job, out: _Output) -> RunResult:
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a", encoding="utf-8", buffering=1) as file:
         log = JsonLinesSink(file)  # line-buffered: `events --follow` sees each event
-        engine = Engine(
-            store=store,
-            sink=FanOutSink(log, out.view),
-            max_parallel=job.max_parallel,
-            fail_fast=job.fail_fast,
-        )
+        sinks = [s for s in (job.engine.sink, log, out.view) if s is not None]
+        engine = job.engine.replace(store=store, sink=FanOutSink(*sinks))
         with out.live():
             if job.resume:
-                return await engine.resume(job.run_id, job.graph, timeout=job.timeout)
+                return await engine.resume(
+                    job.run_id, job.graph, timeout=job.timeout, override=job.override,
+                    take_over=job.take_over,
+                )  # fmt: skip
             return await engine.run(
                 job.graph,
                 job.data,
@@ -388,7 +461,8 @@ def _result_json(result: RunResult) -> dict[str, Any]:
 
 
 def _interrupted(graph: StageGraph, run_id: str, view: ProgressView) -> dict[str, Any]:
-    named = {"done": "completed", "restored": "completed", "running": "cancelled"}
+    named = {"done": "completed", "restored": "completed", "running": "cancelled",
+             "retrying": "cancelled"}  # fmt: skip
     return {
         "run_id": run_id,
         "pipeline": graph.name,
@@ -427,7 +501,7 @@ def _summary(
     console.print("stages: " + ", ".join(counts) + restored_from, markup=False)
     total = result.usage.total
     if total.tokens or total.cost:
-        cost = "" if total.cost is None else f", cost {total.cost:.4g}"
+        cost = "" if total.cost is None else f", cost {money(total.cost, view.currency)}"
         console.print(
             f"usage: {total.tokens} tokens ({total.input_tokens} in, {total.output_tokens} out)"
             f"{cost}",
@@ -469,27 +543,30 @@ def run(
     store: StoreUrl = None,
     as_json: AsJson = False,
     timeout: Timeout = None,
-    max_parallel: Annotated[
-        int | None,
-        typer.Option(
-            "--max-parallel",
-            metavar="N",
-            help="Run at most N stages at once.",
-            min=1,
-            show_default=False,
-        ),
-    ] = None,
-    fail_fast: FailFast = True,
+    max_parallel: MaxParallel = None,
+    fail_fast: FailFast = None,
     verbose: Verbose = False,
     lease_ttl: LeaseTtl = None,
+    budget_tokens: BudgetTokens = None,
+    budget_cost: BudgetCost = None,
+    budget_policy: BudgetPolicy = None,
+    prices: Prices = None,
+    stage_timeout: StageTimeout = None,
+    retry: Retry = None,
+    interceptor: Interceptors = None,
 ) -> None:
     """Run a pipeline durably, with live progress.
 
     Exits 0 when it completed, 1 when a stage failed, 130 when it was cancelled (Ctrl-C or --timeout): resume it with stageflow resume RUN_ID.
     """  # noqa: E501 - one line: the help text keeps line breaks
+    flags = EngineFlags(
+        budget_tokens, budget_cost, budget_policy, None if prices is None else str(prices),
+        stage_timeout, retry, tuple(interceptor or ()), max_parallel, fail_fast, lease_ttl,
+    )  # fmt: skip
     with _reported(verbose):
         values = _parse_data(data)
-        graph = load_graph(target)
+        graph, module = load_target(target)
+        engine = configured(target_engine(module, target), flags)
         url = _store.store_url(store)
         _store.open_store(url, lease_ttl=lease_ttl)  # a bad URL: refused before any work
     _drive(
@@ -501,10 +578,9 @@ def run(
         explicit_store=store is not None,
         lease_ttl=lease_ttl,
         timeout=timeout,
+        engine=engine,
         data=values,
-        max_parallel=max_parallel,
         target=_absolute(target),
-        fail_fast=fail_fast,
     )
 
 
@@ -523,11 +599,46 @@ def resume(
     store: StoreUrl = None,
     as_json: AsJson = False,
     timeout: Timeout = None,
-    fail_fast: FailFast = True,
+    max_parallel: MaxParallel = None,
+    fail_fast: FailFast = None,
     verbose: Verbose = False,
     lease_ttl: LeaseTtl = None,
+    take_over: Annotated[
+        bool,
+        typer.Option(
+            "--take-over",
+            rich_help_panel="Advanced",
+            help="Take the run over from a driver whose lease has not expired yet. Only when "
+            "that driver is known dead (killed, its host gone): a live one stops its run at "
+            "its next write, and the stages it had in flight run again here.",
+        ),
+    ] = False,
+    override: Annotated[
+        bool,
+        typer.Option(
+            "--override",
+            rich_help_panel=_ENGINE_PANEL,
+            help="Let the target's engine govern this drive where its budget, prices or model "
+            "chains differ from those stored with the run (the engine flags below are "
+            "overrides already).",
+        ),
+    ] = False,
+    budget_tokens: BudgetTokens = None,
+    budget_cost: BudgetCost = None,
+    budget_policy: BudgetPolicy = None,
+    prices: Prices = None,
+    stage_timeout: StageTimeout = None,
+    retry: Retry = None,
+    interceptor: Interceptors = None,
 ) -> None:
-    """Go on with a run that did not complete: completed stages are restored, not run again."""
+    """Go on with a run that did not complete: completed stages are restored, not run again.
+
+    The run's stored budget, prices and model chains govern it again; budget and price flags override them for this drive.
+    """  # noqa: E501 - one line: the help text keeps line breaks
+    flags = EngineFlags(
+        budget_tokens, budget_cost, budget_policy, None if prices is None else str(prices),
+        stage_timeout, retry, tuple(interceptor or ()), max_parallel, fail_fast, lease_ttl,
+    )  # fmt: skip
     url = _store.store_url(store)
 
     async def read() -> RunRecord:
@@ -548,7 +659,8 @@ def resume(
                 f"run {run_id!r} was not started by the stageflow command: give its pipeline "
                 f"with --target path/to/file.py:attr"
             )
-        graph = load_graph(chosen)
+        graph, module = load_target(chosen)
+        engine = configured(target_engine(module, chosen), flags)
     _drive(
         graph,
         url=url,
@@ -558,7 +670,9 @@ def resume(
         explicit_store=store is not None,
         lease_ttl=lease_ttl,
         timeout=timeout,
-        fail_fast=fail_fast,
+        engine=engine,
+        override=override or flags.money,
+        take_over=take_over,
     )
 
 
@@ -680,7 +794,8 @@ def show(run_id: RunId, store: StoreUrl = None, as_json: AsJson = False) -> None
                 "duration": duration,
                 "reason": s.reason,
             }
-        return {**_run_json(record), "stages": shown, "usage": _usage_json(usage)}
+        used = {**_usage_json(usage), "currency": run_currency(record)}
+        return {**_run_json(record), "stages": shown, "usage": used}
 
     with _reported():
         _store.open_catalog(url)
@@ -705,7 +820,7 @@ def show(run_id: RunId, store: StoreUrl = None, as_json: AsJson = False) -> None
     table = Table(box=None, pad_edge=False)
     for column in ("stage", "status", "attempts", "duration", "tokens", "cost", "reason"):
         table.add_column(column, overflow="fold" if column == "reason" else "ellipsis")
-    by_stage = shown["usage"]["by_stage"]
+    by_stage, currency = shown["usage"]["by_stage"], shown["usage"]["currency"]
     for name, s in shown["stages"].items():
         used = by_stage.get(name)
         table.add_row(
@@ -715,13 +830,13 @@ def show(run_id: RunId, store: StoreUrl = None, as_json: AsJson = False) -> None
             str(s["attempts"]),
             "-" if s["duration"] is None else f"{s['duration']:.2f}s",
             str(used["tokens"]) if used else "",
-            "" if not used or used["cost"] is None else f"{used['cost']:.4g}",
+            "" if not used else money(used["cost"], currency),
             s["reason"] or "",
         )
     console.print(table)
     usage = shown["usage"]
     if usage["tokens"] or usage["cost"]:
-        cost = "" if usage["cost"] is None else f", cost {usage['cost']:.4g}"
+        cost = "" if usage["cost"] is None else f", cost {money(usage['cost'], currency)}"
         console.print(
             f"usage: {usage['tokens']} tokens ({usage['input_tokens']} in, "
             f"{usage['output_tokens']} out){cost}",
@@ -754,13 +869,22 @@ def validate(target: Target, verbose: Verbose = False) -> None:
 # ----------------------------------------------------------------------------- events
 
 
-def _event_line(event: Mapping[str, Any]) -> tuple[str, str, str, str, str, str]:
+_COSTS: Final = ("maximum", "spent", "requested")  # the amounts of a cost budget's events
+
+
+def _event_line(
+    event: Mapping[str, Any], currency: str | None = None
+) -> tuple[str, str, str, str, str, str]:
     ts = event.get("ts")
     when = datetime.fromtimestamp(ts).strftime("%H:%M:%S.%f")[:-3] if ts else "-"
     data = event.get("data") or {}
-    details = (
-        " ".join(f"{k}={_value(v)}" for k, v in data.items()) if isinstance(data, dict) else ""
-    )
+    details = ""
+    if isinstance(data, dict):
+        costs = _COSTS if data.get("limit") == "cost" else ()
+        details = " ".join(
+            f"{k}={money(v, currency) if k in costs and _amount(v) else _value(v)}"
+            for k, v in data.items()
+        )
     return (
         str(event.get("seq", "")),
         when,
@@ -773,6 +897,21 @@ def _event_line(event: Mapping[str, Any]) -> tuple[str, str, str, str, str, str]
 
 def _value(value: object) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def _amount(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _drive_header(event: Mapping[str, Any], earlier: int) -> str:
+    """The line above the events of one drive of the run: its ``run.started`` and what
+    follows. A drive after another in the file, or one the engine says resumed, is a
+    resume (the first drive of a run started from Python wrote no file)."""
+    data = event.get("data")
+    resumed = earlier > 0 or (isinstance(data, dict) and data.get("resumed") is True)
+    ts = event.get("ts")
+    when = _when(ts) if isinstance(ts, int | float) and not isinstance(ts, bool) else "-"
+    return f"-- run {'resumed' if resumed else 'started'} {when}"
 
 
 def _read_lines(path: Path, offset: int) -> tuple[list[str], int]:
@@ -814,23 +953,31 @@ def events(
     url = _store.store_url(store)
     path = _store.events_file(url, run_id)
     console = _console()
+    drives = 0  # the run.started events seen: a drive of the run begins at each
+    currency: str | None = None  # of the costs of budget events
 
     def emit(lines: list[str]) -> None:
+        nonlocal drives
         if as_json:
             for line in lines:
                 typer.echo(line)
             return
         for event in _parsed(lines):
-            seq, when, kind, stage, attempt, details = _event_line(event)
+            if event.get("type") == "run.started":
+                console.print(_drive_header(event, drives), markup=False)
+                drives += 1
+            seq, when, kind, stage, attempt, details = _event_line(event, currency)
             console.print(f"{seq:>4} {when} {kind:<17} {stage:<16} {attempt:>2} {details}",
                           markup=False)  # fmt: skip
 
     async def watch() -> None:
+        nonlocal currency
         opened = _store.open_catalog(url)
         offset = 0
         try:
             while True:
                 record = await _get_run(opened, run_id, url)
+                currency = run_currency(record)
                 lines, offset = _read_lines(path, offset)
                 emit(lines)
                 if record.status != RunStatus.RUNNING:
@@ -839,10 +986,10 @@ def events(
         finally:
             await opened.aclose()
 
-    async def check() -> None:
+    async def check() -> RunRecord:
         opened = _store.open_catalog(url)
         try:
-            await _get_run(opened, run_id, url)
+            return await _get_run(opened, run_id, url)
         finally:
             await opened.aclose()
 
@@ -856,7 +1003,7 @@ def events(
             except KeyboardInterrupt:
                 raise typer.Exit(EXIT_CANCELLED) from None
             return
-        asyncio.run(check())
+        currency = run_currency(asyncio.run(check()))
     if not path.exists():
         typer.echo(
             f"no events of run {run_id!r} in {path.parent} (only runs driven by the "
@@ -868,9 +1015,18 @@ def events(
     if as_json:
         emit(lines)
         return
-    table = Table(box=None, pad_edge=False)
-    for column in ("seq", "time", "type", "stage", "attempt", "data"):
-        table.add_column(column, overflow="fold" if column == "data" else "ellipsis")
+    table: Table | None = None  # one per drive, under its header line
     for event in _parsed(lines):
-        table.add_row(*_event_line(event))
-    console.print(table)
+        if event.get("type") == "run.started":
+            if table is not None:
+                console.print(table)
+            console.print(_drive_header(event, drives), markup=False)
+            drives += 1
+            table = None
+        if table is None:
+            table = Table(box=None, pad_edge=False)
+            for column in ("seq", "time", "type", "stage", "attempt", "data"):
+                table.add_column(column, overflow="fold" if column == "data" else "ellipsis")
+        table.add_row(*_event_line(event, currency))
+    if table is not None:
+        console.print(table)

@@ -19,7 +19,12 @@ _loaded_files: dict[str, Path] = {}  # module names this process loaded from fil
 
 
 def load_graph(target: str) -> StageGraph:
-    """The StageGraph that ``target`` names, built and validated.
+    """The StageGraph that ``target`` names, built and validated (see :func:`load_target`)."""
+    return load_target(target)[0]
+
+
+def load_target(target: str) -> tuple[StageGraph, ModuleType]:
+    """The StageGraph that ``target`` names, built and validated, and its module.
 
     The attribute may be a :class:`~stageflow.Pipeline` (built here), a
     :class:`~stageflow.StageGraph`, or a callable taking no arguments that returns
@@ -54,12 +59,38 @@ def load_graph(target: str) -> StageGraph:
             raise CliError(f"calling {target} raised {_said(error)}", cause=error) from None
     if isinstance(value, Pipeline):
         try:
-            return value.build()
+            return value.build(), module
         except GraphError as error:
             raise CliError(f"invalid graph {value.name!r}: {error}", cause=error) from None
     if isinstance(value, StageGraph):
-        return value
+        return value, module
     raise CliError(_not_a_pipeline(target, value))
+
+
+def load_object(spec: str, what: str) -> object:
+    """The object ``spec`` (``path/to/file.py:attr`` or ``package.module:attr``) names."""
+    module_part, colon, attr = spec.rpartition(":")
+    if not colon or not module_part or not attr:
+        raise CliError(
+            f"{what} must be 'path/to/file.py:attribute' or 'package.module:attribute', "
+            f"not {spec!r}"
+        )
+    value: object = _import(module_part)
+    for part in attr.split("."):
+        if not hasattr(value, part):
+            raise CliError(_missing(module_part, value, attr, part))
+        value = getattr(value, part)
+    return value
+
+
+def call_factory(value: object, where: str) -> object:
+    """``value()``, for a factory the user's module gives (its errors in one line)."""
+    if _takes_arguments(value):
+        raise CliError(f"{where} is a callable that takes arguments; stageflow calls it with none")
+    try:
+        return value()  # type: ignore[operator]
+    except Exception as error:  # noqa: BLE001 - the user's code: said in one line
+        raise CliError(f"calling {where} raised {_said(error)}", cause=error) from None
 
 
 def _import(name: str) -> ModuleType:

@@ -28,6 +28,8 @@ _ENDS = {
     "stage.skipped": "skipped",
     "stage.cancelled": "cancelled",
 }
+STOPPED = "not started: "
+"""How the reason of a stage that the run's stop (a cancel, fail-fast) skipped begins."""
 
 
 @dataclass
@@ -40,6 +42,25 @@ class StageView:
     duration: float | None = None
     note: str = ""
     restored: bool = False
+    stopped: bool = False  # skipped because the run stopped: it never started
+    allowed: int | None = None  # the attempts its retry policy allows, once retried
+    retried_after: str = ""  # the error of the attempt before
+
+    def shown_status(self) -> str:
+        """The status, with the attempt of a retried stage that runs: ``running (attempt 2
+        of 3)``; ``not started`` for a stage that the run's stop skipped."""
+        if self.status == "running" and self.attempts > 1:
+            of = f" of {self.allowed}" if self.allowed else ""
+            return f"running (attempt {self.attempts}{of})"
+        if self.status == "skipped" and self.stopped:
+            return "not started"
+        return self.status
+
+    @property
+    def finished(self) -> bool:
+        """It ended on its own: completed, restored, failed, or skipped (not cut short by
+        the run's stop: cancelled, or not started)."""
+        return self.status in ("done", "restored", "failed", "skipped") and not self.stopped
 
     def elapsed(self) -> float | None:
         """The duration once ended, else the time since it started."""
@@ -66,9 +87,11 @@ class ProgressView:
             TextColumn("[bold]stages"),
             BarColumn(),
             MofNCompleteColumn(),
+            TextColumn("{task.fields[ends]}"),
             TimeElapsedColumn(),
         )
-        self.task = self.progress.add_task("stages", total=len(names))
+        self.task = self.progress.add_task("stages", total=len(names), ends="")
+        self.currency: str | None = None  # of the costs shown: see _format.money
 
     def try_emit(self, event: Event) -> None:
         """Update the stage the event is about."""
@@ -84,10 +107,17 @@ class ProgressView:
                 view.started = event.ts
         elif kind == "stage.retrying":
             view.status = "retrying"
+            view.retried_after = f"{data.get('error')}: {data.get('message', '')}"
             view.note = (
                 f"attempt {data.get('attempt')} in {_seconds(data.get('delay'))} "
-                f"after {data.get('error')}: {data.get('message', '')}"
+                f"after {view.retried_after}"
             )
+        elif kind == "attempt.started":
+            view.status = "running"
+            view.attempts = max(view.attempts, event.attempt)
+            allowed = data.get("attempts")
+            view.allowed = allowed if isinstance(allowed, int) else None
+            view.note = f"after {view.retried_after}" if view.retried_after else ""
         elif kind == "stage.restored":
             view.restored = True
             view.attempts = int(data.get("attempts", view.attempts))
@@ -98,7 +128,8 @@ class ProgressView:
             view.duration = float(duration) if isinstance(duration, int | float) else 0.0
             if "reason" in data:
                 view.note = str(data["reason"])
-            self.progress.advance(self.task)
+            view.stopped = kind == "stage.skipped" and view.note.startswith(STOPPED)
+            self._count()
             if self.lines:
                 self._line(event.stage, view)
         elif kind.startswith("custom."):
@@ -112,9 +143,23 @@ class ProgressView:
         tries = f"{view.attempts} attempt{'s' if view.attempts != 1 else ''}"
         note = f"  {view.note}" if view.note else ""
         self.console.print(
-            f"{view.status:<9} {name:<{self.width}}  {tries}  {_seconds(view.duration)}{note}",
+            f"{view.shown_status():<9} {name:<{self.width}}  {tries}  "
+            f"{_seconds(view.duration)}{note}",
             markup=False,
             highlight=False,
+        )
+
+    def _count(self) -> None:
+        """The bar counts the stages that finished; beside it, how the others ended."""
+        views = self.stages.values()
+        ends: dict[str, int] = {}
+        for view in views:
+            if view.status in ("failed", "skipped", "cancelled"):
+                ends[view.shown_status()] = ends.get(view.shown_status(), 0) + 1
+        self.progress.update(
+            self.task,
+            completed=sum(1 for view in views if view.finished),
+            ends=", ".join(f"{n} {status}" for status, n in ends.items()),
         )
 
     def counts(self) -> dict[str, int]:
@@ -132,7 +177,7 @@ class ProgressView:
             elapsed = view.elapsed()
             table.add_row(
                 name,
-                f"[{STYLE.get(view.status, '')}]{view.status}",
+                f"[{STYLE.get(view.status, '')}]{view.shown_status()}",
                 str(view.attempts) if view.attempts else "",
                 "" if elapsed is None else _seconds(elapsed),
                 view.note,

@@ -71,14 +71,21 @@ class Interceptor(Protocol):
     - ``wrap_run`` (:class:`RunInterceptor`): it also wraps whole runs;
     - ``applies`` (:class:`SelectiveInterceptor`): it may sit a run out.
 
-    Attributes:
-        name: for errors, logs and docs.
-        priority: lower wraps outer (runs first, ends last); ties keep the order in
-            which the interceptors were given to the Engine.
+    ``name`` and ``priority`` are read-only members of the Protocol, so a class
+    attribute (``priority = Priority.USER``), an instance attribute or a property
+    all satisfy it.
     """
 
-    name: str
-    priority: int
+    @property
+    def name(self) -> str:
+        """For errors, logs and docs."""
+        ...
+
+    @property
+    def priority(self) -> int:
+        """Lower wraps outer (runs first, ends last); ties keep the order in which the
+        interceptors were given to the Engine."""
+        ...
 
     def wrap(self, spec: StageSpec, call: StageCall) -> StageCall:
         """Return the call to use for this stage."""

@@ -2,16 +2,45 @@
 
 from __future__ import annotations
 
-from typing import Any
+import weakref
+from typing import TYPE_CHECKING, Any
 
+from .. import _codec
 from .._context import StageCall, StageContext
 from .._events import EventType
-from .._spec import StageSpec
+from .._spec import OutputModel, StageSpec
 from .._stage import StageOutput
 from .._status import StageStatus
 from ._base import Priority
 
+if TYPE_CHECKING:
+    from .._graph import StageGraph
+
 _KEPT = (StageStatus.COMPLETED, StageStatus.SKIPPED)
+_STORABLE: weakref.WeakSet[StageGraph] = weakref.WeakSet()  # graphs already checked
+
+
+def check_storable(graph: StageGraph) -> None:
+    """Refuse a graph for durable runs if a declared output model cannot be stored.
+
+    Each field of each stage's ``output=`` model must have a type the codec can store
+    faithfully (see ``_codec.check_type``). Checked once per graph, before a durable
+    run of it starts, so that it fails at once rather than when the stage ends.
+
+    Raises:
+        CodecError: naming the stage, the field and its type.
+    """
+    if graph in _STORABLE:
+        return
+    for spec in graph.stages:
+        model = spec.output
+        if model is not None:
+            hints = _codec.field_types(model)
+            where = f"the output of stage {spec.name!r}"
+            for field in OutputModel.of(model).fields:
+                tp = hints.get(field, Any)
+                _codec.check_type(tp, f"{where}[{field!r}]", stage=spec.name)
+    _STORABLE.add(graph)
 
 
 class CheckpointInterceptor:
@@ -19,13 +48,15 @@ class CheckpointInterceptor:
 
     A stage already completed in this run (or that skipped itself) returns its
     stored output and nothing inside runs: no retry, no breaker, no call, a
-    ``stage.restored`` event. A fresh completion is written, fenced by the run's
+    ``stage.restored`` event; its result reports the attempts and times stored with
+    it (``ctx.report_restored``). A fresh completion is written, fenced by the run's
     lease, before the call returns, so before any dependent starts; then a
-    ``checkpoint.saved`` event. A failed stage is not stored: a resume runs it
-    again. The usage a stage reported (``ctx.usage.report``) is stored when it
-    ends, failed or not, before its outcome: a resume counts it once. An output
-    that cannot be stored faithfully fails its stage, in every durable run,
-    naming the stage and the type.
+    ``checkpoint.saved`` event carrying the attempt that completed. A failed stage
+    is not stored: a resume runs it again. The usage a stage reported
+    (``ctx.usage.report``) is stored when it ends, failed or not, before its
+    outcome: a resume counts it once. An output that cannot be stored faithfully
+    fails its stage, in every durable run, naming the stage and the type (a
+    declared ``output=`` model is checked before the run starts: ``check_storable``).
 
     The engine adds it when it has a store; it applies to every stage. It uses only
     the run's public services (``ctx.durable``, ``ctx.ledger``, ``ctx.event``).
@@ -46,7 +77,9 @@ class CheckpointInterceptor:
                 return await call(ctx)
             stored = durable.restore(name)
             if stored is not None:
-                ctx.event(EventType.STAGE_RESTORED, attempts=durable.restored[name].attempts)
+                record = durable.restored[name]
+                ctx.report_restored(record.attempts, record.started, record.ended)
+                ctx.event(EventType.STAGE_RESTORED, attempts=record.attempts)
                 return stored
             try:
                 output: StageOutput = await call(ctx)
@@ -56,7 +89,7 @@ class CheckpointInterceptor:
             await durable.save_usage(ctx.ledger.unstored(name))
             if output.status in _KEPT:
                 await durable.save(ctx, output)
-                ctx.event(EventType.CHECKPOINT_SAVED)
+                ctx.event(EventType.CHECKPOINT_SAVED, attempt=ctx.attempts)
             return output
 
         return checkpointed

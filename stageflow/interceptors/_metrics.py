@@ -15,10 +15,12 @@ from ._base import Priority
 from ._telemetry import (
     CANCELLED,
     FAILED,
+    MODEL,
     OUTCOME,
     PIPELINE,
     RESTORED,
     STAGE,
+    TOKEN_TYPE,
     TelemetryErrors,
     outcome_of,
     outcome_of_error,
@@ -29,6 +31,7 @@ if TYPE_CHECKING:
     from opentelemetry.metrics import CallbackOptions, Histogram, MeterProvider, Observation
 
     from .._graph import StageGraph
+    from ..ports import UsageRecord
 
 # Seconds, from a cache hit to a long LLM call.
 BUCKETS: Final = (
@@ -38,10 +41,23 @@ BUCKETS: Final = (
 _OUTCOMES: Final = ("completed", FAILED, "skipped", CANCELLED, RESTORED)
 
 
+class _ModelUsage:
+    """Plain sums of what one (pipeline, stage) reported on one model (or on none)."""
+
+    __slots__ = ("attributes", "by_type", "cost", "input_tokens", "output_tokens")
+
+    def __init__(self, stage: dict[str, str], model: str | None) -> None:
+        self.attributes = stage if model is None else {**stage, MODEL: model}
+        self.by_type = {t: {**self.attributes, TOKEN_TYPE: t} for t in ("input", "output")}
+        self.input_tokens = 0
+        self.output_tokens = 0
+        self.cost: float | None = None  # None until a report with a cost
+
+
 class _StageStats:
     """Plain counts of one (pipeline, stage), read when metrics are collected."""
 
-    __slots__ = ("active", "attempts", "attributes", "by_outcome", "outcomes")
+    __slots__ = ("active", "attempts", "attributes", "by_outcome", "outcomes", "usage")
 
     def __init__(self, pipeline: str, stage: str) -> None:
         self.attributes = {PIPELINE: pipeline, STAGE: stage}
@@ -49,6 +65,18 @@ class _StageStats:
         self.outcomes = dict.fromkeys(_OUTCOMES, 0)
         self.attempts = 0
         self.active = 0
+        self.usage: dict[str | None, _ModelUsage] = {}  # by model: what the stage reported
+
+    def count_usage(self, reports: tuple[UsageRecord, ...]) -> None:
+        """Add an ended stage's reports (this driver's, every attempt) to the sums."""
+        for report in reports:
+            model = self.usage.get(report.model)
+            if model is None:
+                model = self.usage[report.model] = _ModelUsage(self.attributes, report.model)
+            model.input_tokens += report.input_tokens
+            model.output_tokens += report.output_tokens
+            if report.cost is not None:
+                model.cost = report.cost if model.cost is None else model.cost + report.cost
 
 
 class MetricsInterceptor(TelemetryErrors):
@@ -71,12 +99,23 @@ class MetricsInterceptor(TelemetryErrors):
     ``stageflow.stage.active``    up-down counter     {stage}   stages running now
     ``stageflow.run.duration``    histogram           s         one per run, by pipeline and
                                                                 outcome (the run's status)
+    ``stageflow.usage.tokens``    counter             {token}   tokens reported
+                                                                (``ctx.usage.report``), by
+                                                                ``gen_ai.request.model`` and
+                                                                ``gen_ai.token.type`` (input,
+                                                                output) too
+    ``stageflow.usage.cost``      counter (float)     {cost}    the cost of what was
+                                                                reported, when known, by
+                                                                model too; in the price
+                                                                table's currency
     ============================  ==================  ========  ==============================
 
     The counters are observable: the interceptor keeps plain counts and the SDK
     reads them when it collects, so a stage costs one histogram record, not four
-    instrument calls. With no SDK configured (no provider given and no global one
-    set when the engine first runs a graph) it wraps nothing and costs nothing.
+    instrument calls; a stage that reported usage adds its reports to plain sums
+    when it ends (a report without a model has no ``gen_ai.request.model``). With
+    no SDK configured (no provider given and no global one set when the engine
+    first runs a graph) it wraps nothing and costs nothing.
 
     Args:
         meter_provider: where metrics go (default: the global one).
@@ -134,6 +173,18 @@ class MetricsInterceptor(TelemetryErrors):
             unit="{stage}",
             description="Stages running now",
         )
+        meter.create_observable_counter(
+            "stageflow.usage.tokens",
+            [self._observe_tokens],
+            unit="{token}",
+            description="Tokens that stages reported, by model and token type",
+        )
+        meter.create_observable_counter(
+            "stageflow.usage.cost",
+            [self._observe_cost],
+            unit="{cost}",
+            description="The cost of what stages reported, by model (price table currency)",
+        )
         self._instruments = (
             meter.create_histogram(
                 "stageflow.stage.duration",
@@ -171,6 +222,22 @@ class MetricsInterceptor(TelemetryErrors):
 
         for stats in list(self._stats.values()):
             yield Observation(stats.active, stats.attributes)
+
+    def _observe_tokens(self, options: CallbackOptions) -> Iterator[Observation]:
+        from opentelemetry.metrics import Observation
+
+        for stats in list(self._stats.values()):
+            for model in list(stats.usage.values()):
+                yield Observation(model.input_tokens, model.by_type["input"])
+                yield Observation(model.output_tokens, model.by_type["output"])
+
+    def _observe_cost(self, options: CallbackOptions) -> Iterator[Observation]:
+        from opentelemetry.metrics import Observation
+
+        for stats in list(self._stats.values()):
+            for model in list(stats.usage.values()):
+                if model.cost is not None:
+                    yield Observation(model.cost, model.attributes)
 
     # ---------------------------------------------------------------------------- wrapping
 
@@ -213,6 +280,9 @@ class MetricsInterceptor(TelemetryErrors):
         stats.active -= 1
         stats.outcomes[outcome] += 1
         stats.attempts += ctx.attempts
+        reports = ctx.usage_reports  # () for next to nothing: most stages report none
+        if reports:
+            stats.count_usage(reports)
         try:
             # From the start of the first attempt, as the scheduler timed it: one clock read.
             record(ctx.clock.monotonic() - ctx.started, stats.by_outcome[outcome])

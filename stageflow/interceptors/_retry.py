@@ -22,7 +22,8 @@ class RetryInterceptor:
     (``ctx.attempt`` counts from 1), waits its backoff on the engine's clock, and
     is announced by a ``stage.retrying`` event carrying the attempt, the delay and
     the error, and by a ``stageflow.stage.retry`` event on the current span (the
-    stage's span when tracing is on). An error the policy does not retry passes
+    stage's span when tracing is on); an ``attempt.started`` event marks the start
+    of the retried attempt, after the backoff. An error the policy does not retry passes
     straight through; when attempts or the deadline run out, the last error is the
     stage's.
 
@@ -90,6 +91,7 @@ class RetryInterceptor:
             _retry_span_event(attempt, delay, error)
             await clock.sleep(delay)
             failed = ctx.with_attempt(attempt)
+            failed.event(EventType.ATTEMPT_STARTED, attempts=policy.attempts)
             try:
                 return await call(failed)
             except Exception as again:

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Final
 
 from .._context import StageContext
 from .._stage import StageOutput
 from .._status import StageStatus
+from ..ports import UsageRecord
 
 RUN_ID: Final = "stageflow.run_id"
 PIPELINE: Final = "stageflow.pipeline"
@@ -24,6 +25,18 @@ OUTCOME: Final = "stageflow.outcome"
 REASON: Final = "stageflow.reason"
 RESUMED: Final = "stageflow.run.resumed"
 STAGES: Final = "stageflow.run.stages"
+ATTEMPT: Final = "stageflow.attempt"
+
+# Usage: the OpenTelemetry GenAI semantic conventions' names where they have one
+# (gen_ai.usage.*, gen_ai.request.model, gen_ai.token.type), stageflow's where they
+# have none (cost: GenAI has no cost attribute; the models of a stage that used several).
+INPUT_TOKENS: Final = "gen_ai.usage.input_tokens"
+OUTPUT_TOKENS: Final = "gen_ai.usage.output_tokens"
+MODEL: Final = "gen_ai.request.model"
+TOKEN_TYPE: Final = "gen_ai.token.type"
+COST: Final = "stageflow.usage.cost"
+MODELS: Final = "stageflow.usage.models"
+USAGE_REPORTED: Final = "stageflow.usage.reported"
 
 COMPLETED: Final = StageStatus.COMPLETED.value
 RESTORED: Final = "restored"  # an outcome that is no StageStatus: nothing ran
@@ -81,3 +94,43 @@ def outcome_of(output: object) -> tuple[str, str | None]:
     if isinstance(output, Mapping):
         return COMPLETED, None
     return FAILED, f"returned {type(output).__name__}, which is no stage output"
+
+
+def usage_attributes(reports: Sequence[UsageRecord]) -> dict[str, str | int | float | list[str]]:
+    """A stage span's usage attributes, from the stage's reports (at least one): the
+    tokens, the model when there was one only, every model, the cost when known."""
+    input_tokens = output_tokens = 0
+    cost: float | None = None
+    models: list[str] = []
+    for report in reports:
+        input_tokens += report.input_tokens
+        output_tokens += report.output_tokens
+        if report.cost is not None:
+            cost = report.cost if cost is None else cost + report.cost
+        if report.model is not None and report.model not in models:
+            models.append(report.model)
+    attributes: dict[str, str | int | float | list[str]] = {
+        INPUT_TOKENS: input_tokens,
+        OUTPUT_TOKENS: output_tokens,
+    }
+    if len(models) == 1:
+        attributes[MODEL] = models[0]
+    if models:
+        attributes[MODELS] = sorted(models)
+    if cost is not None:
+        attributes[COST] = cost
+    return attributes
+
+
+def report_attributes(report: UsageRecord) -> dict[str, str | int | float]:
+    """The attributes of the span event of one usage report."""
+    attributes: dict[str, str | int | float] = {
+        INPUT_TOKENS: report.input_tokens,
+        OUTPUT_TOKENS: report.output_tokens,
+        ATTEMPT: report.attempt,
+    }
+    if report.model is not None:
+        attributes[MODEL] = report.model
+    if report.cost is not None:
+        attributes[COST] = report.cost
+    return attributes

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from .._clock import is_loop_clock
@@ -25,17 +26,20 @@ from ._telemetry import (
     RUN_ID,
     STAGE,
     STAGES,
+    USAGE_REPORTED,
     TelemetryErrors,
     outcome_of,
     outcome_of_error,
+    report_attributes,
     restored,
+    usage_attributes,
 )
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Span, Tracer, TracerProvider
 
     from .._graph import StageGraph
-    from ..ports import Clock
+    from ..ports import Clock, UsageRecord
 
 
 class TracingInterceptor(TelemetryErrors):
@@ -58,6 +62,14 @@ class TracingInterceptor(TelemetryErrors):
       ``stageflow.outcome`` (completed, failed, skipped, cancelled or restored);
       ``stageflow.reason`` for a skip or a ``StageOutput.fail``. Each retry adds a
       ``stageflow.stage.retry`` event (attempt, delay, the error) to it.
+    - usage, on the span of a stage that reported some (``ctx.usage.report``), in
+      this driver of the run, all attempts, failed ones too: ``gen_ai.usage.input_tokens``
+      and ``gen_ai.usage.output_tokens`` (the OpenTelemetry GenAI conventions' names),
+      ``gen_ai.request.model`` when it used one model, ``stageflow.usage.models``
+      (every model it used), ``stageflow.usage.cost`` when known (GenAI has no cost
+      attribute); and per report a ``stageflow.usage.reported`` event at its time
+      (tokens, model, cost, ``stageflow.attempt``). A stage that reports nothing
+      gets none of them, for nothing.
     - a failure records the exception (an ``exception`` event) and sets the span's
       status to ERROR; success leaves the status unset, as the OTel conventions ask
       of instrumentation.
@@ -147,6 +159,9 @@ class TracingInterceptor(TelemetryErrors):
                     if outcome == FAILED:
                         _error_status(span, reason)
                 span.set_attributes(attributes)
+                reports = ctx.usage_reports  # () for next to nothing: most stages report none
+                if reports:
+                    _add_usage(span, reports)
                 span.end(_ns(ctx.clock))
             except Exception as error:  # noqa: BLE001
                 self.failed(error, f"ending the span of stage {name!r}")
@@ -162,6 +177,9 @@ class TracingInterceptor(TelemetryErrors):
                 span.record_exception(error)
                 _error_status(span, f"{type(error).__name__}: {error}")
             span.set_attributes({ATTEMPTS: ctx.attempts, OUTCOME: outcome})
+            reports = ctx.usage_reports  # what a failed stage spent counts too
+            if reports:
+                _add_usage(span, reports)
             span.end(_ns(ctx.clock))
         except Exception as failure:  # noqa: BLE001
             self.failed(failure, f"ending the span of stage {ctx.stage!r}")
@@ -230,6 +248,13 @@ class TracingInterceptor(TelemetryErrors):
 
     def __repr__(self) -> str:
         return f"<TracingInterceptor priority={self.priority}>"
+
+
+def _add_usage(span: Span, reports: Sequence[UsageRecord]) -> None:
+    """The stage's usage on its span: the totals, and an event per report at its time."""
+    span.set_attributes(usage_attributes(reports))
+    for report in reports:
+        span.add_event(USAGE_REPORTED, report_attributes(report), int(report.at * 1e9))
 
 
 def _error_status(span: Span, description: str) -> None:

@@ -27,6 +27,11 @@ class RunRecord:
         labels: the labels the run was started with (``Engine.run(labels=)``): str to
             str, kept exactly and never changed by the store (e.g. by ``set_status``).
             Not part of the record's hash.
+        config: the run's governing configuration as the engine started it, as
+            stageflow's JSON text (run budget, prices, model chains, the stages'
+            declared budgets and estimates, timeout, max_parallel, fail_fast), which
+            ``Engine.resume`` restores and checks; "" for a run recorded without one
+            (by an older stageflow). Kept exactly and never changed by the store.
     """
 
     run_id: str
@@ -39,6 +44,7 @@ class RunRecord:
     error: str | None = None
     structure: str = ""
     labels: Mapping[str, str] = field(default_factory=dict, hash=False)
+    config: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -62,6 +62,14 @@ class RunStore(_RunReads, Protocol):
       unknown run, ``UnknownRunError``. Expiry alone takes nothing away: a lease
       past its ``expires_at`` still writes and renews until another owner acquires
       the run.
+    - **Taking over.** ``acquire_lease(..., take_over=True)`` is for a driver known to
+      be dead whose lease has not expired yet: for a known run it always succeeds,
+      whoever holds the lease and whenever it expires, with a token greater than
+      every earlier one, exactly as a takeover at expiry; the previous holder's
+      fenced writes and renewals then raise ``LeaseLostError`` and its
+      ``release_lease`` does nothing. For an unknown run, ``UnknownRunError``. A
+      store must fence it as it fences ``acquire_lease``: a write of the previous
+      holder lands before the take-over or not at all.
     - **Fencing.** ``record_stage``, ``record_usage``, ``save_state``,
       ``set_status`` and ``renew_lease`` take the caller's :class:`Lease` and raise
       :class:`~stageflow.errors.LeaseLostError` unless its token is the run's
@@ -90,8 +98,14 @@ class RunStore(_RunReads, Protocol):
         """Create a run (``RunExistsError`` if its id is taken)."""
         ...
 
-    async def acquire_lease(self, run_id: str, owner: str, ttl: float) -> Lease:
-        """Take the run's lease for ``ttl`` seconds, with a new, greater token."""
+    async def acquire_lease(
+        self, run_id: str, owner: str, ttl: float, *, take_over: bool = False
+    ) -> Lease:
+        """Take the run's lease for ``ttl`` seconds, with a new, greater token.
+
+        ``take_over=True``: take it although another owner's lease has not expired (that
+        owner must be known dead; its writes raise ``LeaseLostError`` from now on).
+        """
         ...
 
     async def renew_lease(self, lease: Lease, ttl: float) -> Lease:

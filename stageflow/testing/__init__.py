@@ -11,12 +11,23 @@
 - :class:`ManualClock` moves only when a test moves it: give it to an engine
   (``Engine(clock=...)``) and a store, and every timeout, backoff, breaker,
   lease renewal and duration follows it.
-- Hypothesis strategies (:func:`dag_shapes`, :func:`pipelines`,
-  :func:`invalid_dag_shapes`) generate valid and invalid graphs for property
-  tests. They need the ``testing`` extra (``pip install stageflow[testing]``).
+- :class:`DagShape` and :class:`InvalidDagShape`: graph shapes (names, dependencies,
+  ancestors and descendants) that build pipelines.
+- Hypothesis strategies (:func:`~stageflow.testing.strategies.dag_shapes`,
+  :func:`~stageflow.testing.strategies.pipelines`,
+  :func:`~stageflow.testing.strategies.invalid_dag_shapes`) generate valid and invalid
+  graphs for property tests. They live in :mod:`stageflow.testing.strategies` and need
+  the ``testing`` extra (``pip install 'stageflow[testing]'``); everything else here
+  works on a base install. ``from stageflow.testing import dag_shapes`` works too: the
+  three names are imported on first use, so that a missing Hypothesis raises its
+  ImportError there, not on ``import stageflow.testing``. They are not in ``__all__``
+  (a star import never needs Hypothesis).
 """
 
+from typing import TYPE_CHECKING
+
 from ._clock import ManualClock
+from ._shapes import DagShape, InvalidDagShape
 from ._sink import RecordingSink
 from ._store_contract import (
     CHECKPOINT_STORE_CHECKS,
@@ -28,8 +39,14 @@ from ._store_contract import (
     check_run_catalog,
     check_run_store,
 )
-from ._strategies import DagShape, InvalidDagShape, dag_shapes, invalid_dag_shapes, pipelines
 from ._time import VirtualTimeLoop, run_virtual
+
+if TYPE_CHECKING:
+    from .strategies import dag_shapes as dag_shapes
+    from .strategies import invalid_dag_shapes as invalid_dag_shapes
+    from .strategies import pipelines as pipelines
+
+_STRATEGIES = frozenset({"dag_shapes", "invalid_dag_shapes", "pipelines"})
 
 # Sorted as sorted() sorts (tests/unit/test_public_api.py), not as RUF022 would.
 __all__ = [  # noqa: RUF022
@@ -46,8 +63,18 @@ __all__ = [  # noqa: RUF022
     "check_checkpoint_store",
     "check_run_catalog",
     "check_run_store",
-    "dag_shapes",
-    "invalid_dag_shapes",
-    "pipelines",
     "run_virtual",
 ]
+
+
+def __getattr__(name: str) -> object:
+    """The Hypothesis strategies, imported on first use (they need the ``testing`` extra)."""
+    if name in _STRATEGIES:
+        from . import strategies  # ImportError naming the extra without Hypothesis
+
+        return getattr(strategies, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_STRATEGIES})

@@ -134,6 +134,31 @@ async def check_labels_round_trip(factory: RunStoreFactory) -> None:
     await store.aclose()
 
 
+_CONFIG = (
+    '{"budget":{"max_cost":0.5,"max_tokens":1000,"policy":"downgrade","warn_at":0.8},'
+    '"fail_fast":false,"max_parallel":2,"note":"ünï 🦉 \\u0000","timeout":1.25,"version":1}'
+)
+
+
+async def check_config_round_trip(factory: RunStoreFactory) -> None:
+    clock = ManualClock()
+    store = await factory(clock)
+    configured = replace(_run("configured", created_at=clock()), config=_CONFIG)
+    plain = _run("plain", created_at=clock() + 1)  # the default: no configuration
+    for record in (configured, plain):
+        await store.create_run(record)
+    got = await store.get_run("configured")
+    assert got.config == _CONFIG, f"get_run must return the config text exactly: {got.config!r}"
+    assert got == configured
+    assert (await store.get_run("plain")).config == "", "no config must stay none"
+    lease = await store.acquire_lease("configured", "me", 30)
+    await store.set_status(lease, RunStatus.CANCELLED, "stopped")
+    assert (await store.get_run("configured")).config == _CONFIG, (
+        "set_status must not change the config"
+    )
+    await store.aclose()
+
+
 async def check_set_status_sets_status_error_and_updated_at(factory: RunStoreFactory) -> None:
     clock = ManualClock()
     store = await factory(clock)
@@ -271,6 +296,60 @@ async def check_a_stale_token_can_write_nothing(factory: RunStoreFactory) -> Non
     assert await store.load_state("r1", "b") is None
     await store.record_stage(new, _stage("r1", "b"))
     assert set(await store.stage_records("r1")) == {"a", "b"}
+    await store.aclose()
+
+
+async def check_a_take_over_takes_an_unexpired_lease(factory: RunStoreFactory) -> None:
+    clock = ManualClock()
+    store = await factory(clock)
+    await store.create_run(_run(created_at=clock()))
+    old = await store.acquire_lease("r1", "alpha", 30)
+    await store.record_stage(old, _stage("r1", "a"))
+    clock.advance(1)  # alpha's lease has 29 s to go: only a take-over gets the run now
+    try:
+        new = await store.acquire_lease("r1", "beta", 30, take_over=True)
+    except RunLeasedError as error:
+        raise AssertionError(
+            "acquire_lease(take_over=True) must take a lease that has not expired, "
+            "not raise RunLeasedError"
+        ) from error
+    assert (new.owner, new.expires_at) == ("beta", clock() + 30)
+    assert new.token > old.token, "a take-over must get a greater fencing token"
+    writes: dict[str, Callable[[], Awaitable[object]]] = {
+        "record_stage": lambda: store.record_stage(old, _stage("r1", "b")),
+        "record_usage": lambda: store.record_usage(old, [_usage("r1", "b", clock())]),
+        "save_state": lambda: store.save_state(old, "b", '"half"'),
+        "set_status": lambda: store.set_status(old, RunStatus.FAILED, "late"),
+        "renew_lease": lambda: store.renew_lease(old, 30),
+    }
+    for name, write in writes.items():
+        lost = await _raises(
+            LeaseLostError, write(), f"{name} of the owner taken over must raise LeaseLostError"
+        )
+        assert lost.token == old.token
+    await store.release_lease(old)  # a no-op: the lease is beta's now
+    await _raises(
+        RunLeasedError,
+        store.acquire_lease("r1", "alpha", 30),
+        "after a take-over the run is the new owner's: others get RunLeasedError",
+    )
+    assert set(await store.stage_records("r1")) == {"a"}, "a write taken over must not land"
+    assert await store.load_usage("r1") == []
+    assert await store.load_state("r1", "b") is None
+    assert (await store.get_run("r1")).status == RunStatus.RUNNING
+    await store.record_stage(new, _stage("r1", "b"))
+    assert set(await store.stage_records("r1")) == {"a", "b"}
+    again = await store.acquire_lease("r1", "beta", 30, take_over=True)  # its own: fine too
+    assert again.token > new.token
+    await store.release_lease(again)
+    free = await store.acquire_lease("r1", "gamma", 30, take_over=True)  # a free run: fine too
+    assert free.token > again.token
+    unknown = await _raises(
+        UnknownRunError,
+        store.acquire_lease("nope", "beta", 30, take_over=True),
+        "taking over an unknown run must raise UnknownRunError",
+    )
+    assert unknown.run_id == "nope"
     await store.aclose()
 
 
@@ -733,12 +812,14 @@ async def check_delete_and_prune_forget_usage(factory: StoreFactory) -> None:
 RUN_STORE_CHECKS: tuple[Callable[[RunStoreFactory], Awaitable[None]], ...] = (
     check_runs_round_trip,
     check_labels_round_trip,
+    check_config_round_trip,
     check_set_status_sets_status_error_and_updated_at,
     check_reads_of_an_unknown_run_raise,
     check_a_lease_excludes_other_owners_until_it_expires,
     check_a_lease_is_taken_by_its_owner_or_at_its_expiry,
     check_a_stale_token_can_write_nothing,
     check_a_lease_of_a_run_that_does_not_exist_writes_nothing,
+    check_a_take_over_takes_an_unexpired_lease,
     check_renewal_keeps_the_lease,
     check_a_released_lease_is_free_at_once,
     check_stage_records_are_kept_verbatim_per_stage,

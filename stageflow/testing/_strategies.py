@@ -1,14 +1,17 @@
+"""The Hypothesis strategies of the testing kit; importing this module needs Hypothesis."""
+
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 try:
     from hypothesis import strategies as st
-except ImportError as exc:  # pragma: no cover - depends on the environment
+except ImportError as exc:
     raise ImportError(
-        "stageflow.testing needs Hypothesis: pip install 'stageflow[testing]'"
+        "the Hypothesis strategies of stageflow.testing (dag_shapes, invalid_dag_shapes,"
+        " pipelines) need Hypothesis, which is not installed: pip install 'stageflow[testing]'."
+        " The rest of stageflow.testing works without it.",
+        name="hypothesis",
     ) from exc
 
 from .._pipeline import Pipeline
@@ -20,67 +23,7 @@ from ..errors import (
     SelfDependencyError,
     UnknownDependencyError,
 )
-
-
-async def _noop(ctx: Any) -> dict[str, Any]:
-    return {"stage": ctx.stage}
-
-
-@dataclass(frozen=True)
-class DagShape:
-    """The shape of a graph: stage names and their dependencies, in declaration order.
-
-    Attributes:
-        stages: ``(name, dependencies)`` pairs; a dependency may be declared later.
-    """
-
-    stages: tuple[tuple[str, tuple[str, ...]], ...]
-
-    @property
-    def names(self) -> tuple[str, ...]:
-        """The stage names, in declaration order."""
-        return tuple(name for name, _ in self.stages)
-
-    def dependencies(self, name: str) -> tuple[str, ...]:
-        """The dependencies declared for ``name``."""
-        return dict(self.stages)[name]
-
-    def descendants(self, name: str) -> frozenset[str]:
-        """Every stage that depends on ``name``, directly or not."""
-        dependents: dict[str, list[str]] = {n: [] for n, _ in self.stages}
-        for n, deps in self.stages:
-            for d in deps:
-                dependents[d].append(n)
-        return frozenset(_reachable(dependents, name))
-
-    def pipeline(
-        self,
-        stage: object | Callable[[str], object] = _noop,
-        *,
-        name: str = "generated",
-        per_stage: bool = False,
-    ) -> Pipeline:
-        """A Pipeline of this shape; every stage is ``stage`` (or ``stage(name)`` with
-        ``per_stage=True``)."""
-        p = Pipeline(name)
-        for n, deps in self.stages:
-            p = p.with_stage(n, stage(n) if per_stage else stage, dependencies=deps)  # type: ignore[operator]
-        return p
-
-
-@dataclass(frozen=True)
-class InvalidDagShape:
-    """A graph declaration that must be refused, and the GraphError subclass expected."""
-
-    stages: tuple[tuple[str, tuple[str, ...]], ...]
-    expected: type[GraphError]
-
-    def build(self, stage: object = _noop) -> Any:
-        """Declare and build it: must raise ``expected``."""
-        p = Pipeline("invalid")
-        for n, deps in self.stages:
-            p = p.with_stage(n, stage, dependencies=deps)
-        return p.build()
+from ._shapes import DagShape, InvalidDagShape, _noop
 
 
 @st.composite
@@ -126,12 +69,10 @@ def invalid_dag_shapes(draw: st.DrawFn, max_stages: int = 10) -> InvalidDagShape
     if kind == "cycle":
         # Make an ancestor of some stage depend on that stage: a cycle through every stage
         # on the path between them (of length 2 or more).
-        deps = {name: set(d) for name, d in stages}
         with_ancestors = [name for name, _ in stages if base.dependencies(name)]
         if with_ancestors:
             k = draw(st.sampled_from(with_ancestors))
-            ancestors = sorted(_reachable(deps, k))
-            a = draw(st.sampled_from(ancestors))
+            a = draw(st.sampled_from(sorted(base.ancestors(k))))
         else:  # no edge at all: join two stages both ways
             k, a = stages[1][0], stages[0][0]
             stages[1][1] = (a,)
@@ -163,15 +104,3 @@ def invalid_dag_shapes(draw: st.DrawFn, max_stages: int = 10) -> InvalidDagShape
     if kind != "duplicate" and draw(st.booleans()):  # forward references too
         stages = draw(st.permutations(stages))
     return InvalidDagShape(tuple((n, tuple(d)) for n, d in stages), expected)
-
-
-def _reachable(edges: Mapping[str, Iterable[str]], name: str) -> set[str]:
-    """Every name reachable from ``name`` along ``edges`` (not ``name`` itself, unless cyclic)."""
-    seen: set[str] = set()
-    stack = list(edges[name])
-    while stack:
-        n = stack.pop()
-        if n not in seen:
-            seen.add(n)
-            stack.extend(edges[n])
-    return seen

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import textwrap
+import time
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -138,7 +141,7 @@ class TestRun:
         assert any(line.startswith("skipped   c") and "nothing to do" in line for line in lines)
         assert "completed: run " in result.stdout
         assert "stages: 2 completed, 1 skipped" in result.stdout
-        assert "usage: 15 tokens (10 in, 5 out), cost 0.5" in result.stdout
+        assert "usage: 15 tokens (10 in, 5 out), cost $0.50" in result.stdout
         assert "resume" not in result.stdout
 
     def test_json_is_one_object_with_each_stage(self, runner, url, flow):
@@ -518,11 +521,57 @@ class TestResume:
             await store.acquire_lease("f1", "someone-else", 60)
             await store.aclose()
 
+        before = time.time()
         asyncio.run(hold())
         result = invoke(runner, "resume", "f1", "--store", url)
 
         assert result.exit_code == EXIT_USAGE
-        assert "run 'f1' is driven by someone-else; its lease expires in" in result.stderr
+        said = re.search(
+            r"run 'f1' is driven by someone-else; its lease expires at "
+            r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) \(local time\), in ([\d.]+)s",
+            result.stderr,
+        )
+        assert said is not None, result.stderr
+        expires = datetime.strptime(said.group(1), "%Y-%m-%d %H:%M:%S").timestamp()
+        assert before + 59 <= expires + 1
+        assert expires <= time.time() + 60
+        assert 55 <= float(said.group(2)) <= 60
+        assert "or now with --take-over if it is known dead" in result.stderr
+
+    def test_take_over_resumes_at_once_and_the_old_lease_writes_nothing(self, runner, url, flow):
+        from stageflow import LeaseLostError, StageRecord, StageStatus
+
+        start(runner, url, f"{flow}:pipeline", "-d", "fail=true", "--run-id", "f1")
+
+        async def hold():
+            store = SQLAlchemyStore(url)
+            try:
+                return await store.acquire_lease("f1", "dead-host:1:dead", 600)
+            finally:
+                await store.aclose()
+
+        dead = asyncio.run(hold())
+        result = invoke(runner, "resume", "f1", "--store", url, "--take-over", "--json")
+
+        assert result.exit_code == EXIT_FAILED, result.stderr  # it ran: b fails by its data
+        assert as_json(result)["stages"]["b"]["status"] == "failed"
+
+        async def late_writes():
+            store = SQLAlchemyStore(url)
+            try:
+                record = StageRecord("f1", "b", StageStatus.COMPLETED, "{}", 1, 0.0, 0.1)
+                with pytest.raises(LeaseLostError):
+                    await store.record_stage(dead, record)
+                with pytest.raises(LeaseLostError):
+                    await store.set_status(dead, RunStatus.COMPLETED)
+                free = await store.acquire_lease("f1", "next", 30)  # released at the end
+                return (await store.get_run("f1")).status, free
+            finally:
+                await store.aclose()
+
+        status, free = asyncio.run(late_writes())
+        assert status == RunStatus.FAILED
+        assert free.token > dead.token
 
 
 # ----------------------------------------------------------------------------- runs / show
@@ -591,8 +640,8 @@ class TestRunsAndShow:
         stages = {line.split()[0]: line.split()[1:] for line in done.stdout.splitlines()[4:]}
         assert stages["a"][:2] == ["completed", "1"]
         assert stages["b"][:2] == ["completed", "1"]
-        assert stages["b"][3:5] == ["15", "0.5"]  # tokens and cost of the stage
-        assert "usage: 15 tokens (10 in, 5 out), cost 0.5" in done.stdout
+        assert stages["b"][3:5] == ["15", "$0.50"]  # tokens and cost of the stage
+        assert "usage: 15 tokens (10 in, 5 out), cost $0.50" in done.stdout
 
     def test_show_json(self, runner, url, flow):
         start(runner, url, f"{flow}:pipeline", "--run-id", "s1", "-d", "fail=true")
@@ -627,7 +676,8 @@ class TestEvents:
         result = invoke(runner, "events", "e1", "--store", url)
 
         assert result.exit_code == 0
-        rows = result.stdout.splitlines()
+        header, *rows = result.stdout.splitlines()
+        assert re.fullmatch(r"-- run started \d{4}-\d\d-\d\d \d\d:\d\d:\d\d", header)
         assert rows[0].split() == ["seq", "time", "type", "stage", "attempt", "data"]
         assert rows[1].split()[0:3] == ["1", rows[1].split()[1], "run.started"]
         assert rows[-1].split()[2] == "run.completed"
@@ -870,7 +920,7 @@ def test_lines_of_an_events_file_that_are_no_events_are_left_out(runner, url, fl
     result = invoke(runner, "events", "e1", "--store", url)
 
     assert result.exit_code == 0
-    assert result.stdout.splitlines()[1].split()[2] == "run.started"
+    assert result.stdout.splitlines()[2].split()[2] == "run.started"
     assert "not json" not in result.stdout
 
 

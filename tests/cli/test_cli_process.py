@@ -112,10 +112,10 @@ def _show(folder: Path) -> dict:
     return json.loads(shown.stdout)
 
 
-def _resume_and_check(folder: Path, before: dict) -> None:
+def _resume_and_check(folder: Path, before: dict, *extra: str) -> None:
     completed = {n for n, s in before["stages"].items() if s["status"] == "completed"}
     assert 1 <= len(completed) < 10, before
-    resumed = _cli(folder, "resume", "r1", "--json", script=True)
+    resumed = _cli(folder, "resume", "r1", "--json", *extra, script=True)
 
     assert resumed.returncode == 0, resumed.stderr
     assert json.loads(resumed.stdout)["status"] == "completed"
@@ -165,6 +165,21 @@ def test_a_killed_driver_is_resumed_once_its_lease_expired(chain: Path) -> None:
     assert before["status"] == "running"  # nobody could record the end
     time.sleep(0.6)  # the lease of the killed driver expires
     _resume_and_check(chain, before)
+
+
+def test_a_killed_driver_is_taken_over_at_once_with_take_over(chain: Path) -> None:
+    process = _start(chain, "--lease-ttl", "600")
+    _wait_for_stages(chain, process, 3)
+
+    process.send_signal(signal.SIGKILL)
+    process.communicate(timeout=30)
+
+    before = _show(chain)
+    assert before["status"] == "running"
+    refused = _cli(chain, "resume", "r1")
+    assert refused.returncode == 2, refused.stderr
+    assert "--take-over if it is known dead" in refused.stderr
+    _resume_and_check(chain, before, "--take-over")  # no waiting out the ten minutes
 
 
 def test_the_console_script_and_the_module_are_the_same_command(tmp_path: Path) -> None:

@@ -27,6 +27,7 @@ def labelled(run_id: str, labels: dict[str, str] | None = None, at: float = 0.0)
 
 
 DROP_LABELS = "ALTER TABLE stageflow_runs DROP COLUMN labels"
+DROP_CONFIG = "ALTER TABLE stageflow_runs DROP COLUMN config"
 COLUMNS = {
     "sqlite": "SELECT name FROM pragma_table_info('stageflow_runs')",
     "postgresql": "SELECT column_name FROM information_schema.columns "
@@ -49,7 +50,7 @@ async def make_old(url: str, where: str, version: int) -> None:
     await store.set_status(lease, RunStatus.COMPLETED)
     await store.release_lease(lease)
     await store.aclose()
-    statements = [DROP_LABELS]
+    statements = [DROP_CONFIG, DROP_LABELS]
     if version == 1:
         statements.append("DROP TABLE stageflow_usage")
     statements.append(f"UPDATE stageflow_meta SET value = '{version}' WHERE key = 'schema_version'")
@@ -121,7 +122,7 @@ class TestSchemaUpgrade:
         assert [(r.run_id, r.labels) for r in listed] == [("new", LABELS), ("old", {})]
         assert usage == [report("new", "a")]
         assert "labels" in columns(where)
-        assert asyncio.run(raw(where, VERSION)) == [("3",)]
+        assert asyncio.run(raw(where, VERSION)) == [("4",)]
 
     def test_two_stores_opening_a_version_2_database_at_once_both_work(self, backend):
         # Both may run the ADD COLUMN: the second finds the column there, and goes on.
@@ -142,7 +143,7 @@ class TestSchemaUpgrade:
 
         assert [[r.run_id for r in runs] for runs in listed] == [["old"]] * 3
         assert [r.labels for r in got] == [LABELS] * 3
-        assert asyncio.run(raw(where, VERSION)) == [("3",)]
+        assert asyncio.run(raw(where, VERSION)) == [("4",)]
 
     def test_an_upgrade_statement_that_fails_otherwise_is_a_store_error(self, backend, monkeypatch):
         url, where = backend
@@ -173,7 +174,7 @@ class TestSchemaUpgrade:
 
         asyncio.run(open_and_close())
         assert [r.run_id for r in asyncio.run(open_and_close())] == ["old"]
-        assert asyncio.run(raw(where, VERSION)) == [("3",)]
+        assert asyncio.run(raw(where, VERSION)) == [("4",)]
 
 
 class TestEngine:

@@ -170,11 +170,9 @@ class TestBadInput:
         path = tmp_path / "notes.db"
         path.write_bytes(b"these are my notes, not a database" * 100)
 
-        async def main():
-            await SQLAlchemyStore(f"sqlite:///{path}").list_runs()
-
-        with pytest.raises(StoreError, match="cannot be used as a store"):
-            asyncio.run(main())
+        with pytest.raises(StoreError, match="cannot be used as a store") as caught:
+            SQLAlchemyStore(f"sqlite:///{path}")  # at once, not at first use
+        assert str(caught.value).startswith(f"{path} cannot be used as a store: it is no SQLite")
         assert path.read_bytes() == b"these are my notes, not a database" * 100
 
     def test_a_newer_schema_is_refused(self, tmp_path):

@@ -129,6 +129,7 @@ class TestWithStageOptions:
             ("budget", [100, {"max_tokens": 1}], "a Budget"),
             ("estimate", [-1, True, 1.5], "an Estimate or a number of tokens >= 0"),
             ("metadata", [5, {1: "v"}], "a mapping with str keys"),
+            ("output", [dict, 5, "Model"], "a pydantic model class or a dataclass type"),
         ],
     )
     def test_a_bad_value_is_refused_naming_stage_option_and_value(
@@ -178,4 +179,4 @@ class TestWithStageOptions:
 
         assert first.tags is first.optional is second.tags
         assert first.metadata is second.metadata
-        assert first[8:] == second[8:] == (None, None, None, None, None)
+        assert first[8:] == second[8:] == (None, None, None, None, None, None)

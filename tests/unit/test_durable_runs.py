@@ -134,6 +134,61 @@ class TestResume:
         assert "stage.restored" not in sink.types("b")
         assert stages.keys["b"][0] == stages.keys["b"][1] == "r1:b"
 
+    def test_a_restored_stage_reports_the_attempts_and_times_it_took(self):
+        from stageflow import RetryPolicy
+
+        calls = {"a": 0}
+
+        async def a(ctx):
+            calls["a"] += 1
+            await asyncio.sleep(2)
+            if calls["a"] == 1:
+                raise ConnectionError("reset")
+            return {"ok": True}
+
+        async def b(ctx):
+            await asyncio.sleep(50)
+
+        graph = (
+            Pipeline("durable")
+            .with_stage("a", a, retry=RetryPolicy(attempts=2, backoff="fixed", base=1))
+            .with_stage("b", b, dependencies=("a",))
+            .build()
+        )
+        store = MemoryStore()
+        first, second = RecordingSink(), RecordingSink()
+
+        async def main():
+            await asyncio.sleep(7)  # the resumed run starts later on the clock
+            await cancel_after(Engine(store=store, sink=first), graph, 10)
+            record = (await store.stage_records("r1"))["a"]
+            result = await Engine(store=store, sink=second).resume("r1", graph)
+            return record, result
+
+        record, result = run_virtual(main())
+
+        # 2 s, a 1 s backoff, 2 s: stored as it ran, reported as stored
+        assert (record.attempts, record.started, record.ended) == (2, 0.0, 5.0)
+        restored = result["a"]
+        assert (restored.attempts, restored.started, restored.ended) == (2, 0.0, 5.0)
+        assert restored.duration == 5.0
+        assert result["b"].attempts == 1  # run again: this run's own count
+        (saved,) = first.of_type("checkpoint.saved")
+        assert saved.stage == "a"
+        assert saved.data["attempt"] == 2
+        (back,) = second.of_type("stage.restored")
+        assert back.data == {"attempts": 2}
+        (done,) = [e for e in second.for_stage("a") if e.type == "stage.completed"]
+        assert done.attempt == 2
+        assert done.data["duration"] == 5.0
+
+    def test_checkpoint_saved_carries_the_first_attempt_without_retries(self):
+        sink = RecordingSink()
+        graph = chain(Stages())
+        run_virtual(Engine(store=MemoryStore(), sink=sink).run(graph, run_id="r1"))
+        saved = sink.of_type("checkpoint.saved")
+        assert [(e.stage, e.data["attempt"]) for e in saved] == [("a", 1), ("b", 1), ("c", 1)]
+
     def test_the_run_data_comes_back_from_the_store(self):
         seen = []
 

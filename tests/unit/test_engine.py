@@ -11,6 +11,7 @@ import pytest
 
 from stageflow import (
     ConfigurationError,
+    EmptyPipelineError,
     Engine,
     Pipeline,
     RunResult,
@@ -139,12 +140,9 @@ class TestEngineScheduling:
         assert order.index("c") < order.index("d")
         assert result.duration == pytest.approx(4)
 
-    def test_an_empty_graph_completes(self):
-        result = run(Pipeline("empty").build())
-
-        assert result.status is RunStatus.COMPLETED
-        assert len(result) == 0
-        assert result.duration == pytest.approx(0)
+    def test_an_empty_pipeline_never_becomes_a_graph_to_run(self):
+        with pytest.raises(EmptyPipelineError, match="'empty' has no stages"):
+            Pipeline("empty").build()
 
     def test_graph_run_uses_a_default_engine(self):
         async def greet(ctx):

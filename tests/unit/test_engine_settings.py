@@ -88,6 +88,15 @@ class TestReplace:
         assert mine in other.interceptors
         assert len(other.interceptors) == len(engine.interceptors)
 
+    def test_settings_shows_what_the_engine_was_made_with_read_only(self):
+        mine = TimeoutInterceptor(5)
+        engine = Engine(interceptors=[mine], max_parallel=3)
+
+        assert engine.settings["max_parallel"] == 3
+        assert engine.settings["interceptors"] == (mine,)  # the defaults are not settings
+        with pytest.raises(TypeError):
+            engine.settings["max_parallel"] = 4  # type: ignore[index]
+
     def test_an_unknown_setting_is_refused_naming_it(self):
         with pytest.raises(ConfigurationError, match="Engine has no setting 'max_paralel'") as e:
             Engine().replace(max_paralel=2)
@@ -142,8 +151,10 @@ class TestDefaults:
             Engine(without=bad)
         assert e.value.field == "without"
 
-    def test_without_the_breaker_there_is_no_registry(self):
-        assert Engine(without={"circuit_breaker"}).circuit_breakers is None
+    def test_without_the_breaker_its_registry_stays_empty(self):
+        engine = Engine(without={"circuit_breaker"})
+
+        assert list(engine.circuit_breakers) == []
 
 
 class _Selective:

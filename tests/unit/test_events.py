@@ -334,6 +334,7 @@ class TestEvent:
             "stage.failed",
             "stage.skipped",
             "stage.retrying",
+            "attempt.started",
             "stage.restored",
             "circuit.opened",
             "circuit.half_open",

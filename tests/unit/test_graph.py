@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from stageflow import Pipeline, StageGraph, StageKind, StageSpec
+from stageflow import EmptyPipelineError, GraphError, Pipeline, StageGraph, StageKind, StageSpec
 
 from ._helpers import noop, run
 
@@ -165,12 +165,19 @@ class TestStageGraph:
         with pytest.raises(KeyError):
             graph.descendants("zzz")
 
-    def test_empty_graph(self):
-        graph = Pipeline("empty").build()
+    def test_an_empty_pipeline_is_refused_at_build(self):
+        with pytest.raises(EmptyPipelineError) as caught:
+            Pipeline("empty").build()
 
-        assert len(graph) == 0
-        assert graph.roots == ()
-        assert graph.names == ()
+        assert isinstance(caught.value, GraphError)
+        assert caught.value.pipeline == "empty"
+        assert str(caught.value) == (
+            "pipeline 'empty' has no stages: add one with with_stage() before build()"
+        )
+
+    def test_an_empty_composition_is_refused_too(self):
+        with pytest.raises(EmptyPipelineError):
+            Pipeline("a").compose(Pipeline("b")).build()
 
     def test_repr(self):
         assert repr(_diamond()) == "<StageGraph 'diamond' with 4 stages>"
@@ -202,8 +209,11 @@ class TestStageGraphDrawing:
             "}\n"
         )
 
-    def test_an_empty_graph_draws_without_edges(self):
-        graph = Pipeline("empty").build()
+    def test_a_graph_without_edges_draws_its_nodes_only(self):
+        graph = Pipeline("lone").with_stage("a", noop).build()
 
-        assert graph.to_mermaid() == "flowchart TD\n"
-        assert graph.to_dot() == 'digraph "empty" {\n    rankdir=LR;\n    node [shape=box];\n}\n'
+        assert graph.to_mermaid() == 'flowchart TD\n    s0["a"]\n'
+        assert graph.to_dot() == (
+            'digraph "lone" {\n    rankdir=LR;\n    node [shape=box];\n'
+            '    "a" [tooltip="work"];\n}\n'
+        )

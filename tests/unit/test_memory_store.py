@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -27,6 +28,7 @@ from stageflow.testing._store_contract import (
     check_a_leased_run_is_neither_deleted_nor_pruned,
     check_a_record_of_another_run_is_refused,
     check_a_stale_token_can_write_nothing,
+    check_a_take_over_takes_an_unexpired_lease,
     check_delete_and_prune_forget_usage,
     check_list_runs_filters_newest_first,
     check_reads_of_an_unknown_run_raise,
@@ -71,9 +73,31 @@ class _Unfenced(MemoryStore):
 class _NoTakeover(MemoryStore):
     """Broken on purpose: an expired lease is never taken over with a greater token."""
 
-    async def acquire_lease(self, run_id: str, owner: str, ttl: float) -> Lease:
-        lease = await super().acquire_lease(run_id, owner, ttl)
+    async def acquire_lease(self, run_id: str, owner: str, ttl: float, **options: Any) -> Lease:
+        lease = await super().acquire_lease(run_id, owner, ttl, **options)
         return Lease(lease.run_id, lease.owner, 1, lease.expires_at)
+
+
+class _NoTakeOver(MemoryStore):
+    """Broken on purpose: ``take_over=True`` is refused like any acquisition."""
+
+    async def acquire_lease(
+        self, run_id: str, owner: str, ttl: float, *, take_over: bool = False
+    ) -> Lease:
+        return await super().acquire_lease(run_id, owner, ttl)
+
+
+class _TakeOverKeepsTheToken(MemoryStore):
+    """Broken on purpose: a take-over keeps the old token, so the old owner still writes."""
+
+    async def acquire_lease(
+        self, run_id: str, owner: str, ttl: float, *, take_over: bool = False
+    ) -> Lease:
+        run = self._get(run_id)
+        if take_over and run.lease is not None:
+            run.lease = replace(run.lease, owner=owner, expires_at=self._clock() + ttl)
+            return run.lease
+        return await super().acquire_lease(run_id, owner, ttl, take_over=take_over)
 
 
 class _UnfencedUsage(MemoryStore):
@@ -221,6 +245,12 @@ class TestTheContractCanFail:
             (
                 _NoTakeover,
                 check_a_lease_excludes_other_owners_until_it_expires,
+                "greater fencing token",
+            ),
+            (_NoTakeOver, check_a_take_over_takes_an_unexpired_lease, "not raise RunLeasedError"),
+            (
+                _TakeOverKeepsTheToken,
+                check_a_take_over_takes_an_unexpired_lease,
                 "greater fencing token",
             ),
             (_EmptyForUnknownRuns, check_reads_of_an_unknown_run_raise, "UnknownRunError"),

@@ -39,7 +39,6 @@ class TestPipeline:
         assert len(empty) == 0
         assert [s.name for s in one] == ["a"]
         assert [s.name for s in two] == ["a", "b"]
-        assert empty.build().names == ()
         assert one.build().names == ("a",)
 
     def test_branches_from_a_shared_prefix_do_not_see_each_other(self):

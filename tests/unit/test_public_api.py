@@ -16,6 +16,7 @@ import stageflow
 import stageflow.interceptors
 import stageflow.ports
 import stageflow.testing
+import stageflow.testing.strategies
 
 PUBLIC: dict[ModuleType, list[str]] = {
     stageflow: [
@@ -41,6 +42,7 @@ PUBLIC: dict[ModuleType, list[str]] = {
         "DuplicateDependencyError",
         "DuplicateStageError",
         "DurableRun",
+        "EmptyPipelineError",
         "Engine",
         "Estimate",
         "Event",
@@ -49,6 +51,7 @@ PUBLIC: dict[ModuleType, list[str]] = {
         "FanOutSink",
         "GraphError",
         "GraphMismatchError",
+        "InputTypeError",
         "Interceptor",
         "InvalidOptionError",
         "InvalidOutputError",
@@ -58,11 +61,13 @@ PUBLIC: dict[ModuleType, list[str]] = {
         "JsonLinesSink",
         "Lease",
         "LeaseLostError",
+        "LegacyEventSink",
         "LoggingInterceptor",
         "LoggingSink",
         "LoopClock",
         "MetricsInterceptor",
         "MissingInputError",
+        "MissingOutputError",
         "ModelChain",
         "ModelPrice",
         "Pipeline",
@@ -94,12 +99,15 @@ PUBLIC: dict[ModuleType, list[str]] = {
         "StageContext",
         "StageError",
         "StageFailedError",
+        "StageFunction",
         "StageGraph",
         "StageInputs",
         "StageKind",
+        "StageLike",
         "StageOutput",
         "StageRecord",
         "StageResult",
+        "StageReturn",
         "StageSpec",
         "StageState",
         "StageStatus",
@@ -107,6 +115,7 @@ PUBLIC: dict[ModuleType, list[str]] = {
         "StageUsage",
         "StageflowError",
         "StoreError",
+        "SyncStageFunction",
         "TimeoutInterceptor",
         "Timer",
         "TracingInterceptor",
@@ -134,10 +143,12 @@ PUBLIC: dict[ModuleType, list[str]] = {
         "check_checkpoint_store",
         "check_run_catalog",
         "check_run_store",
+        "run_virtual",
+    ],
+    stageflow.testing.strategies: [
         "dag_shapes",
         "invalid_dag_shapes",
         "pipelines",
-        "run_virtual",
     ],
     stageflow.interceptors: [
         "BaseInterceptor",

@@ -203,9 +203,41 @@ class TestRetryEvents:
         assert sink.types("s") == [
             "stage.started",
             "stage.retrying",
+            "attempt.started",
             "stage.retrying",
+            "attempt.started",
             "stage.completed",
         ]
+
+    def test_each_retried_attempt_is_marked_when_it_starts_after_the_backoff(self) -> None:
+        class Timed(RecordingSink):  # when each event came, on the loop's (virtual) clock
+            def __init__(self) -> None:
+                super().__init__()
+                self.times: dict[int, float] = {}
+
+            def try_emit(self, event: Any) -> None:
+                super().try_emit(event)
+                self.times[event.seq] = asyncio.get_running_loop().time()
+
+        sink = Timed()
+        stage = Flaky(OSError(), OSError())
+
+        run(
+            one_stage(stage, retry=RetryPolicy(attempts=3, backoff="fixed", base=2)),
+            Engine(sink=sink),
+        )
+
+        started = sink.of_type("attempt.started")
+        assert [(e.stage, e.attempt, dict(e.data)) for e in started] == [
+            ("s", 2, {"attempts": 3}),
+            ("s", 3, {"attempts": 3}),
+        ]
+        retrying = sink.of_type("stage.retrying")
+        waited = [
+            sink.times[b.seq] - sink.times[a.seq] for a, b in zip(retrying, started, strict=True)
+        ]
+        assert waited == [2.0, 2.0]  # once the backoff is over, as the attempt starts
+        assert [sink.times[e.seq] for e in started] == stage.starts[1:]
 
     def test_a_retrying_event_carries_the_attempt_that_failed(self) -> None:
         sink = RecordingSink()

@@ -63,7 +63,9 @@ class UserCheckpoint:
                 return await call(ctx)
             stored = durable.restore(name)
             if stored is not None:
-                ctx.event(EventType.STAGE_RESTORED, attempts=durable.restored[name].attempts)
+                record = durable.restored[name]
+                ctx.report_restored(record.attempts, record.started, record.ended)
+                ctx.event(EventType.STAGE_RESTORED, attempts=record.attempts)
                 return stored
             try:
                 output: StageOutput = await call(ctx)
@@ -73,7 +75,7 @@ class UserCheckpoint:
             await durable.save_usage(ctx.ledger.unstored(name))
             if output.status in (StageStatus.COMPLETED, StageStatus.SKIPPED):
                 await durable.save(ctx, output)
-                ctx.event(EventType.CHECKPOINT_SAVED)
+                ctx.event(EventType.CHECKPOINT_SAVED, attempt=ctx.attempts)
             return output
 
         return checkpointed

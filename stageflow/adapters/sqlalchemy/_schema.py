@@ -18,9 +18,9 @@ from sqlalchemy import (
     Text,
 )
 
-SCHEMA_VERSION: Final = 3
+SCHEMA_VERSION: Final = 4
 """1: runs, stages, states. 2: usage (the table stageflow_usage). 3: run labels (the column
-stageflow_runs.labels)."""
+stageflow_runs.labels). 4: the runs' governing configuration (the column stageflow_runs.config)."""
 
 metadata = MetaData()
 
@@ -48,6 +48,8 @@ runs = Table(
     Column("lease_expires", Float),
     # The run's labels, a JSON object of str to str (version 3).
     Column("labels", Text, nullable=False, server_default="{}"),
+    # The run's governing configuration, stageflow's JSON text ("": none recorded; version 4).
+    Column("config", Text, nullable=False, server_default=""),
     Index("stageflow_runs_listing", "status", "pipeline", "created_at"),
 )
 
@@ -95,12 +97,15 @@ usage = Table(
 )
 
 ADD_LABELS: Final = "ALTER TABLE stageflow_runs ADD COLUMN labels TEXT NOT NULL DEFAULT '{}'"
+ADD_CONFIG: Final = "ALTER TABLE stageflow_runs ADD COLUMN config TEXT NOT NULL DEFAULT ''"
 
 UPGRADES: Final[dict[int, tuple[str, ...]]] = {
     # 1 -> 2: the table stageflow_usage, which create_all (run on every open) has made.
     1: (),
     # 2 -> 3: the runs' labels (create_all makes no column in a table that exists).
     2: (ADD_LABELS,),
+    # 3 -> 4: the runs' governing configuration (older runs get "": none recorded).
+    3: (ADD_CONFIG,),
 }
 """The statements that take a database from a version to the next, after create_all.
 
@@ -114,14 +119,15 @@ the store ignores that error (SQLite has no ``ADD COLUMN IF NOT EXISTS``).
 LOCK_SCHEMA: Final = "SELECT pg_advisory_xact_lock(126943687566694)"
 
 RUN_COLUMNS: Final = (
-    "run_id, pipeline, fingerprint, data, status, created_at, updated_at, error, structure, labels"
+    "run_id, pipeline, fingerprint, data, status, created_at, updated_at, error, structure, "
+    "labels, config"
 )
 HELD: Final = "run_id = :run_id AND lease_token = :token AND lease_owner IS NOT NULL"
 
 INSERT_RUN: Final = f"""
 INSERT INTO stageflow_runs ({RUN_COLUMNS}, lease_token)
 VALUES (:run_id, :pipeline, :fingerprint, :data, :status, :created_at, :updated_at, :error,
-        :structure, :labels, 0)
+        :structure, :labels, :config, 0)
 ON CONFLICT (run_id) DO NOTHING
 RETURNING run_id"""
 
@@ -132,6 +138,14 @@ UPDATE stageflow_runs
 SET lease_owner = :owner, lease_token = lease_token + 1, lease_expires = :expires
 WHERE run_id = :run_id
   AND (lease_owner IS NULL OR lease_expires <= :now OR lease_owner = :owner)
+RETURNING lease_token"""
+
+# ACQUIRE whoever holds the lease (its owner known dead): the same row update, so fenced
+# writes are ordered against it as against ACQUIRE.
+TAKE_OVER: Final = """
+UPDATE stageflow_runs
+SET lease_owner = :owner, lease_token = lease_token + 1, lease_expires = :expires
+WHERE run_id = :run_id
 RETURNING lease_token"""
 
 LEASE_OF: Final = "SELECT lease_owner, lease_expires FROM stageflow_runs WHERE run_id = :run_id"

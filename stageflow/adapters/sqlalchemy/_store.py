@@ -7,12 +7,12 @@ import json
 import math
 import re
 import sqlite3
+import sys
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import asyncpg  # type: ignore[import-untyped]
 import sqlalchemy
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
@@ -54,7 +54,8 @@ class SQLAlchemyStore(CheckpointStore):
     The schema is created on first use and versioned; a database of an older schema
     is upgraded when opened (version 1, before usage was kept, gains the table
     ``stageflow_usage``; version 2, before run labels, the column
-    ``stageflow_runs.labels``), one of a newer schema is refused with
+    ``stageflow_runs.labels``; version 3, before stored run configurations, the column
+    ``stageflow_runs.config``), one of a newer schema is refused with
     :class:`~stageflow.errors.SchemaError`. Backend errors become
     :class:`~stageflow.errors.StoreError`.
 
@@ -85,13 +86,23 @@ class SQLAlchemyStore(CheckpointStore):
             ) from error
         backend = parsed.get_backend_name()
         if backend == "sqlite":
+            if parsed.host and parsed.database in (None, ""):  # sqlite://runs.db
+                raise ConfigurationError(
+                    f"{url!r} names a host {parsed.host!r}, not a file: a SQLite URL has "
+                    f"three slashes before a relative path (sqlite:///{parsed.host}) and "
+                    "four before an absolute one (sqlite:////var/lib/runs.db)",
+                    field="url",
+                    value=url,
+                )
             if parsed.database in (None, "", ":memory:"):
                 raise ConfigurationError(
                     f"a SQLite store needs a file, not {url!r}; use MemoryStore for memory",
                     field="url",
                     value=url,
                 )
-            self._db: _SQLite | _Postgres = _SQLite(Path(parsed.database or ""))
+            path = Path(parsed.database or "")
+            _check_sqlite_file(path)  # a file that is no SQLite database: refused now
+            self._db: _SQLite | _Postgres = _SQLite(path)
         elif backend == "postgresql":
             self._db = _Postgres(parsed.set(drivername="postgresql+asyncpg"))
         else:
@@ -117,7 +128,24 @@ class SQLAlchemyStore(CheckpointStore):
         try:
             return await call()
         except (SQLAlchemyError, sqlite3.Error, OSError) as error:
-            raise StoreError(f"{self.url}: {error}") from error
+            raise StoreError(f"{self.url}: {_said(error)}") from error
+
+    async def open(self) -> None:
+        """Open the database now: connect, create or upgrade the schema, check it.
+
+        Call it where the program starts (``await store.open()``) so that a database
+        that cannot be used fails there, in one line, and not at the first write of
+        a run. A store not opened opens itself at its first use; opening twice does
+        nothing. A SQLite file that is no SQLite database (e.g. another kind of file)
+        is refused already when the store is made.
+
+        Raises:
+            SchemaError: the database holds a newer stageflow schema.
+            StoreError: the database cannot be reached or used (a corrupt or truncated
+                SQLite file, a server that refuses the connection, ...): the message
+                names the file or URL and what is wrong.
+        """
+        await self._open()
 
     async def _open(self) -> None:
         if self._ready is None:
@@ -136,7 +164,9 @@ class SQLAlchemyStore(CheckpointStore):
                     )
                 await self._upgrade(int(version))
             except (SQLAlchemyError, sqlite3.Error, OSError) as error:
-                raise StoreError(f"{self.url} cannot be used as a store: {error}") from error
+                db = self._db
+                label = db.path if isinstance(db, _SQLite) else self.url  # the file, or URL
+                raise StoreError(f"{label} cannot be used as a store: {_said(error)}") from error
             self._opened = True
 
     async def _upgrade(self, version: int) -> None:
@@ -154,7 +184,7 @@ class SQLAlchemyStore(CheckpointStore):
             "run_id": run.run_id, "pipeline": run.pipeline, "fingerprint": run.fingerprint,
             "data": run.data, "status": run.status.value, "created_at": run.created_at,
             "updated_at": run.updated_at, "error": run.error, "structure": run.structure,
-            "labels": _labels_text(run.labels),
+            "labels": _labels_text(run.labels), "config": run.config,
         }  # fmt: skip
         if not await self._run(sql.INSERT_RUN, params):
             raise RunExistsError.of(run.run_id)
@@ -211,11 +241,20 @@ class SQLAlchemyStore(CheckpointStore):
 
     # ------------------------------------------------------------------ leases
 
-    async def acquire_lease(self, run_id: str, owner: str, ttl: float) -> Lease:
-        """Take the run's lease for ``ttl`` seconds, with a new, greater token."""
+    async def acquire_lease(
+        self, run_id: str, owner: str, ttl: float, *, take_over: bool = False
+    ) -> Lease:
+        """Take the run's lease for ``ttl`` seconds, with a new, greater token.
+
+        ``take_over=True`` takes it although another owner's lease has not expired.
+        """
         now = self._clock()
-        params = {"run_id": run_id, "owner": owner, "now": now, "expires": now + ttl}
-        rows = await self._run(sql.ACQUIRE, params)
+        if take_over:
+            params = {"run_id": run_id, "owner": owner, "expires": now + ttl}
+            rows = await self._run(sql.TAKE_OVER, params)
+        else:
+            params = {"run_id": run_id, "owner": owner, "now": now, "expires": now + ttl}
+            rows = await self._run(sql.ACQUIRE, params)
         if not rows:
             await self._refusal(run_id)
         return Lease(run_id, owner, int(rows[0][0]), now + ttl)
@@ -354,10 +393,11 @@ class SQLAlchemyStore(CheckpointStore):
 
 
 def _run_record(row: tuple[Any, ...]) -> RunRecord:
-    run_id, pipeline, fingerprint, data, status, created, updated, error, structure, labels = row
+    run_id, pipeline, fingerprint, data, status, created, updated, error, structure = row[:9]
+    labels, config = row[9:]
     return RunRecord(
         run_id, pipeline, fingerprint, data, RunStatus(status), created, updated, error, structure,
-        {} if labels == "{}" else json.loads(labels),
+        {} if labels == "{}" else json.loads(labels), config,
     )  # fmt: skip
 
 
@@ -369,7 +409,9 @@ def _labels_text(labels: Mapping[str, str]) -> str:
 def _is_duplicate_column(error: BaseException) -> bool:
     """The error of an ``ADD COLUMN`` whose column the table already has."""
     cause = error.__cause__ if isinstance(error, StoreError) else error
-    return isinstance(cause, asyncpg.DuplicateColumnError) or (
+    asyncpg = sys.modules.get("asyncpg")  # imported only by a PostgreSQL store
+    duplicate = asyncpg is not None and isinstance(cause, asyncpg.DuplicateColumnError)
+    return duplicate or (
         isinstance(cause, sqlite3.OperationalError) and "duplicate column name" in str(cause)
     )
 
@@ -427,6 +469,52 @@ def _fail_all(batch: list[_Pending], error: BaseException) -> None:
     for _, _, done in batch:
         if not done.done():
             done.set_exception(error)
+
+
+def _check_sqlite_file(path: Path) -> None:
+    """Refuse a path that exists but is no SQLite database (a directory, another file).
+
+    The file is read through sqlite3 itself, never with ``open()``: closing any other
+    descriptor of a database file drops the POSIX locks this process's connections
+    hold on it, which lets another process corrupt it. sqlite3 shares its locks
+    between the connections of a process and closes safely.
+    """
+    if path.is_dir():
+        raise StoreError(f"{path} cannot be used as a store: it is a directory")
+    try:
+        if not path.exists() or path.stat().st_size == 0:
+            return  # made on open (an empty file is a new database to SQLite)
+        uri = path.resolve().as_uri() + "?mode=ro"
+        connection = sqlite3.connect(uri, uri=True, timeout=0)
+        try:
+            connection.execute("PRAGMA schema_version").fetchone()
+        finally:
+            connection.close()
+    except sqlite3.OperationalError as error:
+        if "locked" in str(error) or "busy" in str(error):
+            return  # in use by another connection: a database all the same
+        raise StoreError(f"{path} cannot be used as a store: {_said(error)}") from None
+    except sqlite3.DatabaseError as error:
+        if str(error) == "file is not a database":
+            raise StoreError(
+                f"{path} cannot be used as a store: it is no SQLite database (it does not "
+                "begin with SQLite's header): another kind of file, or a damaged one"
+            ) from None
+        raise StoreError(f"{path} cannot be used as a store: {_said(error)}") from None
+    except OSError as error:
+        raise StoreError(f"{path} cannot be used as a store: {_said(error)}") from None
+
+
+def _said(error: BaseException) -> str:
+    """What went wrong, in one line: the driver's own message, without SQLAlchemy's
+    statement, parameters and background link."""
+    orig = getattr(error, "orig", None)  # a DBAPIError wraps the driver's exception
+    text = str(orig if orig is not None else error)
+    line = text.strip().splitlines()[0] if text.strip() else type(error).__name__
+    line = re.sub(r"\s*\(Background on this error at: [^)]*\)", "", line)
+    if line in ("file is not a database", "database disk image is malformed"):
+        return f"the SQLite file is corrupt or truncated ({line})"
+    return line
 
 
 class _SQLite:
@@ -626,6 +714,14 @@ class _Postgres:
     """
 
     def __init__(self, url: URL) -> None:
+        # asyncpg (the `postgres` extra) is imported only here: a SQLite store needs only
+        # the `sqlite` extra.
+        import asyncpg  # type: ignore[import-untyped]
+
+        self.asyncpg = asyncpg
+        self.failures: tuple[type[BaseException], ...] = (
+            asyncpg.PostgresError, asyncpg.InterfaceError, OSError,
+        )  # fmt: skip
         self.url = url
         self.pool: asyncpg.Pool | None = None
         # A connection of our own, used whenever it is free: a pool checkout costs about
@@ -648,7 +744,7 @@ class _Postgres:
         dsn = self.url.set(drivername="postgresql").render_as_string(hide_password=False)
         # Our statements change no session state, so the default reset on release
         # (a round trip of RESET ALL & co, ~170 us) is pure cost.
-        self.pool = await asyncpg.create_pool(dsn, min_size=1, max_size=20, reset=_keep)
+        self.pool = await self.asyncpg.create_pool(dsn, min_size=1, max_size=20, reset=_keep)
         self.own = await self.pool.acquire()
 
     async def run(self, statement: str, params: Mapping[str, Any], *, group: bool = False) -> Rows:
@@ -668,7 +764,7 @@ class _Postgres:
                     rows = await self.own.fetch(text, *args)
                 finally:
                     self.own_busy = False
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as error:
+        except self.failures as error:
             raise StoreError(f"{self.url.render_as_string(hide_password=True)}: {error}") from error
         return [tuple(row) for row in rows]
 
