@@ -137,8 +137,8 @@ def config_changes(
     unset: dict[str, object] = {"model_chains": [], "fail_fast": True}
     restore: dict[str, Any] = {}
     differ: list[str] = []
-    # The timeout is recorded, not restored: it bounds one drive (a run it cancelled must
-    # be resumable without one), and a resume takes its own.
+    # The timeout is not compared here: a resume that gives none gets the stored one, one
+    # that gives its own drives with it (see Engine._resuming).
     for key in ("budget", "prices", "model_chains", "max_parallel", "fail_fast"):
         mine, theirs = given.get(key), stored.get(key, unset.get(key))
         if mine == theirs:

@@ -387,8 +387,9 @@ class Engine:
         prices, model chains, or a stage's declared ``budget``/``estimate``) is refused,
         unless ``override=True``: then the given settings govern this drive (the stored
         configuration stays as it was). A ``max_parallel`` or ``fail_fast=False`` given
-        wins for this drive. The run's ``timeout`` is recorded but bounds only the
-        drive it was given to: a resume has its own.
+        wins for this drive. So does a ``timeout`` given; without one, the run's own
+        timeout bounds this drive too (each drive gets all of it: what earlier drives
+        completed is not done again).
 
         A run whose driver was killed stays leased until its lease expires (``lease_ttl``
         after its last heartbeat): until then a resume raises ``RunLeasedError``. With
@@ -401,7 +402,7 @@ class Engine:
         Args:
             run_id: the run.
             graph: the graph the run started with.
-            timeout: seconds for this drive (default: none, whatever the run started with).
+            timeout: seconds for this drive (default: the timeout the run started with).
             override: let the given money settings govern instead of the stored ones.
             take_over: take the run's lease even from a driver whose lease has not
                 expired (known dead).
@@ -485,6 +486,8 @@ class Engine:
                 changes[key] = tuple(ModelChain(*models) for models in value)
             else:
                 changes[key] = value
+        if timeout is None:  # the run's own limit holds for each drive, unless one is given
+            timeout = stored.get("timeout")
         return (self.replace(**changes) if changes else self), timeout
 
     async def _execute(self, run: RunContext) -> RunResult:

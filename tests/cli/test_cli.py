@@ -454,8 +454,10 @@ class TestResume:
         invoke(runner, "run", f"{flow}:sleepy", "--store", url, "--timeout", "0.05",
                "-d", "sleep=0.2", "--run-id", "t1")  # fmt: skip
 
-        result = invoke(runner, "resume", "t1", "--store", url)
+        bounded = invoke(runner, "resume", "t1", "--store", url)  # the run's own timeout
+        result = invoke(runner, "resume", "t1", "--store", url, "--timeout", "30")
 
+        assert bounded.exit_code == EXIT_CANCELLED, bounded.output
         assert result.exit_code == EXIT_COMPLETED, result.output
         assert result.stdout.startswith("resuming 'sleepy' (1 stages) as run t1")
         assert "completed: run t1" in result.stdout

@@ -179,28 +179,32 @@ class TestResumeRestoresIt:
         assert flaky.models["c"] == "small", "the stored chain and budget must downgrade c"
         assert second.usage.by_stage["c"].cost == pytest.approx(100 / 1e6)
 
-    def test_the_stored_timeout_bounds_only_its_own_drive(self):
+    def test_the_stored_timeout_bounds_each_drive_unless_a_resume_gives_its_own(self):
         store = MemoryStore()
 
         async def slow(ctx: StageContext) -> None:
-            await asyncio.sleep(100)
+            await asyncio.sleep(15)
 
         graph = Pipeline("slow").with_stage("s", slow).build()
 
-        async def main() -> tuple[RunResult, RunResult, RunResult, float]:
+        async def main() -> tuple[RunResult, float, RunResult, float, RunResult]:
+            loop = asyncio.get_running_loop()
             first = await Engine(store=store).run(graph, run_id="r1", timeout=10)
-            start = asyncio.get_running_loop().time()
-            second = await Engine(store=store).resume("r1", graph, timeout=20)
-            took = asyncio.get_running_loop().time() - start
-            return first, second, await Engine(store=store).resume("r1", graph), took
+            start = loop.time()
+            second = await Engine(store=store).resume("r1", graph)  # the stored 10 s
+            took_second = loop.time() - start
+            start = loop.time()
+            third = await Engine(store=store).resume("r1", graph, timeout=20)
+            return first, took_second, second, loop.time() - start, third
 
-        first, second, third, took = run_virtual(main())
+        first, took_second, second, took_third, third = run_virtual(main())
 
         assert first.status is RunStatus.CANCELLED
         assert json.loads(store._runs["r1"].record.config)["timeout"] == 10
         assert second.status is RunStatus.CANCELLED
-        assert took == pytest.approx(20), "the resume's own timeout bounds it"
-        assert third.ok, "without one, a run its timeout cancelled goes on to the end"
+        assert took_second == pytest.approx(10), "without one, the run's own timeout holds"
+        assert third.ok, "a resume's own timeout wins"
+        assert took_third == pytest.approx(15)
 
     def test_the_stored_max_parallel_and_fail_fast_apply(self):
         store = MemoryStore()
