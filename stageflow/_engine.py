@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import math
 import weakref
 from collections.abc import Iterable, Mapping, Sequence
 from types import MappingProxyType
@@ -346,7 +347,7 @@ class Engine:
             run_id = new_run_id()
         else:
             _check_run_id(run_id)
-        _check_timeout(timeout)
+        timeout = _check_timeout(timeout)
         checked = check_labels(labels)
         durable = None
         store = self.store
@@ -402,7 +403,8 @@ class Engine:
         Args:
             run_id: the run.
             graph: the graph the run started with.
-            timeout: seconds for this drive (default: the timeout the run started with).
+            timeout: seconds for this drive (default: the timeout the run started with;
+                ``math.inf``: no limit).
             override: let the given money settings govern instead of the stored ones.
             take_over: take the run's lease even from a driver whose lease has not
                 expired (known dead).
@@ -427,13 +429,15 @@ class Engine:
         _check_run_id(run_id)
         _check_graph(graph, "resume")
         check_storable(graph)
-        _check_timeout(timeout)
+        unlimited = timeout is not None and _check_timeout(timeout) is None  # math.inf
         if not isinstance(override, bool):
             refuse("override", "True or False", override)
         if not isinstance(take_over, bool):
             refuse("take_over", "True or False", take_over)
         record = await DurableRun.checked_record(store, graph, run_id)
         engine, timeout = self._resuming(record, graph, timeout, override)
+        if unlimited:
+            timeout = None
         durable, record, data = await DurableRun.resume(
             store, graph, run_id, owner=self._owner, ttl=self._lease_ttl, clock=self._clock,
             record=record, take_over=take_over,
@@ -718,9 +722,14 @@ def _check_run_id(run_id: object) -> None:
         )
 
 
-def _check_timeout(timeout: object) -> None:
-    if timeout is not None:
-        number(timeout, "timeout", "a positive number of seconds or None", gt=0)
+def _check_timeout(timeout: object) -> float | None:
+    """The timeout, checked; ``math.inf`` (no limit) as None."""
+    if timeout is None:
+        return None
+    seconds = number(
+        timeout, "timeout", "a positive number of seconds, math.inf or None", gt=0, finite=False
+    )
+    return None if seconds == math.inf else seconds
 
 
 def _governance(

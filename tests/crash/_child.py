@@ -34,6 +34,7 @@ import asyncio
 import datetime as dt
 import hashlib
 import json
+import math
 import os
 import pickle
 import random
@@ -219,7 +220,9 @@ async def resume(engine: Engine, graph: Any, args: argparse.Namespace) -> RunRes
     for tries in range(args.lease_tries + 1):
         say("go")
         try:
-            return await engine.resume(args.run_id, graph)
+            return await engine.resume(
+                args.run_id, graph, timeout=math.inf
+            )  # to the end, whatever limit stopped it
         except RunLeasedError as error:
             if tries == args.lease_tries:
                 say(json.dumps(leased(error)))
@@ -236,7 +239,7 @@ async def probe(engine: Engine, graph: Any, args: argparse.Namespace) -> int:
             await asyncio.sleep(args.every)
         say("go")
         try:
-            result = await engine.resume(args.run_id, graph)
+            result = await engine.resume(args.run_id, graph, timeout=math.inf)
         except RunLeasedError as error:
             say(json.dumps(leased(error)))
             continue
@@ -257,7 +260,7 @@ async def serve(store: SQLAlchemyStore, graph: Any, args: argparse.Namespace) ->
         assert command == "resume", line
         engine = Engine(store=store, lease_ttl=args.ttl)  # a new owner for every run
         try:
-            result = await engine.resume(run_id, graph)
+            result = await engine.resume(run_id, graph, timeout=math.inf)
         except RunLeasedError as error:
             reply = leased(error)
         else:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 from typing import Any
 
 import pytest
@@ -205,6 +206,27 @@ class TestResumeRestoresIt:
         assert took_second == pytest.approx(10), "without one, the run's own timeout holds"
         assert third.ok, "a resume's own timeout wins"
         assert took_third == pytest.approx(15)
+
+    def test_math_inf_is_no_limit_for_a_run_and_for_a_resume(self):
+        store = MemoryStore()
+
+        async def slow(ctx: StageContext) -> None:
+            await asyncio.sleep(1000)
+
+        graph = Pipeline("slow").with_stage("s", slow).build()
+
+        async def main() -> tuple[RunResult, RunResult, RunResult]:
+            unlimited = await Engine(store=store).run(graph, run_id="r0", timeout=math.inf)
+            first = await Engine(store=store).run(graph, run_id="r1", timeout=10)
+            resumed = await Engine(store=store).resume("r1", graph, timeout=math.inf)
+            return unlimited, first, resumed
+
+        unlimited, first, resumed = run_virtual(main())
+
+        assert unlimited.ok
+        assert json.loads(store._runs["r0"].record.config)["timeout"] is None
+        assert first.status is RunStatus.CANCELLED
+        assert resumed.ok, "math.inf lifts the run's own timeout for this drive"
 
     def test_the_stored_max_parallel_and_fail_fast_apply(self):
         store = MemoryStore()
