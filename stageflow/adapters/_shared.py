@@ -13,24 +13,22 @@ def usage_of_run(lease: Lease, records: Sequence[UsageRecord]) -> list[UsageReco
     """The records as a list, each checked to be of the lease's run."""
     batch = list(records)
     for record in batch:
-        if record.run_id != lease.run_id:
-            raise ConfigurationError(
-                f"a usage record of run {record.run_id!r} cannot be recorded with the lease "
-                f"of run {lease.run_id!r}",
-                field="records",
-                value=record,
-            )
+        _of_run(lease, record.run_id, "a usage record", "records", record)
     return batch
 
 
 def stage_of_run(lease: Lease, record: StageRecord) -> None:
     """Refuse a stage record of another run than the lease's."""
-    if record.run_id != lease.run_id:
+    _of_run(lease, record.run_id, "a stage record", "record", record)
+
+
+def _of_run(lease: Lease, run_id: str, what: str, field: str, value: object) -> None:
+    if run_id != lease.run_id:
         raise ConfigurationError(
-            f"a stage record of run {record.run_id!r} cannot be recorded with the lease "
-            f"of run {lease.run_id!r}",
-            field="record",
-            value=record,
+            f"{what} of run {run_id!r} cannot be recorded with the lease of run "
+            f"{lease.run_id!r}",
+            field=field,
+            value=value,
         )
 
 

@@ -11,15 +11,17 @@ import asyncio
 import importlib.util
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
 
-from stageflow import Budget, BudgetExceededError, Engine, RunStatus
+from stageflow import Budget, Engine, RunStatus
 from stageflow.adapters.sqlalchemy import SQLAlchemyStore
 
 pytestmark = pytest.mark.slow  # real processes: about a second each
@@ -290,4 +292,74 @@ def test_the_stored_budget_is_what_the_python_run_had(tmp_path):
 
     config = json.loads(asyncio.run(main()))
     assert config["budget"]["max_tokens"] == 1000
-    assert BudgetExceededError.__name__  # imported for the error names the tests match
+
+
+KILLABLE = """
+import asyncio, sys
+from pathlib import Path
+from stageflow import Budget, Engine, Pipeline
+from stageflow.adapters.sqlalchemy import SQLAlchemyStore
+
+def stage(tokens):
+    async def run(ctx):
+        log = Path(ctx.data["log"])
+        with log.open("a") as out:
+            out.write(f"{ctx.stage}\\n")
+        ctx.usage.report(model="big", input_tokens=tokens)
+        if ctx.stage == "b" and not Path(str(log) + ".killed").exists():
+            Path(str(log) + ".in-b").touch()  # the parent SIGKILLs this process now
+            await asyncio.sleep(600)
+        return {}
+    return run
+
+pipeline = (
+    Pipeline("spend")
+    .with_stage("a", stage(600), estimate=600)
+    .with_stage("b", stage(300), dependencies=["a"], estimate=300)
+    .with_stage("c", stage(300), dependencies=["b"], estimate=300)
+)
+
+async def main(url, log):
+    store = SQLAlchemyStore(url)
+    engine = Engine(store=store, budget=Budget(max_tokens=1100), lease_ttl=30)
+    await engine.run(pipeline.build(), {"log": log}, run_id="k1",
+                     labels={"stageflow.target": __file__ + ":pipeline"})
+
+if __name__ == "__main__":
+    asyncio.run(main(sys.argv[1], sys.argv[2]))
+"""
+
+
+def test_a_budget_survives_a_sigkilled_python_driver_and_governs_the_cli_resume(tmp_path):
+    script = tmp_path / "killable.py"
+    script.write_text(KILLABLE)
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    log = tmp_path / "stages.log"
+    errors = tmp_path / "child.err"
+    with errors.open("w") as err:
+        child = subprocess.Popen(
+            [sys.executable, str(script), url, str(log)], cwd=tmp_path, env=_env(),
+            stdout=subprocess.DEVNULL, stderr=err,
+        )  # fmt: skip
+    try:
+        marker = Path(str(log) + ".in-b")
+        deadline = time.monotonic() + 30
+        while not marker.exists() and child.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)  # polls the child's progress, times nothing
+        assert marker.exists(), errors.read_text()
+        child.send_signal(signal.SIGKILL)  # mid-stage b: a was stored, b was in flight
+        child.wait(timeout=30)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait(timeout=30)
+    Path(str(log) + ".killed").touch()
+
+    # the driver is dead and its lease unexpired: take the run over from the command
+    done = _cli(tmp_path, "resume", "k1", "--store", url, "--json", "--take-over")
+
+    assert done.returncode == 1, done.stderr
+    shown = json.loads(done.stdout)
+    assert [shown["stages"][n]["status"] for n in "abc"] == ["completed", "completed", "failed"]
+    assert "BudgetExceededError" in shown["stages"]["c"]["error"]  # 600 + 300 + 300 > 1100
+    assert log.read_text().split() == ["a", "b", "b"]  # a once; b again after the kill
