@@ -25,8 +25,7 @@ def stage_of_run(lease: Lease, record: StageRecord) -> None:
 def _of_run(lease: Lease, run_id: str, what: str, field: str, value: object) -> None:
     if run_id != lease.run_id:
         raise ConfigurationError(
-            f"{what} of run {run_id!r} cannot be recorded with the lease of run "
-            f"{lease.run_id!r}",
+            f"{what} of run {run_id!r} cannot be recorded with the lease of run {lease.run_id!r}",
             field=field,
             value=value,
         )
