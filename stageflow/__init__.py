@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from ._budget import Budget, CostPolicy, Estimate, ModelChain
 from ._clock import LoopClock
 from ._context import (
+    LoopInfo,
     StageCall,
     StageContext,
     StageFunction,
@@ -20,6 +21,7 @@ from ._context import (
     SyncStageFunction,
 )
 from ._durable import DurableRun
+from ._dynamic import LoopSpec, MapSpec
 from ._engine import Engine
 from ._events import Event, EventType
 from ._graph import StageGraph
@@ -50,8 +52,12 @@ from .errors import (
     InvalidStageError,
     InvalidStageNameError,
     LeaseLostError,
+    LoopExhaustedError,
+    MapError,
+    MapItemError,
     MissingInputError,
     MissingOutputError,
+    RouteError,
     RunCancelledError,
     RunError,
     RunExistsError,
@@ -66,6 +72,7 @@ from .errors import (
     StageflowError,
     StageTimeoutError,
     StoreError,
+    SubgraphFailedError,
     UnknownDependencyError,
     UnknownModelError,
     UnknownRunError,
@@ -156,6 +163,12 @@ __all__ = [
     "LoggingInterceptor",
     "LoggingSink",
     "LoopClock",
+    "LoopExhaustedError",
+    "LoopInfo",
+    "LoopSpec",
+    "MapError",
+    "MapItemError",
+    "MapSpec",
     "MetricsInterceptor",
     "MissingInputError",
     "MissingOutputError",
@@ -167,6 +180,7 @@ __all__ = [
     "Priority",
     "RetryInterceptor",
     "RetryPolicy",
+    "RouteError",
     "RunCall",
     "RunCancelledError",
     "RunCatalog",
@@ -206,6 +220,7 @@ __all__ = [
     "StageUsage",
     "StageflowError",
     "StoreError",
+    "SubgraphFailedError",
     "SyncStageFunction",
     "TimeoutInterceptor",
     "Timer",

@@ -16,6 +16,7 @@ from typing import (
     TYPE_CHECKING,
     Any,
     Final,
+    NamedTuple,
     TypeAlias,
     TypeVar,
     Union,
@@ -41,6 +42,7 @@ if TYPE_CHECKING:
     from .ports import Clock, UsageRecord
 
 __all__ = [
+    "LoopInfo",
     "StageCall",
     "StageContext",
     "StageFunction",
@@ -128,8 +130,36 @@ class StageContext:
 
     @property
     def stage(self) -> str:
-        """This stage's name."""
-        return self.spec.name
+        """This stage's name in the run: ``spec.name``, prefixed inside a subgraph or a
+        loop (``etl.fetch``, ``refine[2].critique``); for an item of a map stage, the
+        name its outcome is kept under (``score[3]``, ``score[<key>]``)."""
+        return self._run.outcomes.names[self._index]
+
+    @property
+    def item(self) -> Any:
+        """The item this call of a map stage is for (``with_map``).
+
+        Raises:
+            ConfigurationError: the stage is not a map stage.
+        """
+        return self._run.item_of(self._index)[0]
+
+    @property
+    def item_index(self) -> int:
+        """The item's position in the map's items (``with_map``)."""
+        return self._run.item_of(self._index)[1]
+
+    @property
+    def item_key(self) -> str:
+        """The item's key: ``key(item)`` of ``with_map(key=)``, else its index as str."""
+        return self._run.item_of(self._index)[2]
+
+    @property
+    def loop(self) -> LoopInfo | None:
+        """Inside a loop stage's body: the iteration (``ctx.loop.iteration``, from 1)
+        and the previous iteration's output (``ctx.loop.previous``, None in the first);
+        else None."""
+        return self._run.loop_of()
 
     @property
     def data(self) -> Mapping[str, Any]:
@@ -150,17 +180,25 @@ class StageContext:
 
     @property
     def inputs(self) -> StageInputs:
-        """The outputs of this stage's dependencies, by stage name."""
-        return StageInputs(self._run, self._index, self.spec)
+        """The outputs of this stage's dependencies, by stage name.
+
+        Inside a subgraph or a loop, a stage also sees the inputs of the stage it is
+        inside; an item of a map stage sees the map's inputs.
+        """
+        run = self._run
+        if run.items is not None:
+            return run.enclosing.inputs  # type: ignore[union-attr]
+        return StageInputs(run, self._index, self.spec)
 
     @property
     def idempotency_key(self) -> str:
         """``"<run_id>:<stage>"``: the same on every attempt and every resume of this run.
 
         Pass it to external services so that a stage re-run after a crash or a retry
-        does not repeat a side effect.
+        does not repeat a side effect. Each item of a map, and each iteration of a
+        loop, has its own (``ctx.stage`` names it).
         """
-        return f"{self._run.run_id}:{self.spec.name}"
+        return f"{self._run.run_id}:{self.stage}"
 
     @property
     def clock(self) -> Clock:
@@ -217,7 +255,7 @@ class StageContext:
         Makes no ledger: empty, for next to nothing, when the stage reported nothing.
         """
         ledger = self._run.ledger
-        return () if ledger is None else ledger.reported(self.spec.name)
+        return () if ledger is None else ledger.reported(self.stage)
 
     def model(self, preferred: str) -> str:
         """The model to use now for ``preferred``: itself, or a cheaper one of its
@@ -283,7 +321,7 @@ class StageContext:
         """
         if not isinstance(type, EventType):
             raise ConfigurationError(
-                f"stage {self.spec.name!r}: event() takes an EventType, not {type!r}; "
+                f"stage {self.stage!r}: event() takes an EventType, not {type!r}; "
                 "use emit() for your own events",
                 field="type",
                 value=type,
@@ -304,7 +342,7 @@ class StageContext:
         """
         if not isinstance(type, str) or _CUSTOM_NAME.fullmatch(type) is None:
             raise ConfigurationError(
-                f"stage {self.spec.name!r}: event type must be a dotted name like "
+                f"stage {self.stage!r}: event type must be a dotted name like "
                 f"'progress' or 'custom.progress', not {type!r}",
                 field="type",
                 value=type,
@@ -312,7 +350,7 @@ class StageContext:
         self._run.emit(self, type if type.startswith("custom.") else "custom." + type, data)
 
     def __repr__(self) -> str:
-        return f"<StageContext {self.spec.name!r} run={self._run.run_id!r} attempt={self.attempt}>"
+        return f"<StageContext {self.stage!r} run={self._run.run_id!r} attempt={self.attempt}>"
 
 
 class _EntryContext(StageContext):
@@ -366,6 +404,19 @@ def new_context(run: RunServices, index: int, spec: StageSpec, attempt: int = 1)
     return ctx
 
 
+class LoopInfo(NamedTuple):
+    """Where a stage of a loop's body is: ``ctx.loop``.
+
+    Attributes:
+        iteration: the iteration, from 1.
+        previous: the previous iteration's output (its ``output_stage``'s data), None
+            in the first.
+    """
+
+    iteration: int
+    previous: Mapping[str, Any] | None
+
+
 class StageInputs(Mapping[str, Mapping[str, Any]]):
     """The outputs of a stage's completed dependencies, by dependency name.
 
@@ -388,7 +439,10 @@ class StageInputs(Mapping[str, Mapping[str, Any]]):
     def _output(self, dependency: str) -> Mapping[str, Any] | None:
         """The dependency's output, or None if it did not complete."""
         if dependency not in self._spec.dependencies:
-            deps = ", ".join(map(repr, self._spec.dependencies)) or "none"
+            enclosing = self._run.enclosing
+            if enclosing is not None and dependency in enclosing.inputs._known():
+                return enclosing.inputs._output(dependency)
+            deps = ", ".join(map(repr, self._known())) or "none"
             raise MissingInputError(
                 f"stage {self._spec.name!r} asked for the output of {dependency!r}, "
                 f"which is not one of its dependencies ({deps})",
@@ -399,6 +453,14 @@ class StageInputs(Mapping[str, Mapping[str, Any]]):
         j = self._run.graph.index[dependency]
         outcomes = self._run.outcomes
         return outcomes.outputs[j] if outcomes.status[j] == COMPLETED else None
+
+    def _known(self) -> tuple[str, ...]:
+        """The stages this stage may read: its dependencies, then those it sees through
+        the stage it is inside (a subgraph's, a loop's)."""
+        enclosing = self._run.enclosing
+        if enclosing is None:
+            return self._spec.dependencies
+        return self._spec.dependencies + enclosing.inputs._known()
 
     def __getitem__(self, dependency: str) -> Mapping[str, Any]:
         """The output of ``dependency``, read-only."""
@@ -489,13 +551,16 @@ class StageInputs(Mapping[str, Mapping[str, Any]]):
         for dependency in self._spec.dependencies:
             if status[index[dependency]] == COMPLETED:
                 yield dependency
+        enclosing = self._run.enclosing
+        if enclosing is not None:
+            yield from (d for d in enclosing.inputs if d not in self._spec.dependencies)
 
     def __len__(self) -> int:
         return sum(1 for _ in self)
 
     def __contains__(self, dependency: object) -> bool:
         return isinstance(dependency, str) and (
-            dependency in self._spec.dependencies and self._output(dependency) is not None
+            dependency in self._known() and self._output(dependency) is not None
         )
 
     def __repr__(self) -> str:

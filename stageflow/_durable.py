@@ -25,7 +25,7 @@ from ._budget import Budget, ModelChain
 from ._check import number
 from ._graph import StageGraph
 from ._stage import StageOutput
-from ._status import RunStatus, StageStatus
+from ._status import RunStatus, StageStatus, routed_reason, routes_of
 from .errors import ConfigurationError, GraphMismatchError, LeaseLostError, StoreError
 from .ports import Clock, Lease, RunRecord, RunStore, StageRecord, UsageRecord
 
@@ -324,7 +324,9 @@ class DurableRun:
             return None
         if done.status is StageStatus.SKIPPED:
             return StageOutput.skip(done.reason or "skipped")
-        return StageOutput(StageStatus.COMPLETED, _codec.loads(done.output))
+        return StageOutput(
+            StageStatus.COMPLETED, _codec.loads(done.output), None, routes_of(done.reason)
+        )
 
     async def save(self, ctx: StageContext, output: StageOutput) -> None:
         """Store the outcome of ``ctx``'s stage, completed or skipped by itself (fenced).
@@ -343,7 +345,7 @@ class DurableRun:
             ctx.attempts,
             ctx.started - run_started,
             ctx.clock.monotonic() - run_started,
-            output.reason,
+            output.reason if output.routes is None else routed_reason(output.routes),
         )
         await self._fenced(self.store.record_stage(self.lease, record))
 

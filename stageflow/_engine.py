@@ -24,9 +24,11 @@ from ._durable import (
     default_owner,
     governing,
 )
+from ._dynamic import MapSpec
 from ._graph import StageGraph, set_default_run
 from ._ids import RUN_ID, new_run_id
 from ._ledger import Governance
+from ._nested import BodyCalls, map_call, nested_call
 from ._pipeline import Pipeline
 from ._policies import RetryPolicy
 from ._result import RunResult, RunStatus
@@ -298,9 +300,15 @@ class Engine:
     def _compiled(self, graph: StageGraph) -> _Compiled:
         compiled = self._chains.get(graph)
         if compiled is None:
-            compiled = _Compiled(graph, self._interceptors, self._selective, self._execute)
+            compiled = _Compiled(
+                graph, self._interceptors, self._selective, self._execute, self._body_calls
+            )
             self._chains[graph] = compiled
         return compiled
+
+    def _body_calls(self, body: StageGraph, flags: tuple[bool, ...]) -> tuple[StageCall, ...]:
+        """The calls of a loop's or subgraph's body, as composed for the run's variant."""
+        return self._compiled(body).calls(flags)
 
     # ---------------------------------------------------------------- running
 
@@ -498,7 +506,8 @@ class Engine:
         # The innermost run call: what the interceptors' wrap_run hooks wrap.
         graph, durable = run.graph, run.durable
         compiled = self._compiled(graph)
-        calls = compiled.calls(tuple(ic.applies(run) for ic in self._selective))
+        flags = tuple(ic.applies(run) for ic in self._selective)
+        calls = compiled.calls(flags)
         state = RunState(
             graph,
             calls,
@@ -511,10 +520,15 @@ class Engine:
             governance=self.governance,
             durable=durable,
         )
+        state.flags = flags
         if durable is None:
             return await state.execute(run.timeout)
         if durable.usage:  # what earlier drivers of this run spent counts
-            budgets = {spec.name: spec.budget for spec in graph.stages if spec.budget}
+            budgets = {}
+            for record in durable.usage:  # an item's or a nested stage's: its spec's budget
+                spec = graph.spec_of(record.stage)
+                if spec is not None and spec.budget is not None:
+                    budgets[record.stage] = spec.budget
             state.usage_ledger().restore(durable.usage, budgets)
         durable.keep_alive(
             lambda why: state.abort(LeaseLostError.of(run.run_id, durable.lease.token))
@@ -549,7 +563,7 @@ class _Compiled:
     the stages of a run; each is composed once, the first time a run needs it.
     """
 
-    __slots__ = ("_graph", "_interceptors", "_selective", "_variants", "run_call")
+    __slots__ = ("_body_calls", "_graph", "_interceptors", "_selective", "_variants", "run_call")
 
     def __init__(
         self,
@@ -557,8 +571,10 @@ class _Compiled:
         interceptors: tuple[Interceptor, ...],
         selective: tuple[SelectiveInterceptor, ...],
         execute: RunCall,
+        body_calls: BodyCalls,
     ) -> None:
         self._graph = graph
+        self._body_calls = body_calls
         self._interceptors = interceptors
         self._selective = selective
         self._variants: dict[tuple[bool, ...], tuple[StageCall, ...]] = {}
@@ -569,14 +585,27 @@ class _Compiled:
         if calls is None:
             left_out = {id(ic) for ic, on in zip(self._selective, flags, strict=True) if not on}
             chain = [ic for ic in self._interceptors if id(ic) not in left_out]
-            calls = tuple(_compose(spec, chain) for spec in self._graph.stages)
+            calls = tuple(_compose(spec, chain, self._body_calls) for spec in self._graph.stages)
             self._variants[flags] = calls
         return calls
 
 
-def _compose(spec: StageSpec, interceptors: Sequence[Interceptor]) -> StageCall:
+def _compose(
+    spec: StageSpec, interceptors: Sequence[Interceptor], body_calls: BodyCalls
+) -> StageCall:
+    """A stage's call in its chain: a map's chain wraps each item, in the map's call; a
+    loop's or subgraph's wraps the call that drives its body."""
+    dynamic = spec.dynamic
+    if dynamic is None:
+        return _chained(spec, interceptors, spec.call)
+    if isinstance(dynamic, MapSpec):
+        return map_call(spec, _chained(spec, interceptors, spec.call))
+    return _chained(spec, interceptors, nested_call(spec, body_calls))
+
+
+def _chained(spec: StageSpec, interceptors: Sequence[Interceptor], call: StageCall) -> StageCall:
     if not interceptors:
-        return spec.call
+        return call
     name = spec.name
 
     def normalizing(inner: StageCall) -> StageCall:
@@ -587,7 +616,7 @@ def _compose(spec: StageSpec, interceptors: Sequence[Interceptor]) -> StageCall:
 
         return normalized
 
-    return compose(spec, interceptors, spec.call, normalizing)
+    return compose(spec, interceptors, call, normalizing)
 
 
 def _with_defaults(

@@ -16,7 +16,8 @@ class EventType(enum.StrEnum):
 
     Later features emit the types reserved here (``stage.retrying`` and
     ``attempt.started`` by retries, ``circuit.*`` by the circuit breaker, ``budget.*``
-    by budgets, ``stage.restored``/``checkpoint.saved`` by durable runs).
+    by budgets, ``stage.restored``/``checkpoint.saved`` by durable runs, ``map.*`` and
+    ``item.*`` by map stages, ``loop.iteration`` by loop stages).
     """
 
     RUN_STARTED = "run.started"
@@ -38,6 +39,12 @@ class EventType(enum.StrEnum):
     BUDGET_EXCEEDED = "budget.exceeded"
     BUDGET_DOWNGRADED = "budget.downgraded"
     CHECKPOINT_SAVED = "checkpoint.saved"
+    MAP_STARTED = "map.started"
+    ITEM_STARTED = "item.started"
+    ITEM_COMPLETED = "item.completed"
+    ITEM_FAILED = "item.failed"
+    ITEM_SKIPPED = "item.skipped"
+    LOOP_ITERATION = "loop.iteration"
 
     @property
     def is_terminal(self) -> bool:

@@ -13,6 +13,7 @@ from .errors import (
     DuplicateDependencyError,
     DuplicateStageError,
     EmptyPipelineError,
+    InvalidOptionError,
     SelfDependencyError,
     UnknownDependencyError,
 )
@@ -51,15 +52,19 @@ class StageGraph:
         in_degree: for each stage, how many dependencies it has.
         roots: the numbers of the stages without dependencies.
         names: the stage names, in declaration order.
+        guards: stage number -> its ``when`` condition, for the stages that have one.
+        routes: stage number -> the numbers of its ``routes``, for ROUTE stages.
     """
 
     __slots__ = (
         "__weakref__",
+        "guards",
         "in_degree",
         "index",
         "name",
         "names",
         "roots",
+        "routes",
         "stages",
         "successors",
     )
@@ -71,6 +76,8 @@ class StageGraph:
     successors: tuple[tuple[int, ...], ...]
     in_degree: tuple[int, ...]
     roots: tuple[int, ...]
+    guards: Mapping[int, Callable[[StageContext], bool]]
+    routes: Mapping[int, frozenset[int]]
 
     def __init__(self) -> None:
         raise TypeError("a StageGraph is made by Pipeline(...).build()")
@@ -89,7 +96,10 @@ class StageGraph:
         n = len(specs)
         successors: list[list[int]] = [[] for _ in range(n)]
         backward_only = True  # every dependency declared before its dependent: no cycle possible
+        dynamic: list[int] = []  # stages with a condition or routes
         for i, spec in enumerate(specs):
+            if spec.when is not None or spec.routes is not None:
+                dynamic.append(i)
             for dep in spec.dependencies:
                 j = index.get(dep)
                 if j is None:
@@ -116,6 +126,14 @@ class StageGraph:
         in_degree = tuple(len(spec.dependencies) for spec in specs)
         if not backward_only:
             _check_acyclic(specs, successors, in_degree)
+        guards: dict[int, Callable[[StageContext], bool]] = {}
+        routes: dict[int, frozenset[int]] = {}
+        for i in dynamic:
+            spec = specs[i]
+            if spec.when is not None:
+                guards[i] = spec.when
+            if spec.routes is not None:
+                routes[i] = _route_targets(name, spec, index, successors[i])
         graph = object.__new__(cls)
         setattr_ = object.__setattr__
         setattr_(graph, "name", name)
@@ -125,6 +143,8 @@ class StageGraph:
         setattr_(graph, "successors", tuple(map(tuple, successors)))
         setattr_(graph, "in_degree", in_degree)
         setattr_(graph, "roots", tuple(i for i, d in enumerate(in_degree) if d == 0))
+        setattr_(graph, "guards", MappingProxyType(guards))
+        setattr_(graph, "routes", MappingProxyType(routes))
         return graph
 
     @property
@@ -154,6 +174,31 @@ class StageGraph:
     def __getitem__(self, name: str) -> StageSpec:
         """The spec of the stage called ``name`` (KeyError if there is none)."""
         return self.stages[self.index[name]]
+
+    def spec_of(self, path: str) -> StageSpec | None:
+        """The spec of the stage ``path`` names in a run, or None: a stage's name, a map's
+        item (``score[3]``), a stage of a subgraph (``etl.fetch``) or of a loop's
+        iteration (``refine[2].critique``), at any depth."""
+        i = self.index.get(path)
+        if i is not None:
+            return self.stages[i]
+        cut = min((k for k in (path.find("["), path.find(".")) if k > 0), default=-1)
+        if cut < 0 or path[:cut] not in self.index:
+            return None
+        spec = self.stages[self.index[path[:cut]]]
+        dynamic = spec.dynamic
+        rest = path[cut:]
+        if dynamic is None:
+            return None
+        body = getattr(dynamic, "body", None)
+        if body is None:  # a map: anything in brackets is one of its items
+            return spec if rest.startswith("[") and rest.endswith("]") else None
+        if rest.startswith("["):  # a loop's iteration: [n].stage
+            close = rest.find("].")
+            if close < 0 or not rest[1:close].isdigit():
+                return None
+            rest = rest[close + 1 :]
+        return body.spec_of(rest[1:]) if rest.startswith(".") else None
 
     def descendants(self, name: str) -> frozenset[str]:
         """The names of every stage that depends, directly or not, on ``name``."""
@@ -206,6 +251,29 @@ class StageGraph:
 
     def __repr__(self) -> str:
         return f"<StageGraph {self.name!r} with {len(self.stages)} stages>"
+
+
+def _route_targets(
+    pipeline: str, spec: StageSpec, index: Mapping[str, int], successors: list[int]
+) -> frozenset[int]:
+    """The numbers of a ROUTE stage's routes, each checked to be a direct successor."""
+    assert spec.routes is not None
+    targets = []
+    for target in spec.routes:
+        j = index.get(target)
+        if j is None or j not in successors:
+            what = "no stage of pipeline " + repr(pipeline) if j is None else "not a successor"
+            depends = [specs_name for specs_name, k in index.items() if k in successors]
+            raise InvalidOptionError(
+                f"stage {spec.name!r}: routes names {target!r}, which is {what}: a route must "
+                f"be a stage that depends on {spec.name!r} (those that do: "
+                f"{', '.join(map(repr, sorted(depends))) or 'none'})",
+                stage=spec.name,
+                option="routes",
+                value=target,
+            )
+        targets.append(j)
+    return frozenset(targets)
 
 
 def _check_acyclic(

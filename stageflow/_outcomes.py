@@ -69,7 +69,7 @@ class Outcomes:
             return attempts, self.times[2 * i], self.times[2 * i + 1]
         return attempts, None, None
 
-    def result(self, i: int) -> StageResult:
+    def result(self, i: int, items: tuple[StageResult, ...] = ()) -> StageResult:
         """Stage i's StageResult, built now."""
         attempts, started, ended = self.taken(i)
         output = self.outputs[i]
@@ -82,38 +82,96 @@ class Outcomes:
             attempts,
             started,
             ended,
+            items,
         )
+
+    def results(self) -> tuple[StageResult, ...]:
+        """Every outcome's StageResult, in order (a map's items)."""
+        return tuple(self.result(i) for i in range(len(self.names)))
 
     def counts(self) -> dict[str, int]:
         """How many stages ended with each status."""
         return {str(STATUS[code]): self.status.count(code) for code in CODE.values()}
 
 
+ITEMS: Final = "items"
+STAGES: Final = "stages"
+
+
 class StageResults(Mapping[str, StageResult]):
-    """A run's stage results by name, in graph order; each built on first access."""
+    """A run's stage results by name, each built on first access: the graph's stages in
+    graph order, then those of subgraphs and loop iterations (``etl.fetch``,
+    ``refine[2].critique``) in the order they ran. A map stage's result holds its items'.
 
-    __slots__ = ("_built", "_index", "_outcomes")
+    ``parts`` are the run's nested outcomes as ``(kind, outcomes)``: ``"stages"`` of a
+    subgraph or an iteration, ``"items"`` of a map, whose outcomes are named
+    ``<map>[<key>]``.
+    """
 
-    def __init__(self, outcomes: Outcomes, index: Mapping[str, int]) -> None:
+    __slots__ = ("_built", "_index", "_nested", "_outcomes", "_parts")
+
+    def __init__(
+        self,
+        outcomes: Outcomes,
+        index: Mapping[str, int],
+        parts: list[tuple[str, Outcomes]] | None = None,
+    ) -> None:
         self._outcomes = outcomes
         self._index = index
-        self._built: dict[int, StageResult] = {}
+        self._parts = parts or []
+        self._built: dict[str, StageResult] = {}
+        self._nested: dict[str, tuple[Outcomes, int]] | None = None
+
+    def _where(self) -> dict[str, tuple[Outcomes, int]]:
+        """Where each name's outcome is: the nested ones, and the items by map name."""
+        nested = self._nested
+        if nested is None:
+            nested = {}
+            for kind, outcomes in self._parts:
+                if kind == STAGES:
+                    for i, name in enumerate(outcomes.names):
+                        nested[name] = (outcomes, i)
+                elif outcomes.names:  # the items of one map: found by the map's name
+                    first = outcomes.names[0]
+                    nested[ITEMS + ":" + first[: first.index("[")]] = (outcomes, -1)
+            self._nested = nested
+        return nested
 
     def __getitem__(self, name: str) -> StageResult:
-        i = self._index[name]
-        result = self._built.get(i)
-        if result is None:
-            result = self._built[i] = self._outcomes.result(i)
+        result = self._built.get(name)
+        if result is not None:
+            return result
+        i = self._index.get(name)
+        if i is not None:
+            outcomes = self._outcomes
+        elif self._parts and name in self._where():
+            outcomes, i = self._where()[name]
+        else:
+            raise KeyError(name)
+        items: tuple[StageResult, ...] = ()
+        if self._parts:
+            found = self._where().get(ITEMS + ":" + name)
+            if found is not None:
+                items = found[0].results()
+        result = self._built[name] = outcomes.result(i, items)
         return result
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._outcomes.names)
+        yield from self._outcomes.names
+        if self._parts:
+            yield from (n for n in self._where() if not n.startswith(ITEMS + ":"))
 
     def __len__(self) -> int:
-        return len(self._outcomes.names)
+        return sum(1 for _ in self)
 
     def __contains__(self, name: object) -> bool:
-        return name in self._index
+        if name in self._index:
+            return True
+        return (
+            bool(self._parts)
+            and isinstance(name, str)
+            and (name in self._where() and not name.startswith(ITEMS + ":"))
+        )
 
     def __repr__(self) -> str:
         return f"<StageResults of {len(self)} stages>"

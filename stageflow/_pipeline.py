@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from collections.abc import Set as AbstractSet
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import TYPE_CHECKING, Any, Final, TypeAlias
 
 from ._budget import Budget, Estimate
+from ._check import integer, refuse
+from ._dynamic import EXHAUSTED, ITEM_ERRORS, LoopSpec, MapSpec
 from ._graph import StageGraph
 from ._policies import CircuitBreakerPolicy, RetryPolicy
-from ._spec import StageSpec, check_name, make_spec, unknown_option
+from ._spec import OPTIONS, StageSpec, check_name, dynamic_spec, make_spec, unknown_option
 from ._stage import StageKind
-from .errors import GraphError
+from .errors import GraphError, InvalidOptionError
 
 if TYPE_CHECKING:
-    from ._context import StageLike
+    from ._context import StageContext, StageLike
 
 __all__ = ["Pipeline"]
 
@@ -91,6 +93,8 @@ class Pipeline:
             budget: Budget | None = None,
             estimate: Estimate | int | None = None,
             output: type[Any] | None = None,
+            when: Callable[[StageContext], bool] | None = None,
+            routes: StageNames | None = None,
         ) -> Pipeline:
             """Return a new Pipeline with one more stage (see ``help(Pipeline.with_stage)``).
 
@@ -117,6 +121,8 @@ class Pipeline:
             budget: Budget | None = None,
             estimate: Estimate | int | None = None,
             output: type[Any] | None = None,
+            when: Callable[[StageContext], bool] | None = None,
+            routes: Iterable[str] | None = None,
             **unknown: Any,
         ) -> Pipeline:
             """Return a new Pipeline with one more stage.
@@ -149,6 +155,13 @@ class Pipeline:
                     the stage fails with :class:`~stageflow.errors.InvalidOutputError`;
                     returning an instance of the model gives its fields. A durable run
                     checks before it starts that the fields' types can be stored.
+                when: a condition ``ctx -> bool``, called with the stage's context once
+                    its dependencies have ended, before any interceptor: false skips
+                    the stage with the reason ``condition false`` (no attempt, no
+                    retry), a branch not taken (see docs/dynamic.md for joins).
+                routes: for a ``StageKind.ROUTE`` stage, the direct successors it
+                    chooses from: it returns ``StageOutput.route("a", **data)`` and
+                    those it did not choose are skipped (``not routed by '<stage>'``).
 
             Raises:
                 InvalidStageNameError: ``name`` is not a valid name.
@@ -159,7 +172,7 @@ class Pipeline:
                 raise unknown_option(name, unknown)
             spec = make_spec(
                 name, stage, kind, dependencies, optional, tags, metadata, timeout, retry,
-                circuit_breaker, budget, estimate, output,
+                circuit_breaker, budget, estimate, output, when, routes,
             )  # fmt: skip
             new = _new_pipeline(Pipeline)  # _extend, inlined: with_stage is BUILD's hot path
             new._name = self._name
@@ -167,6 +180,159 @@ class Pipeline:
             new._spec = spec
             new._count = self._count + 1
             return new
+
+    def with_map(
+        self,
+        name: str,
+        stage: StageLike,
+        *,
+        over: str | Callable[[StageContext], Sequence[Any]],
+        key: Callable[[Any], str] | None = None,
+        max_parallel: int | None = None,
+        on_item_error: str = "fail",
+        **options: Any,
+    ) -> Pipeline:
+        """Return a new Pipeline with a map stage: ``stage`` runs once per item.
+
+        The items are a sequence known only at run time. Each call sees its item as
+        ``ctx.item`` (with ``ctx.item_index`` and ``ctx.item_key``); every option of
+        ``with_stage`` (timeout, retry, circuit breaker, budget, estimate, output)
+        applies to each item. The map's output is ``{"results": [...]}``, the items'
+        output data in item order whatever the order they finish in.
+
+        Args:
+            name: the map stage's name.
+            stage: what runs per item (anything ``with_stage`` takes).
+            over: ``"stage.field"``, a field of one of ``dependencies`` holding a
+                sequence, or a callable ``ctx -> Sequence`` called once.
+            key: item -> str, a stable identity for each item (default: its index);
+                the item's outcome is stored under ``name[key]``.
+            max_parallel: at most this many items at once (default: no limit).
+            on_item_error: ``"fail"`` (default: the first failed item fails the map and
+                cancels the others), ``"skip"`` (its result is None) or ``"collect"``
+                (its result is None and ``{"index", "key", "error"}`` is in the output's
+                ``"errors"``).
+            **options: ``with_stage``'s options (``dependencies``, ``when``, ...).
+
+        Raises:
+            InvalidOptionError: ``over`` names no dependency's field, or another option
+                is invalid.
+        """
+        spec = self._spec_of(name, stage, StageKind.WORK, options)
+        if isinstance(over, str):
+            source, dot, field = over.partition(".")
+            if not (dot and source and field):
+                refuse("over", "'stage.field' or a callable ctx -> Sequence", over, stage=name)
+            if source not in spec.dependencies:
+                raise InvalidOptionError(
+                    f"stage {name!r}: over names {over!r}, but {source!r} is not one of its "
+                    f"dependencies {spec.dependencies!r}; add it to dependencies",
+                    stage=name,
+                    option="over",
+                    value=over,
+                )
+        elif not callable(over):
+            refuse("over", "'stage.field' or a callable ctx -> Sequence", over, stage=name)
+        if key is not None and not callable(key):
+            refuse("key", "a callable item -> str, or None", key, stage=name)
+        if max_parallel is not None:
+            integer(max_parallel, "max_parallel", "an int >= 1 or None", ge=1, stage=name)
+        if on_item_error not in ITEM_ERRORS:
+            refuse("on_item_error", " or ".join(map(repr, ITEM_ERRORS)), on_item_error, stage=name)
+        return self._extend(dynamic_spec(spec, MapSpec(over, key, max_parallel, on_item_error)))
+
+    def with_loop(
+        self,
+        name: str,
+        body: StageGraph | Pipeline,
+        *,
+        until: Callable[[Mapping[str, Any]], bool],
+        max_iterations: int,
+        on_exhausted: str = "fail",
+        output_stage: str | None = None,
+        **options: Any,
+    ) -> Pipeline:
+        """Return a new Pipeline with a loop stage: ``body`` runs once per iteration.
+
+        After each iteration, ``until(output)`` is called with the iteration's output
+        (the output data of the body's ``output_stage``); true ends the loop, whose
+        output is that iteration's. Each iteration's stages are named with it
+        (``refine[2].critique``) and see ``ctx.loop.iteration`` and
+        ``ctx.loop.previous`` (the previous iteration's output, None in the first).
+
+        Args:
+            name: the loop stage's name.
+            body: the graph (or pipeline) run per iteration.
+            until: ``output -> bool``, true when the loop is done.
+            max_iterations: at most this many iterations (required: no unbounded loop).
+            on_exhausted: ``"fail"`` (default: :class:`~stageflow.errors.LoopExhaustedError`)
+                or ``"complete"`` (with the last iteration's output) when
+                ``max_iterations`` ran without ``until`` holding.
+            output_stage: the body's stage whose output is an iteration's output
+                (default: the body's only stage that no other depends on).
+            **options: ``with_stage``'s options (``dependencies``, ``timeout`` for the
+                whole loop, ``when``, ...).
+
+        Raises:
+            InvalidOptionError: ``body`` is no graph, ``until`` is not callable,
+                ``max_iterations`` is missing or < 1, or another option is invalid.
+        """
+        spec = self._spec_of(name, _nested_placeholder, StageKind.WORK, options)
+        graph = _body(name, body)
+        if not callable(until) or isinstance(until, type):
+            refuse("until", "a callable output -> bool", until, stage=name)
+        if max_iterations is None:
+            refuse("max_iterations", "an int >= 1 (loops are bounded)", None, stage=name)
+        integer(max_iterations, "max_iterations", "an int >= 1 (loops are bounded)", ge=1,
+                stage=name)  # fmt: skip
+        if on_exhausted not in EXHAUSTED:
+            refuse("on_exhausted", " or ".join(map(repr, EXHAUSTED)), on_exhausted, stage=name)
+        loop = LoopSpec(graph, _output_stage(name, graph, output_stage), until, max_iterations,
+                        on_exhausted)  # fmt: skip
+        return self._extend(dynamic_spec(spec._replace(stage=graph), loop))
+
+    def with_subgraph(
+        self,
+        name: str,
+        graph: StageGraph | Pipeline,
+        *,
+        output_stage: str | None = None,
+        **options: Any,
+    ) -> Pipeline:
+        """Return a new Pipeline with a subgraph stage: ``graph`` runs as one stage.
+
+        Its stages appear as ``name.stage`` in results, events, spans and the store;
+        its root stages see this stage's inputs too (``ctx.inputs.get_from`` names a
+        dependency of the subgraph stage). The subgraph's output is the output of its
+        ``output_stage``, for the stages that depend on it.
+
+        Args:
+            name: the subgraph stage's name.
+            graph: the graph (or pipeline) to run.
+            output_stage: the stage of ``graph`` whose output is the subgraph's
+                (default: its only stage that no other depends on).
+            **options: ``with_stage``'s options (``dependencies``, ``when``, ...).
+
+        Raises:
+            InvalidOptionError: ``graph`` is no graph, ``output_stage`` names none of its
+                stages, or another option is invalid.
+        """
+        spec = self._spec_of(name, _nested_placeholder, StageKind.WORK, options)
+        body = _body(name, graph, "graph")
+        nested = LoopSpec(body, _output_stage(name, body, output_stage))
+        return self._extend(dynamic_spec(spec._replace(stage=body), nested))
+
+    def _spec_of(
+        self, name: str, stage: object, kind: StageKind, options: Mapping[str, Any]
+    ) -> StageSpec:
+        unknown = {k: v for k, v in options.items() if k not in _SPEC_OPTIONS}
+        if unknown:
+            raise unknown_option(name, unknown)
+        given = {"dependencies": (), "optional": (), "tags": (), **options}
+        return make_spec(
+            name, stage, kind, given.pop("dependencies"), given.pop("optional"),
+            given.pop("tags"), given.pop("metadata", None), **given,
+        )  # fmt: skip
 
     def compose(self, other: Pipeline) -> Pipeline:
         """Return a new Pipeline with ``other``'s stages after this one's.
@@ -216,3 +382,43 @@ class Pipeline:
 
     def __repr__(self) -> str:
         return f"<Pipeline {self._name!r} with {self._count} stages>"
+
+
+_SPEC_OPTIONS: Final = frozenset(OPTIONS) - {"routes"}
+
+
+async def _nested_placeholder(ctx: StageContext) -> None:
+    """The call of a loop or subgraph stage until an engine puts its driver there."""
+    raise AssertionError(f"stage {ctx.stage!r} runs only on an engine")  # pragma: no cover
+
+
+def _body(name: str, body: object, option: str = "body") -> StageGraph:
+    if isinstance(body, Pipeline):
+        return body.build()
+    if not isinstance(body, StageGraph):
+        refuse(option, "a StageGraph or a Pipeline", body, stage=name)
+    return body
+
+
+def _output_stage(name: str, body: StageGraph, chosen: object) -> str:
+    if chosen is not None:
+        if not isinstance(chosen, str) or chosen not in body.index:
+            raise InvalidOptionError(
+                f"stage {name!r}: output_stage {chosen!r} is no stage of {body.name!r} "
+                f"(stages: {', '.join(body.names)})",
+                stage=name,
+                option="output_stage",
+                value=chosen,
+            )
+        return chosen
+    leaves = [spec.name for i, spec in enumerate(body.stages) if not body.successors[i]]
+    if len(leaves) != 1:
+        raise InvalidOptionError(
+            f"stage {name!r}: {body.name!r} ends in {len(leaves)} stages "
+            f"({', '.join(map(repr, leaves))}); say which one's output is its output with "
+            "output_stage=",
+            stage=name,
+            option="output_stage",
+            value=None,
+        )
+    return leaves[0]

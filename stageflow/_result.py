@@ -32,9 +32,13 @@ class StageResult:
             refused by an open circuit breaker counts.
         started: when it started, in seconds since the run started (None if it never ran).
         ended: when it ended, in seconds since the run started.
+        items: of a map stage, its items' results in item order (each named
+            ``<stage>[<key>]``); empty for any other stage.
     """
 
-    __slots__ = ("attempts", "data", "ended", "error", "reason", "stage", "started", "status")
+    __slots__ = (
+        "attempts", "data", "ended", "error", "items", "reason", "stage", "started", "status"
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -46,8 +50,10 @@ class StageResult:
         attempts: int = 0,
         started: float | None = None,
         ended: float | None = None,
+        items: tuple[StageResult, ...] = (),
     ) -> None:
         self.stage = stage
+        self.items = items
         self.status = status
         self.data = data
         self.error = error

@@ -13,16 +13,16 @@ from __future__ import annotations
 import asyncio
 import sys
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Final
 
 from ._context import new_context
 from ._events import EventType
-from ._outcomes import StageResults
+from ._outcomes import Outcomes, StageResults
 from ._result import RunResult, RunStatus
 from ._services import RunServices
 from ._stage import StageOutput
-from ._status import CANCELLED, CODE, COMPLETED, FAILED, NONE, SKIPPED, StageStatus
+from ._status import CANCELLED, CODE, COMPLETED, FAILED, NONE, SKIPPED, StageStatus, routed_reason
 from ._usage import EMPTY as EMPTY_USAGE
 from .errors import (
     InvalidOutputError,
@@ -33,13 +33,25 @@ from .errors import (
 from .ports import PressureSink
 
 if TYPE_CHECKING:
-    from ._context import StageCall
+    from ._context import StageCall, StageContext
     from ._durable import DurableRun
     from ._graph import StageGraph
     from ._ledger import Governance
     from .ports import Clock, EventSink, UsageRecord
 
 LAUNCH_AHEAD: Final = 256  # tasks created but not yet begun, at most (see RunState.launch)
+
+CONDITION_FALSE: Final = "condition false"
+"""The reason of a stage skipped because its ``when`` returned false."""
+
+# What finish() is told besides the status codes (never stored as a status): a ROUTE stage
+# completed (some of its out-edges are not taken), a branch was not taken (a condition
+# false, or every path into a join not taken), a condition false to be stored first.
+_ROUTED: Final = 8
+_UNTAKEN: Final = 9
+_SAVE_UNTAKEN: Final = 10
+# In ``blocked``: a stage that so far only had edges not taken into it (see resolve()).
+_NOT_TAKEN: Final = "\0not taken"
 
 _STAGE_EVENT: Final = (
     None,
@@ -74,12 +86,15 @@ class RunState(RunServices):
         "backlog",
         "blocked",
         "calls",
+        "chosen",
         "done",
         "ended",
         "fail_fast",
         "failed",
         "first_error",
+        "flags",
         "limit",
+        "parts",
         "pending",
         "pressure",
         "queue",
@@ -88,6 +103,7 @@ class RunState(RunServices):
         "tasks",
         "timed_out",
         "unstarted",
+        "untaken",
     )
 
     def __init__(
@@ -107,14 +123,28 @@ class RunState(RunServices):
         super().__init__(
             graph, run_id, data, sink=sink, clock=clock, governance=governance, durable=durable
         )
-        self.calls = calls
+        self.parts: list[tuple[str, Outcomes]] = []
+        self.flags: tuple[bool, ...] = ()
         # Checked once here, so that sinks that cannot hold a run back cost a stage nothing.
-        self.pressure: Callable[[], Awaitable[None] | None] | None = (
-            sink.pressure if isinstance(sink, PressureSink) else None
-        )
+        pressure = sink.pressure if isinstance(sink, PressureSink) else None
+        self.drive(graph, calls, max_parallel, fail_fast, pressure)
+
+    def drive(
+        self,
+        graph: StageGraph,
+        calls: tuple[StageCall, ...],
+        max_parallel: int | None,
+        fail_fast: bool,
+        pressure: Callable[[], Awaitable[None] | None] | None,
+    ) -> None:
+        """Set up what driving ``graph`` takes (the run's, or a nested part's)."""
+        self.calls = calls
+        self.pressure = pressure
         self.fail_fast = fail_fast
         self.pending = list(graph.in_degree)
-        self.blocked: dict[int, str] = {}  # stage -> why it will be skipped
+        self.blocked: dict[int, str] = {}  # stage -> why it will be skipped (or _NOT_TAKEN)
+        self.untaken: dict[int, int] = {}  # stage -> its dependencies whose edge was not taken
+        self.chosen: dict[int, tuple[str, ...]] = {}  # ROUTE stage -> the routes it chose
         self.remaining = len(graph.stages)
         self.active = 0
         self.limit = sys.maxsize if max_parallel is None else max_parallel
@@ -130,6 +160,49 @@ class RunState(RunServices):
         self.first_error: BaseException | None = None
         self.timed_out = False
         self.ended = False
+
+    def part(
+        self, graph: StageGraph, calls: tuple[StageCall, ...], names: tuple[str, ...],
+        enclosing: StageContext,
+    ) -> RunState:  # fmt: skip
+        """A nested part of this run that drives ``graph`` (a subgraph, a loop iteration)
+        inside the stage of ``enclosing``, its stages named ``names``."""
+        part: RunState = object.__new__(RunState)
+        self.nest(part, graph, names, enclosing)
+        part.parts = self.parts
+        part.flags = self.flags
+        limit = None if self.limit == sys.maxsize else self.limit
+        part.drive(graph, calls, limit, self.fail_fast, self.pressure)
+        return part
+
+    async def execute_part(self) -> None:
+        """Drive a nested part to its end (see part()); a cancel stops it, then raises."""
+        for i in self.graph.roots:
+            self.ready(i)
+        if self.remaining == 0:
+            self.done.set_result(None)
+        try:
+            await self.done
+        except BaseException as error:  # cancelled from outside, or escaped a stage
+            reason = (
+                self.enclosing_reason()
+                if isinstance(error, asyncio.CancelledError)
+                else (f"{type(error).__name__} escaped a stage")
+            )
+            self.stop(reason)
+            if self.tasks:
+                await asyncio.wait(self.tasks.values())
+            self.settle()
+            raise
+        if self.tasks:  # only after a stop: let cancelled stages unwind
+            await asyncio.wait(self.tasks.values())
+        if self.stopping:
+            self.settle()
+
+    def enclosing_reason(self) -> str:
+        root = self.root
+        reason = root.stop_reason if isinstance(root, RunState) else ""
+        return reason or "the enclosing stage was cancelled"
 
     # ------------------------------------------------------------------ driving the run
 
@@ -188,7 +261,7 @@ class RunState(RunServices):
             self.run_id,
             self.pipeline,
             status,
-            StageResults(self.outcomes, self.graph.index),
+            StageResults(self.outcomes, self.graph.index, self.parts),
             started_at=wall_start,
             duration=duration,
             error=self.first_error,
@@ -237,6 +310,7 @@ class RunState(RunServices):
         pressure = self.pressure
         now = self.now
         t0 = self.t0
+        guards = self.graph.guards
         self.unstarted -= 1
         if self.backlog:
             self.launch(self.backlog.popleft())
@@ -259,6 +333,15 @@ class RunState(RunServices):
                             continue
                 spec = specs[i]
                 ctx = new_context(self, i, spec)
+                if guards and i in guards:  # a condition: false is a branch not taken
+                    code = self.guard(i, ctx)
+                    if code:
+                        if code == _SAVE_UNTAKEN:
+                            code = await self.save_untaken(i, ctx)
+                        i = self.finish(i, code)
+                        if i < 0:
+                            return
+                        continue
                 if sink is not None:
                     self.event(EventType.STAGE_STARTED, spec.name, 1, {"kind": spec.kind.value})
                 times[2 * i] = now() - t0
@@ -313,6 +396,11 @@ class RunState(RunServices):
                 outcomes.reasons[i] = out.reason
             if code == FAILED:
                 outcomes.errors[i] = StageFailedError.of(outcomes.names[i], out.reason or "")
+            elif out.routes is not None and code == COMPLETED and i in self.graph.routes:
+                outcomes.status[i] = code
+                outcomes.reasons[i] = routed_reason(out.routes)
+                self.chosen[i] = out.routes
+                return _ROUTED
         elif out is None:
             code = COMPLETED
             outcomes.outputs[i] = {}
@@ -367,7 +455,7 @@ class RunState(RunServices):
                 pending[j] = p
                 if p == 0:
                     if blocked and j in blocked:
-                        self.skip(j)
+                        self.resolve(j)
                     elif nxt < 0:
                         nxt = j
                     elif self.active < self.limit:  # self.ready(j), inline: W2's hot loop
@@ -379,6 +467,10 @@ class RunState(RunServices):
                             self.backlog.append(j)
                     else:
                         self.queue.append(j)
+        elif code == _ROUTED:
+            nxt = self.route(i)
+        elif code == _UNTAKEN:
+            self.untake(i, self.graph.successors[i])
         else:
             name = self.outcomes.names[i]
             if code == FAILED:
@@ -400,6 +492,107 @@ class RunState(RunServices):
             self.done.set_result(None)
         return nxt
 
+    # ------------------------------------------------------------------ branches not taken
+
+    def guard(self, i: int, ctx: StageContext) -> int:
+        """Stage i has a condition: 0 to run it, or the code it ends with unrun."""
+        durable = self.durable
+        if durable is not None:
+            stored = durable.restored.get(ctx.stage)
+            if stored is not None:  # decided by an earlier driver: never asked again
+                if stored.reason == CONDITION_FALSE and stored.status is StageStatus.SKIPPED:
+                    self.not_taken(i, CONDITION_FALSE)
+                    return _UNTAKEN
+                return 0  # its stored outcome is restored through its chain
+        try:
+            go = self.graph.guards[i](ctx)
+        except Exception as error:  # noqa: BLE001 - a condition's error fails its stage
+            return self.record_failure(i, error)
+        if go:
+            return 0
+        self.not_taken(i, CONDITION_FALSE)
+        return _UNTAKEN if durable is None else _SAVE_UNTAKEN
+
+    async def save_untaken(self, i: int, ctx: StageContext) -> int:
+        """Store that stage i's condition was false, before anything depends on it."""
+        assert self.durable is not None
+        try:
+            await self.durable.save(ctx, StageOutput.skip(CONDITION_FALSE))
+        except Exception as error:  # noqa: BLE001 - e.g. the lease was lost: the stage fails
+            del self.outcomes.reasons[i]
+            return self.record_failure(i, error)
+        return _UNTAKEN
+
+    def not_taken(self, i: int, reason: str) -> None:
+        self.outcomes.status[i] = SKIPPED
+        self.outcomes.reasons[i] = reason
+
+    def route(self, i: int) -> int:
+        """ROUTE stage i completed: its routes it did not choose are edges not taken.
+
+        Returns the stage this worker runs next, as finish() does for a completion.
+        """
+        chosen = self.chosen.pop(i)
+        routes = self.graph.routes[i]
+        index = self.graph.index
+        taken = {index[name] for name in chosen}
+        skipped = [j for j in routes if j not in taken]
+        self.untake(i, skipped)
+        nxt = -1
+        pending = self.pending
+        for j in self.graph.successors[i]:
+            if j in routes and j not in taken:
+                continue
+            pending[j] -= 1
+            if pending[j] == 0:
+                if j in self.blocked:
+                    self.resolve(j)
+                elif nxt < 0:
+                    nxt = j  # this worker goes on with it, in its slot
+                else:
+                    self.ready(j)
+        return nxt
+
+    def untake(self, i: int, successors: Iterable[int]) -> None:
+        """The edges from stage i to ``successors`` are not taken."""
+        pending = self.pending
+        blocked = self.blocked
+        untaken = self.untaken
+        for j in successors:
+            untaken[j] = untaken.get(j, 0) + 1
+            if j not in blocked:
+                blocked[j] = _NOT_TAKEN
+            pending[j] -= 1
+            if pending[j] == 0:
+                self.resolve(j)
+
+    def resolve(self, j: int) -> None:
+        """Stage j's last dependency ended and some did not complete: skip or start it.
+
+        A join runs when at least one path into it was taken and none failed; it is
+        skipped as not taken only when no path into it was taken.
+        """
+        why = self.blocked[j]
+        if why is not _NOT_TAKEN:
+            self.skip(j)
+        elif self.untaken[j] < self.graph.in_degree[j]:
+            del self.blocked[j]  # a dependency completed: the join runs
+            self.ready(j)
+        else:
+            deps = self.graph.stages[j].dependencies
+            routes = self.graph.routes
+            index = self.graph.index
+            first = deps[0]
+            if len(deps) == 1 and index[first] in routes and j in routes[index[first]]:
+                reason = f"not routed by {self.outcomes.names[index[first]]!r}"
+            else:
+                reason = "not reached: no path into it was taken"
+            self.not_taken(j, reason)
+            self.remaining -= 1
+            if self.sink is not None:
+                self.stage_event(j)
+            self.untake(j, self.graph.successors[j])
+
     # ------------------------------------------------------------------ the failure paths
 
     def block_successors(self, i: int, reason: str) -> None:
@@ -413,15 +606,17 @@ class RunState(RunServices):
             k, why = stack.pop()
             name = specs[k].name
             for j in successors[k]:
-                if j not in blocked and name not in specs[j].optional:
+                if blocked.get(j, _NOT_TAKEN) is _NOT_TAKEN and name not in specs[j].optional:
                     blocked[j] = why
                 pending[j] -= 1
                 if pending[j] == 0:
-                    if j in blocked:
+                    if j not in blocked:
+                        self.ready(j)
+                    elif blocked[j] is _NOT_TAKEN:
+                        self.resolve(j)
+                    else:
                         self.skip(j, cascade=False)
                         stack.append((j, f"dependency {specs[j].name!r} was skipped"))
-                    else:
-                        self.ready(j)
 
     def skip(self, j: int, *, cascade: bool = True) -> None:
         """Record stage j as skipped because of a dependency (it never runs)."""

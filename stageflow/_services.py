@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 from ._clock import bound
@@ -22,7 +22,7 @@ from ._ledger import Governance, UsageLedger
 from ._outcomes import Outcomes
 
 if TYPE_CHECKING:
-    from ._context import StageContext
+    from ._context import LoopInfo, StageContext
     from ._durable import DurableRun
     from ._graph import StageGraph
     from .ports import Clock, EventSink
@@ -40,13 +40,17 @@ class RunServices:
         "clock",
         "data",
         "durable",
+        "enclosing",
         "governance",
         "graph",
+        "items",
         "ledger",
         "loop",
+        "loop_info",
         "now",
         "outcomes",
         "pipeline",
+        "root",
         "run_id",
         "seq",
         "sink",
@@ -92,20 +96,69 @@ class RunServices:
         self.ledger: UsageLedger | None = None
         if durable is not None:
             self.usage_ledger()
+        self.root: RunServices = self  # the run's own services; a nested part's: the run's
+        self.enclosing: StageContext | None = None
+        self.loop_info: LoopInfo | None = None
+        self.items: tuple[Sequence[Any], Sequence[str]] | None = None  # a map's items, keys
+
+    def nest(self, part: RunServices, graph: StageGraph, names: tuple[str, ...],
+             enclosing: StageContext) -> None:  # fmt: skip
+        """Make ``part`` (a new, uninitialized object) a nested part of this run: the
+        stages of a subgraph or loop iteration (``graph``), or the items of a map.
+
+        It shares this run's identity, data, clock, sink and event numbering, ledger
+        and store; it has its own outcomes, named ``names``, and its stages see
+        ``enclosing`` (the context of the stage it is inside) for what they do not hold.
+        """
+        for name in RunServices.__slots__:
+            object.__setattr__(part, name, getattr(self, name))
+        part.graph = graph
+        part.outcomes = Outcomes(names)
+        part.stopping = False
+        part.ledger = self.usage_ledger()  # one ledger per run: made now, shared
+        part.enclosing = enclosing
+        part.loop_info = None
+        part.items = None
+
+    # ------------------------------------------------------------------ what contexts read
+
+    def item_of(self, index: int) -> tuple[Any, int, str]:
+        """The item, index and key of a map stage's call ``index`` (``ctx.item``)."""
+        items = self.items
+        if items is None:
+            from .errors import ConfigurationError
+
+            name = self.outcomes.names[index]
+            raise ConfigurationError(
+                f"stage {name!r} is not a map stage: ctx.item is for with_map(...) stages",
+                field="item",
+                value=name,
+            )
+        return items[0][index], index, items[1][index]
+
+    def loop_of(self) -> LoopInfo | None:
+        """The iteration of the innermost loop this part of the run is in (``ctx.loop``)."""
+        part: RunServices = self
+        while part.loop_info is None:
+            if part.enclosing is None:
+                return None
+            part = part.enclosing._run
+        return part.loop_info
 
     # ------------------------------------------------------------------ events
 
     def event(self, type_: str, stage: str | None, attempt: int, data: Mapping[str, Any]) -> None:
         """Send one event to the sink (on the loop's thread; the caller checked ``sink``)."""
-        self.seq += 1
+        root = self.root
+        root.seq += 1
         event = Event(
-            type_, self.run_id, self.pipeline, stage, self.seq, self.wall(), attempt, data
+            type_, self.run_id, self.pipeline, stage, root.seq, self.wall(), attempt, data
         )
         try:
             self.sink.try_emit(event)  # type: ignore[union-attr]
         except Exception:  # a sink never breaks a run
-            self.sink_errors += 1
-            if self.sink_errors == 1:
+            root.sink_errors += 1
+            if root.sink_errors == 1:
                 logger.exception(
                     "event sink %r raised on %s (run %s); the run goes on, further sink "
                     "errors of this run are counted in RunResult.sink_errors",

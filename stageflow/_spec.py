@@ -21,10 +21,17 @@ from ._check import integer, number, refuse
 from ._policies import CircuitBreakerPolicy, RetryPolicy
 from ._stage import StageKind, StageOutput
 from ._status import StageStatus
-from .errors import InvalidOptionError, InvalidOutputError, InvalidStageError, InvalidStageNameError
+from .errors import (
+    InvalidOptionError,
+    InvalidOutputError,
+    InvalidStageError,
+    InvalidStageNameError,
+    RouteError,
+)
 
 if TYPE_CHECKING:
     from ._context import StageCall, StageContext
+    from ._dynamic import LoopSpec, MapSpec
 
 __all__ = ["StageSpec"]
 
@@ -57,6 +64,11 @@ class StageSpec(NamedTuple):
         estimate: what it expects to spend (:class:`~stageflow.Estimate`), or None.
         output: the declared model of its output data (a pydantic model or a
             dataclass type), or None: see ``with_stage(output=)``.
+        when: the stage's condition ``ctx -> bool``, or None: see ``with_stage(when=)``.
+        routes: the successors a ROUTE stage chooses from, or None.
+        dynamic: a :class:`~stageflow.MapSpec` for ``with_map``, a
+            :class:`~stageflow.LoopSpec` for ``with_loop`` and ``with_subgraph``, else
+            None.
     """
 
     name: str
@@ -73,6 +85,9 @@ class StageSpec(NamedTuple):
     budget: Budget | None = None
     estimate: Estimate | None = None
     output: type | None = None
+    when: Callable[[StageContext], bool] | None = None
+    routes: tuple[str, ...] | None = None
+    dynamic: MapSpec | LoopSpec | None = None
 
 
 # StageSpec(...) through NamedTuple's Python-level __new__ costs a frame per stage.
@@ -116,6 +131,8 @@ OPTIONS: Final = (
     "budget",
     "estimate",
     "output",
+    "when",
+    "routes",
 )
 
 
@@ -162,6 +179,8 @@ def make_spec(
     budget: object = None,
     estimate: object = None,
     output: object = None,
+    when: object = None,
+    routes: object = None,
 ) -> StageSpec:
     """Validate ``with_stage``'s arguments into a StageSpec (errors name stage, option, value).
 
@@ -193,21 +212,40 @@ def make_spec(
         and budget is None
         and estimate is None
         and output is None
+        and when is None
+        and routes is None
     ):
         return _new_spec(
             (name, stage, kind, deps, opt, _NO_NAMES, _EMPTY, stage_call(name, stage),
-             None, None, None, None, None, None)
+             None, None, None, None, None, None, None, None, None)
         )  # fmt: skip
-    options = (tags, metadata, timeout, retry, circuit_breaker, budget, estimate, output)
+    options = (
+        tags, metadata, timeout, retry, circuit_breaker, budget, estimate, output, when, routes
+    )  # fmt: skip
     tag_set, meta, *rest = (
         unset if value is default else check(name, option, value)
         for (option, default, unset, check), value in zip(_CHECKS, options, strict=True)
     )
     call = stage_call(name, stage)
-    model = rest[-1]
+    model, _, chosen = rest[-3:]
     if isinstance(model, type):  # a declared output model: the returned output is checked
         call = _validated(name, model, call)
-    return _new_spec((name, stage, kind, deps, opt, tag_set, meta, call, *rest))
+    if chosen is not None:
+        if kind is not StageKind.ROUTE:
+            raise InvalidOptionError(
+                f"stage {name!r}: routes= is for ROUTE stages; declare it with "
+                f"StageKind.ROUTE (its kind is {kind.value!r})",
+                stage=name,
+                option="routes",
+                value=chosen,
+            )
+        call = _routed(name, chosen, call)  # type: ignore[arg-type]  # checked: a tuple
+    return _new_spec((name, stage, kind, deps, opt, tag_set, meta, call, *rest, None))
+
+
+def dynamic_spec(spec: StageSpec, dynamic: MapSpec | LoopSpec) -> StageSpec:
+    """``spec`` made a map, loop or subgraph stage."""
+    return spec._replace(dynamic=dynamic)
 
 
 def _kind(stage: str, value: object) -> StageKind:
@@ -384,6 +422,38 @@ class _Located(Exception):
         self.error = error
 
 
+def _routed(name: str, routes: tuple[str, ...], call: StageCall) -> StageCall:
+    """``call``, its output checked to choose one or more of ``routes``."""
+    allowed = frozenset(routes)
+
+    async def routed(ctx: StageContext) -> Any:
+        out = await call(ctx)
+        chosen = out.routes if isinstance(out, StageOutput) else None
+        if isinstance(out, StageOutput) and out.status is not StageStatus.COMPLETED:
+            return out  # skipped or failed: no route to check
+        if not chosen:
+            raise RouteError(
+                f"stage {name!r} is a ROUTE stage but chose no route: return "
+                f"StageOutput.route(<one or more of {', '.join(map(repr, routes))}>, ...)",
+                stage=name,
+                chosen=(),
+                routes=routes,
+            )
+        stray = [t for t in chosen if t not in allowed]
+        if stray:
+            raise RouteError(
+                f"stage {name!r} chose route {stray[0]!r}, which is not one of its routes "
+                f"({', '.join(map(repr, routes))})",
+                stage=name,
+                chosen=chosen,
+                routes=routes,
+            )
+        return out
+
+    routed.__qualname__ = f"routed({getattr(call, '__qualname__', call)!s})"
+    return routed
+
+
 def _validated(name: str, model: type, call: StageCall) -> StageCall:
     """``call``, its output checked against ``model`` (see :class:`OutputModel`)."""
     shape = OutputModel.of(model)
@@ -401,6 +471,29 @@ def _validated(name: str, model: type, call: StageCall) -> StageCall:
     return validated
 
 
+def _when(stage: str, option: str, value: object) -> Callable[[StageContext], bool]:
+    if not callable(value) or isinstance(value, type):
+        refuse(option, "a callable ctx -> bool", value, stage=stage)
+    if inspect.iscoroutinefunction(value):
+        refuse(option, "a plain (not async) callable ctx -> bool", value, stage=stage)
+    return value
+
+
+def _routes(stage: str, option: str, value: object) -> tuple[str, ...]:
+    routes = _names(stage, option, value)
+    if not routes:
+        refuse(option, "one or more successor stage names", value, stage=stage)
+    if len(set(routes)) != len(routes):
+        twice = next(r for r in routes if routes.count(r) > 1)
+        raise InvalidOptionError(
+            f"stage {stage!r}: routes names {twice!r} twice",
+            stage=stage,
+            option=option,
+            value=value,
+        )
+    return routes
+
+
 _CHECKS: Final[tuple[tuple[str, object, object, _Check], ...]] = (
     # in StageSpec's order: option, with_stage's default, what the spec keeps for that,
     # the check of another value
@@ -412,6 +505,8 @@ _CHECKS: Final[tuple[tuple[str, object, object, _Check], ...]] = (
     ("budget", None, None, _instance(Budget, "a Budget")),
     ("estimate", None, None, _estimate),
     ("output", None, None, _output),
+    ("when", None, None, _when),
+    ("routes", None, None, _routes),
 )
 
 

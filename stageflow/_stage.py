@@ -34,17 +34,19 @@ class StageOutput:
         <StageStatus.SKIPPED: 'skipped'>
     """
 
-    __slots__ = ("data", "reason", "status")
+    __slots__ = ("data", "reason", "routes", "status")
 
     status: StageStatus
     data: Mapping[str, Any]
     reason: str | None
+    routes: tuple[str, ...] | None
 
     def __init__(
         self,
         status: StageStatus = StageStatus.COMPLETED,
         data: Mapping[str, Any] = _EMPTY,
         reason: str | None = None,
+        routes: tuple[str, ...] | None = None,
     ) -> None:
         if status is StageStatus.CANCELLED or not isinstance(status, StageStatus):
             raise ConfigurationError(
@@ -56,11 +58,25 @@ class StageOutput:
         setattr_(self, "status", status)
         setattr_(self, "data", data)
         setattr_(self, "reason", reason)
+        setattr_(self, "routes", routes)
 
     @classmethod
     def ok(cls, **data: Any) -> StageOutput:
         """The stage completed with ``data`` as its output."""
         return cls(StageStatus.COMPLETED, data)
+
+    @classmethod
+    def route(cls, *targets: str, **data: Any) -> StageOutput:
+        """A ROUTE stage completed with ``data``, choosing the successors in ``targets``.
+
+        The stage's other ``routes`` are skipped with the reason ``not routed by
+        '<stage>'``; choosing none, or a stage outside its ``routes``, fails it.
+
+        Example:
+            >>> StageOutput.route("fast", score=0.2).routes
+            ('fast',)
+        """
+        return cls(StageStatus.COMPLETED, data, None, targets)
 
     @classmethod
     def skip(cls, reason: str = "skipped by the stage") -> StageOutput:
@@ -82,15 +98,19 @@ class StageOutput:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, StageOutput):
             return NotImplemented
-        return (self.status, self.reason, dict(self.data)) == (
+        return (self.status, self.reason, self.routes, dict(self.data)) == (
             other.status,
             other.reason,
+            other.routes,
             dict(other.data),
         )
 
     __hash__ = None  # type: ignore[assignment]  # data is a mutable mapping
 
     def __repr__(self) -> str:
+        if self.routes is not None:
+            shown = [repr(t) for t in self.routes] + [f"{k}={v!r}" for k, v in self.data.items()]
+            return f"StageOutput.route({', '.join(shown)})"
         if self.status is StageStatus.COMPLETED:
             return f"StageOutput.ok({', '.join(f'{k}={v!r}' for k, v in self.data.items())})"
         how = "skip" if self.status is StageStatus.SKIPPED else "fail"

@@ -60,3 +60,18 @@ CANCELLED: Final = 4
 STATUS: Final = (None, StageStatus.COMPLETED, StageStatus.FAILED, StageStatus.SKIPPED,
                  StageStatus.CANCELLED)  # fmt: skip
 CODE: Final = {status: code for code, status in enumerate(STATUS) if status is not None}
+
+
+ROUTED_TO: Final = "routed to "
+
+
+def routed_reason(routes: tuple[str, ...]) -> str:
+    """The reason a ROUTE stage's result (and its stored record) gives: its choice."""
+    return ROUTED_TO + ", ".join(routes)
+
+
+def routes_of(reason: str | None) -> tuple[str, ...] | None:
+    """The routes a stored ROUTE stage chose, read back from its reason (else None)."""
+    if reason is None or not reason.startswith(ROUTED_TO):
+        return None
+    return tuple(reason[len(ROUTED_TO) :].split(", "))

@@ -29,6 +29,11 @@ the builtin hierarchy keeps working::
     │   ├── StageTimeoutError (TimeoutError)    an attempt exceeded the stage's timeout
     │   ├── CircuitOpenError                    the stage's circuit breaker is open: not called
     │   ├── BudgetExceededError                 a token or cost budget cannot cover the stage
+    │   ├── RouteError                          a ROUTE stage chose none or a stray target
+    │   ├── MapError (TypeError)                a map's ``over`` is missing or no sequence
+    │   ├── MapItemError                        an item failed (``on_item_error="fail"``)
+    │   ├── LoopExhaustedError                  ``max_iterations`` ran, ``until`` never held
+    │   ├── SubgraphFailedError                 a stage inside a subgraph or loop failed
     │   └── MissingInputError (KeyError)        ``ctx.inputs`` was asked for what is not there
     │       └── InputTypeError (TypeError)      ``get_from(..., type=)`` found another type
     ├── StoreError                              a store failed (backend errors become this)
@@ -84,8 +89,12 @@ __all__ = [
     "InvalidStageError",
     "InvalidStageNameError",
     "LeaseLostError",
+    "LoopExhaustedError",
+    "MapError",
+    "MapItemError",
     "MissingInputError",
     "MissingOutputError",
+    "RouteError",
     "RunCancelledError",
     "RunError",
     "RunExistsError",
@@ -100,6 +109,7 @@ __all__ = [
     "StageTimeoutError",
     "StageflowError",
     "StoreError",
+    "SubgraphFailedError",
     "UnknownDependencyError",
     "UnknownModelError",
     "UnknownRunError",
@@ -577,6 +587,83 @@ class BudgetExceededError(StageError):
             spent=spent,
             requested=requested,
         )
+
+
+# --------------------------------------------------------------------------- dynamic stages
+
+
+class RouteError(StageError):
+    """A ROUTE stage chose no successor, or one outside its ``routes``.
+
+    Attributes:
+        chosen: the targets it chose (empty when it chose none).
+        routes: the successors it may choose from.
+    """
+
+    def __init__(
+        self, message: str, *, stage: str, chosen: Sequence[str], routes: Sequence[str]
+    ) -> None:
+        super().__init__(message, stage=stage)
+        self.chosen: tuple[str, ...] = tuple(chosen)
+        self.routes: tuple[str, ...] = tuple(routes)
+
+
+class MapError(StageError, TypeError):
+    """A map stage cannot make its items: ``over`` names a missing field or a value
+    that is no sequence, or two items have the same key.
+
+    Attributes:
+        field: what ``over`` names (``"split.items"``), or the callable's name.
+        value: the offending value (the field's value, or the duplicate key).
+    """
+
+    def __init__(self, message: str, *, stage: str, field: str, value: object) -> None:
+        super().__init__(message, stage=stage)
+        self.field = field
+        self.value = value
+
+
+class MapItemError(StageError):
+    """An item of a map stage failed, and the map's ``on_item_error`` is ``"fail"``.
+
+    Attributes:
+        item: the failed item's key.
+        index: its position in the items.
+        error: what it failed with, in words (the exception is ``__cause__``).
+    """
+
+    def __init__(self, message: str, *, stage: str, item: str, index: int, error: str) -> None:
+        super().__init__(message, stage=stage)
+        self.item = item
+        self.index = index
+        self.error = error
+
+
+class LoopExhaustedError(StageError):
+    """A loop stage ran ``max_iterations`` without its ``until`` holding, and its
+    ``on_exhausted`` is ``"fail"``.
+
+    Attributes:
+        iterations: how many iterations ran.
+    """
+
+    def __init__(self, message: str, *, stage: str, iterations: int) -> None:
+        super().__init__(message, stage=stage)
+        self.iterations = iterations
+
+
+class SubgraphFailedError(StageError):
+    """A stage inside a subgraph or loop stage failed, so the enclosing stage failed.
+
+    Attributes:
+        inner: the full name of the stage that failed (``etl.fetch``, ``refine[2].critique``).
+        reason: how it failed, in words (its exception is ``__cause__``).
+    """
+
+    def __init__(self, message: str, *, stage: str, inner: str, reason: str) -> None:
+        super().__init__(message, stage=stage)
+        self.inner = inner
+        self.reason = reason
 
 
 class MissingInputError(StageError, KeyError):

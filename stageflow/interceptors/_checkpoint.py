@@ -69,12 +69,12 @@ class CheckpointInterceptor:
 
     def wrap(self, spec: StageSpec, call: StageCall) -> StageCall:
         """Restore or store the stage's outcome around its call."""
-        name = spec.name
 
         async def checkpointed(ctx: StageContext) -> Any:
             durable = ctx.durable
             if durable is None:  # a run without a store
                 return await call(ctx)
+            name = ctx.stage  # an item's or an iteration's own (score[3], refine[2].critique)
             stored = durable.restore(name)
             if stored is not None:
                 record = durable.restored[name]

@@ -343,6 +343,12 @@ class TestEvent:
             "budget.exceeded",
             "budget.downgraded",
             "checkpoint.saved",
+            "map.started",
+            "item.started",
+            "item.completed",
+            "item.failed",
+            "item.skipped",
+            "loop.iteration",
         }
 
         assert documented <= {t.value for t in EventType}
