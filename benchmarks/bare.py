@@ -12,6 +12,14 @@ For W5, ``run_bare_guarded`` is the same scheduler doing by hand what stageflow'
 ``asyncio.timeout`` around the call and a retry loop entered only on failure. W5-otel's
 reference, the same with a span and metrics per stage by hand, is ``run_bare_traced`` in
 ``telemetry.py`` (which imports OpenTelemetry, so that this module never does).
+
+For the dynamic graphs of issue 13, nodes of this same scheduler do by hand what a map or
+a loop stage does: ``gathered`` (W7) is one ``asyncio.gather`` of the item function's
+coroutines, one per item of a dependency's list (one task each: unlimited parallelism,
+like ``with_map(max_parallel=None)``); ``gathered_committed`` (W7-durable) has each of
+those coroutines commit its output before it returns; ``looped`` (W9) is a plain ``for``
+loop awaiting the body's function once per iteration and asking ``until`` after each,
+inside the one task of its node.
 """
 
 from __future__ import annotations
@@ -294,3 +302,58 @@ async def run_bare_committed(
     for i in graph.roots:
         running[i] = loop.create_task(node(i))
     return await done
+
+
+# --------------------------------------------------------------------------- issue 13: map, loop
+
+
+def gathered(fn: StageFn, source: int, field: str) -> StageFn:
+    """A node mapping ``fn`` over ``results[source][field]``: one ``asyncio.gather``.
+
+    ``gather`` wraps each coroutine in a task of its own, all at once (unlimited
+    parallelism); the node's output is the items' outputs in item order.
+    """
+
+    async def mapped(results: list[Any]) -> dict[str, Any]:
+        items = results[source][field]
+        return {"results": await asyncio.gather(*[fn(results) for _ in items])}
+
+    return mapped
+
+
+def gathered_committed(
+    fn: StageFn, source: int, field: str, commit: Callable[[int, Any], Awaitable[None]]
+) -> StageFn:
+    """``gathered`` where each item's coroutine awaits ``commit(index, output)`` before it
+    returns: an item is done once its output is stored (W7-durable)."""
+
+    async def mapped(results: list[Any]) -> dict[str, Any]:
+        items = results[source][field]
+
+        async def item(k: int) -> Any:
+            out = await fn(results)
+            await commit(k, out)
+            return out
+
+        return {"results": await asyncio.gather(*[item(k) for k in range(len(items))])}
+
+    return mapped
+
+
+def looped(fn: StageFn, until: Callable[[Any], bool], max_iterations: int) -> StageFn:
+    """A node awaiting ``fn`` once per iteration in a plain ``for`` loop, ``until(output)``
+    after each (true ends it), at most ``max_iterations`` times, all in the node's task.
+
+    Its output is the last iteration's and how many ran (for the check, once per run).
+    """
+
+    async def loop(results: list[Any]) -> dict[str, Any]:
+        out: Any = None
+        iteration = 0
+        for iteration in range(1, max_iterations + 1):  # noqa: B007 - read after the loop
+            out = await fn(results)
+            if until(out):
+                break
+        return {"iterations": iteration, "output": out}
+
+    return loop

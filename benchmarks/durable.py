@@ -17,6 +17,12 @@ the repetition opened. ``close`` ends the workload.
   autocommit, one round trip.
 * ``PostgresStageflow``: the same engine on ``SQLAlchemyStore("postgresql+asyncpg://...")``,
   one store and engine for all repetitions (runs have distinct ids), as an application would.
+* ``SQLiteMapBare`` (W7-durable): ``bare.gathered_committed``, W7's gather where each item
+  writes its row through ``GroupCommit``, the store's group commit by hand: the first write
+  of a loop iteration is committed at once, the others of that iteration wait for one
+  transaction that commits them all at the next iteration.
+* ``SQLiteMapStageflow`` (W7-durable): W7's ``with_map`` graph on
+  ``SQLAlchemyStore("sqlite+aiosqlite:///<tmp>/<rep>.db")``, set up as ``SQLiteStageflow``.
 
 The database files of one workload live in one temporary directory removed at its end (the
 store runs WAL checkpoints in a worker thread that may still be busy with a file when its
@@ -25,6 +31,7 @@ repetition is over).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 import uuid
@@ -32,8 +39,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Protocol
 
-from bare import BareGraph, StageSpec, run_bare_committed
-from workloads import stageflow_build
+from bare import BareGraph, StageSpec, gathered_committed, run_bare, run_bare_committed
+from workloads import map_build, stageflow_build
 
 Go = Callable[[], Awaitable[Any]]
 
@@ -119,6 +126,7 @@ class SQLiteStageflow:
     """Engine(store=SQLAlchemyStore("sqlite:///...")), a fresh file per repetition."""
 
     name = "stageflow"
+    scheme = "sqlite"  # of the store's URL
 
     def __init__(self, spec: list[StageSpec], directory: Path) -> None:
         self.graph = stageflow_build("w6", spec)
@@ -134,7 +142,8 @@ class SQLiteStageflow:
         from stageflow import Engine
         from stageflow.adapters.sqlalchemy import SQLAlchemyStore
 
-        self.store = store = SQLAlchemyStore(f"sqlite:///{self.directory / f'sf-{tag}.db'}")
+        path = self.directory / f"sf-{tag}.db"
+        self.store = store = SQLAlchemyStore(f"{self.scheme}:///{path}")
         await store.list_runs()  # the store opens lazily: schema and connection, untimed
         engine = Engine(store=store, max_parallel=None)
         engine.calls(self.graph)  # compose the stage calls once, as a long-lived engine has
@@ -156,6 +165,154 @@ class SQLiteStageflow:
 
     async def close(self) -> None:
         await self.cleanup()
+
+
+# --------------------------------------------------------------------------- W7-durable: a map
+
+
+def compact(data: Any) -> str:
+    """JSON as the store writes an output: no spaces (``{"v":1}``)."""
+    return json.dumps(data, separators=(",", ":"))
+
+
+class GroupCommit:
+    """Writes of one statement that commit in groups, as the SQLite store's do.
+
+    The same rule as ``_SQLite.run(..., group=True)`` in
+    ``stageflow/adapters/sqlalchemy/_store.py``: a write that comes alone is committed at
+    once (autocommit); once one was made in this loop iteration, the next ones wait for
+    one ``BEGIN IMMEDIATE`` ... ``COMMIT`` of them all, run at the next iteration
+    (``call_soon``). ``groups`` lists the size of each commit, for the check.
+    """
+
+    __slots__ = ("batch", "burst", "conn", "groups", "statement")
+
+    def __init__(self, conn: sqlite3.Connection, statement: str) -> None:
+        self.conn = conn  # isolation_level=None: autocommit unless a BEGIN
+        self.statement = statement
+        self.burst = False  # a write was committed in this loop iteration
+        self.batch: list[tuple[tuple[Any, ...], asyncio.Future[None]]] | None = None
+        self.groups: list[int] = []
+
+    async def write(self, params: tuple[Any, ...]) -> None:
+        if self.batch is None:
+            loop = asyncio.get_running_loop()
+            if not self.burst:  # alone so far: commit at once
+                self.burst = True
+                loop.call_soon(self._end_burst)
+                self.conn.execute(self.statement, params)
+                self.groups.append(1)
+                return
+            self.batch = []  # a second write in this iteration: gather the rest
+            loop.call_soon(self._flush)
+        done = asyncio.get_running_loop().create_future()
+        self.batch.append((params, done))
+        await done
+
+    def _end_burst(self) -> None:
+        self.burst = False
+
+    def _flush(self) -> None:
+        batch, self.batch = self.batch or [], None
+        conn, statement = self.conn, self.statement
+        conn.execute("BEGIN IMMEDIATE")
+        for params, _ in batch:
+            conn.execute(statement, params)
+        conn.execute("COMMIT")
+        self.groups.append(len(batch))
+        for _, done in batch:
+            done.set_result(None)
+
+
+class SQLiteMapBare:
+    """W7's gather in a bare node, each item's row written through a GroupCommit."""
+
+    name = "bare"
+
+    def __init__(self, spec: list[StageSpec], directory: Path) -> None:
+        self.spec = spec
+        self.directory = directory
+        self.prefix = _run_prefix()
+        self.conn: sqlite3.Connection | None = None
+        self.group: GroupCommit | None = None
+        self.run_id = ""
+        self.payload = ""
+
+    async def start(self) -> None:
+        self.payload = compact(await self.spec[1][1](None))  # one item's output as stored
+
+    async def prepare(self, tag: str) -> Go:
+        conn = sqlite3.connect(self.directory / f"bare-{tag}.db", isolation_level=None)
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = NORMAL")
+        conn.execute(BARE_TABLE)
+        self.conn = conn
+        self.group = group = GroupCommit(
+            conn, "INSERT INTO bench_stages (run_id, stage, output) VALUES (?, ?, ?)"
+        )
+        self.run_id = run_id = f"{self.prefix}-{tag}"
+        (source, source_fn, _), (map_name, fn, deps) = self.spec
+        write = group.write
+        dumps = compact
+
+        async def commit(k: int, out: Any) -> None:
+            await write((run_id, f"{map_name}[{k}]", dumps(out)))
+
+        graph = BareGraph(
+            [(source, source_fn, ()), (map_name, gathered_committed(fn, 0, "items", commit), deps)]
+        )
+        return lambda: run_bare(graph)
+
+    async def check(self, result: Any, n: int) -> None:
+        assert self.conn is not None
+        assert self.group is not None
+        (count,) = self.conn.execute(
+            "SELECT count(*) FROM bench_stages WHERE run_id = ?", (self.run_id,)
+        ).fetchone()
+        (stored,) = self.conn.execute(
+            "SELECT output FROM bench_stages WHERE run_id = ? LIMIT 1", (self.run_id,)
+        ).fetchone()
+        if len(result[1]["results"]) != n or count != n or sum(self.group.groups) != n:
+            raise RuntimeError(f"bare: {len(result[1]['results'])} results, {count} rows, not {n}")
+        if stored != self.payload:
+            raise RuntimeError(f"bare stored {stored!r}, not {self.payload!r}")
+
+    async def cleanup(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+
+    async def close(self) -> None:
+        await self.cleanup()
+
+
+class SQLiteMapStageflow(SQLiteStageflow):
+    """W7's ``with_map`` graph on SQLAlchemyStore("sqlite+aiosqlite:///..."), per repetition
+    a fresh file, opened and its calls composed untimed (see SQLiteStageflow)."""
+
+    scheme = "sqlite+aiosqlite"
+
+    def __init__(self, spec: list[StageSpec], directory: Path) -> None:
+        self.spec = spec
+        self.graph = map_build("w7", spec)
+        self.directory = directory
+        self.prefix = _run_prefix()
+        self.store = None
+        self.run_id = ""
+        self.payload = ""
+
+    async def start(self) -> None:
+        self.payload = compact(await self.spec[1][1](None))
+
+    async def check(self, result: Any, n: int) -> None:
+        if result.status != "completed":
+            raise RuntimeError(f"stageflow run ended with status {result.status!r}")
+        stored = await self.store.stage_records(self.run_id)
+        if len(stored) != n + 2:  # split, the map and its n items
+            raise RuntimeError(f"stageflow stored {len(stored)} stage records, not {n + 2}")
+        item = stored[f"{self.spec[1][0]}[0]"].output
+        if item != self.payload:
+            raise RuntimeError(f"stageflow stored {item!r} for an item, not {self.payload!r}")
 
 
 # --------------------------------------------------------------------------- PostgreSQL

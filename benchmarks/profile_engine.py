@@ -13,6 +13,10 @@ Usage::
     python benchmarks/profile_engine.py W2 --impl bare   # the floor, for comparison
     python benchmarks/profile_engine.py W6 --stages 200   # chain on a SQLite store
     python benchmarks/profile_engine.py W6 --compare W1 --stages 200   # the store's share
+    python benchmarks/profile_engine.py W7 --stages 10000 --runs 10   # a map, µs per item
+    python benchmarks/profile_engine.py W8 --compare W3   # what routes and conditions add
+    python benchmarks/profile_engine.py W9 --runs 50      # a loop, µs per iteration
+    python benchmarks/profile_engine.py W7-DURABLE --stages 10000 --runs 5   # a map on SQLite
 
 For W1-W3 and W5 the graph and the Engine are made first and one untimed run warms up, exactly as
 in ``run.py``; only the runs are profiled. Times are shown in µs per stage (the total over
@@ -31,6 +35,12 @@ W6 (W1's chain, every completion committed to a SQLite file through
 profiler is enabled; ``--compare W1`` then shows what the store path adds per stage
 (``checkpointed``, ``_codec``, ``record_stage``, ``sqlite3`` ``execute``, the ``normalized``
 layer the checkpoint interceptor brings in). W6-WIDE is the same on W2's shape.
+
+W7, W9 and W7-DURABLE (issue 13) divide by items (W7's map over ``--stages`` items) or
+iterations (W9's loop of ``--stages`` iterations) instead of stages; each side is the one
+``run.py`` measures (``--impl bare``: ``bare.gathered``, ``bare.looped``, the gather with
+``durable.GroupCommit``). W8 is W3 with routes and conditions (its ``--impl bare`` is
+stageflow's plain W3, as in ``run.py``); ``W8 --compare W3`` shows what they add.
 
 ``STORE`` needs no profiler either: it times, in real µs per call (best of ``--runs`` rounds
 of 2 000 calls, each on a fresh SQLite file in WAL mode with ``synchronous=NORMAL``), each
@@ -62,8 +72,21 @@ from types import SimpleNamespace
 from typing import Any
 
 from bare import Breaker, CircuitOpen, Resilience, bare_build
-from durable import Side, SQLiteBare, SQLiteStageflow
-from workloads import IMPLS, Impl, Spec, chain, fan, layered, stageflow_build
+from durable import Side, SQLiteBare, SQLiteMapBare, SQLiteMapStageflow, SQLiteStageflow
+from workloads import (
+    IMPLS,
+    Impl,
+    Spec,
+    body_spec,
+    chain,
+    fan,
+    layered,
+    loop_impls,
+    map_impls,
+    map_spec,
+    routed_impls,
+    stageflow_build,
+)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -75,29 +98,57 @@ SHAPES: dict[str, Callable[[int], Spec]] = {
     "W6": chain,
     "W6-WIDE": fan,
     "BUILD": lambda n: layered(width=max(n // 20, 3)),
+    "W7": map_spec,  # n items
+    "W8": lambda n: layered(width=max(n // 20, 3)),
+    "W9": lambda n: body_spec(),  # n iterations
+    "W7-DURABLE": map_spec,
 }
-DURABLE = {"W6", "W6-WIDE"}
+DURABLE = {"W6", "W6-WIDE", "W7-DURABLE"}
+PER_UNIT = {"W7", "W9", "W7-DURABLE"}  # figures per item or iteration, not per stage
+# Workloads whose sides are their own (run.py's), given --stages.
+SIDES: dict[str, Callable[[int], Callable[[bool], Sequence[Impl]]]] = {
+    "W7": lambda n: map_impls,
+    "W8": lambda n: routed_impls,
+    "W9": loop_impls,
+}
 OPTIONS: dict[str, Resilience] = {"W5": Resilience(timeout=30.0, attempts=3, failure_threshold=5)}
 
 
 async def profile_runs(
-    impl: Impl, spec: Spec, options: Resilience | None, runs: int, profiler: cProfile.Profile
+    impl: Impl,
+    spec: Spec,
+    options: Resilience | None,
+    runs: int,
+    profiler: cProfile.Profile,
+    n: int | None = None,
 ) -> None:
+    n = len(spec) if n is None else n  # what verify() checks: stages, items or iterations
     prepared = impl.prepare("profile", spec, options)
-    impl.verify(await impl.runner(prepared)(), len(spec))  # warm-up
+    impl.verify(await impl.runner(prepared)(), n)  # warm-up
     for _ in range(runs):
         go = impl.runner(prepared)
         profiler.enable()
         result = await go()
         profiler.disable()
-        impl.verify(result, len(spec))
+        impl.verify(result, n)
 
 
 async def profile_durable(
-    impl: Impl, spec: Spec, runs: int, profiler: cProfile.Profile, directory: Path
+    impl: Impl,
+    spec: Spec,
+    runs: int,
+    profiler: cProfile.Profile,
+    directory: Path,
+    n: int | None = None,
 ) -> None:
-    """W6: each profiled run on a fresh SQLite file, opened (and closed) unprofiled."""
-    side: Side = (SQLiteBare if impl.name == "bare" else SQLiteStageflow)(spec, directory)
+    """W6 (W7-DURABLE with ``n`` items): each profiled run on a fresh SQLite file, opened
+    (and closed) unprofiled."""
+    side: Side
+    if n is None:
+        side = (SQLiteBare if impl.name == "bare" else SQLiteStageflow)(spec, directory)
+        n = len(spec)
+    else:
+        side = (SQLiteMapBare if impl.name == "bare" else SQLiteMapStageflow)(spec, directory)
     await side.start()
     try:
         for run in range(runs + 1):  # run 0: warm-up
@@ -107,7 +158,7 @@ async def profile_durable(
                     profiler.enable()
                 result = await go()
                 profiler.disable()
-                await side.check(result, len(spec))
+                await side.check(result, n)
             finally:
                 await side.cleanup()
     finally:
@@ -187,16 +238,20 @@ def report_difference(
 def profile(workload: str, impl: Impl, stages: int, runs: int) -> tuple[cProfile.Profile, int]:
     profiler = cProfile.Profile()
     make = SHAPES[workload]
-    n = len(make(stages))
+    n = stages if workload in PER_UNIT else len(make(stages))
+    units = n if workload in PER_UNIT else None
+    if workload in SIDES:
+        impl = {side.name: side for side in SIDES[workload](stages)(True)}[impl.name]
     if workload == "BUILD":
         profile_builds(impl, lambda: make(stages), runs, profiler)
     elif workload in DURABLE:
         with tempfile.TemporaryDirectory(
             prefix="stageflow-profile-w6-", ignore_cleanup_errors=True
         ) as tmp:
-            asyncio.run(profile_durable(impl, make(stages), runs, profiler, Path(tmp)))
+            asyncio.run(profile_durable(impl, make(stages), runs, profiler, Path(tmp), units))
     else:
-        asyncio.run(profile_runs(impl, make(stages), OPTIONS.get(workload), runs, profiler))
+        spec = make(stages)
+        asyncio.run(profile_runs(impl, spec, OPTIONS.get(workload), runs, profiler, units))
     return profiler, n
 
 
@@ -461,7 +516,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     impl = IMPLS[args.impl]
     profiler, stages = profile(args.workload, impl, args.stages, args.runs)
-    print(f"{impl.name} {args.workload}: {stages} stages x {args.runs} profiled runs")
+    unit = {"W7": "items", "W7-DURABLE": "items", "W9": "iterations"}.get(args.workload)
+    what = f"{unit} (µs/stage below: per one of them)" if unit else "stages"
+    print(f"{impl.name} {args.workload}: {stages} {what} x {args.runs} profiled runs")
     report(profiler, stages * args.runs, args.top, args.sort)
     if args.compare:
         base, base_stages = profile(args.compare, impl, args.stages, args.runs)

@@ -43,6 +43,17 @@ Methodology
   ``synchronous=NORMAL``) or one asyncpg prepared INSERT per stage (``durable.py``). Each
   repetition starts on a fresh SQLite file (made and opened untimed) with a new run id;
   PostgreSQL runs on the tests' throwaway server, skipped (not failed) where it cannot start.
+* **Dynamic graphs (W7-W9, W7-durable; issue 13).** W7 maps a no-op item function over a
+  dependency's list of 10 000 items (``with_map``, unlimited parallelism) against a bare node
+  doing one ``asyncio.gather`` of the same function's coroutines (``bare.gathered``), per
+  item. W8 is W3 with every tenth stage (that has successors) a ROUTE choosing all of them
+  and ``when=`` true on every stage, against stageflow's own W3: both sides are stageflow.
+  W9 is a ``with_loop`` of 1 000 iterations of a one-stage body (``until`` false until the
+  last) against one bare node awaiting the same function in a ``for`` loop
+  (``bare.looped``), per iteration. W7-durable is W7 on a SQLite file store
+  (``sqlite+aiosqlite://``) against the bare gather with each item's row written through
+  ``durable.GroupCommit``, the store's group commit by hand (first write of a loop
+  iteration alone, the rest of it in one transaction), per item.
 * **What is timed.** For W1-W5, W5-otel and W1-noop only awaiting the run is timed: graphs
   (and the ``Engine``) are constructed beforehand, building is measured on its own by BUILD.
   Timing uses ``time.perf_counter`` inside one long-lived event loop, so loop creation is
@@ -93,17 +104,32 @@ from pathlib import Path
 from typing import Any, Literal
 
 from bare import Resilience, bare_build
-from durable import PostgresBare, PostgresStageflow, Side, SQLiteBare, SQLiteStageflow
+from durable import (
+    PostgresBare,
+    PostgresStageflow,
+    Side,
+    SQLiteBare,
+    SQLiteMapBare,
+    SQLiteMapStageflow,
+    SQLiteStageflow,
+)
 from workloads import (
     BARE,
     IMPLS,
     SCALABLE,
     STAGEFLOW,
+    W7_ITEMS,
+    W9_ITERATIONS,
     Impl,
     Spec,
+    body_spec,
     chain,
     fan,
     layered,
+    loop_impls,
+    map_impls,
+    map_spec,
+    routed_impls,
     sleepers,
     stageflow_build,
 )
@@ -112,8 +138,8 @@ BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
 DEFAULT_JSON = BENCH_DIR / "results.json"
 SECTIONS = (
-    "W1", "W2", "W3", "W4", "W5", "W1-NOOP", "W5-OTEL",
-    "W6", "W6-PG", "W6-WIDE", "BUILD", "SCALE", "IMPORT",
+    "W1", "W2", "W3", "W4", "W5", "W1-NOOP", "W5-OTEL", "W7", "W8", "W9",
+    "W6", "W6-PG", "W6-WIDE", "W7-DURABLE", "BUILD", "SCALE", "IMPORT",
 )  # fmt: skip
 WORKLOAD_TIMEOUT = 120.0  # seconds for one in-process workload, or one scaling subprocess
 
@@ -134,7 +160,7 @@ class Config:
     scale_reps: int  # timed repetitions of the big run in each subprocess
     scale_small_reps: int  # timed repetitions of the 1 000-stage run in each subprocess
     sections: tuple[str, ...]
-    durable_reps: int  # timed repetitions per side of W6, W6-pg and W6-wide
+    durable_reps: int  # timed repetitions per side of W6, W6-pg, W6-wide and W7-durable
 
 
 FULL = Config(20, 7, 100_000, 5, 10, SECTIONS, 15)
@@ -277,7 +303,7 @@ class RunWorkload:
     key: str
     label: str
     make: Callable[[], Spec]
-    unit: Literal["µs/stage", "ms"]
+    unit: Literal["µs/stage", "µs/item", "µs/iteration", "ms"]
     target: Target | None = None
     options: Resilience | None = None  # per-stage timeout, retry and breaker (W5)
     section: str | None = None  # its --only name, when not its key upper-cased (W1-NOOP's rows)
@@ -285,6 +311,8 @@ class RunWorkload:
     # given whether stageflow imports. May raise Unavailable.
     sides: Callable[[bool], Sequence[Impl]] | None = None
     reference: str | None = None  # what the "bare" side is, when it is not bare.py
+    # What a µs figure is per, when not a stage of the spec: W7's items, W9's iterations.
+    units: int | None = None
 
     @property
     def in_section(self) -> str:
@@ -306,6 +334,12 @@ def telemetry_module(*, sdk: bool) -> Any:
 def w5_otel_sides(with_stageflow: bool) -> Sequence[Impl]:
     impls: Sequence[Impl] = telemetry_module(sdk=True).w5_otel_impls(with_stageflow)
     return impls
+
+
+def w8_sides(with_stageflow: bool) -> Sequence[Impl]:
+    if not with_stageflow:
+        raise Unavailable("both sides are stageflow, which does not import")
+    return routed_impls(with_stageflow)
 
 
 def w1_noop_sides(with_logging: bool) -> Callable[[bool], Sequence[Impl]]:
@@ -361,17 +395,49 @@ RUN_WORKLOADS = (
         sides=w5_otel_sides,
         reference="W5 with the same span and metrics by hand (telemetry.run_bare_traced)",
     ),
+    # Issue 13: dynamic graphs.
+    RunWorkload(
+        "W7",
+        f"W7 map {W7_ITEMS:,} items",
+        map_spec,
+        "µs/item",
+        Target("ratio", 1.5),
+        sides=map_impls,
+        reference="asyncio.gather of the item coroutines in a bare node (bare.gathered)",
+        units=W7_ITEMS,
+    ),
+    RunWorkload(
+        "W8",
+        "W8 W3 +ROUTE every 10th, when= on all",
+        layered,
+        "µs/stage",
+        Target("ratio", 1.1),
+        sides=w8_sides,
+        reference="stageflow's W3 (plain stages)",
+    ),
+    RunWorkload(
+        "W9",
+        f"W9 loop {W9_ITERATIONS:,} iterations",
+        body_spec,
+        "µs/iteration",
+        Target("ratio", 1.5),
+        sides=loop_impls(W9_ITERATIONS),
+        reference="a for loop awaiting the body's function in one bare node (bare.looped)",
+        units=W9_ITERATIONS,
+    ),
 )
 
 
 async def measure_workload(work: RunWorkload, impls: Sequence[Impl], reps: int) -> Row:
     row = Row(work.key, work.label, work.unit, target=work.target)
     spec = work.make()
-    n = len(spec)
+    n = work.units or len(spec)  # what the figure is per, and what verify() checks
     graphs = {impl.name: impl.prepare(work.key.lower(), spec, work.options) for impl in impls}
     samples = await time_runs(impls, graphs, n, reps)
-    factor = 1e6 / n if work.unit == "µs/stage" else 1e3
-    row.details["stages"] = n
+    factor = 1e3 if work.unit == "ms" else 1e6 / n
+    row.details["stages"] = len(spec)
+    if work.units is not None:
+        row.details[work.unit.removeprefix("µs/") + "s"] = n
     return fill(row, {name: summarize(s, factor) for name, s in samples.items()})
 
 
@@ -469,9 +535,10 @@ async def measure_durable_row(row: Row, sides: Sequence[Side], n: int, reps: int
 
 
 def measure_durable(cfg: Config, *, with_stageflow: bool) -> list[Row]:
-    """W6 (SQLite chain), W6-pg (PostgreSQL chain), W6-wide (SQLite fan-out)."""
+    """W6 (SQLite chain), W6-pg (PostgreSQL chain), W6-wide (SQLite fan-out), W7-durable
+    (SQLite map)."""
     rows: list[Row] = []
-    wanted = [key for key in ("W6", "W6-PG", "W6-WIDE") if key in cfg.sections]
+    wanted = [key for key in ("W6", "W6-PG", "W6-WIDE", "W7-DURABLE") if key in cfg.sections]
     if not wanted:
         return rows
     reps = cfg.durable_reps
@@ -512,6 +579,21 @@ def measure_durable(cfg: Config, *, with_stageflow: bool) -> list[Row]:
                         stageflow=ratio(wide.stageflow, w6.stageflow),
                     )
                 )
+        if "W7-DURABLE" in wanted:
+            mapped = Row(
+                "W7-durable",
+                f"W7-durable map {W7_ITEMS:,} items, SQLite store",
+                "µs/item",
+                target=Target("ratio", 2.0),
+                reference="bare.gathered_committed + sqlite3 group commit (durable.GroupCommit)",
+            )
+            log(f"  {mapped.label} ...")
+            spec = map_spec()
+            sides: list[Side] = [SQLiteMapBare(spec, directory)]
+            if with_stageflow:
+                sides.append(SQLiteMapStageflow(spec, directory))
+            rows.append(asyncio.run(measure_durable_row(mapped, sides, W7_ITEMS, reps)))
+            mapped.details["items"] = W7_ITEMS
     return rows
 
 

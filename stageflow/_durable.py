@@ -23,7 +23,9 @@ from typing import TYPE_CHECKING, Any
 from . import _codec
 from ._budget import Budget, ModelChain
 from ._check import number
+from ._dynamic import LoopSpec, MapSpec
 from ._graph import StageGraph
+from ._spec import StageSpec
 from ._stage import StageOutput
 from ._status import RunStatus, StageStatus, routed_reason, routes_of
 from .errors import ConfigurationError, GraphMismatchError, LeaseLostError, StoreError
@@ -36,26 +38,129 @@ if TYPE_CHECKING:
 logger = logging.getLogger("stageflow")
 
 
-def structure(graph: StageGraph) -> dict[str, list[str]]:
-    """What a resume must find unchanged: each stage's name and dependencies."""
-    return {spec.name: sorted(spec.dependencies) for spec in graph.stages}
+def structure(graph: StageGraph) -> dict[str, Any]:
+    """What a resume must find unchanged, stage by stage (JSON data).
+
+    A stage without ``when``, ``routes``, a map, a loop or a subgraph is its sorted
+    dependencies, as before dynamic stages existed (so the fingerprints of runs stored
+    by older versions still match). A dynamic stage is a dict: ``"dependencies"``, plus
+    ``"when": true`` (a condition), ``"routes"`` (sorted), ``"map"`` (``over`` when it
+    names ``stage.field``, else None; whether ``key=`` is given; ``on_item_error``;
+    ``max_parallel``), ``"loop"`` (``max_iterations``, ``on_exhausted``,
+    ``output_stage`` and the body's structure) or ``"subgraph"`` (``output_stage``
+    and the body's structure).
+    """
+    return {spec.name: _stage_shape(spec) for spec in graph.stages}
 
 
-def fingerprint(shape: Mapping[str, list[str]]) -> str:
+def _stage_shape(spec: StageSpec) -> list[str] | dict[str, Any]:
+    dependencies = sorted(spec.dependencies)
+    if spec.when is None and spec.routes is None and spec.dynamic is None:
+        return dependencies
+    shape: dict[str, Any] = {"dependencies": dependencies}
+    if spec.when is not None:
+        shape["when"] = True
+    if spec.routes is not None:
+        shape["routes"] = sorted(spec.routes)
+    dynamic = spec.dynamic
+    if isinstance(dynamic, MapSpec):
+        shape["map"] = {
+            "over": dynamic.over if isinstance(dynamic.over, str) else None,
+            "key": dynamic.key is not None,
+            "on_item_error": dynamic.on_item_error,
+            "max_parallel": dynamic.max_parallel,
+        }
+    elif isinstance(dynamic, LoopSpec):
+        nested = {"output_stage": dynamic.output, "body": structure(dynamic.body)}
+        if dynamic.is_loop:
+            shape["loop"] = {"max_iterations": dynamic.max_iterations,
+                             "on_exhausted": dynamic.on_exhausted, **nested}  # fmt: skip
+        else:
+            shape["subgraph"] = nested
+    return shape
+
+
+def fingerprint(shape: Mapping[str, Any]) -> str:
     text = json.dumps(shape, sort_keys=True, separators=(",", ":"))
     return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
 
 
-def changes(before: Mapping[str, list[str]], after: Mapping[str, list[str]]) -> list[str]:
-    """What differs between two structures, in words."""
-    said = [f"stage {n!r} added" for n in after if n not in before]
-    said += [f"stage {n!r} removed" for n in before if n not in after]
-    said += [
-        f"stage {n!r} now depends on {after[n]} instead of {before[n]}"
-        for n in after
-        if n in before and after[n] != before[n]
-    ]
+def changes(before: Mapping[str, Any], after: Mapping[str, Any]) -> list[str]:
+    """What differs between two structures (see :func:`structure`), in words.
+
+    The stages of a subgraph are named ``etl.fetch``, those of a loop's body
+    ``refine[*].critique`` (any iteration).
+    """
+    return _changes(before, after, "")
+
+
+def _changes(before: Mapping[str, Any], after: Mapping[str, Any], prefix: str) -> list[str]:
+    said = [f"stage {prefix + n!r} added" for n in after if n not in before]
+    said += [f"stage {prefix + n!r} removed" for n in before if n not in after]
+    for n in after:
+        if n in before and after[n] != before[n]:
+            said += _stage_changes(prefix + n, _declared(before[n]), _declared(after[n]))
     return said
+
+
+_KINDS = ("map", "loop", "subgraph")
+
+
+def _declared(shape: object) -> Mapping[str, Any]:
+    """A stage's shape as a dict (a plain stage's is its dependencies)."""
+    return shape if isinstance(shape, Mapping) else {"dependencies": shape}
+
+
+def _kind(shape: Mapping[str, Any]) -> str | None:
+    return next((kind for kind in _KINDS if isinstance(shape.get(kind), Mapping)), None)
+
+
+def _stage_changes(name: str, before: Mapping[str, Any], after: Mapping[str, Any]) -> list[str]:
+    said: list[str] = []
+    if after.get("dependencies") != before.get("dependencies"):
+        said.append(f"stage {name!r} now depends on {after.get('dependencies')} instead of "
+                    f"{before.get('dependencies')}")  # fmt: skip
+    if bool(after.get("when")) != bool(before.get("when")):
+        said.append(f"stage {name!r} now has a condition (when=)" if after.get("when")
+                    else f"stage {name!r} no longer has a condition (when=)")  # fmt: skip
+    mine, theirs = after.get("routes"), before.get("routes")
+    if mine != theirs:
+        if theirs is None:
+            said.append(f"stage {name!r} now routes to {mine} (it was no ROUTE stage)")
+        elif mine is None:
+            said.append(f"stage {name!r} no longer routes (it routed to {theirs})")
+        else:
+            said.append(f"stage {name!r} now routes to {mine} instead of {theirs}")
+    kind, was = _kind(after), _kind(before)
+    if kind != was:
+        said.append(f"stage {name!r} is now a {kind} instead of a {was}" if kind and was
+                    else f"stage {name!r} is now a {kind}" if kind
+                    else f"stage {name!r} is no longer a {was}")  # fmt: skip
+    elif kind is not None:
+        mine, theirs = after[kind], before[kind]
+        for field in ("over", "key", "on_item_error", "max_parallel", "max_iterations",
+                      "on_exhausted", "output_stage"):  # fmt: skip
+            if mine.get(field) != theirs.get(field):
+                said.append(f"{kind} {name!r} {_option(field, mine.get(field), theirs.get(field))}")
+        if kind != "map":
+            inner = f"{name}[*]." if kind == "loop" else f"{name}."
+            said += _changes(_body_of(theirs), _body_of(mine), inner)
+    return said
+
+
+def _body_of(shape: Mapping[str, Any]) -> Mapping[str, Any]:
+    body = shape.get("body")
+    return body if isinstance(body, Mapping) else {}
+
+
+def _option(field: str, mine: Any, theirs: Any) -> str:
+    if field == "over":
+        over = ["a callable" if v is None else repr(v) for v in (mine, theirs)]
+        return f"now maps over {over[0]} instead of {over[1]}"
+    if field == "key":
+        keyed = ["with key=" if v else "by index" for v in (mine, theirs)]
+        return f"now keys its items {keyed[0]} instead of {keyed[1]}"
+    return f"{field} {mine!r} instead of {theirs!r}"
 
 
 # ------------------------------------------------------------------ governing configuration
@@ -347,7 +452,11 @@ class DurableRun:
             ctx.clock.monotonic() - run_started,
             output.reason if output.routes is None else routed_reason(output.routes),
         )
-        await self._fenced(self.store.record_stage(self.lease, record))
+        try:  # _fenced, inline: one coroutine less on every stage's path
+            await self.store.record_stage(self.lease, record)
+        except LeaseLostError:
+            self.lost("the run's lease was taken over by another driver")
+            raise
 
     async def save_usage(self, records: Sequence[UsageRecord]) -> None:
         """Store usage reports (e.g. ``ctx.ledger.unstored(stage)``), all or none (fenced).
@@ -409,11 +518,12 @@ class DurableRun:
         error: BaseException | None,
         usage: Sequence[UsageRecord] = (),
     ) -> None:
-        """Record how the run ended (and usage not stored yet); release the lease at once."""
-        if self._heartbeat is not None:
-            self._heartbeat.cancel()
-            await asyncio.gather(self._heartbeat, return_exceptions=True)
+        """Record how the run ended (and usage not stored yet); release the lease at once,
+        whatever happens meanwhile (a cancel included)."""
         try:
+            if self._heartbeat is not None:
+                self._heartbeat.cancel()
+                await asyncio.gather(self._heartbeat, return_exceptions=True)
             if usage:  # reported by stages that were cancelled or stopped before storing it
                 await self.store.record_usage(self.lease, usage)
             if status is not self.status or status is not RunStatus.COMPLETED:

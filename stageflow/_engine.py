@@ -35,7 +35,7 @@ from ._result import RunResult, RunStatus
 from ._run import RunCall, RunContext, check_labels
 from ._scheduler import RunState, normalize_output
 from ._sinks import check_sink
-from ._spec import StageSpec
+from ._spec import StageSpec, check_route
 from .errors import ConfigurationError, LeaseLostError
 from .interceptors._base import (
     Interceptor,
@@ -536,12 +536,12 @@ class Engine:
         try:
             result = await state.execute(run.timeout, resumed=run.resumed)
         except asyncio.CancelledError:
-            await asyncio.shield(durable.finish(RunStatus.CANCELLED, None, state.unstored()))
+            await _finish(durable, RunStatus.CANCELLED, None, state)
             raise
         except BaseException as error:
-            await asyncio.shield(durable.finish(RunStatus.FAILED, error, state.unstored()))
+            await _finish(durable, RunStatus.FAILED, error, state)
             raise
-        await durable.finish(result.status, result.error, state.unstored())
+        await _finish(durable, result.status, result.error, state)
         return result
 
     def __repr__(self) -> str:
@@ -616,7 +616,33 @@ def _chained(spec: StageSpec, interceptors: Sequence[Interceptor], call: StageCa
 
         return normalized
 
-    return compose(spec, interceptors, call, normalizing)
+    routes = spec.routes
+    if routes is None:
+        return compose(spec, interceptors, call, normalizing)
+
+    # A ROUTE stage's choice is checked right around its call: inside retry (an LLM router
+    # may choose well the next time) and the checkpoint (a store never keeps a stray one).
+    async def routed(ctx: StageContext) -> Any:
+        out = normalize_output(name, await call(ctx))
+        check_route(ctx.stage, routes, out)
+        return out
+
+    composed = compose(spec, interceptors, routed, normalizing)
+    return call if composed is routed else composed  # nothing wraps it: the scheduler checks
+
+
+async def _finish(
+    durable: DurableRun, status: RunStatus, error: BaseException | None, state: RunState
+) -> None:
+    """Record the run's end and release its lease, even when the caller is cancelled
+    meanwhile: the cancel is raised once the lease is released, so that a resume right
+    after it finds the run free."""
+    finishing = asyncio.ensure_future(durable.finish(status, error, state.unstored()))
+    try:
+        await asyncio.shield(finishing)
+    except asyncio.CancelledError:
+        await asyncio.wait([finishing])
+        raise
 
 
 def _with_defaults(

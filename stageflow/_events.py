@@ -44,6 +44,7 @@ class EventType(enum.StrEnum):
     ITEM_COMPLETED = "item.completed"
     ITEM_FAILED = "item.failed"
     ITEM_SKIPPED = "item.skipped"
+    ITEM_CANCELLED = "item.cancelled"
     LOOP_ITERATION = "loop.iteration"
 
     @property

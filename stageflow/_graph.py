@@ -212,23 +212,36 @@ class StageGraph:
         return frozenset(self.stages[i].name for i in seen)
 
     def to_mermaid(self) -> str:
-        """The graph as a Mermaid flowchart (optional dependencies dotted)."""
+        """The graph as a Mermaid flowchart.
+
+        Optional dependencies are dotted. A ROUTE stage is a rhombus (``s1{"classify"}``)
+        whose edges to its routes are labelled ``route``; the edges into a stage with
+        ``when=`` are labelled ``when`` (a stage without dependencies says ``(when)``
+        in its box); a map is a subroutine box (``s2[["score: map over split.items"]]``);
+        a subgraph, or a loop's body, is a ``subgraph`` block of its stages, named as
+        in a run (``etl.fetch``; ``refine.critique`` in a block titled
+        ``refine: loop ≤5``), that the stage's edges start from and end at.
+        """
         lines = ["flowchart TD"]
-        lines += [f'    s{i}["{spec.name}"]' for i, spec in enumerate(self.stages)]
-        for i, spec in enumerate(self.stages):
-            for dep in spec.dependencies:
-                arrow = "-.->" if dep in spec.optional else "-->"
-                lines.append(f"    s{self.index[dep]} {arrow} s{i}")
+        _mermaid(self, "s", "", "    ", lines)
         return "\n".join(lines) + "\n"
 
     def to_dot(self) -> str:
-        """The graph in Graphviz DOT (optional dependencies dashed)."""
+        """The graph in Graphviz DOT.
+
+        Optional dependencies are dashed. A ROUTE stage is a diamond whose edges to its
+        routes are labelled ``route``; the edges into a stage with ``when=`` are
+        labelled ``when`` (a stage without dependencies says ``(when)`` in its label);
+        a map is a ``box3d`` labelled ``score: map over split.items``; a subgraph, or a
+        loop's body, is a ``cluster_`` subgraph of its stages, named as in a run
+        (``etl.fetch``; ``refine.critique`` in a cluster labelled ``refine: loop ≤5``),
+        which the stage's edges start from (its output stage) and end at (its first
+        stage) with ``compound=true``.
+        """
         lines = [f'digraph "{self.name}" {{', "    rankdir=LR;", "    node [shape=box];"]
-        lines += [f'    "{spec.name}" [tooltip="{spec.kind.value}"];' for spec in self.stages]
-        for spec in self.stages:
-            for dep in spec.dependencies:
-                style = " [style=dashed]" if dep in spec.optional else ""
-                lines.append(f'    "{dep}" -> "{spec.name}"{style};')
+        if any(_body(spec) is not None for spec in self.stages):
+            lines.insert(2, "    compound=true;")
+        _dot(self, "", "    ", lines)
         lines.append("}")
         return "\n".join(lines) + "\n"
 
@@ -310,3 +323,110 @@ def _check_acyclic(
     first = cycle.index(min(cycle))
     names = [specs[j].name for j in cycle[first:] + cycle[:first]]
     raise CycleError.of([*names, names[0]])
+
+
+# ------------------------------------------------------------------ drawing
+
+
+def _body(spec: StageSpec) -> StageGraph | None:
+    """The graph a loop or subgraph stage runs, or None."""
+    return getattr(spec.dynamic, "body", None)
+
+
+def _title(spec: StageSpec, label: str) -> str:
+    """What a stage's box (or block) says: its name, a map's ``over``, a loop's bound."""
+    dynamic = spec.dynamic
+    if dynamic is not None:
+        body = getattr(dynamic, "body", None)
+        if body is None:  # a map
+            over = getattr(dynamic, "over", None)
+            label += f": map over {over}" if isinstance(over, str) else ": map"
+        elif getattr(dynamic, "until", None) is not None:
+            label += f": loop ≤{getattr(dynamic, 'max_iterations', 1)}"
+    if spec.when is not None and not spec.dependencies:
+        label += " (when)"
+    return label
+
+
+def _marks(graph: StageGraph, j: int, i: int) -> list[str]:
+    """The labels of the edge from stage ``j`` to its dependent ``i``."""
+    marks = ["route"] if i in graph.routes.get(j, ()) else []
+    if graph.stages[i].when is not None:
+        marks.append("when")
+    return marks
+
+
+def _mermaid(graph: StageGraph, ids: str, names: str, indent: str, lines: list[str]) -> None:
+    for i, spec in enumerate(graph.stages):
+        node, label = f"{ids}{i}", _title(spec, names + spec.name)
+        body = _body(spec)
+        if body is not None:
+            lines.append(f'{indent}subgraph {node}["{label}"]')
+            _mermaid(body, f"{node}_", f"{names}{spec.name}.", indent + "    ", lines)
+            lines.append(f"{indent}end")
+        elif spec.dynamic is not None:
+            lines.append(f'{indent}{node}[["{label}"]]')
+        elif spec.routes is not None:
+            lines.append(f'{indent}{node}{{"{label}"}}')
+        else:
+            lines.append(f'{indent}{node}["{label}"]')
+    for i, spec in enumerate(graph.stages):
+        for dep in spec.dependencies:
+            j = graph.index[dep]
+            arrow = "-.->" if dep in spec.optional else "-->"
+            marks = _marks(graph, j, i)
+            if marks:
+                arrow += f"|{', '.join(marks)}|"
+            lines.append(f"{indent}{ids}{j} {arrow} {ids}{i}")
+
+
+def _dot(graph: StageGraph, names: str, indent: str, lines: list[str]) -> None:
+    for spec in graph.stages:
+        name = names + spec.name
+        body = _body(spec)
+        if body is not None:
+            lines.append(f'{indent}subgraph "cluster_{name}" {{')
+            lines.append(f'{indent}    label="{_title(spec, name)}";')
+            _dot(body, f"{name}.", indent + "    ", lines)
+            lines.append(f"{indent}}}")
+            continue
+        extra = ", shape=box3d" if spec.dynamic is not None else ""
+        if spec.routes is not None:
+            extra = ", shape=diamond"
+        title = _title(spec, name)
+        if title != name:
+            extra += f', label="{title}"'
+        lines.append(f'{indent}"{name}" [tooltip="{spec.kind.value}"{extra}];')
+    for i, spec in enumerate(graph.stages):
+        for dep in spec.dependencies:
+            j = graph.index[dep]
+            source, tail = _exit(graph.stages[j], names + dep)
+            target, head = _entry(spec, names + spec.name)
+            attrs = ["style=dashed"] if dep in spec.optional else []
+            marks = _marks(graph, j, i)
+            if marks:
+                attrs.append(f'label="{", ".join(marks)}"')
+            if tail:
+                attrs.append(f'ltail="{tail}"')
+            if head:
+                attrs.append(f'lhead="{head}"')
+            edge = f" [{', '.join(attrs)}]" if attrs else ""
+            lines.append(f'{indent}"{source}" -> "{target}"{edge};')
+
+
+def _exit(spec: StageSpec, name: str) -> tuple[str, str]:
+    """The node an edge from stage ``spec`` starts at, and the cluster it leaves (or "")."""
+    body = _body(spec)
+    if body is None:
+        return name, ""
+    output = getattr(spec.dynamic, "output", body.names[-1])
+    return _exit(body[output], f"{name}.{output}")[0], f"cluster_{name}"
+
+
+def _entry(spec: StageSpec, name: str) -> tuple[str, str]:
+    """The node an edge into stage ``spec`` ends at, and the cluster it enters (or "")."""
+    body = _body(spec)
+    if body is None:
+        return name, ""
+    first = body.stages[body.roots[0]]
+    return _entry(first, f"{name}.{first.name}")[0], f"cluster_{name}"

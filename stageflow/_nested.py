@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING, Any, Final
 from ._context import LoopInfo, StageCall, StageContext, new_context
 from ._dynamic import LoopSpec, MapSpec
 from ._events import EventType
-from ._outcomes import ITEMS, STAGES
 from ._scheduler import RunState, normalize_output
 from ._services import RunServices
+from ._spec import MAX_NAME_LENGTH
 from ._stage import StageOutput
 from ._status import CANCELLED, COMPLETED, FAILED, NONE, SKIPPED, StageStatus
 from .errors import (
@@ -39,6 +39,8 @@ if TYPE_CHECKING:
 
 __all__ = ["map_call", "nested_call"]
 
+_loop_info = tuple.__new__  # LoopInfo(...) without NamedTuple's Python-level __new__
+
 BodyCalls = Callable[["StageGraph", tuple[bool, ...]], tuple[StageCall, ...]]
 
 _ITEM_EVENT: Final = (
@@ -46,7 +48,7 @@ _ITEM_EVENT: Final = (
     EventType.ITEM_COMPLETED,
     EventType.ITEM_FAILED,
     EventType.ITEM_SKIPPED,
-    None,
+    EventType.ITEM_CANCELLED,
 )
 
 
@@ -65,28 +67,36 @@ def map_call(spec: StageSpec, item_call: StageCall) -> StageCall:
         run: RunServices = ctx._run
         durable = run.durable
         name = ctx.stage
-        if durable is not None:
-            restored = durable.restore(name)
-            if restored is not None:  # the whole map completed before: nothing runs
-                record = durable.restored[name]
-                ctx.report_restored(record.attempts, record.started, record.ended)
-                ctx.event(EventType.STAGE_RESTORED, attempts=record.attempts)
-                return restored
-        items = _items(ctx, name, declared, source)
-        keys = _keys(name, items, key_of)
-        if durable is not None:
-            keys = await _stored_keys(ctx, name, keys)
+        restored = None if durable is None else durable.restore(name)
+        if restored is not None:  # the whole map completed before: no item runs
+            record = durable.restored[name]  # type: ignore[union-attr]
+            ctx.report_restored(record.attempts, record.started, record.ended)
+            ctx.event(EventType.STAGE_RESTORED, attempts=record.attempts)
+            stored = await ctx.durable.load_state(name) or {}  # type: ignore[union-attr]
+            keys = stored.get("keys", [])
+            items: Sequence[Any] = [None] * len(keys)  # what ran is not run again
+        else:
+            items = _items(ctx, name, declared, source)
+            keys = _keys(name, items, key_of)
+            if durable is not None:
+                keys = await _stored_keys(ctx, name, keys)
         part: RunServices = object.__new__(RunServices)
-        run.nest(part, run.graph, tuple(f"{name}[{k}]" for k in keys), ctx)
+        run.nest(part, run.graph, tuple([f"{name}[{k}]" for k in keys]), ctx)
         part.items = (items, keys)
         parts = getattr(run.root, "parts", None)
         if parts is not None:
-            parts.append((ITEMS, part.outcomes))
+            parts.append((name, part.outcomes))
+        if restored is not None:
+            _restore_items(part, restored.data, stored.get("failed", {}))
+            return restored
         if run.sink is not None:
             run.event(EventType.MAP_STARTED, name, ctx.attempt, {"items": len(items)})
-        await _run_items(part, spec, item_call, declared.max_parallel, policy)
+        await _run_items(part, name, spec, item_call, declared.max_parallel, policy)
         output = _collected(part, name, policy)
         if durable is not None:
+            failed = _failed(part)
+            if failed:  # how they failed, for a resume that restores the map whole
+                await durable.save_state(name, {"keys": keys, "failed": failed})
             await durable.save(ctx, StageOutput(StageStatus.COMPLETED, output))
         return output
 
@@ -131,11 +141,14 @@ def _keys(name: str, items: Sequence[Any], key_of: Callable[[Any], str] | None) 
     if key_of is None:
         return [str(k) for k in range(len(items))]
     keys = []
+    room = MAX_NAME_LENGTH - len(name) - 2  # an item's full name: name[key]
     for item in items:
         key = key_of(item)
-        if not isinstance(key, str) or not key:
+        if not isinstance(key, str) or not 0 < len(key) <= room:
             raise MapError(
-                f"stage {name!r}: key({_short(item)}) returned {key!r}; a key is a non-empty str",
+                f"stage {name!r}: key({_short(item)}) returned {_short(key)}; a key is a str "
+                f"of 1 to {room} characters (an item's full name, {name}[key], is at most "
+                f"{MAX_NAME_LENGTH})",
                 stage=name,
                 field="key",
                 value=key,
@@ -176,6 +189,7 @@ async def _stored_keys(ctx: StageContext, name: str, keys: list[str]) -> list[st
 
 async def _run_items(
     part: RunServices,
+    name: str,
     spec: StageSpec,
     call: StageCall,
     max_parallel: int | None,
@@ -194,7 +208,6 @@ async def _run_items(
     now = part.now
     t0 = part.t0
     sink = part.sink
-    name = spec.name
     fail = policy == "fail"
     keys = part.items[1]  # type: ignore[index]
     state = [0, -1]  # the next item; the first failure (under "fail"), -1 for none
@@ -221,6 +234,8 @@ async def _run_items(
                     if part.stopping:
                         status[k] = CANCELLED
                         outcomes.reasons[k] = "cancelled: the map stopped"
+                        if sink is not None:
+                            _item_event(part, name, k)
                         raise
                     code = _fail(part, k, StageCancelledError(
                         f"item {outcomes.names[k]!r} raised CancelledError without the run "
@@ -270,6 +285,40 @@ async def _run_items(
         raise
     if part.stopping:
         _settle(part, "not started: another item failed")
+
+
+def _failed(part: RunServices) -> dict[str, list[Any]]:
+    """The items that failed (under "skip" or "collect"): index -> [reason, attempts]."""
+    outcomes = part.outcomes
+    return {
+        str(k): [outcomes.reasons.get(k, ""), outcomes.attempts[k]]
+        for k, code in enumerate(outcomes.status)
+        if code == FAILED
+    }
+
+
+def _restore_items(
+    part: RunServices, output: Mapping[str, Any], failed: Mapping[str, list[Any]]
+) -> None:
+    """The items of a map restored whole, as their stored records (and, for the items
+    that failed, the map's state) say they ended."""
+    durable = part.durable
+    assert durable is not None
+    outcomes = part.outcomes
+    restored = outcomes.restored = {}
+    for k, name in enumerate(outcomes.names):
+        record = durable.restored.get(name)
+        if record is None:  # it failed: not stored as an item, kept in the map's state
+            reason, attempts = failed.get(str(k), ["failed in an earlier driver", 1])
+            outcomes.status[k] = FAILED
+            outcomes.reasons[k] = reason
+            restored[k] = (attempts, None, None)
+            continue
+        outcomes.status[k] = SKIPPED if record.status is StageStatus.SKIPPED else COMPLETED
+        outcomes.outputs[k] = output["results"][k] if record.status is StageStatus.COMPLETED else {}
+        if record.reason is not None:
+            outcomes.reasons[k] = record.reason
+        restored[k] = (record.attempts, record.started, record.ended)
 
 
 def _record(part: RunServices, k: int, out: object) -> int:
@@ -365,6 +414,7 @@ def nested_call(spec: StageSpec, body_calls: BodyCalls) -> StageCall:
     body = declared.body
     out = body.index[declared.output]
     until = declared.until
+    names = body.names
 
     async def nested(ctx: StageContext) -> Any:
         run = ctx._run
@@ -380,13 +430,13 @@ def nested_call(spec: StageSpec, body_calls: BodyCalls) -> StageCall:
         previous: Mapping[str, Any] | None = None
         for iteration in range(1, declared.max_iterations + 1):
             prefix = declared.prefix(name, iteration)
-            part = run.part(body, calls, tuple(prefix + n for n in body.names), ctx)
+            part = run.part(body, calls, tuple([prefix + n for n in names]), ctx)
             if until is not None:
-                part.loop_info = LoopInfo(iteration, previous)
+                part.loop_info = _loop_info(LoopInfo, (iteration, previous))
                 if run.sink is not None:
                     run.event(EventType.LOOP_ITERATION, name, ctx.attempt, {"iteration": iteration})
-            run.parts.append((STAGES, part.outcomes))
-            await part.execute_part()
+            run.parts.append((None, part.outcomes))
+            await part.run_part()
             _check_part(name, part)
             outcomes = part.outcomes
             output = outcomes.outputs[out] if outcomes.status[out] == COMPLETED else None

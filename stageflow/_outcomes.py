@@ -19,6 +19,9 @@ from ._status import CANCELLED, CODE, COMPLETED, FAILED, NONE, SKIPPED, STATUS
 __all__ = ["CANCELLED", "COMPLETED", "FAILED", "NONE", "SKIPPED", "Outcomes", "StageResults"]
 
 _EMPTY: Final[Mapping[str, Any]] = MappingProxyType({})
+_SMALL: Final = 64
+_TIMES: Final = array("d", bytes(16 * _SMALL))  # zeros, sliced (copied) by small Outcomes
+_ATTEMPTS: Final = array("I", bytes(4 * _SMALL))
 
 
 class Outcomes:
@@ -53,8 +56,12 @@ class Outcomes:
         self.names = names
         self.status = bytearray(n)
         self.outputs: list[Mapping[str, Any] | None] = [None] * n
-        self.times = array("d", bytes(16 * n))
-        self.attempts = array("I", bytes(4 * n))
+        if n <= _SMALL:  # a slice of zeros is cheaper (a loop makes one per iteration)
+            self.times = _TIMES[: 2 * n]
+            self.attempts = _ATTEMPTS[:n]
+        else:
+            self.times = array("d", bytes(16 * n))
+            self.attempts = array("I", bytes(4 * n))
         self.errors: dict[int, BaseException] = {}
         self.reasons: dict[int, str] = {}
         self.restored: dict[int, tuple[int, float | None, float | None]] | None = None
@@ -94,46 +101,42 @@ class Outcomes:
         return {str(STATUS[code]): self.status.count(code) for code in CODE.values()}
 
 
-ITEMS: Final = "items"
-STAGES: Final = "stages"
-
-
 class StageResults(Mapping[str, StageResult]):
     """A run's stage results by name, each built on first access: the graph's stages in
     graph order, then those of subgraphs and loop iterations (``etl.fetch``,
     ``refine[2].critique``) in the order they ran. A map stage's result holds its items'.
 
-    ``parts`` are the run's nested outcomes as ``(kind, outcomes)``: ``"stages"`` of a
-    subgraph or an iteration, ``"items"`` of a map, whose outcomes are named
-    ``<map>[<key>]``.
+    ``parts`` are the run's nested outcomes as ``(map, outcomes)``: the items of the map
+    stage of that full name (``refine[2].score``), or, with ``map`` None, the stages of a
+    subgraph or a loop iteration.
     """
 
-    __slots__ = ("_built", "_index", "_nested", "_outcomes", "_parts")
+    __slots__ = ("_built", "_index", "_items", "_nested", "_outcomes", "_parts")
 
     def __init__(
         self,
         outcomes: Outcomes,
         index: Mapping[str, int],
-        parts: list[tuple[str, Outcomes]] | None = None,
+        parts: list[tuple[str | None, Outcomes]] | None = None,
     ) -> None:
         self._outcomes = outcomes
         self._index = index
         self._parts = parts or []
         self._built: dict[str, StageResult] = {}
         self._nested: dict[str, tuple[Outcomes, int]] | None = None
+        self._items: dict[str, Outcomes] = {}
 
     def _where(self) -> dict[str, tuple[Outcomes, int]]:
-        """Where each name's outcome is: the nested ones, and the items by map name."""
+        """Where each nested stage's outcome is (and, in ``_items``, each map's items)."""
         nested = self._nested
         if nested is None:
             nested = {}
-            for kind, outcomes in self._parts:
-                if kind == STAGES:
+            for owner, outcomes in self._parts:
+                if owner is None:
                     for i, name in enumerate(outcomes.names):
                         nested[name] = (outcomes, i)
-                elif outcomes.names:  # the items of one map: found by the map's name
-                    first = outcomes.names[0]
-                    nested[ITEMS + ":" + first[: first.index("[")]] = (outcomes, -1)
+                else:  # a map run again (a retry of a loop) replaces its items
+                    self._items[owner] = outcomes
             self._nested = nested
         return nested
 
@@ -150,28 +153,25 @@ class StageResults(Mapping[str, StageResult]):
             raise KeyError(name)
         items: tuple[StageResult, ...] = ()
         if self._parts:
-            found = self._where().get(ITEMS + ":" + name)
+            self._where()
+            found = self._items.get(name)
             if found is not None:
-                items = found[0].results()
+                items = found.results()
         result = self._built[name] = outcomes.result(i, items)
         return result
 
     def __iter__(self) -> Iterator[str]:
         yield from self._outcomes.names
         if self._parts:
-            yield from (n for n in self._where() if not n.startswith(ITEMS + ":"))
+            yield from self._where()
 
     def __len__(self) -> int:
-        return sum(1 for _ in self)
+        return len(self._outcomes.names) + (len(self._where()) if self._parts else 0)
 
     def __contains__(self, name: object) -> bool:
         if name in self._index:
             return True
-        return (
-            bool(self._parts)
-            and isinstance(name, str)
-            and (name in self._where() and not name.startswith(ITEMS + ":"))
-        )
+        return bool(self._parts) and isinstance(name, str) and name in self._where()
 
     def __repr__(self) -> str:
         return f"<StageResults of {len(self)} stages>"

@@ -11,7 +11,15 @@ from ._check import integer, refuse
 from ._dynamic import EXHAUSTED, ITEM_ERRORS, LoopSpec, MapSpec
 from ._graph import StageGraph
 from ._policies import CircuitBreakerPolicy, RetryPolicy
-from ._spec import OPTIONS, StageSpec, check_name, dynamic_spec, make_spec, unknown_option
+from ._spec import (
+    MAX_NAME_LENGTH,
+    OPTIONS,
+    StageSpec,
+    check_name,
+    dynamic_spec,
+    make_spec,
+    unknown_option,
+)
 from ._stage import StageKind
 from .errors import GraphError, InvalidOptionError
 
@@ -247,7 +255,7 @@ class Pipeline:
         body: StageGraph | Pipeline,
         *,
         until: Callable[[Mapping[str, Any]], bool],
-        max_iterations: int,
+        max_iterations: int | None = None,
         on_exhausted: str = "fail",
         output_stage: str | None = None,
         **options: Any,
@@ -264,7 +272,8 @@ class Pipeline:
             name: the loop stage's name.
             body: the graph (or pipeline) run per iteration.
             until: ``output -> bool``, true when the loop is done.
-            max_iterations: at most this many iterations (required: no unbounded loop).
+            max_iterations: at most this many iterations (required: there is no unbounded
+                loop; leaving it out is an InvalidOptionError).
             on_exhausted: ``"fail"`` (default: :class:`~stageflow.errors.LoopExhaustedError`)
                 or ``"complete"`` (with the last iteration's output) when
                 ``max_iterations`` ran without ``until`` holding.
@@ -289,6 +298,7 @@ class Pipeline:
             refuse("on_exhausted", " or ".join(map(repr, EXHAUSTED)), on_exhausted, stage=name)
         loop = LoopSpec(graph, _output_stage(name, graph, output_stage), until, max_iterations,
                         on_exhausted)  # fmt: skip
+        _check_length(name, "body", loop)
         return self._extend(dynamic_spec(spec._replace(stage=graph), loop))
 
     def with_subgraph(
@@ -320,6 +330,7 @@ class Pipeline:
         spec = self._spec_of(name, _nested_placeholder, StageKind.WORK, options)
         body = _body(name, graph, "graph")
         nested = LoopSpec(body, _output_stage(name, body, output_stage))
+        _check_length(name, "graph", nested)
         return self._extend(dynamic_spec(spec._replace(stage=body), nested))
 
     def _spec_of(
@@ -398,6 +409,32 @@ def _body(name: str, body: object, option: str = "body") -> StageGraph:
     if not isinstance(body, StageGraph):
         refuse(option, "a StageGraph or a Pipeline", body, stage=name)
     return body
+
+
+def _longest(graph: StageGraph) -> int:
+    """The longest name a stage of ``graph`` has in a run (a nested one's full name)."""
+    longest = 0
+    for spec in graph.stages:
+        size = len(spec.name)
+        if isinstance(spec.dynamic, LoopSpec):
+            size = len(spec.dynamic.prefix(spec.name, spec.dynamic.max_iterations))
+            size += _longest(spec.dynamic.body)
+        longest = max(longest, size)
+    return longest
+
+
+def _check_length(name: str, option: str, nested: LoopSpec) -> None:
+    """Refuse a body whose stages' full names would be too long for a store to keep."""
+    size = len(nested.prefix(name, nested.max_iterations)) + _longest(nested.body)
+    if size > MAX_NAME_LENGTH:
+        raise InvalidOptionError(
+            f"stage {name!r}: the full names of its stages (e.g. "
+            f"{nested.prefix(name, nested.max_iterations)!r}...) reach {size} characters; a "
+            f"stage's full name is at most {MAX_NAME_LENGTH}: use shorter names",
+            stage=name,
+            option=option,
+            value=nested.body,
+        )
 
 
 def _output_stage(name: str, body: StageGraph, chosen: object) -> str:

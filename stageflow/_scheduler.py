@@ -21,11 +21,13 @@ from ._events import EventType
 from ._outcomes import Outcomes, StageResults
 from ._result import RunResult, RunStatus
 from ._services import RunServices
+from ._spec import check_route
 from ._stage import StageOutput
 from ._status import CANCELLED, CODE, COMPLETED, FAILED, NONE, SKIPPED, StageStatus, routed_reason
 from ._usage import EMPTY as EMPTY_USAGE
 from .errors import (
     InvalidOutputError,
+    RouteError,
     RunTimeoutError,
     StageCancelledError,
     StageFailedError,
@@ -67,6 +69,11 @@ _RUN_EVENT: Final = {
 }
 
 
+def lone(graph: StageGraph) -> bool:
+    """Whether ``graph`` is one plain stage: no condition, no routes, nothing nested."""
+    return len(graph.stages) == 1 and not graph.guards and graph.stages[0].dynamic is None
+
+
 def normalize_output(name: str, out: object) -> StageOutput:
     """What an interceptor's inner call returns: always a StageOutput (or raises)."""
     if isinstance(out, StageOutput):
@@ -93,15 +100,18 @@ class RunState(RunServices):
         "failed",
         "first_error",
         "flags",
+        "guards",
         "limit",
         "parts",
         "pending",
         "pressure",
         "queue",
         "remaining",
+        "routing",
         "stop_reason",
         "tasks",
         "timed_out",
+        "unrouted",
         "unstarted",
         "untaken",
     )
@@ -123,7 +133,7 @@ class RunState(RunServices):
         super().__init__(
             graph, run_id, data, sink=sink, clock=clock, governance=governance, durable=durable
         )
-        self.parts: list[tuple[str, Outcomes]] = []
+        self.parts: list[tuple[str | None, Outcomes]] = []  # nested outcomes: see StageResults
         self.flags: tuple[bool, ...] = ()
         # Checked once here, so that sinks that cannot hold a run back cost a stage nothing.
         pressure = sink.pressure if isinstance(sink, PressureSink) else None
@@ -145,6 +155,10 @@ class RunState(RunServices):
         self.blocked: dict[int, str] = {}  # stage -> why it will be skipped (or _NOT_TAKEN)
         self.untaken: dict[int, int] = {}  # stage -> its dependencies whose edge was not taken
         self.chosen: dict[int, tuple[str, ...]] = {}  # ROUTE stage -> the routes it chose
+        self.unrouted: dict[int, str] = {}  # a route not chosen -> why it is skipped
+        self.guards = dict(graph.guards)  # the stages' conditions; a dict is the fastest
+        # The ROUTE stages (None: none), whose dict outputs are no completion of their own.
+        self.routing = frozenset(graph.routes) or None
         self.remaining = len(graph.stages)
         self.active = 0
         self.limit = sys.maxsize if max_parallel is None else max_parallel
@@ -171,9 +185,54 @@ class RunState(RunServices):
         self.nest(part, graph, names, enclosing)
         part.parts = self.parts
         part.flags = self.flags
+        if lone(graph):  # run in the calling task (execute_lone): no scheduling to set up
+            part.calls = calls
+            part.routing = None
+            part.failed = 0
+            part.first_error = None
+            part.stop_reason = ""
+            part.sink = self.sink
+            return part
         limit = None if self.limit == sys.maxsize else self.limit
         part.drive(graph, calls, limit, self.fail_fast, self.pressure)
         return part
+
+    async def execute_lone(self) -> None:
+        """Drive a part whose graph is one plain stage (see lone()) in the calling task:
+        a loop of a one-stage body pays no task, no future and no event loop turn per
+        iteration."""
+        spec = self.graph.stages[0]
+        outcomes = self.outcomes
+        times = outcomes.times
+        now = self.now
+        ctx = new_context(self, 0, spec)
+        if self.sink is not None:
+            self.event(EventType.STAGE_STARTED, outcomes.names[0], 1, {"kind": spec.kind.value})
+        times[0] = now() - self.t0
+        outcomes.attempts[0] = 1
+        try:
+            out: object = await self.calls[0](ctx)
+        except asyncio.CancelledError:
+            times[1] = now() - self.t0
+            self.stopping = True
+            self.stop_reason = self.enclosing_reason()
+            self.record_cancelled(0)
+            raise
+        except Exception as exc:  # noqa: BLE001 - a stage's error is its outcome
+            times[1] = now() - self.t0
+            code = self.record_failure(0, exc)
+        else:
+            times[1] = now() - self.t0
+            if type(out) is dict:
+                outcomes.outputs[0] = out
+                outcomes.status[0] = code = COMPLETED
+            else:
+                code = self.record_output(0, out)
+        if code == FAILED:
+            self.failed = 1
+            self.first_error = outcomes.errors[0]
+        if self.sink is not None:
+            self.stage_event(0)
 
     async def execute_part(self) -> None:
         """Drive a nested part to its end (see part()); a cancel stops it, then raises."""
@@ -198,6 +257,13 @@ class RunState(RunServices):
             await asyncio.wait(self.tasks.values())
         if self.stopping:
             self.settle()
+
+    async def run_part(self) -> None:
+        """Drive this nested part to its end."""
+        if lone(self.graph):  # part() made it for execute_lone
+            await self.execute_lone()
+        else:
+            await self.execute_part()
 
     def enclosing_reason(self) -> str:
         root = self.root
@@ -310,7 +376,10 @@ class RunState(RunServices):
         pressure = self.pressure
         now = self.now
         t0 = self.t0
-        guards = self.graph.guards
+        guards = self.guards
+        routing = self.routing
+        durable = self.durable
+        names = outcomes.names
         self.unstarted -= 1
         if self.backlog:
             self.launch(self.backlog.popleft())
@@ -334,7 +403,16 @@ class RunState(RunServices):
                 spec = specs[i]
                 ctx = new_context(self, i, spec)
                 if guards and i in guards:  # a condition: false is a branch not taken
-                    code = self.guard(i, ctx)
+                    code = -1 if durable is None else self.recall(i, ctx)
+                    if code < 0:  # not decided by an earlier driver: ask it (inline: W8)
+                        try:
+                            if guards[i](ctx):
+                                code = 0
+                            else:
+                                self.not_taken(i, CONDITION_FALSE)
+                                code = _UNTAKEN if durable is None else _SAVE_UNTAKEN
+                        except Exception as error:  # noqa: BLE001 - fails its stage
+                            code = self.record_failure(i, error)
                     if code:
                         if code == _SAVE_UNTAKEN:
                             code = await self.save_untaken(i, ctx)
@@ -343,7 +421,7 @@ class RunState(RunServices):
                             return
                         continue
                 if sink is not None:
-                    self.event(EventType.STAGE_STARTED, spec.name, 1, {"kind": spec.kind.value})
+                    self.event(EventType.STAGE_STARTED, names[i], 1, {"kind": spec.kind.value})
                 times[2 * i] = now() - t0
                 attempts[i] = 1  # a retrying interceptor counts further attempts
                 try:
@@ -359,7 +437,7 @@ class RunState(RunServices):
                     code = self.record_failure(i, exc)
                 else:
                     times[2 * i + 1] = now() - t0
-                    if type(out) is dict:  # the common case, inline
+                    if type(out) is dict and (routing is None or i not in routing):  # inline
                         outputs[i] = out
                         status[i] = code = COMPLETED
                     else:
@@ -396,11 +474,17 @@ class RunState(RunServices):
                 outcomes.reasons[i] = out.reason
             if code == FAILED:
                 outcomes.errors[i] = StageFailedError.of(outcomes.names[i], out.reason or "")
-            elif out.routes is not None and code == COMPLETED and i in self.graph.routes:
-                outcomes.status[i] = code
-                outcomes.reasons[i] = routed_reason(out.routes)
-                self.chosen[i] = out.routes
-                return _ROUTED
+            elif code == COMPLETED and self.routing is not None and i in self.routing:
+                return self.record_route(i, out)
+            elif out.routes is not None and code == COMPLETED:
+                name = outcomes.names[i]
+                return self.record_failure(i, RouteError(
+                    f"stage {name!r} returned StageOutput.route(...) but is no ROUTE "
+                    "stage: declare it with StageKind.ROUTE and routes=(...)",
+                    stage=name, chosen=out.routes, routes=(),
+                ))  # fmt: skip
+        elif self.routing is not None and i in self.routing:  # a ROUTE stage, no choice
+            return self.record_route(i, normalize_output(outcomes.names[i], out))
         elif out is None:
             code = COMPLETED
             outcomes.outputs[i] = {}
@@ -411,6 +495,24 @@ class RunState(RunServices):
             return self.record_failure(i, InvalidOutputError.of(outcomes.names[i], out))
         outcomes.status[i] = code
         return code
+
+    def record_route(self, i: int, out: StageOutput) -> int:
+        """Record what ROUTE stage i returned, its choice checked; return its code."""
+        outcomes = self.outcomes
+        routes = self.graph.stages[i].routes
+        assert routes is not None
+        try:
+            every = check_route(outcomes.names[i], routes, out)
+        except RouteError as error:  # no data: as when the check raises inside the chain
+            outcomes.outputs[i] = None
+            return self.record_failure(i, error)
+        outcomes.outputs[i] = out.data
+        outcomes.status[i] = COMPLETED
+        outcomes.reasons[i] = routed_reason(out.routes)  # type: ignore[arg-type]
+        if every:  # all its routes taken: a plain completion
+            return COMPLETED
+        self.chosen[i] = out.routes  # type: ignore[assignment]
+        return _ROUTED
 
     def record_failure(self, i: int, error: BaseException) -> int:
         outcomes = self.outcomes
@@ -494,24 +596,17 @@ class RunState(RunServices):
 
     # ------------------------------------------------------------------ branches not taken
 
-    def guard(self, i: int, ctx: StageContext) -> int:
-        """Stage i has a condition: 0 to run it, or the code it ends with unrun."""
-        durable = self.durable
-        if durable is not None:
-            stored = durable.restored.get(ctx.stage)
-            if stored is not None:  # decided by an earlier driver: never asked again
-                if stored.reason == CONDITION_FALSE and stored.status is StageStatus.SKIPPED:
-                    self.not_taken(i, CONDITION_FALSE)
-                    return _UNTAKEN
-                return 0  # its stored outcome is restored through its chain
-        try:
-            go = self.graph.guards[i](ctx)
-        except Exception as error:  # noqa: BLE001 - a condition's error fails its stage
-            return self.record_failure(i, error)
-        if go:
-            return 0
-        self.not_taken(i, CONDITION_FALSE)
-        return _UNTAKEN if durable is None else _SAVE_UNTAKEN
+    def recall(self, i: int, ctx: StageContext) -> int:
+        """Stage i has a condition and the run is durable: what an earlier driver decided
+        (never asked again), or -1 when none did."""
+        assert self.durable is not None
+        stored = self.durable.restored.get(ctx.stage)
+        if stored is None:
+            return -1
+        if stored.reason == CONDITION_FALSE and stored.status is StageStatus.SKIPPED:
+            self.not_taken(i, CONDITION_FALSE)
+            return _UNTAKEN
+        return 0  # it ran: its stored outcome is restored through its chain
 
     async def save_untaken(self, i: int, ctx: StageContext) -> int:
         """Store that stage i's condition was false, before anything depends on it."""
@@ -537,6 +632,9 @@ class RunState(RunServices):
         index = self.graph.index
         taken = {index[name] for name in chosen}
         skipped = [j for j in routes if j not in taken]
+        reason = f"not routed by {self.outcomes.names[i]!r}"
+        for j in skipped:  # skipped whatever its other dependencies do (see resolve())
+            self.unrouted[j] = reason
         self.untake(i, skipped)
         nxt = -1
         pending = self.pending
@@ -575,18 +673,11 @@ class RunState(RunServices):
         why = self.blocked[j]
         if why is not _NOT_TAKEN:
             self.skip(j)
-        elif self.untaken[j] < self.graph.in_degree[j]:
+        elif j not in self.unrouted and self.untaken[j] < self.graph.in_degree[j]:
             del self.blocked[j]  # a dependency completed: the join runs
             self.ready(j)
-        else:
-            deps = self.graph.stages[j].dependencies
-            routes = self.graph.routes
-            index = self.graph.index
-            first = deps[0]
-            if len(deps) == 1 and index[first] in routes and j in routes[index[first]]:
-                reason = f"not routed by {self.outcomes.names[index[first]]!r}"
-            else:
-                reason = "not reached: no path into it was taken"
+        else:  # no path into it was taken, or a ROUTE stage did not choose it
+            reason = self.unrouted.get(j, "not reached: no path into it was taken")
             self.not_taken(j, reason)
             self.remaining -= 1
             if self.sink is not None:

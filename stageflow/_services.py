@@ -110,12 +110,27 @@ class RunServices:
         and store; it has its own outcomes, named ``names``, and its stages see
         ``enclosing`` (the context of the stage it is inside) for what they do not hold.
         """
-        for name in RunServices.__slots__:
-            object.__setattr__(part, name, getattr(self, name))
+        # Slot by slot (a loop makes a part per iteration): what it shares, then its own.
+        part.clock = self.clock
+        part.data = self.data
+        part.durable = self.durable
+        part.governance = self.governance
+        part.loop = self.loop
+        part.now = self.now
+        part.pipeline = self.pipeline
+        part.root = self.root
+        part.run_id = self.run_id
+        part.seq = 0  # the root's counts events (see event())
+        part.sink = self.sink
+        part.sink_errors = 0
+        part.states = self.states
+        part.t0 = self.t0
+        part.thread = self.thread
+        part.wall = self.wall
+        part.ledger = self.usage_ledger()  # one ledger per run: made now, shared
         part.graph = graph
         part.outcomes = Outcomes(names)
         part.stopping = False
-        part.ledger = self.usage_ledger()  # one ledger per run: made now, shared
         part.enclosing = enclosing
         part.loop_info = None
         part.items = None

@@ -230,16 +230,14 @@ def make_spec(
     model, _, chosen = rest[-3:]
     if isinstance(model, type):  # a declared output model: the returned output is checked
         call = _validated(name, model, call)
-    if chosen is not None:
-        if kind is not StageKind.ROUTE:
-            raise InvalidOptionError(
-                f"stage {name!r}: routes= is for ROUTE stages; declare it with "
-                f"StageKind.ROUTE (its kind is {kind.value!r})",
-                stage=name,
-                option="routes",
-                value=chosen,
-            )
-        call = _routed(name, chosen, call)  # type: ignore[arg-type]  # checked: a tuple
+    if chosen is not None and kind is not StageKind.ROUTE:
+        raise InvalidOptionError(
+            f"stage {name!r}: routes= is for ROUTE stages; declare it with "
+            f"StageKind.ROUTE (its kind is {kind.value!r})",
+            stage=name,
+            option="routes",
+            value=chosen,
+        )
     return _new_spec((name, stage, kind, deps, opt, tag_set, meta, call, *rest, None))
 
 
@@ -422,36 +420,38 @@ class _Located(Exception):
         self.error = error
 
 
-def _routed(name: str, routes: tuple[str, ...], call: StageCall) -> StageCall:
-    """``call``, its output checked to choose one or more of ``routes``."""
-    allowed = frozenset(routes)
+def check_route(name: str, routes: tuple[str, ...], out: StageOutput) -> bool:
+    """Check what ROUTE stage ``name`` returned (a completed one must choose one or more
+    of its ``routes``); return whether it chose them all.
 
-    async def routed(ctx: StageContext) -> Any:
-        out = await call(ctx)
-        chosen = out.routes if isinstance(out, StageOutput) else None
-        if isinstance(out, StageOutput) and out.status is not StageStatus.COMPLETED:
-            return out  # skipped or failed: no route to check
-        if not chosen:
+    Called on its output before anything else sees it: by the engine's chain when an
+    interceptor wraps the stage (so a store never keeps a stray choice), else by the
+    scheduler.
+
+    Raises:
+        RouteError: it chose none, or a stage that is not one of its routes.
+    """
+    chosen = out.routes
+    if out.status is not StageStatus.COMPLETED:
+        return False  # skipped or failed: no route to check
+    if not chosen:
+        raise RouteError(
+            f"stage {name!r} is a ROUTE stage but chose no route: return "
+            f"StageOutput.route(<one or more of {', '.join(map(repr, routes))}>, ...)",
+            stage=name,
+            chosen=(),
+            routes=routes,
+        )
+    for target in chosen:
+        if target not in routes:
             raise RouteError(
-                f"stage {name!r} is a ROUTE stage but chose no route: return "
-                f"StageOutput.route(<one or more of {', '.join(map(repr, routes))}>, ...)",
-                stage=name,
-                chosen=(),
-                routes=routes,
-            )
-        stray = [t for t in chosen if t not in allowed]
-        if stray:
-            raise RouteError(
-                f"stage {name!r} chose route {stray[0]!r}, which is not one of its routes "
+                f"stage {name!r} chose route {target!r}, which is not one of its routes "
                 f"({', '.join(map(repr, routes))})",
                 stage=name,
                 chosen=chosen,
                 routes=routes,
             )
-        return out
-
-    routed.__qualname__ = f"routed({getattr(call, '__qualname__', call)!s})"
-    return routed
+    return len(chosen) == len(routes) and len(set(chosen)) == len(routes)
 
 
 def _validated(name: str, model: type, call: StageCall) -> StageCall:
@@ -464,7 +464,7 @@ def _validated(name: str, model: type, call: StageCall) -> StageCall:
             return shape.fields_of(out)  # valid by construction
         data = shape.data(name, out)
         if data is not None:
-            shape.check(name, data)
+            shape.check(ctx.stage, data)  # an item's own name: score[3]
         return out
 
     validated.__qualname__ = f"validated({getattr(call, '__qualname__', call)!s})"

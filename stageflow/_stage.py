@@ -54,16 +54,15 @@ class StageOutput:
                 field="status",
                 value=status,
             )
-        setattr_ = object.__setattr__
-        setattr_(self, "status", status)
-        setattr_(self, "data", data)
-        setattr_(self, "reason", reason)
-        setattr_(self, "routes", routes)
+        _set_status(self, status)
+        _set_data(self, data)
+        _set_reason(self, reason)
+        _set_routes(self, routes)
 
     @classmethod
     def ok(cls, **data: Any) -> StageOutput:
         """The stage completed with ``data`` as its output."""
-        return cls(StageStatus.COMPLETED, data)
+        return _output(cls, _COMPLETED, data, None, None)
 
     @classmethod
     def route(cls, *targets: str, **data: Any) -> StageOutput:
@@ -76,7 +75,7 @@ class StageOutput:
             >>> StageOutput.route("fast", score=0.2).routes
             ('fast',)
         """
-        return cls(StageStatus.COMPLETED, data, None, targets)
+        return _output(cls, _COMPLETED, data, None, targets)
 
     @classmethod
     def skip(cls, reason: str = "skipped by the stage") -> StageOutput:
@@ -115,6 +114,31 @@ class StageOutput:
             return f"StageOutput.ok({', '.join(f'{k}={v!r}' for k, v in self.data.items())})"
         how = "skip" if self.status is StageStatus.SKIPPED else "fail"
         return f"StageOutput.{how}({self.reason!r})"
+
+
+# Building one is on many stages' path: its slots set through their descriptors, without
+# __init__'s checks, costs half as much as object.__setattr__ by name.
+_set_status = StageOutput.__dict__["status"].__set__
+_set_data = StageOutput.__dict__["data"].__set__
+_set_reason = StageOutput.__dict__["reason"].__set__
+_set_routes = StageOutput.__dict__["routes"].__set__
+_new = object.__new__
+_COMPLETED: Final = StageStatus.COMPLETED
+
+
+def _output(
+    cls: type[StageOutput],
+    status: StageStatus,
+    data: Mapping[str, Any],
+    reason: str | None,
+    routes: tuple[str, ...] | None,
+) -> StageOutput:
+    out: StageOutput = _new(cls)
+    _set_status(out, status)
+    _set_data(out, data)
+    _set_reason(out, reason)
+    _set_routes(out, routes)
+    return out
 
 
 StageReturn: TypeAlias = StageOutput | Mapping[str, Any] | None

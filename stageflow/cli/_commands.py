@@ -26,7 +26,7 @@ from .._budget import CostPolicy
 from .._engine import Engine
 from .._graph import StageGraph
 from .._ids import new_run_id
-from .._result import RunResult, RunStatus
+from .._result import RunResult, RunStatus, StageResult
 from .._sinks import FanOutSink, JsonLinesSink
 from .._status import StageStatus
 from ..errors import (
@@ -499,6 +499,9 @@ def _summary(
     ]
     restored_from = f"; {restored} restored from the store" if restored else ""
     console.print("stages: " + ", ".join(counts) + restored_from, markup=False)
+    for r in result:
+        if r.items:  # a map stage: how its items ended
+            console.print(_items_line(r, view), markup=False)
     total = result.usage.total
     if total.tokens or total.cost:
         cost = "" if total.cost is None else f", cost {money(total.cost, view.currency)}"
@@ -518,6 +521,19 @@ def _summary(
         if result.error is not None:
             console.print(f"  {_said(result.error)}", markup=False)
         console.print(f"cancelled: resume with  {hint}", markup=False)
+
+
+def _items_line(stage: StageResult, view: ProgressView) -> str:
+    """``items of score: 998 completed, 2 skipped`` (``; 300 restored from the store``)."""
+    counts: dict[str, int] = {}
+    for item in stage.items:
+        counts[item.status.value] = counts.get(item.status.value, 0) + 1
+    shown = ", ".join(f"{counts[s.value]} {s.value}" for s in StageStatus if s.value in counts)
+    row = view.stages.get(stage.stage)
+    restored = row.restored_items if row is not None else 0
+    return f"items of {stage.stage}: {shown}" + (
+        f"; {restored} restored from the store" if restored else ""
+    )
 
 
 @app.command()

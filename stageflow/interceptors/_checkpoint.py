@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import _codec
 from .._context import StageCall, StageContext
+from .._dynamic import LoopSpec
 from .._events import EventType
 from .._spec import OutputModel, StageSpec
 from .._stage import StageOutput
@@ -23,24 +24,36 @@ _STORABLE: weakref.WeakSet[StageGraph] = weakref.WeakSet()  # graphs already che
 def check_storable(graph: StageGraph) -> None:
     """Refuse a graph for durable runs if a declared output model cannot be stored.
 
-    Each field of each stage's ``output=`` model must have a type the codec can store
-    faithfully (see ``_codec.check_type``). Checked once per graph, before a durable
-    run of it starts, so that it fails at once rather than when the stage ends.
+    Each field of each stage's ``output=`` model (the stages of subgraphs and loop
+    bodies included, at any depth) must have a type the codec can store faithfully
+    (see ``_codec.check_type``). Checked once per graph, before a durable run of it
+    starts, so that it fails at once rather than when the stage ends.
 
     Raises:
         CodecError: naming the stage, the field and its type.
     """
     if graph in _STORABLE:
         return
+    _check_outputs(graph, "")
+    _STORABLE.add(graph)
+
+
+def _check_outputs(graph: StageGraph, prefix: str) -> None:
+    """Check the ``output=`` models of ``graph``'s stages and, at any depth, of the stages
+    of its subgraphs (named ``etl.fetch``) and loop bodies (``refine[*].critique``)."""
     for spec in graph.stages:
+        name = prefix + spec.name
         model = spec.output
         if model is not None:
             hints = _codec.field_types(model)
-            where = f"the output of stage {spec.name!r}"
+            where = f"the output of stage {name!r}"
             for field in OutputModel.of(model).fields:
                 tp = hints.get(field, Any)
-                _codec.check_type(tp, f"{where}[{field!r}]", stage=spec.name)
-    _STORABLE.add(graph)
+                _codec.check_type(tp, f"{where}[{field!r}]", stage=name)
+        body = getattr(spec.dynamic, "body", None)
+        if body is not None:
+            loop = getattr(spec.dynamic, "until", None) is not None
+            _check_outputs(body, f"{name}[*]." if loop else f"{name}.")
 
 
 class CheckpointInterceptor:
@@ -68,7 +81,14 @@ class CheckpointInterceptor:
         self.priority = priority
 
     def wrap(self, spec: StageSpec, call: StageCall) -> StageCall:
-        """Restore or store the stage's outcome around its call."""
+        """Restore or store the stage's outcome around its call.
+
+        A loop or subgraph stage is left to its body's stages, each checkpointed on its
+        own: a resume goes through its iterations again, every stage restored, so that
+        its result reports them as an uninterrupted run's does.
+        """
+        if isinstance(spec.dynamic, LoopSpec):
+            return call
 
         async def checkpointed(ctx: StageContext) -> Any:
             durable = ctx.durable
@@ -86,7 +106,9 @@ class CheckpointInterceptor:
             except Exception:
                 await durable.save_usage(ctx.ledger.unstored(name))  # a failure's spend counts
                 raise
-            await durable.save_usage(ctx.ledger.unstored(name))
+            spent = ctx.ledger.unstored(name)
+            if spent:  # most stages report nothing: no write, no await
+                await durable.save_usage(spent)
             if output.status in _KEPT:
                 await durable.save(ctx, output)
                 ctx.event(EventType.CHECKPOINT_SAVED, attempt=ctx.attempts)

@@ -5,11 +5,12 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 from .._check import integer
 from .._context import StageCall, StageContext
-from .._result import RunResult, RunStatus
+from .._dynamic import MapSpec
+from .._result import RunResult, RunStatus, StageResult
 from .._run import RunCall, RunContext
 from .._spec import StageSpec
 from .._status import StageStatus
@@ -20,6 +21,7 @@ from ._telemetry import (
     FAILED,
     RESTORED,
     TelemetryErrors,
+    maps_of,
     outcome_of,
     outcome_of_error,
     restored,
@@ -35,6 +37,11 @@ _STANDARD: Final = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__d
 }
 
 
+def _item_fields(ctx: StageContext) -> dict[str, Any]:
+    """What the records of a map's item carry besides its stage name (``score[3]``)."""
+    return {"item_key": ctx.item_key, "item_index": ctx.item_index}
+
+
 def _trace_ids() -> dict[str, str]:
     """The current span's trace and span ids (hex), when a span is recording."""
     from opentelemetry import trace
@@ -48,11 +55,16 @@ def _trace_ids() -> dict[str, str]:
 class LoggingInterceptor(TelemetryErrors):
     """Logs each stage's and each run's end as a structured :mod:`logging` record.
 
-    Records carry, in ``extra``: ``run_id``, ``pipeline``, ``stage`` (stage records),
+    Records carry, in ``extra``: ``run_id``, ``pipeline``, ``stage`` (stage records:
+    its name in the run, ``ctx.stage``, so ``etl.fetch``, ``refine[2].critique``,
+    ``score[<key>]``), ``item_key`` and ``item_index`` (the records of a map's items),
     ``attempt`` (attempts made), ``outcome`` (completed, failed, skipped, cancelled,
     restored; for a run: its status) and ``duration`` (seconds), and ``trace_id`` /
     ``span_id`` when a span is current (with :class:`TracingInterceptor`, the stage's
     own span). Pair it with :class:`~stageflow.JsonFormatter` for JSON lines.
+
+    A map stage's calls are its items: each item has its records; a map stage that
+    failed (its items, or before them: ``over``) is logged when the run ends, as below.
 
     Levels: a stage's start at DEBUG; its end at ``level``, WARNING when it failed
     by returning ``StageOutput.fail``, ERROR with the traceback when it raised. A
@@ -68,7 +80,8 @@ class LoggingInterceptor(TelemetryErrors):
     <error or reason>``; ``attempt`` and ``duration`` as the run recorded them;
     ERROR with the traceback when it raised, WARNING when it failed without
     raising), just before the run's own end record, and with the run's trace ids
-    rather than the stage's. A failure is logged once either way. A run
+    rather than the stage's; the failed items of maps are logged so too, before their
+    map, in a run that completes as well. A failure is logged once either way. A run
     that raises instead of returning a result (its task cancelled, a
     ``KeyboardInterrupt``) has only its run record then. Changing the level while a
     run goes on takes effect from the next run.
@@ -135,28 +148,31 @@ class LoggingInterceptor(TelemetryErrors):
         """Log the stage's start (DEBUG) and end."""
         name = spec.name
         enabled, level = self.logger.isEnabledFor, self.level
+        # Decided here: only a map's calls (its items) read an item's key and index.
+        item = isinstance(spec.dynamic, MapSpec)
 
         async def logged(ctx: StageContext) -> Any:
+            stage = ctx.stage  # the spec's name but for an item or a nested stage
             if enabled(logging.DEBUG):
-                self._log(
-                    logging.DEBUG, "stage %s started", (name,),
-                    {"run_id": ctx.run_id, "pipeline": ctx.pipeline, "stage": name,
-                     "attempt": ctx.attempt},
-                )  # fmt: skip
+                extra = {"run_id": ctx.run_id, "pipeline": ctx.pipeline, "stage": stage,
+                         "attempt": ctx.attempt}  # fmt: skip
+                if item:
+                    extra.update(_item_fields(ctx))
+                self._log(logging.DEBUG, "stage %s started", (stage,), extra)
             try:
                 output = await call(ctx)
             except BaseException as error:
                 if outcome_of_error(error) == FAILED:
-                    self._ended(ctx, name, FAILED, logging.ERROR, error)
+                    self._ended(ctx, stage, item, FAILED, logging.ERROR, error)
                 else:
-                    self._ended(ctx, name, CANCELLED, level)
+                    self._ended(ctx, stage, item, CANCELLED, level)
                 raise
             outcome, reason = outcome_of(output)
             if outcome == FAILED:
-                self._ended(ctx, name, outcome, logging.WARNING, reason)
+                self._ended(ctx, stage, item, outcome, logging.WARNING, reason)
             elif enabled(level):
-                outcome = RESTORED if restored(ctx, name) else outcome
-                self._ended(ctx, name, outcome, level, reason)
+                outcome = RESTORED if restored(ctx, stage) else outcome
+                self._ended(ctx, stage, item, outcome, level, reason)
             return output
 
         logged.__qualname__ = f"logged({name})"
@@ -166,6 +182,7 @@ class LoggingInterceptor(TelemetryErrors):
         self,
         ctx: StageContext,
         name: str,
+        item: bool,
         outcome: str,
         level: int,
         why: BaseException | str | None = None,
@@ -182,6 +199,8 @@ class LoggingInterceptor(TelemetryErrors):
             "outcome": outcome,
             "duration": duration,
         }
+        if item:
+            extra.update(_item_fields(ctx))
         if why is None:
             self._log(level, "stage %s %s in %.3fs", (name, outcome, duration), extra)
         else:
@@ -193,6 +212,7 @@ class LoggingInterceptor(TelemetryErrors):
     def wrap_run(self, graph: StageGraph, call: RunCall) -> RunCall:
         """Log the run's start and end."""
         logger, level, pipeline = self.logger, self.level, graph.name
+        maps = _Maps.of(graph)
 
         async def logged_run(run: RunContext) -> RunResult:
             if logger.isEnabledFor(level):
@@ -217,8 +237,12 @@ class LoggingInterceptor(TelemetryErrors):
                     )  # fmt: skip
                 raise
             status = result.status
-            if self._unwrapped.pop(id(run), None) is run and status is not RunStatus.COMPLETED:
-                self._failed_stages(result)  # a completed run has no failed stage
+            wrapped = self._unwrapped.pop(id(run), None) is not run
+            # A completed run has no failed stage; it may have failed items (of a map
+            # under on_item_error="skip" or "collect"), logged here when unwrapped.
+            failed = status is not RunStatus.COMPLETED
+            if (failed and (maps.any or not wrapped)) or (maps.tolerant and not wrapped):
+                self._failed_stages(result, maps, wrapped=wrapped)
             at = {
                 RunStatus.COMPLETED: level,
                 RunStatus.FAILED: logging.ERROR,
@@ -237,34 +261,77 @@ class LoggingInterceptor(TelemetryErrors):
         logged_run.__qualname__ = f"logged_run({pipeline})"
         return logged_run
 
-    def _failed_stages(self, result: RunResult) -> None:
-        """Log the failed stages of a run whose stages ran unwrapped, as wrap() would have."""
-        for name in result.with_status(StageStatus.FAILED):
-            stage = result[name]
-            error = stage.error
-            # Raised: it has a traceback. StageOutput.fail, or an output no stage may
-            # return, fails a stage with an error made for it, never raised.
-            raised = error is not None and error.__traceback__ is not None
-            level = logging.ERROR if raised else logging.WARNING
-            if not self.logger.isEnabledFor(level):
-                continue
-            duration = stage.duration or 0.0
-            extra: dict[str, Any] = {
-                "run_id": result.run_id,
-                "pipeline": result.pipeline,
-                "stage": name,
-                "attempt": stage.attempts,
-                "outcome": FAILED,
-                "duration": duration,
-            }
-            self._log(
-                level, "stage %s %s after %.3fs: %s",
-                (name, FAILED, duration, error if raised else stage.reason),
-                extra, error if raised else None,
-            )  # fmt: skip
+    def _failed_stages(self, result: RunResult, maps: _Maps, *, wrapped: bool) -> None:
+        """Log what failed in a run whose stages ran unwrapped (``wrapped`` False), as
+        wrap() would have: its failed stages and items. Either way, log its map stages
+        that failed: a map's calls are its items, so its own end had no record."""
+        if wrapped or not maps.any:
+            spec_of = maps.graph.spec_of
+            for name in result.with_status(StageStatus.FAILED):
+                if not wrapped or _is_map(spec_of(name)):
+                    self._failed(result, name, result[name])
+            return
+        for stage in result:  # in order: a map's failed items, then the map
+            name = stage.stage
+            for index, outcome in enumerate(stage.items):
+                # No error: it failed in an earlier driver (a map restored whole), logged then
+                if outcome.status is StageStatus.FAILED and outcome.error is not None:
+                    key = outcome.stage[len(name) + 1 : -1]
+                    self._failed(result, outcome.stage, outcome, key, index)
+            if stage.status is StageStatus.FAILED:
+                self._failed(result, name, stage)
+
+    def _failed(
+        self,
+        result: RunResult,
+        name: str,
+        stage: StageResult,
+        key: str | None = None,
+        index: int = 0,
+    ) -> None:
+        error = stage.error
+        # Raised: it has a traceback. StageOutput.fail, or an output no stage may
+        # return, fails a stage with an error made for it, never raised.
+        raised = error is not None and error.__traceback__ is not None
+        level = logging.ERROR if raised else logging.WARNING
+        if not self.logger.isEnabledFor(level):
+            return
+        duration = stage.duration or 0.0
+        extra: dict[str, Any] = {
+            "run_id": result.run_id,
+            "pipeline": result.pipeline,
+            "stage": name,
+            "attempt": stage.attempts,
+            "outcome": FAILED,
+            "duration": duration,
+        }
+        if key is not None:
+            extra["item_key"] = key
+            extra["item_index"] = index
+        self._log(
+            level, "stage %s %s after %.3fs: %s",
+            (name, FAILED, duration, error if raised else stage.reason),
+            extra, error if raised else None,
+        )  # fmt: skip
 
     def __repr__(self) -> str:
         return f"<LoggingInterceptor {self.logger.name!r} priority={self.priority}>"
+
+
+def _is_map(spec: StageSpec | None) -> bool:
+    return spec is not None and isinstance(spec.dynamic, MapSpec)
+
+
+class _Maps(NamedTuple):
+    """What a graph's map stages (its own, its subgraphs' and loops') ask of wrap_run."""
+
+    graph: StageGraph
+    any: bool  # it has one
+    tolerant: bool  # one whose items may fail in a run that completes (skip, collect)
+
+    @classmethod
+    def of(cls, graph: StageGraph) -> _Maps:
+        return cls(graph, *maps_of(graph))
 
 
 def _jsonable(value: object) -> object:

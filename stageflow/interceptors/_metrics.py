@@ -6,7 +6,8 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, Final
 
 from .._context import StageCall, StageContext
-from .._result import RunResult
+from .._dynamic import MapSpec
+from .._result import RunResult, RunStatus
 from .._run import RunCall, RunContext
 from .._spec import StageSpec
 from .._status import StageStatus
@@ -22,9 +23,11 @@ from ._telemetry import (
     STAGE,
     TOKEN_TYPE,
     TelemetryErrors,
+    maps_of,
     outcome_of,
     outcome_of_error,
     restored,
+    stage_path,
 )
 
 if TYPE_CHECKING:
@@ -39,6 +42,7 @@ BUCKETS: Final = (
     1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
 )  # fmt: skip
 _OUTCOMES: Final = ("completed", FAILED, "skipped", CANCELLED, RESTORED)
+_SKIPPED: Final = StageStatus.SKIPPED
 
 
 class _ModelUsage:
@@ -83,7 +87,10 @@ class MetricsInterceptor(TelemetryErrors):
     """Records OpenTelemetry metrics of every stage and run.
 
     Instruments (meter ``stageflow``), with bounded attributes only —
-    ``stageflow.pipeline``, ``stageflow.stage``, ``stageflow.outcome``, never a run id:
+    ``stageflow.pipeline``, ``stageflow.stage``, ``stageflow.outcome``, never a run id
+    and never an item's key: a map's items count under the map's name (``score``), the
+    stages of subgraphs and loops under their path without iterations
+    (``etl.fetch``, ``refine.critique``):
 
     ============================  ==================  ========  ==============================
     name                          kind                unit      value
@@ -254,13 +261,21 @@ class MetricsInterceptor(TelemetryErrors):
             return call
         record = histograms[0].record
         name = spec.name
-        stats: _StageStats | None = None  # known at the first call: ctx.pipeline
+        # Decided here: only a map's calls are items, counted under the map's name.
+        item = isinstance(spec.dynamic, MapSpec)
+        top: _StageStats | None = None  # of the stage itself (not nested): ctx.pipeline
 
         async def measured(ctx: StageContext) -> Any:
-            nonlocal stats
-            if stats is None:
-                stats = self._stage_stats(ctx.pipeline, name)
-            if restored(ctx, name):
+            nonlocal top
+            stage = ctx.stage  # the spec's name but for an item or a nested stage
+            owner = stage[: len(stage) - len(ctx.item_key) - 2] if item else stage
+            if owner == name:  # the stage, or an item of the map, at the graph's top
+                if top is None:
+                    top = self._stage_stats(ctx.pipeline, name)
+                stats = top
+            else:  # inside a subgraph or a loop: by its path (refine.critique)
+                stats = self._stage_stats(ctx.pipeline, stage_path(owner))
+            if restored(ctx, stage):
                 output = await call(ctx)  # returns the stored output; nothing runs
                 stats.outcomes[RESTORED] += 1
                 return output
@@ -300,6 +315,8 @@ class MetricsInterceptor(TelemetryErrors):
             for outcome in ("completed", FAILED, CANCELLED)
         }
 
+        maps = maps_of(graph)[0]
+
         async def measured_run(run: RunContext) -> RunResult:
             now = run.clock.monotonic
             started = now()
@@ -309,13 +326,24 @@ class MetricsInterceptor(TelemetryErrors):
                 self._record_run(record, now() - started, by_outcome[outcome_of_error(error)], run)
                 raise
             self._record_run(record, result.duration, by_outcome[result.status.value], run)
+            pipeline = graph.name
             for name in result.with_status(StageStatus.SKIPPED):
                 if result[name].attempts == 0:  # skipped without a call: count it here
-                    self._stage_stats(graph.name, name).outcomes["skipped"] += 1
+                    self._stage_stats(pipeline, stage_path(name)).outcomes["skipped"] += 1
+            if maps and result.status is not RunStatus.COMPLETED:
+                self._unstarted_items(pipeline, result)
             return result
 
         measured_run.__qualname__ = f"measured_run({graph.name})"
         return measured_run
+
+    def _unstarted_items(self, pipeline: str, result: RunResult) -> None:
+        """Count the items that a map's stop skipped before they started (another item
+        failed, the run stopped), as the stages skipped without a call are."""
+        for stage in result:
+            skipped = sum(1 for i in stage.items if i.attempts == 0 and i.status is _SKIPPED)
+            if skipped:
+                self._stage_stats(pipeline, stage_path(stage.stage)).outcomes["skipped"] += skipped
 
     def _record_run(
         self, record: Any, duration: float, attributes: dict[str, str], run: RunContext

@@ -7,6 +7,7 @@ import random
 from typing import Any
 
 from .._context import StageCall, StageContext
+from .._dynamic import LoopSpec
 from .._events import EventType
 from .._policies import RetryPolicy
 from .._spec import StageSpec
@@ -54,8 +55,14 @@ class RetryInterceptor:
         self.rng = rng
 
     def wrap(self, spec: StageSpec, call: StageCall) -> StageCall:
-        """Retry the stage's calls, when it has a policy of more than one attempt."""
-        policy = spec.retry if spec.retry is not None else self.default
+        """Retry the stage's calls, when it has a policy of more than one attempt.
+
+        The default is for stages that do work: a loop or subgraph stage is retried only
+        by its own ``retry`` (its inner stages get the default, which is enough).
+        """
+        policy = spec.retry
+        if policy is None and not isinstance(spec.dynamic, LoopSpec):
+            policy = self.default
         if policy is None or policy.attempts == 1:
             return call
 

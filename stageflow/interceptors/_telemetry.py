@@ -8,13 +8,18 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 from collections.abc import Mapping, Sequence
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from .._context import StageContext
+from .._dynamic import LoopSpec, MapSpec
 from .._stage import StageOutput
 from .._status import StageStatus
 from ..ports import UsageRecord
+
+if TYPE_CHECKING:
+    from .._graph import StageGraph
 
 RUN_ID: Final = "stageflow.run_id"
 PIPELINE: Final = "stageflow.pipeline"
@@ -26,6 +31,8 @@ REASON: Final = "stageflow.reason"
 RESUMED: Final = "stageflow.run.resumed"
 STAGES: Final = "stageflow.run.stages"
 ATTEMPT: Final = "stageflow.attempt"
+ITEM_KEY: Final = "stageflow.item.key"
+ITEM_INDEX: Final = "stageflow.item.index"
 
 # Usage: the OpenTelemetry GenAI semantic conventions' names where they have one
 # (gen_ai.usage.*, gen_ai.request.model, gen_ai.token.type), stageflow's where they
@@ -66,9 +73,39 @@ class TelemetryErrors:
 
 
 def restored(ctx: StageContext, name: str) -> bool:
-    """Whether the stage's output comes from the run's store (nothing inside runs)."""
+    """Whether the stage's output comes from the run's store (nothing inside runs).
+
+    ``name`` is the stage's name in the run, ``ctx.stage``: an item's (``score[3]``) or
+    a nested stage's (``refine[2].critique``) outcome is stored under its own.
+    """
     durable = ctx.durable
     return durable is not None and name in durable.restored
+
+
+_ITERATION: Final = re.compile(r"\[\d+\]\.")
+
+
+def stage_path(name: str) -> str:
+    """A nested stage's place in the graph, without the iterations of the loops it is
+    in: ``refine[2].critique`` -> ``refine.critique``; ``etl.fetch`` stays. ``name`` is
+    no item's (an item's key may hold anything): take its map's name first."""
+    return _ITERATION.sub(".", name) if "[" in name else name
+
+
+def maps_of(graph: StageGraph) -> tuple[bool, bool]:
+    """Whether ``graph`` (its subgraphs and loops included) has a map stage, and one
+    whose items may fail in a run that completes (``on_item_error`` skip or collect)."""
+    found = tolerant = False
+    graphs = [graph]
+    while graphs:
+        for spec in graphs.pop().stages:
+            dynamic = spec.dynamic
+            if isinstance(dynamic, MapSpec):
+                found = True
+                tolerant = tolerant or dynamic.on_item_error != "fail"
+            elif isinstance(dynamic, LoopSpec):
+                graphs.append(dynamic.body)
+    return found, tolerant
 
 
 def outcome_of_error(error: BaseException) -> str:

@@ -8,6 +8,7 @@ from typing import Any
 
 from .._check import number
 from .._context import StageCall, StageContext
+from .._dynamic import LoopSpec
 from .._spec import StageSpec
 from ..errors import StageTimeoutError
 from ._base import Priority
@@ -41,11 +42,16 @@ class TimeoutInterceptor:
         self.priority = priority
 
     def wrap(self, spec: StageSpec, call: StageCall) -> StageCall:
-        """Limit each call of the stage, when it has a timeout."""
-        limit = spec.timeout if spec.timeout is not None else self.default
+        """Limit each call of the stage, when it has a timeout.
+
+        The default is for stages that do work: a loop or subgraph stage is limited only
+        by its own ``timeout`` (its inner stages get the default).
+        """
+        limit = spec.timeout
+        if limit is None and not isinstance(spec.dynamic, LoopSpec):
+            limit = self.default
         if limit is None:
             return call
-        name = spec.name
 
         # What asyncio.timeout does, without its per-call object and frames (it costs
         # ~4 us a call, more than the rest of the engine): a timer that cancels the task,
@@ -61,7 +67,7 @@ class TimeoutInterceptor:
             except asyncio.CancelledError:
                 if expiry.fired and task.uncancel() <= cancelling:
                     ctx.abandon()  # a thread still running this attempt can tell
-                    raise StageTimeoutError.of(name, limit, ctx.attempt) from None
+                    raise StageTimeoutError.of(ctx.stage, limit, ctx.attempt) from None
                 raise
             except BaseException:
                 if expiry.fired:  # the stage turned our cancellation into another error

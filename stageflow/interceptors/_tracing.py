@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._clock import is_loop_clock
 from .._context import StageCall, StageContext
+from .._dynamic import MapSpec
 from .._result import RunResult, RunStatus
 from .._run import RunCall, RunContext
 from .._spec import StageSpec
@@ -17,6 +18,8 @@ from ._base import Priority
 from ._telemetry import (
     ATTEMPTS,
     FAILED,
+    ITEM_INDEX,
+    ITEM_KEY,
     KIND,
     OUTCOME,
     PIPELINE,
@@ -32,6 +35,7 @@ from ._telemetry import (
     outcome_of_error,
     report_attributes,
     restored,
+    stage_path,
     usage_attributes,
 )
 
@@ -51,14 +55,25 @@ class TracingInterceptor(TelemetryErrors):
     own code runs inside its span, in threads too, so the spans it creates (an
     HTTP client's, an LLM SDK's) nest under it.
 
+    Dynamic stages: a stage of a subgraph or of a loop's iteration has a span that is a
+    child of the subgraph's or loop's own span; a map stage's calls are its items, each
+    with a span, child of the span the map runs in (the run's, or an enclosing
+    subgraph's or loop's; the map has none of its own), carrying ``stageflow.item.key``
+    and ``stageflow.item.index``. Their ``stageflow.stage`` is their name in the run
+    (``etl.fetch``, ``refine[2].critique``, ``score[<key>]``); their span names are
+    their place in the graph (``stage etl.fetch``, ``stage refine.critique``,
+    ``stage score``): span names never carry a key or an iteration.
+
     What the spans carry:
 
     - run span: ``stageflow.run_id``, ``stageflow.pipeline``,
       ``stageflow.run.stages``, ``stageflow.run.resumed``, and at the end
       ``stageflow.outcome`` (the run's status). Stages skipped without running (a
       dependency failed) appear as ``stageflow.stage.skipped`` events on it.
-    - stage span: ``stageflow.run_id``, ``stageflow.pipeline``, ``stageflow.stage``,
-      ``stageflow.stage.kind``, and at the end ``stageflow.attempts`` and
+    - stage span: ``stageflow.run_id``, ``stageflow.pipeline``, ``stageflow.stage``
+      (its name in the run: ``ctx.stage``), ``stageflow.stage.kind``, an item's
+      ``stageflow.item.key`` and ``stageflow.item.index``, and at the end
+      ``stageflow.attempts`` and
       ``stageflow.outcome`` (completed, failed, skipped, cancelled or restored);
       ``stageflow.reason`` for a skip or a ``StageOutput.fail``. Each retry adds a
       ``stageflow.stage.retry`` event (attempt, delay, the error) to it.
@@ -122,22 +137,42 @@ class TracingInterceptor(TelemetryErrors):
         start_span, attach, detach = tracer.start_span, context.attach, context.detach
         in_context = trace.set_span_in_context
         name = spec.name
+        kind = spec.kind.value
         span_name = f"stage {name}"
-        static = {STAGE: name, KIND: spec.kind.value}
+        static = {STAGE: name, KIND: kind}
+        # Decided here: only a map's calls (its items) read an item's key and index.
+        item = isinstance(spec.dynamic, MapSpec)
 
         async def traced(ctx: StageContext) -> Any:
             span = None
+            stage = ctx.stage  # the spec's name but for an item or a nested stage
             try:
+                if stage == name:
+                    attributes: dict[str, str | int] = {
+                        RUN_ID: ctx.run_id, PIPELINE: ctx.pipeline, **static
+                    }  # fmt: skip
+                    started = span_name
+                else:  # an item (score[3]), or a stage of a subgraph or loop (etl.fetch)
+                    attributes = {RUN_ID: ctx.run_id, PIPELINE: ctx.pipeline, STAGE: stage,
+                                  KIND: kind}  # fmt: skip
+                    owner = stage
+                    if item:
+                        key = attributes[ITEM_KEY] = ctx.item_key
+                        attributes[ITEM_INDEX] = ctx.item_index
+                        owner = stage[: len(stage) - len(key) - 2]  # the map's name in the run
+                    # Named by its place in the graph, never by a key or an iteration: span
+                    # names stay as few as the graphs' stages.
+                    started = span_name if owner == name else f"stage {stage_path(owner)}"
                 span = start_span(
-                    span_name,
-                    attributes={RUN_ID: ctx.run_id, PIPELINE: ctx.pipeline, **static},
+                    started,
+                    attributes=attributes,
                     start_time=_ns(ctx.clock),
                     record_exception=False,
                     set_status_on_exception=False,
                 )
                 token = attach(in_context(span))
             except Exception as error:  # noqa: BLE001 - telemetry never breaks a run
-                self.failed(error, f"starting the span of stage {name!r}")
+                self.failed(error, f"starting the span of stage {stage!r}")
                 if span is not None:  # started, but not made current: end it still
                     with contextlib.suppress(Exception):
                         span.end(_ns(ctx.clock))
@@ -151,20 +186,20 @@ class TracingInterceptor(TelemetryErrors):
             detach(token)
             try:
                 outcome, reason = outcome_of(output)
-                if restored(ctx, name):
+                if restored(ctx, stage):
                     outcome = RESTORED
-                attributes: dict[str, str | int] = {ATTEMPTS: ctx.attempts, OUTCOME: outcome}
+                ended: dict[str, str | int] = {ATTEMPTS: ctx.attempts, OUTCOME: outcome}
                 if reason is not None:
-                    attributes[REASON] = reason
+                    ended[REASON] = reason
                     if outcome == FAILED:
                         _error_status(span, reason)
-                span.set_attributes(attributes)
+                span.set_attributes(ended)
                 reports = ctx.usage_reports  # () for next to nothing: most stages report none
                 if reports:
                     _add_usage(span, reports)
                 span.end(_ns(ctx.clock))
             except Exception as error:  # noqa: BLE001
-                self.failed(error, f"ending the span of stage {name!r}")
+                self.failed(error, f"ending the span of stage {stage!r}")
             return output
 
         traced.__qualname__ = f"traced({name})"

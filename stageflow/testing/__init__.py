@@ -16,12 +16,14 @@
 - Hypothesis strategies (:func:`~stageflow.testing.strategies.dag_shapes`,
   :func:`~stageflow.testing.strategies.pipelines`,
   :func:`~stageflow.testing.strategies.invalid_dag_shapes`) generate valid and invalid
-  graphs for property tests. They live in :mod:`stageflow.testing.strategies` and need
-  the ``testing`` extra (``pip install 'stageflow[testing]'``); everything else here
-  works on a base install. ``from stageflow.testing import dag_shapes`` works too: the
-  three names are imported on first use, so that a missing Hypothesis raises its
-  ImportError there, not on ``import stageflow.testing``. They are not in ``__all__``
-  (a star import never needs Hypothesis).
+  graphs for property tests, and :func:`~stageflow.testing.strategies.dynamic_graphs`
+  dynamic ones (conditions, routes, maps, loops, subgraphs) whose stages log their
+  calls. They live in :mod:`stageflow.testing.strategies` and need the ``testing``
+  extra (``pip install 'stageflow[testing]'``); everything else here works on a base
+  install. ``from stageflow.testing import dag_shapes`` works too: the names of
+  :mod:`~stageflow.testing.strategies` are imported on first use, so that a missing
+  Hypothesis raises its ImportError there, not on ``import stageflow.testing``. They
+  are not in ``__all__`` (a star import never needs Hypothesis).
 """
 
 from typing import TYPE_CHECKING
@@ -42,11 +44,25 @@ from ._store_contract import (
 from ._time import VirtualTimeLoop, run_virtual
 
 if TYPE_CHECKING:
+    from .strategies import DynamicGraph as DynamicGraph
+    from .strategies import DynamicStage as DynamicStage
+    from .strategies import PlannedFailure as PlannedFailure
     from .strategies import dag_shapes as dag_shapes
+    from .strategies import dynamic_graphs as dynamic_graphs
     from .strategies import invalid_dag_shapes as invalid_dag_shapes
     from .strategies import pipelines as pipelines
 
-_STRATEGIES = frozenset({"dag_shapes", "invalid_dag_shapes", "pipelines"})
+_STRATEGIES = frozenset(
+    {
+        "DynamicGraph",
+        "DynamicStage",
+        "PlannedFailure",
+        "dag_shapes",
+        "dynamic_graphs",
+        "invalid_dag_shapes",
+        "pipelines",
+    }
+)
 
 # Sorted as sorted() sorts (tests/unit/test_public_api.py), not as RUF022 would.
 __all__ = [  # noqa: RUF022

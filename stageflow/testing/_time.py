@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import selectors
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
@@ -65,11 +66,23 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
 
     def __init__(self, autojump_threshold: float = 0.0) -> None:
         self._virtual_now = 0.0
+        self._real_resolution = 1e-9
         super().__init__(_JumpingSelector(self, float(autojump_threshold)))
 
     def time(self) -> float:
         """Virtual seconds since the loop was created."""
         return self._virtual_now
+
+    # asyncio runs a timer once ``when < time() + _clock_resolution``. Far into virtual time
+    # (past 1e8 s) adding the real clock's resolution (1e-9) rounds to nothing, and a due
+    # timer would never run: the resolution is at least one unit in the last place.
+    @property
+    def _clock_resolution(self) -> float:
+        return max(self._real_resolution, math.ulp(self._virtual_now))
+
+    @_clock_resolution.setter
+    def _clock_resolution(self, value: float) -> None:
+        self._real_resolution = value
 
     def _advance(self, seconds: float) -> None:
         # asyncio computes the select timeout as `when - time()`; land on or just past it

@@ -169,11 +169,14 @@ class Child:
     reader: threading.Thread | None = None
 
     @classmethod
-    def start(cls, args: list[str], stderr_path: Path, *, stdin: bool = False) -> Child:
+    def start(
+        cls, args: list[str], stderr_path: Path, *, stdin: bool = False, module: str = CHILD
+    ) -> Child:
+        """Run ``python -m module *args`` (default: :data:`CHILD`) from the repo root."""
         stderr = stderr_path.open("w")
         try:
             process = subprocess.Popen(
-                [sys.executable, "-m", CHILD, *args],
+                [sys.executable, "-m", module, *args],
                 cwd=ROOT,
                 stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
                 stdout=subprocess.PIPE,

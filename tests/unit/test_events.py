@@ -348,6 +348,7 @@ class TestEvent:
             "item.completed",
             "item.failed",
             "item.skipped",
+            "item.cancelled",
             "loop.iteration",
         }
 

@@ -154,7 +154,11 @@ PUBLIC: dict[ModuleType, list[str]] = {
         "run_virtual",
     ],
     stageflow.testing.strategies: [
+        "DynamicGraph",
+        "DynamicStage",
+        "PlannedFailure",
         "dag_shapes",
+        "dynamic_graphs",
         "invalid_dag_shapes",
         "pipelines",
     ],

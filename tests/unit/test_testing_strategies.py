@@ -12,7 +12,15 @@ import stageflow.testing
 import stageflow.testing.strategies
 from stageflow.testing import DagShape
 
-STRATEGIES = ("dag_shapes", "invalid_dag_shapes", "pipelines")
+STRATEGIES = (
+    "DynamicGraph",
+    "DynamicStage",
+    "PlannedFailure",
+    "dag_shapes",
+    "dynamic_graphs",
+    "invalid_dag_shapes",
+    "pipelines",
+)
 HINT = "pip install 'stageflow[testing]'"
 
 
@@ -56,6 +64,7 @@ class TestTheStrategiesLoadLazily:
         [
             "from stageflow.testing import dag_shapes",
             "from stageflow.testing import invalid_dag_shapes",
+            "from stageflow.testing import dynamic_graphs",
             "import stageflow.testing; stageflow.testing.pipelines",
             "import stageflow.testing.strategies",
             "from stageflow.testing.strategies import pipelines",

@@ -166,6 +166,15 @@ ON CONFLICT (run_id, stage) DO UPDATE SET
   started = excluded.started, ended = excluded.ended, reason = excluded.reason
 RETURNING stage"""
 
+# SQLite's group commit: RECORD_STAGE without the fence, once FENCE held for the group's run
+# in the same write transaction (see _store._execute_all).
+UPSERT_STAGE: Final = """
+INSERT INTO stageflow_stages (run_id, stage, status, output, attempts, started, ended, reason)
+VALUES (:run_id, :stage, :status, :output, :attempts, :started, :ended, :reason)
+ON CONFLICT (run_id, stage) DO UPDATE SET
+  status = excluded.status, output = excluded.output, attempts = excluded.attempts,
+  started = excluded.started, ended = excluded.ended, reason = excluded.reason"""
+
 # The run's row joined to its stages': no row, no run; a row of NULLs, a run without stages.
 STAGE_RECORDS: Final = """
 SELECT r.run_id, s.stage, s.status, s.output, s.attempts, s.started, s.ended, s.reason
