@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from stageflow import Engine, RunResult, StageContext, StageGraph
+from stageflow.adapters.sqlalchemy import SQLAlchemyStore
 from stageflow.testing import RecordingSink, run_virtual
 
 
@@ -64,3 +65,22 @@ class ExplodingRun:
             raise RuntimeError("store down")
 
         return explode
+
+
+StoreOpener = Callable[[], Any]
+"""Opens the store of a durable test (the ``open_store`` fixture of ``conftest.py``)."""
+
+
+def durably(open_store: StoreOpener, scenario: Callable[[Any], Awaitable[Any]]) -> Any:
+    """Run ``scenario(store)`` on virtual time with a fresh store, closed afterwards."""
+
+    async def main() -> Any:
+        store = open_store()
+        try:
+            if isinstance(store, SQLAlchemyStore):  # open it before virtual time runs
+                await store.open()
+            return await scenario(store)
+        finally:
+            await store.aclose()
+
+    return run_virtual(main())

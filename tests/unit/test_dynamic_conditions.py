@@ -6,8 +6,7 @@ The durable tests run each scenario on the in-memory store and on a real SQLite 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -26,12 +25,11 @@ from stageflow import (
 )
 from stageflow._scheduler import CONDITION_FALSE
 from stageflow.adapters.memory import MemoryStore
-from stageflow.adapters.sqlalchemy import SQLAlchemyStore
 from stageflow.errors import RouteError
 from stageflow.interceptors import BaseInterceptor
 from stageflow.testing import RecordingSink, run_virtual
 
-from ._helpers import failing, noop, run, run_recorded, sleeper
+from ._helpers import durably, failing, noop, run, run_recorded, sleeper
 
 NOT_REACHED = "not reached: no path into it was taken"
 
@@ -84,36 +82,6 @@ class Calls:
             return StageOutput.route(*choices[min(n, len(choices)) - 1], **data)
 
         return stage
-
-
-StoreOpener = Callable[[], Any]
-
-
-@pytest.fixture(params=["memory", "sqlite"])
-def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> StoreOpener:
-    """Opens the store of a durable test: a MemoryStore, or a SQLite file under tmp_path."""
-
-    def make() -> Any:
-        if request.param == "memory":
-            return MemoryStore()
-        return SQLAlchemyStore(f"sqlite+aiosqlite:///{tmp_path / 'runs.db'}")
-
-    return make
-
-
-def durably(open_store: StoreOpener, scenario: Callable[[Any], Awaitable[Any]]) -> Any:
-    """Run ``scenario(store)`` on virtual time with a fresh store, closed afterwards."""
-
-    async def main() -> Any:
-        store = open_store()
-        try:
-            if isinstance(store, SQLAlchemyStore):  # open it before virtual time runs
-                await store.open()
-            return await scenario(store)
-        finally:
-            await store.aclose()
-
-    return run_virtual(main())
 
 
 def statuses(result: Any) -> dict[str, str]:

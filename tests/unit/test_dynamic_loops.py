@@ -6,8 +6,7 @@ The durable tests run each scenario on the in-memory store and on a real SQLite 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Mapping
-from pathlib import Path
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import pytest
@@ -26,11 +25,8 @@ from stageflow import (
     StageStatus,
     SubgraphFailedError,
 )
-from stageflow.adapters.memory import MemoryStore
-from stageflow.adapters.sqlalchemy import SQLAlchemyStore
-from stageflow.testing import run_virtual
 
-from ._helpers import failing, noop, run, run_recorded, sleeper
+from ._helpers import durably, failing, noop, run, run_recorded, sleeper
 
 
 class Refine:
@@ -106,36 +102,6 @@ class Refine:
             .with_stage("publish", noop, dependencies=("refine",))
             .build()
         )
-
-
-StoreOpener = Callable[[], Any]
-
-
-@pytest.fixture(params=["memory", "sqlite"])
-def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> StoreOpener:
-    """Opens the store of a durable test: a MemoryStore, or a SQLite file under tmp_path."""
-
-    def make() -> Any:
-        if request.param == "memory":
-            return MemoryStore()
-        return SQLAlchemyStore(f"sqlite+aiosqlite:///{tmp_path / 'runs.db'}")
-
-    return make
-
-
-def durably(open_store: StoreOpener, scenario: Callable[[Any], Awaitable[Any]]) -> Any:
-    """Run ``scenario(store)`` on virtual time with a fresh store, closed afterwards."""
-
-    async def main() -> Any:
-        store = open_store()
-        try:
-            if isinstance(store, SQLAlchemyStore):  # open it before virtual time runs
-                await store.open()
-            return await scenario(store)
-        finally:
-            await store.aclose()
-
-    return run_virtual(main())
 
 
 def outputs(result: Any) -> dict[str, Any]:

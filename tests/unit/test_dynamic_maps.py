@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable, Sequence
-from pathlib import Path
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pytest
@@ -29,11 +28,9 @@ from stageflow import (
     StageStatus,
     StageTimeoutError,
 )
-from stageflow.adapters.memory import MemoryStore
-from stageflow.adapters.sqlalchemy import SQLAlchemyStore
-from stageflow.testing import RecordingSink, run_virtual
+from stageflow.testing import RecordingSink
 
-from ._helpers import noop, run, run_recorded, sleeper
+from ._helpers import durably, noop, run, run_recorded, sleeper
 
 WORDS = ["owl", "heron", "kite", "wren", "swift"]
 
@@ -86,36 +83,6 @@ class Items:
         finally:
             self.running -= 1
         return {"item": ctx.item, "double": ctx.item * 2}
-
-
-StoreOpener = Callable[[], Any]
-
-
-@pytest.fixture(params=["memory", "sqlite"])
-def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> StoreOpener:
-    """Opens the store of a durable test: a MemoryStore, or a SQLite file under tmp_path."""
-
-    def make() -> Any:
-        if request.param == "memory":
-            return MemoryStore()
-        return SQLAlchemyStore(f"sqlite+aiosqlite:///{tmp_path / 'runs.db'}")
-
-    return make
-
-
-def durably(open_store: StoreOpener, scenario: Callable[[Any], Awaitable[Any]]) -> Any:
-    """Run ``scenario(store)`` on virtual time with a fresh store, closed afterwards."""
-
-    async def main() -> Any:
-        store = open_store()
-        try:
-            if isinstance(store, SQLAlchemyStore):  # open it before virtual time runs
-                await store.open()
-            return await scenario(store)
-        finally:
-            await store.aclose()
-
-    return run_virtual(main())
 
 
 async def cancel_after(engine: Engine, graph: Any, seconds: float) -> None:
