@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Final
 
 from ._context import new_context
+from ._dynamic import LoopSpec
 from ._events import EventType
 from ._outcomes import Outcomes, StageResults
 from ._result import RunResult, RunStatus
@@ -600,8 +601,15 @@ class RunState(RunServices):
         """Stage i has a condition and the run is durable: what an earlier driver decided
         (never asked again), or -1 when none did."""
         assert self.durable is not None
-        stored = self.durable.restored.get(ctx.stage)
+        name = ctx.stage
+        restored = self.durable.restored
+        stored = restored.get(name)
         if stored is None:
+            nested = self.graph.stages[i].dynamic
+            if isinstance(nested, LoopSpec):  # no record of its own: one of its stages'?
+                inside = nested.prefix(name, 1)[: len(name) + 1]  # "refine[" or "etl."
+                if any(path.startswith(inside) for path in restored):
+                    return 0  # it ran: its condition held
             return -1
         if stored.reason == CONDITION_FALSE and stored.status is StageStatus.SKIPPED:
             self.not_taken(i, CONDITION_FALSE)

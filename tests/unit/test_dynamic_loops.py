@@ -520,6 +520,41 @@ class TestDurableLoops:
         assert second["refine[2].critique"].data == first["refine[2].critique"].data
 
 
+class TestDurableConditionsOfLoops:
+    def test_a_loops_condition_that_held_is_not_asked_again_on_resume(self, open_store):
+        refine = Refine(good_at=2)
+        asked: list[str] = []
+
+        def when(ctx: StageContext) -> bool:
+            asked.append(ctx.stage)
+            return len(asked) == 1  # would skip the loop if asked again
+
+        graph = (
+            Pipeline()
+            .with_stage("topic", sleeper(0, topic="owls"))
+            .with_loop(
+                "refine",
+                refine.body(),
+                until=refine.until,
+                max_iterations=3,
+                dependencies=("topic",),
+                when=when,
+            )
+            .with_stage("publish", _flaky_once(), dependencies=("refine",))
+            .build()
+        )
+
+        async def scenario(store: Any) -> Any:
+            await Engine(store=store).run(graph, run_id="r1")
+            return await Engine(store=store).resume("r1", graph)
+
+        resumed = durably(open_store, scenario)
+
+        assert resumed.ok
+        assert asked == ["refine"]
+        assert resumed["refine"].data == {"score": 2, "text": "owls v2"}
+
+
 def _flaky_once() -> Any:
     calls = [0]
 
