@@ -611,19 +611,30 @@ class _SQLite:
         finally:
             engine.dispose()
 
-    async def run(self, statement: str, params: Mapping[str, Any], *, group: bool = False) -> Rows:
+    def run(
+        self, statement: str, params: Mapping[str, Any], *, group: bool = False
+    ) -> Awaitable[Rows]:
+        """Run ``statement``; what to await for its rows.
+
+        A write of a group is a future that the group's commit resolves: writes waiting
+        in great numbers (a map's items) each hold a future, not a coroutine.
+        """
         assert self.conn is not None
         if group:  # a completion: may share a commit with others arriving together
             batch = self.batch
             if batch is None and self.burst:  # a second write in this loop iteration
                 batch = self.batch = []  # gather the rest of it
                 asyncio.get_running_loop().call_soon(self._flush)
-            if batch is not None:  # _join, inline
+            if batch is not None:
                 done: asyncio.Future[Rows] = asyncio.get_running_loop().create_future()
                 batch.append((statement, params, done))
-                return await done
+                return done
             self.burst = True
             asyncio.get_running_loop().call_soon(self._end_burst)
+        return self._run_now(statement, params)
+
+    async def _run_now(self, statement: str, params: Mapping[str, Any]) -> Rows:
+        assert self.conn is not None
         try:
             rows = self.conn.execute(statement, params).fetchall()
         except sqlite3.OperationalError as error:
