@@ -91,18 +91,7 @@ def runner() -> CliRunner:
     return CliRunner()
 
 
-@pytest.fixture(autouse=True)
-def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every test in its own folder, whatever the environment says."""
-    monkeypatch.chdir(tmp_path)
-    for name in ("STAGEFLOW_STORE", "STAGEFLOW_EVENTS_DIR", "STAGEFLOW_LEASE_TTL"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("TTY_COMPATIBLE", "0")  # plain lines, whatever runs the tests
-
-
-@pytest.fixture
-def url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path}/runs.db"
+pytestmark = pytest.mark.usefixtures("isolated")
 
 
 @pytest.fixture

@@ -60,17 +60,7 @@ pipeline = (
 """
 
 
-@pytest.fixture(autouse=True)
-def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.chdir(tmp_path)
-    for name in ("STAGEFLOW_STORE", "STAGEFLOW_EVENTS_DIR", "STAGEFLOW_LEASE_TTL"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("TTY_COMPATIBLE", "0")
-
-
-@pytest.fixture
-def url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path}/runs.db"
+pytestmark = pytest.mark.usefixtures("isolated")
 
 
 @pytest.fixture

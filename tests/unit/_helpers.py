@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -84,3 +85,26 @@ def durably(open_store: StoreOpener, scenario: Callable[[Any], Awaitable[Any]]) 
             await store.aclose()
 
     return run_virtual(main())
+
+
+class Capture(logging.Handler):
+    """Keeps the log records it handles."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+    def of(self, stage: str) -> list[logging.LogRecord]:
+        """The records about ``stage``."""
+        return [r for r in self.records if getattr(r, "stage", None) == stage]
+
+    def runs(self) -> list[logging.LogRecord]:
+        """The records about runs (no stage)."""
+        return [r for r in self.records if not hasattr(r, "stage")]
+
+    def stages(self) -> list[logging.LogRecord]:
+        """The records about stages."""
+        return [r for r in self.records if hasattr(r, "stage")]

@@ -30,6 +30,7 @@ from stageflow._services import RunServices
 from stageflow.adapters.memory import MemoryStore
 from stageflow.testing import RecordingSink, run_virtual
 
+from ._helpers import Capture
 from ._otel import Metrics, Traces, events, parent_id, span_id, trace_id, values
 
 DOCS = ("a", "b", "c")
@@ -324,21 +325,6 @@ class TestSpans:
 # ----------------------------------------------------------------------------- logs
 
 LOGGER = "stageflow.dynamic-telemetry"
-
-
-class Capture(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-    def of(self, stage: str) -> list[logging.LogRecord]:
-        return [r for r in self.records if getattr(r, "stage", None) == stage]
-
-    def stages(self) -> list[logging.LogRecord]:
-        return [r for r in self.records if hasattr(r, "stage")]
 
 
 @pytest.fixture

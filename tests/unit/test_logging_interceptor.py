@@ -28,28 +28,11 @@ from stageflow import (
 from stageflow.adapters.memory import MemoryStore
 from stageflow.testing import run_virtual
 
-from ._helpers import ExplodingRun, failing, sleeper
+from ._helpers import Capture, ExplodingRun, failing, sleeper
 from ._otel import Traces, span_id, trace_id
 
 LOGGER = "stageflow.stages"
 STAGE_FIELDS = {"run_id", "pipeline", "stage", "attempt", "outcome", "duration"}
-
-
-class Capture(logging.Handler):
-    """Keeps the records it handles."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-    def of(self, stage: str) -> list[logging.LogRecord]:
-        return [r for r in self.records if getattr(r, "stage", None) == stage]
-
-    def runs(self) -> list[logging.LogRecord]:
-        return [r for r in self.records if not hasattr(r, "stage")]
 
 
 @pytest.fixture
