@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Final
 from ._context import LoopInfo, StageCall, StageContext, new_context
 from ._dynamic import LoopSpec, MapSpec
 from ._events import EventType
-from ._scheduler import RunState, normalize_output
+from ._scheduler import RunState, lone, normalize_output
 from ._services import RunServices
 from ._spec import MAX_NAME_LENGTH
 from ._stage import StageOutput
@@ -415,6 +415,7 @@ def nested_call(spec: StageSpec, body_calls: BodyCalls) -> StageCall:
     out = body.index[declared.output]
     until = declared.until
     names = body.names
+    single = lone(body)  # run in the loop's own task, by one part (see RunState.again)
 
     async def nested(ctx: StageContext) -> Any:
         run = ctx._run
@@ -428,15 +429,22 @@ def nested_call(spec: StageSpec, body_calls: BodyCalls) -> StageCall:
             if stored is not None:
                 verdicts = list(stored["until"])
         previous: Mapping[str, Any] | None = None
+        part: RunState | None = None
         for iteration in range(1, declared.max_iterations + 1):
             prefix = declared.prefix(name, iteration)
-            part = run.part(body, calls, tuple([prefix + n for n in names]), ctx)
+            if single and part is not None:  # one part serves every iteration of a lone body
+                part.again((prefix + names[0],))
+            else:
+                part = run.part(body, calls, tuple([prefix + n for n in names]), ctx)
             if until is not None:
                 part.loop_info = _loop_info(LoopInfo, (iteration, previous))
                 if run.sink is not None:
                     run.event(EventType.LOOP_ITERATION, name, ctx.attempt, {"iteration": iteration})
             run.parts.append((None, part.outcomes))
-            await part.run_part()
+            if single:
+                await part.execute_lone()
+            else:
+                await part.execute_part()
             _check_part(name, part)
             outcomes = part.outcomes
             output = outcomes.outputs[out] if outcomes.status[out] == COMPLETED else None

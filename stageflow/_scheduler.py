@@ -198,6 +198,13 @@ class RunState(RunServices):
         part.drive(graph, calls, limit, self.fail_fast, self.pressure)
         return part
 
+    def again(self, names: tuple[str, ...]) -> RunState:
+        """This lone part (see part()) made the next iteration of its loop: outcomes of
+        its own, named ``names``; the services, calls and context it shares stay. (An
+        iteration that failed or was cancelled ended the loop: nothing else to reset.)"""
+        self.outcomes = Outcomes(names)
+        return self
+
     async def execute_lone(self) -> None:
         """Drive a part whose graph is one plain stage (see lone()) in the calling task:
         a loop of a one-stage body pays no task, no future and no event loop turn per
@@ -258,13 +265,6 @@ class RunState(RunServices):
             await asyncio.wait(self.tasks.values())
         if self.stopping:
             self.settle()
-
-    async def run_part(self) -> None:
-        """Drive this nested part to its end."""
-        if lone(self.graph):  # part() made it for execute_lone
-            await self.execute_lone()
-        else:
-            await self.execute_part()
 
     def enclosing_reason(self) -> str:
         root = self.root
