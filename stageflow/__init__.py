@@ -21,14 +21,14 @@ from ._context import (
     SyncStageFunction,
 )
 from ._durable import DurableRun
-from ._dynamic import LoopSpec, MapSpec
+from ._dynamic import InputSchema, InputSpec, LoopSpec, MapSpec
 from ._engine import Engine
 from ._events import Event, EventType
 from ._graph import StageGraph
 from ._ledger import StageUsage, UsageLedger
 from ._pipeline import Pipeline
 from ._policies import Backoff, CircuitBreakerPolicy, RetryPolicy
-from ._result import RunResult, StageResult
+from ._result import PendingInput, RunResult, StageResult
 from ._run import RunCall, RunContext
 from ._sinks import BufferedSink, FanOutSink, JsonLinesSink, LegacyEventSink, LoggingSink
 from ._spec import StageSpec
@@ -46,7 +46,11 @@ from .errors import (
     EmptyPipelineError,
     GraphError,
     GraphMismatchError,
+    InputAlreadyGivenError,
+    InputError,
+    InputTimeoutError,
     InputTypeError,
+    InputValidationError,
     InvalidOptionError,
     InvalidOutputError,
     InvalidStageError,
@@ -64,6 +68,7 @@ from .errors import (
     RunFailedError,
     RunLeasedError,
     RunTimeoutError,
+    RunWaitingError,
     SchemaError,
     SelfDependencyError,
     StageCancelledError,
@@ -74,6 +79,7 @@ from .errors import (
     StoreError,
     SubgraphFailedError,
     UnknownDependencyError,
+    UnknownInputError,
     UnknownModelError,
     UnknownRunError,
 )
@@ -101,6 +107,8 @@ from .ports import (
     CheckpointStore,
     Clock,
     EventSink,
+    InputRecord,
+    InputStore,
     Lease,
     PressureSink,
     RunCatalog,
@@ -149,7 +157,15 @@ __all__ = [
     "FanOutSink",
     "GraphError",
     "GraphMismatchError",
+    "InputAlreadyGivenError",
+    "InputError",
+    "InputRecord",
+    "InputSchema",
+    "InputSpec",
+    "InputStore",
+    "InputTimeoutError",
     "InputTypeError",
+    "InputValidationError",
     "Interceptor",
     "InvalidOptionError",
     "InvalidOutputError",
@@ -174,6 +190,7 @@ __all__ = [
     "MissingOutputError",
     "ModelChain",
     "ModelPrice",
+    "PendingInput",
     "Pipeline",
     "PressureSink",
     "PriceTable",
@@ -195,6 +212,7 @@ __all__ = [
     "RunStatus",
     "RunStore",
     "RunTimeoutError",
+    "RunWaitingError",
     "SchemaError",
     "SelectiveInterceptor",
     "SelfDependencyError",
@@ -227,6 +245,7 @@ __all__ = [
     "TracingInterceptor",
     "TransparentInterceptor",
     "UnknownDependencyError",
+    "UnknownInputError",
     "UnknownModelError",
     "UnknownRunError",
     "Usage",

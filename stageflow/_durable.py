@@ -29,7 +29,7 @@ from ._spec import StageSpec
 from ._stage import StageOutput
 from ._status import RunStatus, StageStatus, routed_reason, routes_of
 from .errors import ConfigurationError, GraphMismatchError, LeaseLostError, StoreError
-from .ports import Clock, Lease, RunRecord, RunStore, StageRecord, UsageRecord
+from .ports import Clock, InputRecord, Lease, RunRecord, RunStore, StageRecord, UsageRecord
 
 if TYPE_CHECKING:
     from ._context import StageContext
@@ -341,8 +341,10 @@ class DurableRun:
         clock: Clock,
         labels: Mapping[str, str] | None = None,
         config: str = "",
+        inputs: Sequence[InputRecord] = (),
     ) -> DurableRun:
-        """Create the run in the store (with its governing ``config``) and take its lease."""
+        """Create the run in the store (with its governing ``config``), take its lease and
+        declare its ``inputs`` (so that a value sent before its stage waits is kept)."""
         shape = structure(graph)
         now = clock.wall()
         record = RunRecord(
@@ -359,6 +361,8 @@ class DurableRun:
         )
         await store.create_run(record)
         lease = await store.acquire_lease(run_id, owner, ttl)
+        if inputs:
+            await store.declare_inputs(lease, inputs)  # type: ignore[attr-defined]
         return cls(store, lease, ttl, {}, clock)
 
     @classmethod
@@ -481,6 +485,21 @@ class DurableRun:
         """``stage``'s last saved state in this run (by any driver), or ``default``."""
         text = await self.store.load_state(self.lease.run_id, stage)
         return default if text is None else _codec.loads(text)
+
+    async def wait_input(self, record: InputRecord) -> InputRecord:
+        """Mark an input waiting; its row as it is now, with the value if one was given
+        (fenced: ``InputStore.wait_input``)."""
+        try:
+            row: InputRecord = await self.store.wait_input(self.lease, record)  # type: ignore[attr-defined]
+        except LeaseLostError:
+            self.lost("the run's lease was taken over by another driver")
+            raise
+        return row
+
+    async def load_inputs(self) -> dict[str, InputRecord]:
+        """The run's input rows, by name."""
+        rows: dict[str, InputRecord] = await self.store.load_inputs(self.lease.run_id)  # type: ignore[attr-defined]
+        return rows
 
     async def _fenced(self, write: Awaitable[None]) -> None:
         try:

@@ -1,4 +1,5 @@
-"""What a dynamic stage declares: a map over a list known at run time, a loop, a subgraph.
+"""What a dynamic stage declares: a map over a list known at run time, a loop, a subgraph,
+an input a person gives.
 
 Frozen values kept on a stage's :class:`~stageflow.StageSpec` (``spec.dynamic``),
 validated by ``with_map`` / ``with_loop`` / ``with_subgraph`` and ``build()``. What
@@ -7,14 +8,17 @@ they decide at run time (the items, each iteration) the engine records in the st
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
+
+from . import _codec
 
 if TYPE_CHECKING:
     from ._context import StageContext
     from ._graph import StageGraph
 
-__all__ = ["LoopSpec", "MapSpec"]
+__all__ = ["InputSchema", "InputSpec", "LoopSpec", "MapSpec"]
 
 ITEM_ERRORS: Final = ("fail", "skip", "collect")
 EXHAUSTED: Final = ("fail", "complete")
@@ -75,3 +79,68 @@ class LoopSpec(NamedTuple):
         """What the body's stage names are prefixed with in one iteration:
         ``refine[2].`` for a loop, ``etl.`` for a subgraph."""
         return f"{stage}[{iteration}]." if self.until is not None else f"{stage}."
+
+
+FAIL: Final = "fail"  # with_input(on_timeout=): fail the stage (anything else: the default)
+
+
+class InputSchema:
+    """What an input's value must be (``with_input(schema=)``), and the output it gives.
+
+    ``schema`` is a pydantic model class (the stage's output is the model's fields, as
+    a stage declaring ``output=`` the model has) or any type pydantic validates
+    (``bool``, ``Literal["a", "b"]``, ``list[str]``, a TypedDict, ...: the output is
+    ``{"value": ...}``). Values are validated as JSON data (what a person or an HTTP
+    client sends), so an ISO date string is a valid ``datetime``.
+    """
+
+    __slots__ = ("_adapter", "is_model", "schema", "text")
+
+    def __init__(self, schema: Any) -> None:
+        import pydantic  # a core dependency, imported only for graphs with input stages
+
+        self.schema = schema
+        self.is_model = isinstance(schema, type) and _codec.is_model_class(schema)
+        try:
+            self._adapter: Any = pydantic.TypeAdapter(schema)
+            document = self._adapter.json_schema()
+        except (pydantic.PydanticUserError, pydantic.PydanticSchemaGenerationError, TypeError):
+            raise ValueError(f"{schema!r} is no type pydantic can validate") from None
+        self.text = json.dumps(document, separators=(",", ":"), sort_keys=True)
+        """The JSON Schema of a value, as JSON text (what a store keeps)."""
+
+    @property
+    def json_schema(self) -> dict[str, Any]:
+        """The JSON Schema of a value."""
+        return json.loads(self.text)  # type: ignore[no-any-return]
+
+    def validate(self, value: Any) -> Any:
+        """``value`` validated, as JSON data (what is stored), or raise pydantic's
+        ValidationError."""
+        validated = self._adapter.validate_python(value)
+        return self._adapter.dump_python(validated, mode="json")
+
+    def output(self, stored: Any) -> dict[str, Any]:
+        """The stage's output data for a stored (valid) value."""
+        validated = self._adapter.validate_python(stored)
+        if self.is_model:
+            return {name: getattr(validated, name) for name in type(validated).model_fields}
+        return {"value": validated}
+
+
+class InputSpec(NamedTuple):
+    """An input stage's declaration (``with_input``): a value a person gives.
+
+    Attributes:
+        schema: what the value must be.
+        prompt: what the person is shown: a str, or ``ctx -> str`` called with the
+            stage's context (its inputs) when it first waits; None: nothing.
+        timeout: seconds from the first wait to the deadline (None: no deadline).
+        on_timeout: ``"fail"`` (:class:`~stageflow.errors.InputTimeoutError`) or the
+            value given at the deadline, as JSON data (valid for ``schema``).
+    """
+
+    schema: InputSchema
+    prompt: str | Callable[[StageContext], str] | None = None
+    timeout: float | None = None
+    on_timeout: Any = FAIL

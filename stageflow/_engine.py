@@ -10,6 +10,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Final
 
+from . import _codec
 from ._budget import Budget, ModelChain
 from ._check import integer, number, refuse
 from ._clock import LoopClock
@@ -22,9 +23,11 @@ from ._durable import (
     config_of,
     config_text,
     default_owner,
+    fingerprint,
     governing,
+    structure,
 )
-from ._dynamic import MapSpec
+from ._dynamic import InputSpec, MapSpec
 from ._graph import StageGraph, set_default_run
 from ._ids import RUN_ID, new_run_id
 from ._ledger import Governance
@@ -36,7 +39,14 @@ from ._run import RunCall, RunContext, check_labels
 from ._scheduler import RunState, normalize_output
 from ._sinks import check_sink
 from ._spec import StageSpec, check_route
-from .errors import ConfigurationError, LeaseLostError
+from ._waiting import RunInputs, input_call
+from .errors import (
+    ConfigurationError,
+    InputValidationError,
+    LeaseLostError,
+    UnknownInputError,
+    UnknownRunError,
+)
 from .interceptors._base import (
     Interceptor,
     SelectiveInterceptor,
@@ -49,7 +59,7 @@ from .interceptors._budget import BudgetInterceptor
 from .interceptors._checkpoint import CheckpointInterceptor, check_storable
 from .interceptors._retry import RetryInterceptor
 from .interceptors._timeout import TimeoutInterceptor
-from .ports import Clock, EventSink
+from .ports import Clock, EventSink, InputRecord, InputStore
 
 if TYPE_CHECKING:
     from ._prices import PriceTable
@@ -105,6 +115,9 @@ class Engine:
         without: names of default interceptors to leave out (``"timeout"``,
             ``"retry"``, ``"circuit_breaker"``, ``"budget"``, ``"checkpoint"``), for
             an interceptor of your own that does their job.
+        input_poll: seconds between looks into the store, by a driver waiting for input
+            (``run(..., wait=True)``), for a value another process sent (one sent with
+            this engine's :meth:`send` arrives at once).
 
     Example:
         >>> import asyncio
@@ -121,6 +134,7 @@ class Engine:
         "_clock",
         "_interceptors",
         "_lease_ttl",
+        "_live",
         "_owner",
         "_selective",
         "_settings",
@@ -131,6 +145,7 @@ class Engine:
     _clock: Clock
     _interceptors: tuple[Interceptor, ...]
     _lease_ttl: float
+    _live: weakref.WeakValueDictionary[str, RunInputs]
     _owner: str
     _selective: tuple[SelectiveInterceptor, ...]
     _settings: dict[str, Any]
@@ -153,8 +168,10 @@ class Engine:
         prices: PriceTable | Mapping[str, Any] | None = None,
         model_chains: Iterable[ModelChain] = (),
         without: Iterable[str] = (),
+        input_poll: float = 1.0,
     ) -> None:
         user = _given_interceptors(interceptors)
+        number(input_poll, "input_poll", "a positive number of seconds", gt=0)
         chains = _model_chains(model_chains)
         registry = _registry(circuit_breakers)
         _check_store(store)
@@ -186,7 +203,7 @@ class Engine:
             "fail_fast": fail_fast, "clock": clock, "stage_timeout": stage_timeout,
             "retry": retry, "store": store, "lease_ttl": lease_ttl,
             "budget": budget, "prices": prices,
-            "model_chains": chains, "without": dropped,
+            "model_chains": chains, "without": dropped, "input_poll": input_poll,
             # replace() shares the registry, unless the breaker came in `interceptors`
             "circuit_breakers": None if own_breaker else registry,
         })  # fmt: skip
@@ -197,6 +214,7 @@ class Engine:
         set_(self, "_owner", default_owner())
         set_(self, "_clock", clock if clock is not None else LoopClock())
         set_(self, "_chains", weakref.WeakKeyDictionary())
+        set_(self, "_live", weakref.WeakValueDictionary())
 
     def __setattr__(self, name: str, value: object) -> None:
         if name in _SETTINGS:
@@ -320,8 +338,9 @@ class Engine:
         run_id: str | None = None,
         timeout: float | None = None,
         labels: Mapping[str, str] | None = None,
+        wait: bool = False,
     ) -> RunResult:
-        """Run ``graph`` once and return how it ended.
+        """Run ``graph`` once and return how it ended (or stopped to wait for input).
 
         Args:
             graph: what :meth:`Pipeline.build` returned.
@@ -336,6 +355,10 @@ class Engine:
                 them as ``RunContext.labels``; only a durable run (an engine with a
                 store) keeps them, in its ``RunRecord.labels``, where a resume finds
                 them again.
+            wait: for a graph with input stages (``with_input``): keep the driver
+                alive, waiting, until every input is given or its deadline passes (a
+                long-lived server's way), instead of returning a result with status
+                ``waiting`` once nothing else can run (the default).
 
         Returns:
             The :class:`~stageflow.RunResult`; a failed stage does not raise (call
@@ -357,6 +380,8 @@ class Engine:
             _check_run_id(run_id)
         timeout = _check_timeout(timeout)
         checked = check_labels(labels)
+        compiled = self._compiled(graph)
+        self._check_inputs(graph, compiled.inputs, wait)
         durable = None
         store = self.store
         if store is not None:
@@ -365,12 +390,14 @@ class Engine:
                 store, graph, run_id, frozen, labels=checked,
                 owner=self._owner, ttl=self._lease_ttl, clock=self._clock,
                 config=config_text(self._governing(graph, timeout)),
+                inputs=[InputRecord(run_id, spec.name, spec.dynamic.schema.text)  # type: ignore[union-attr]
+                        for spec in compiled.inputs],
             )  # fmt: skip
         run = RunContext(
             graph, run_id, frozen, timeout=timeout, durable=durable, labels=checked,
-            clock=self._clock,
+            clock=self._clock, wait=wait,
         )  # fmt: skip
-        return await self._compiled(graph).run_call(run)
+        return await compiled.run_call(run)
 
     async def resume(
         self,
@@ -380,6 +407,7 @@ class Engine:
         timeout: float | None = None,
         override: bool = False,
         take_over: bool = False,
+        wait: bool = False,
     ) -> RunResult:
         """Go on with a run of this engine's store that did not complete.
 
@@ -416,6 +444,8 @@ class Engine:
             override: let the given money settings govern instead of the stored ones.
             take_over: take the run's lease even from a driver whose lease has not
                 expired (known dead).
+            wait: keep waiting for inputs not given yet, as ``run(..., wait=True)``
+                does (default: return a result with status ``waiting`` again).
 
         Raises:
             ConfigurationError: the engine has no store, an argument is invalid, or a
@@ -442,6 +472,7 @@ class Engine:
             refuse("override", "True or False", override)
         if not isinstance(take_over, bool):
             refuse("take_over", "True or False", take_over)
+        self._check_inputs(graph, self._compiled(graph).inputs, wait)
         record = await DurableRun.checked_record(store, graph, run_id)
         engine, timeout = self._resuming(record, graph, timeout, override)
         if unlimited:
@@ -452,7 +483,7 @@ class Engine:
         )  # fmt: skip
         run = RunContext(
             graph, run_id, MappingProxyType(data), resumed=True, timeout=timeout,
-            durable=durable, labels=record.labels, clock=self._clock,
+            durable=durable, labels=record.labels, clock=self._clock, wait=wait,
         )  # fmt: skip
         return await engine._compiled(graph).run_call(run)
 
@@ -521,6 +552,24 @@ class Engine:
             durable=durable,
         )
         state.flags = flags
+        if not compiled.inputs:
+            return await self._drive(run, state)
+        inputs = RunInputs(
+            run.run_id, graph, durable, self._clock, wait=run.wait,
+            poll=self._settings["input_poll"],
+            names=frozenset(spec.name for spec in compiled.inputs),
+        )  # fmt: skip
+        state.inputs = inputs
+        self._live[run.run_id] = inputs  # for send() to deliver to
+        try:
+            return await self._drive(run, state)
+        finally:
+            inputs.closed = True
+            if self._live.get(run.run_id) is inputs:
+                del self._live[run.run_id]
+
+    async def _drive(self, run: RunContext, state: RunState) -> RunResult:
+        graph, durable = run.graph, run.durable
         if durable is None:
             return await state.execute(run.timeout)
         if durable.usage:  # what earlier drivers of this run spent counts
@@ -544,6 +593,107 @@ class Engine:
         await _finish(durable, result.status, result.error, state)
         return result
 
+    # ---------------------------------------------------------------- input
+
+    async def send(
+        self, run_id: str, name: str, value: Any, *, graph: StageGraph | None = None
+    ) -> InputRecord:
+        """Give input ``name`` of run ``run_id`` its value (``with_input``).
+
+        The value is validated against the input's schema before anything is stored,
+        then stored once (the store refuses a second value, whoever sends it). A driver
+        of the run in this process gets it at once; one elsewhere waiting with
+        ``wait=True`` finds it in the store; a run that stopped to wait goes on with
+        :meth:`resume`. A value sent before the run reaches its input stage is kept
+        for it.
+
+        Args:
+            run_id: the run.
+            name: the input (its stage's name).
+            value: the value, as JSON data or anything the schema validates (a model
+                instance included).
+            graph: the run's graph; needed only when this engine neither drives the
+                run nor ran a graph like it (the schema is the graph's).
+
+        Returns:
+            The input as stored (for a run without a store: as kept in this process).
+
+        Raises:
+            InputValidationError: ``value`` does not match the schema (the error names
+                the field); nothing was stored.
+            UnknownInputError: the run has no such input, or it has ended.
+            InputAlreadyGivenError: the input has its value already.
+            InputTimeoutError: the input's deadline has passed.
+            UnknownRunError: no such run (in the store, or, without one, driven here).
+            ConfigurationError: the graph is unknown here (pass ``graph=``), or an
+                argument is invalid.
+        """
+        _check_run_id(run_id)
+        if not isinstance(name, str):
+            refuse("name", "the name of an input stage (a str)", name)
+        if graph is not None:
+            _check_graph(graph, "send")
+        live = self._live.get(run_id)
+        store = self.store
+        if store is None and live is None:
+            raise UnknownRunError.of(run_id)
+        if graph is None:
+            graph = live.graph if live is not None else await self._graph_of(run_id)
+        spec = graph.spec_of(name)
+        if spec is None or not isinstance(spec.dynamic, InputSpec):
+            known = [s.name for s in graph.stages if isinstance(s.dynamic, InputSpec)]
+            raise UnknownInputError.of(run_id, name, known)
+        text = _codec.dumps(_validated(run_id, name, spec.dynamic, value), f"input {name!r}")
+        at = self._clock.wall()
+        if store is None:
+            assert live is not None
+            return live.give(name, text, at)
+        row: InputRecord = await store.give_input(run_id, name, text, at)  # type: ignore[attr-defined]
+        if live is not None:
+            live.deliver(row)
+        return row
+
+    async def _graph_of(self, run_id: str) -> StageGraph:
+        """The graph of a run in the store, among those this engine has run."""
+        store = self.store
+        if store is not None:
+            record = await store.get_run(run_id)
+            for graph in list(self._chains):
+                if graph.name == record.pipeline and fingerprint(structure(graph)) == (
+                    record.fingerprint
+                ):
+                    return graph
+        raise ConfigurationError(
+            f"send(): run {run_id!r}'s graph is unknown to this engine (it has not run it): "
+            "pass it, engine.send(run_id, name, value, graph=graph)",
+            field="graph",
+            value=None,
+        )
+
+    def _check_inputs(self, graph: StageGraph, inputs: tuple[StageSpec, ...], wait: object) -> None:
+        if not isinstance(wait, bool):
+            refuse("wait", "True or False", wait)
+        if not inputs:
+            return
+        store = self.store
+        names = ", ".join(repr(spec.name) for spec in inputs)
+        if store is None and not wait:
+            raise ConfigurationError(
+                f"{graph.name!r} has input stages ({names}) and this engine no store: a run "
+                "that stopped to wait could never go on. Give the engine a store, or drive "
+                "the run with run(..., wait=True) and give input with engine.send",
+                field="wait",
+                value=wait,
+            )
+        if store is not None and not isinstance(store, InputStore):
+            raise ConfigurationError(
+                f"{graph.name!r} has input stages ({names}), but {type(store).__name__} keeps "
+                "no inputs: it is no InputStore (declare_inputs, wait_input, give_input, "
+                "load_inputs)",
+                field="store",
+                value=store,
+            )
+
     def __repr__(self) -> str:
         names = ", ".join(ic.name for ic in self._interceptors)
         return f"<Engine interceptors=[{names}] max_parallel={self.max_parallel}>"
@@ -563,7 +713,8 @@ class _Compiled:
     the stages of a run; each is composed once, the first time a run needs it.
     """
 
-    __slots__ = ("_body_calls", "_graph", "_interceptors", "_selective", "_variants", "run_call")
+    __slots__ = ("_body_calls", "_graph", "_interceptors", "_selective", "_variants", "inputs",
+                 "run_call")  # fmt: skip
 
     def __init__(
         self,
@@ -579,6 +730,7 @@ class _Compiled:
         self._selective = selective
         self._variants: dict[tuple[bool, ...], tuple[StageCall, ...]] = {}
         self.run_call = compose_run(graph, interceptors, execute)
+        self.inputs = tuple(spec for spec in graph.stages if isinstance(spec.dynamic, InputSpec))
 
     def calls(self, flags: tuple[bool, ...]) -> tuple[StageCall, ...]:
         calls = self._variants.get(flags)
@@ -600,7 +752,30 @@ def _compose(
         return _chained(spec, interceptors, spec.call)
     if isinstance(dynamic, MapSpec):
         return map_call(spec, _chained(spec, interceptors, spec.call))
+    if isinstance(dynamic, InputSpec):
+        return _chained(spec, interceptors, input_call(spec))
     return _chained(spec, interceptors, nested_call(spec, body_calls))
+
+
+def _validated(run_id: str, name: str, declared: InputSpec, value: Any) -> Any:
+    """``value`` validated for input ``name`` (as JSON data), or InputValidationError."""
+    import pydantic
+
+    try:
+        return declared.schema.validate(value)
+    except pydantic.ValidationError as error:
+        first = error.errors(include_url=False)[0]
+        field = ".".join(str(part) for part in first["loc"])
+        bad = first.get("input")
+        where = f"[{field}]" if field else ""
+        raise InputValidationError(
+            f"run {run_id!r}: input {name!r}: value{where} is {type(bad).__qualname__} "
+            f"{bad!r}: {first['msg']}; nothing was stored",
+            run_id=run_id,
+            input=name,
+            field=field,
+            value=bad,
+        ) from None
 
 
 def _chained(spec: StageSpec, interceptors: Sequence[Interceptor], call: StageCall) -> StageCall:

@@ -17,13 +17,15 @@ class EventType(enum.StrEnum):
     Later features emit the types reserved here (``stage.retrying`` and
     ``attempt.started`` by retries, ``circuit.*`` by the circuit breaker, ``budget.*``
     by budgets, ``stage.restored``/``checkpoint.saved`` by durable runs, ``map.*`` and
-    ``item.*`` by map stages, ``loop.iteration`` by loop stages).
+    ``item.*`` by map stages, ``loop.iteration`` by loop stages, ``input.*`` by input
+    stages, ``run.waiting`` by a run that stops to wait for input).
     """
 
     RUN_STARTED = "run.started"
     RUN_COMPLETED = "run.completed"
     RUN_FAILED = "run.failed"
     RUN_CANCELLED = "run.cancelled"
+    RUN_WAITING = "run.waiting"
     STAGE_STARTED = "stage.started"
     STAGE_COMPLETED = "stage.completed"
     STAGE_FAILED = "stage.failed"
@@ -46,6 +48,9 @@ class EventType(enum.StrEnum):
     ITEM_SKIPPED = "item.skipped"
     ITEM_CANCELLED = "item.cancelled"
     LOOP_ITERATION = "loop.iteration"
+    INPUT_WAITING = "input.waiting"
+    INPUT_RECEIVED = "input.received"
+    INPUT_TIMED_OUT = "input.timed_out"
 
     @property
     def is_terminal(self) -> bool:

@@ -82,7 +82,7 @@ class Outcomes:
         output = self.outputs[i]
         return StageResult(
             self.names[i],
-            STATUS[self.status[i]],  # type: ignore[arg-type]
+            STATUS[self.status[i]],
             _EMPTY if output is None else output,
             self.errors.get(i),
             self.reasons.get(i),

@@ -7,8 +7,8 @@ from collections.abc import Set as AbstractSet
 from typing import TYPE_CHECKING, Any, Final, TypeAlias
 
 from ._budget import Budget, Estimate
-from ._check import integer, refuse
-from ._dynamic import EXHAUSTED, ITEM_ERRORS, LoopSpec, MapSpec
+from ._check import integer, number, refuse
+from ._dynamic import EXHAUSTED, FAIL, ITEM_ERRORS, InputSchema, InputSpec, LoopSpec, MapSpec
 from ._graph import StageGraph
 from ._policies import CircuitBreakerPolicy, RetryPolicy
 from ._spec import (
@@ -333,6 +333,93 @@ class Pipeline:
         _check_length(name, "graph", nested)
         return self._extend(dynamic_spec(spec._replace(stage=body), nested))
 
+    def with_input(
+        self,
+        name: str,
+        *,
+        schema: Any,
+        dependencies: Iterable[str] = (),
+        prompt: str | Callable[[StageContext], str] | None = None,
+        timeout: float | None = None,
+        on_timeout: Any = FAIL,
+        **options: Any,
+    ) -> Pipeline:
+        """Return a new Pipeline with an input stage: a value a person (or a system) gives.
+
+        It runs no code. Once its dependencies have ended it *waits*: the run goes on
+        with its other branches, and when nothing else can run, ``Engine.run`` returns
+        a result with status ``waiting`` listing what it waits for
+        (``result.waiting_for``), holding no lease. ``await engine.send(run_id, name,
+        value)`` validates and stores the value; ``Engine.resume`` then goes on, or a
+        driver started with ``run(..., wait=True)`` goes on by itself. The stage's
+        output is the value: a model's fields for a pydantic model ``schema``, else
+        ``{"value": value}``.
+
+        Args:
+            name: the input's name (what senders address it by).
+            schema: what the value must be: a pydantic model class, or any type
+                pydantic validates (``bool``, ``Literal["approve", "reject"]``, ...).
+            dependencies: the stages that must end before it waits (their outputs are
+                what a ``prompt`` callable sees in ``ctx.inputs``).
+            prompt: what the person is shown: a str, or ``ctx -> str`` called once
+                when the stage first waits; stored with the wait, so that an API or a
+                UI shows it.
+            timeout: seconds from the first wait to its deadline, which is stored:
+                a resume or a waiting driver after it applies ``on_timeout``, and a
+                value sent after it is refused (None: no deadline).
+            on_timeout: ``"fail"`` (default: the stage fails with
+                :class:`~stageflow.errors.InputTimeoutError`) or the value to complete
+                with at the deadline (valid for ``schema``, checked here).
+            **options: ``optional``, ``tags``, ``metadata`` and ``when`` as
+                ``with_stage`` takes them; an input stage runs no code, so ``retry``,
+                ``circuit_breaker``, ``budget``, ``estimate`` and ``output`` do not apply.
+
+        Raises:
+            InvalidOptionError: ``schema`` is no type pydantic validates, ``timeout`` is
+                no positive number, ``on_timeout`` is invalid for ``schema`` (or given
+                without a ``timeout``), ``prompt`` is neither a str nor callable, or
+                another option is invalid or does not apply.
+        """
+        code = [k for k in options if k in _CODE_OPTIONS]
+        if code:
+            raise InvalidOptionError(
+                f"stage {name!r}: {code[0]}= does not apply to an input stage: it runs no "
+                f"code (with_input takes {', '.join(sorted(_INPUT_OPTIONS))})",
+                stage=name,
+                option=code[0],
+                value=options[code[0]],
+            )
+        spec = self._spec_of(
+            name, _input_placeholder, StageKind.INPUT, {"dependencies": dependencies, **options}
+        )
+        try:
+            checked = InputSchema(schema)
+        except ValueError:
+            refuse("schema", "a pydantic model class or a type pydantic validates", schema,
+                   stage=name)  # fmt: skip
+        if prompt is not None and not isinstance(prompt, str) and not callable(prompt):
+            refuse("prompt", "a str, a callable ctx -> str, or None", prompt, stage=name)
+        if timeout is not None:
+            timeout = number(timeout, "timeout", "a positive number of seconds, or None",
+                             gt=0, stage=name)  # fmt: skip
+        if not (isinstance(on_timeout, str) and on_timeout == FAIL):
+            if timeout is None:
+                refuse("on_timeout", "'fail' without a timeout (there is no deadline)",
+                       on_timeout, stage=name)  # fmt: skip
+            try:
+                on_timeout = checked.validate(on_timeout)
+            except Exception as error:  # noqa: BLE001 - pydantic's ValidationError
+                raise InvalidOptionError(
+                    f"stage {name!r}: on_timeout {on_timeout!r} is no valid value for its "
+                    f"schema: {error}",
+                    stage=name,
+                    option="on_timeout",
+                    value=on_timeout,
+                ) from None
+        declared = InputSpec(checked, prompt, timeout, on_timeout)
+        output = schema if checked.is_model else None
+        return self._extend(dynamic_spec(spec._replace(stage=schema, output=output), declared))
+
     def _spec_of(
         self, name: str, stage: object, kind: StageKind, options: Mapping[str, Any]
     ) -> StageSpec:
@@ -396,6 +483,14 @@ class Pipeline:
 
 
 _SPEC_OPTIONS: Final = frozenset(OPTIONS) - {"routes"}
+_INPUT_OPTIONS: Final = frozenset({"optional", "tags", "metadata", "when", "dependencies",
+                                   "prompt", "timeout", "on_timeout", "schema"})  # fmt: skip
+_CODE_OPTIONS: Final = _SPEC_OPTIONS - _INPUT_OPTIONS
+
+
+async def _input_placeholder(ctx: StageContext) -> None:
+    """The call of an input stage until an engine puts its wait there."""
+    raise AssertionError(f"stage {ctx.stage!r} runs only on an engine")  # pragma: no cover
 
 
 async def _nested_placeholder(ctx: StageContext) -> None:
@@ -405,9 +500,19 @@ async def _nested_placeholder(ctx: StageContext) -> None:
 
 def _body(name: str, body: object, option: str = "body") -> StageGraph:
     if isinstance(body, Pipeline):
-        return body.build()
+        body = body.build()
     if not isinstance(body, StageGraph):
         refuse(option, "a StageGraph or a Pipeline", body, stage=name)
+    waiting = [spec.name for spec in body.stages if isinstance(spec.dynamic, InputSpec)]
+    if waiting:
+        raise InvalidOptionError(
+            f"stage {name!r}: {body.name!r} has the input stage {waiting[0]!r}; a run waits "
+            "for input at its top level only: declare it with_input before or after this "
+            "stage",
+            stage=name,
+            option=option,
+            value=body,
+        )
     return body
 
 

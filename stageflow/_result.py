@@ -4,14 +4,20 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from types import MappingProxyType
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from ._status import RunStatus, StageStatus
 from ._usage import EMPTY as EMPTY_USAGE
 from ._usage import UsageSummary
-from .errors import ConfigurationError, MissingOutputError, RunCancelledError, RunFailedError
+from .errors import (
+    ConfigurationError,
+    MissingOutputError,
+    RunCancelledError,
+    RunFailedError,
+    RunWaitingError,
+)
 
-__all__ = ["RunResult", "RunStatus", "StageResult"]
+__all__ = ["PendingInput", "RunResult", "RunStatus", "StageResult"]
 
 _EMPTY: Final[Mapping[str, Any]] = MappingProxyType({})
 
@@ -118,6 +124,22 @@ class _NoOutput(Mapping[str, Any]):
         return repr(dict(self._data))
 
 
+class PendingInput(NamedTuple):
+    """An input a waiting run waits for (``RunResult.waiting_for``).
+
+    Attributes:
+        name: the input's name: what ``engine.send(run_id, name, value)`` addresses.
+        prompt: what the person is to be shown (None: the stage has no prompt).
+        schema: the JSON Schema of the value.
+        deadline: when the wait ends (seconds since the epoch), or None.
+    """
+
+    name: str
+    prompt: str | None
+    schema: Mapping[str, Any]
+    deadline: float | None
+
+
 class RunResult:
     """The outcome of one run.
 
@@ -129,7 +151,8 @@ class RunResult:
     Attributes:
         run_id: the run's id.
         pipeline: the pipeline's name.
-        status: completed (no stage failed), failed, or cancelled.
+        status: completed (no stage failed), failed, cancelled, or waiting (for input:
+            see ``waiting_for``; it goes on with ``Engine.resume`` once given).
         stages: every stage's result, by name, in graph order.
         started_at: wall-clock start, seconds since the epoch.
         duration: seconds the run took.
@@ -139,6 +162,8 @@ class RunResult:
         usage: what the stages reported spending (``ctx.usage.report``): tokens and
             cost in all, ``by_stage`` and ``by_model``; a resumed run's includes what
             earlier drivers spent.
+        waiting_for: the inputs a waiting run waits for, in the order their stages
+            began to wait (empty unless ``status`` is waiting).
     """
 
     __slots__ = (
@@ -151,6 +176,7 @@ class RunResult:
         "started_at",
         "status",
         "usage",
+        "waiting_for",
     )
 
     def __init__(
@@ -165,6 +191,7 @@ class RunResult:
         error: BaseException | None = None,
         sink_errors: int = 0,
         usage: UsageSummary = EMPTY_USAGE,
+        waiting_for: tuple[PendingInput, ...] = (),
     ) -> None:
         self.run_id = run_id
         self.pipeline = pipeline
@@ -175,6 +202,7 @@ class RunResult:
         self.error = error
         self.sink_errors = sink_errors
         self.usage = usage
+        self.waiting_for = waiting_for
 
     def __getitem__(self, stage: str) -> StageResult:
         try:
@@ -219,9 +247,18 @@ class RunResult:
             RunFailedError: stages failed; ``failed`` names them, ``__cause__`` is the
                 first stage error.
             RunCancelledError: the run was cancelled (``RunTimeoutError`` if it timed out).
+            RunWaitingError: the run waits for input (``waiting_for`` names it).
         """
         if self.status is RunStatus.COMPLETED:
             return self
+        if self.status is RunStatus.WAITING:
+            names = tuple(pending.name for pending in self.waiting_for)
+            raise RunWaitingError(
+                f"run {self.run_id!r} of {self.pipeline!r} waits for input: "
+                f"{', '.join(map(repr, names))}; send it (engine.send), then resume the run",
+                run_id=self.run_id,
+                waiting_for=names,
+            )
         if self.status is RunStatus.FAILED:
             failed = self.with_status(StageStatus.FAILED)
             reasons = "; ".join(f"{n}: {self.stages[n].reason}" for n in failed[:5])

@@ -90,9 +90,12 @@ class RunContext:
         durable: the run's link to its store (see ``StageContext.durable``), or None
             when the run is not durable.
         clock: the engine's clock: time the run on it.
+        wait: True when the driver keeps waiting for input instead of stopping the run
+            to wait (``Engine.run(wait=True)``).
     """
 
-    __slots__ = ("clock", "data", "durable", "graph", "labels", "resumed", "run_id", "timeout")
+    __slots__ = ("clock", "data", "durable", "graph", "labels", "resumed", "run_id", "timeout",
+                 "wait")  # fmt: skip
 
     def __init__(
         self,
@@ -105,8 +108,10 @@ class RunContext:
         durable: DurableRun | None = None,
         labels: Mapping[str, str] | None = None,
         clock: Clock | None = None,
+        wait: bool = False,
     ) -> None:
         self.graph = graph
+        self.wait = wait
         self.run_id = run_id
         self.data = data
         self.resumed = resumed

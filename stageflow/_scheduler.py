@@ -24,7 +24,17 @@ from ._result import RunResult, RunStatus
 from ._services import RunServices
 from ._spec import check_route
 from ._stage import StageOutput
-from ._status import CANCELLED, CODE, COMPLETED, FAILED, NONE, SKIPPED, StageStatus, routed_reason
+from ._status import (
+    CANCELLED,
+    CODE,
+    COMPLETED,
+    FAILED,
+    NONE,
+    SKIPPED,
+    WAITING,
+    StageStatus,
+    routed_reason,
+)
 from ._usage import EMPTY as EMPTY_USAGE
 from .errors import (
     InvalidOutputError,
@@ -67,7 +77,9 @@ _RUN_EVENT: Final = {
     RunStatus.COMPLETED: EventType.RUN_COMPLETED,
     RunStatus.FAILED: EventType.RUN_FAILED,
     RunStatus.CANCELLED: EventType.RUN_CANCELLED,
+    RunStatus.WAITING: EventType.RUN_WAITING,
 }
+WAITING_REASON: Final = "waiting for input"
 
 
 def lone(graph: StageGraph) -> bool:
@@ -102,7 +114,9 @@ class RunState(RunServices):
         "first_error",
         "flags",
         "guards",
+        "inputs",
         "limit",
+        "parked",
         "parts",
         "pending",
         "pressure",
@@ -115,6 +129,7 @@ class RunState(RunServices):
         "unrouted",
         "unstarted",
         "untaken",
+        "waits",
     )
 
     def __init__(
@@ -136,6 +151,7 @@ class RunState(RunServices):
         )
         self.parts: list[tuple[str | None, Outcomes]] = []  # nested outcomes: see StageResults
         self.flags: tuple[bool, ...] = ()
+        self.inputs: Any = None  # the run's inputs (a RunInputs) when it has input stages
         # Checked once here, so that sinks that cannot hold a run back cost a stage nothing.
         pressure = sink.pressure if isinstance(sink, PressureSink) else None
         self.drive(graph, calls, max_parallel, fail_fast, pressure)
@@ -175,6 +191,8 @@ class RunState(RunServices):
         self.first_error: BaseException | None = None
         self.timed_out = False
         self.ended = False
+        self.waits = 0  # input stages waiting for a value the run can park for (see park())
+        self.parked = False
 
     def part(
         self, graph: StageGraph, calls: tuple[StageCall, ...], names: tuple[str, ...],
@@ -193,6 +211,7 @@ class RunState(RunServices):
             part.first_error = None
             part.stop_reason = ""
             part.sink = self.sink
+            part.parked = False
             return part
         limit = None if self.limit == sys.maxsize else self.limit
         part.drive(graph, calls, limit, self.fail_fast, self.pressure)
@@ -298,7 +317,10 @@ class RunState(RunServices):
         if timer is not None:
             timer.cancel()
         timed_out = self.timed_out
-        if cancelled is not None:
+        parked = self.parked and cancelled is None and escaped is None and not timed_out
+        if parked:  # only waiting input stages hold tasks: stop them, the run waits
+            self.stop(WAITING_REASON)
+        elif cancelled is not None:
             self.stop("the run was cancelled")
         elif timed_out:
             self.stop(f"the run timed out ({timeout:g}s)")
@@ -306,9 +328,11 @@ class RunState(RunServices):
             self.stop(f"{type(escaped).__name__} escaped a stage")
         if self.tasks:  # only after a stop: let cancelled stages unwind, leave no orphans
             await asyncio.wait(self.tasks.values())
-        if self.stopping:
+        if self.stopping and not parked:  # a waiting run's other stages are pending
             self.settle()
-        if cancelled is not None or timed_out:
+        if parked:
+            status = RunStatus.WAITING
+        elif cancelled is not None or timed_out:
             status = RunStatus.CANCELLED
             if timed_out:
                 assert timeout is not None
@@ -318,7 +342,10 @@ class RunState(RunServices):
         duration = self.now() - self.t0
         self.ended = True
         if self.sink is not None:
-            summary = {"status": status.value, "duration": duration, **self.outcomes.counts()}
+            summary: dict[str, Any] = {"status": status.value, "duration": duration,
+                                       **self.outcomes.counts()}  # fmt: skip
+            if parked:
+                summary["waiting_for"] = [pending.name for pending in self.inputs.waiting_for()]
             self.event(_RUN_EVENT[status], None, 0, summary)
         if cancelled is not None:
             raise cancelled
@@ -334,6 +361,7 @@ class RunState(RunServices):
             error=self.first_error,
             sink_errors=self.sink_errors,
             usage=EMPTY_USAGE if self.ledger is None else self.ledger.summary(self.pipeline),
+            waiting_for=self.inputs.waiting_for() if parked else (),
         )
 
     def time_out(self) -> None:
@@ -524,6 +552,10 @@ class RunState(RunServices):
 
     def record_cancelled(self, i: int) -> None:
         """Stage i was cancelled by a stop."""
+        if self.parked:  # an input stage waiting when the run stopped to wait (park())
+            self.outcomes.status[i] = WAITING
+            self.outcomes.reasons[i] = WAITING_REASON
+            return
         self.outcomes.status[i] = CANCELLED
         self.outcomes.reasons[i] = self.stop_reason
         if self.sink is not None:
@@ -591,9 +623,37 @@ class RunState(RunServices):
                 nxt = self.queue.popleft()
             else:
                 self.active -= 1
+                if not self.active and self.waits:  # nothing runs but waits for input
+                    self.park()
         if self.remaining == 0 and not self.done.done():
             self.done.set_result(None)
         return nxt
+
+    # ------------------------------------------------------------------ waiting for input
+
+    def wait_begins(self, parks: bool) -> None:
+        """An input stage begins to wait: it gives its slot up (to a stage queued for
+        one). ``parks``: once nothing else runs, the run stops to wait (see park())."""
+        if parks:
+            self.waits += 1
+        if self.queue:
+            self.launch(self.queue.popleft())  # the slot goes on to it
+            return
+        self.active -= 1
+        if not self.active and self.waits:
+            self.park()
+
+    def wait_ends(self, parks: bool) -> None:
+        """An input stage got its value (or its deadline passed): it runs on, in a slot."""
+        if parks:
+            self.waits -= 1
+        self.active += 1
+
+    def park(self) -> None:
+        """Nothing runs and input stages wait: the run stops, its result says it waits."""
+        if not self.done.done():
+            self.parked = True
+            self.done.set_result(None)
 
     # ------------------------------------------------------------------ branches not taken
 

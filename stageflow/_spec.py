@@ -31,7 +31,7 @@ from .errors import (
 
 if TYPE_CHECKING:
     from ._context import StageCall, StageContext
-    from ._dynamic import LoopSpec, MapSpec
+    from ._dynamic import InputSpec, LoopSpec, MapSpec
 
 __all__ = ["StageSpec"]
 
@@ -67,8 +67,8 @@ class StageSpec(NamedTuple):
         when: the stage's condition ``ctx -> bool``, or None: see ``with_stage(when=)``.
         routes: the successors a ROUTE stage chooses from, or None.
         dynamic: a :class:`~stageflow.MapSpec` for ``with_map``, a
-            :class:`~stageflow.LoopSpec` for ``with_loop`` and ``with_subgraph``, else
-            None.
+            :class:`~stageflow.LoopSpec` for ``with_loop`` and ``with_subgraph``, an
+            :class:`~stageflow.InputSpec` for ``with_input``, else None.
     """
 
     name: str
@@ -87,7 +87,7 @@ class StageSpec(NamedTuple):
     output: type | None = None
     when: Callable[[StageContext], bool] | None = None
     routes: tuple[str, ...] | None = None
-    dynamic: MapSpec | LoopSpec | None = None
+    dynamic: MapSpec | LoopSpec | InputSpec | None = None
 
 
 # StageSpec(...) through NamedTuple's Python-level __new__ costs a frame per stage.
@@ -241,8 +241,8 @@ def make_spec(
     return _new_spec((name, stage, kind, deps, opt, tag_set, meta, call, *rest, None))
 
 
-def dynamic_spec(spec: StageSpec, dynamic: MapSpec | LoopSpec) -> StageSpec:
-    """``spec`` made a map, loop or subgraph stage."""
+def dynamic_spec(spec: StageSpec, dynamic: MapSpec | LoopSpec | InputSpec) -> StageSpec:
+    """``spec`` made a map, loop, subgraph or input stage."""
     return spec._replace(dynamic=dynamic)
 
 

@@ -13,9 +13,11 @@ __all__ = [
     "CODE",
     "COMPLETED",
     "FAILED",
+    "FINISHED",
     "NONE",
     "SKIPPED",
     "STATUS",
+    "WAITING",
     "RunStatus",
     "StageKind",
     "StageStatus",
@@ -31,24 +33,31 @@ class StageKind(enum.StrEnum):
     GUARD = "guard"
     WORK = "work"
     AGENT = "agent"
+    INPUT = "input"  # with_input: a value a person gives
 
 
 class StageStatus(enum.StrEnum):
-    """How a stage ended."""
+    """How a stage ended; in the result of a run that waits for input, also where a
+    stage stands: ``WAITING`` (an input stage without its value) or ``PENDING`` (not
+    reached: it runs once the run goes on)."""
 
     COMPLETED = "completed"
     FAILED = "failed"
     SKIPPED = "skipped"
     CANCELLED = "cancelled"
+    WAITING = "waiting"
+    PENDING = "pending"
 
 
 class RunStatus(enum.StrEnum):
-    """How a run ended (``RUNNING`` while it is driven)."""
+    """How a run ended (``RUNNING`` while it is driven; ``WAITING``: it stopped until an
+    input it waits for is given, and is not finished)."""
 
     RUNNING = "running"
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    WAITING = "waiting"
 
 
 # A run keeps each stage's status as a small int in a bytearray (see _outcomes).
@@ -57,10 +66,15 @@ COMPLETED: Final = 1
 FAILED: Final = 2
 SKIPPED: Final = 3
 CANCELLED: Final = 4
-STATUS: Final = (None, StageStatus.COMPLETED, StageStatus.FAILED, StageStatus.SKIPPED,
-                 StageStatus.CANCELLED)  # fmt: skip
-CODE: Final = {status: code for code, status in enumerate(STATUS) if status is not None}
+WAITING: Final = 5  # an input stage without its value, in a run that stopped to wait
+STATUS: Final = (StageStatus.PENDING, StageStatus.COMPLETED, StageStatus.FAILED,
+                 StageStatus.SKIPPED, StageStatus.CANCELLED, StageStatus.WAITING)  # fmt: skip
+# How a stage ended, by status (what StageOutput may say and a store may keep).
+CODE: Final = {status: code for code, status in enumerate(STATUS) if 0 < code < WAITING}
 
+
+FINISHED: Final = frozenset({RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED})
+"""The statuses of a run that has ended (a waiting run has not)."""
 
 ROUTED_TO: Final = "routed to "
 

@@ -34,6 +34,7 @@ the builtin hierarchy keeps working::
     │   ├── MapItemError                        an item failed (``on_item_error="fail"``)
     │   ├── LoopExhaustedError                  ``max_iterations`` ran, ``until`` never held
     │   ├── SubgraphFailedError                 a stage inside a subgraph or loop failed
+    │   ├── InputTimeoutError (TimeoutError)    an input's deadline passed before it was given
     │   └── MissingInputError (KeyError)        ``ctx.inputs`` was asked for what is not there
     │       └── InputTypeError (TypeError)      ``get_from(..., type=)`` found another type
     ├── StoreError                              a store failed (backend errors become this)
@@ -42,8 +43,13 @@ the builtin hierarchy keeps working::
     │   ├── RunLeasedError                      another driver holds the run's lease
     │   ├── LeaseLostError                      the lease was taken over: no more writes
     │   └── SchemaError                         the database's schema is newer or not ours
+    ├── InputError                              about one input of a run (``.run_id``, ``.input``)
+    │   ├── InputValidationError (ValueError)   a value sent does not match the input's schema
+    │   ├── InputAlreadyGivenError              the input has its value already
+    │   └── UnknownInputError (KeyError)        the run waits for no such input
     └── RunError                                ``RunResult.raise_for_status()``
         ├── RunFailedError                      one or more stages failed (``.failed``)
+        ├── RunWaitingError                     the run waits for input (``.waiting_for``)
         └── RunCancelledError                   the run was cancelled or timed out
             └── RunTimeoutError (TimeoutError)  the run exceeded ``Engine.run(timeout=...)``
 
@@ -83,7 +89,11 @@ __all__ = [
     "EmptyPipelineError",
     "GraphError",
     "GraphMismatchError",
+    "InputAlreadyGivenError",
+    "InputError",
+    "InputTimeoutError",
     "InputTypeError",
+    "InputValidationError",
     "InvalidOptionError",
     "InvalidOutputError",
     "InvalidStageError",
@@ -101,6 +111,7 @@ __all__ = [
     "RunFailedError",
     "RunLeasedError",
     "RunTimeoutError",
+    "RunWaitingError",
     "SchemaError",
     "SelfDependencyError",
     "StageCancelledError",
@@ -111,6 +122,7 @@ __all__ = [
     "StoreError",
     "SubgraphFailedError",
     "UnknownDependencyError",
+    "UnknownInputError",
     "UnknownModelError",
     "UnknownRunError",
 ]
@@ -666,6 +678,34 @@ class SubgraphFailedError(StageError):
         self.reason = reason
 
 
+class InputTimeoutError(StageError, TimeoutError):
+    """An input's deadline passed before a value was given (``with_input(timeout=)``
+    with ``on_timeout="fail"``); a value sent after it is refused with it too.
+
+    Attributes:
+        deadline: when the wait ended, seconds since the epoch.
+    """
+
+    def __init__(self, message: str, *, stage: str, deadline: float) -> None:
+        super().__init__(message, stage=stage)
+        self.deadline = deadline
+
+    @classmethod
+    def of(cls, stage: str, deadline: float) -> Self:
+        """The error with its standard message."""
+        return cls(
+            f"input {stage!r}: its deadline passed ({_when(deadline)}) before a value was given",
+            stage=stage,
+            deadline=deadline,
+        )
+
+
+def _when(at: float) -> str:
+    import datetime
+
+    return datetime.datetime.fromtimestamp(at, datetime.UTC).isoformat(timespec="seconds")
+
+
 class MissingInputError(StageError, KeyError):
     """``ctx.inputs`` was asked for a stage or key it does not hold.
 
@@ -856,6 +896,85 @@ class SchemaError(StoreError):
 # --------------------------------------------------------------------------- runs
 
 
+class InputError(StageflowError):
+    """About one input of a run (``with_input``): sending it, or waiting for it.
+
+    Attributes:
+        run_id: the run.
+        input: the input's name (``approve[doc-17]`` for one item's).
+    """
+
+    def __init__(self, message: str, *, run_id: str, input: str) -> None:  # noqa: A002
+        super().__init__(message)
+        self.run_id = run_id
+        self.input = input
+
+
+class InputValidationError(InputError, ValueError):
+    """A value sent for an input does not match its schema; nothing was stored.
+
+    Attributes:
+        field: where in the value, dotted (``"approved"``, ``"items.0.sku"``; ``""``:
+            the value itself).
+        value: the offending value there.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        run_id: str,
+        input: str,
+        field: str,
+        value: object,  # noqa: A002
+    ) -> None:
+        super().__init__(message, run_id=run_id, input=input)
+        self.field = field
+        self.value = value
+
+
+class InputAlreadyGivenError(InputError):
+    """The input has a value already: a second one is refused, whoever sends it."""
+
+    @classmethod
+    def of(cls, run_id: str, input: str) -> Self:  # noqa: A002
+        """The error with its standard message."""
+        return cls(
+            f"run {run_id!r}: input {input!r} was given already; an input takes one value",
+            run_id=run_id,
+            input=input,
+        )
+
+
+class UnknownInputError(InputError, KeyError):
+    """The run waits for no input of this name (it has none, or it has ended).
+
+    Attributes:
+        known: the run's inputs (those that could still be given), sorted.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        run_id: str,
+        input: str,
+        known: Sequence[str] = (),  # noqa: A002
+    ) -> None:
+        super().__init__(message, run_id=run_id, input=input)
+        self.known: tuple[str, ...] = tuple(sorted(known))
+
+    @classmethod
+    def of(cls, run_id: str, input: str, known: Sequence[str] = (), why: str = "") -> Self:  # noqa: A002
+        """The error with its standard message (``why``: the run has ended, in words)."""
+        if why:
+            text = f"run {run_id!r} {why}: it waits for no input, {input!r} included"
+        else:
+            listed = ", ".join(map(repr, known)) or "none"
+            text = f"run {run_id!r} has no input {input!r} (its inputs: {listed})"
+        return cls(text, run_id=run_id, input=input, known=known)
+
+
 class RunError(StageflowError):
     """Raised by :meth:`RunResult.raise_for_status` for a run that did not complete.
 
@@ -878,6 +997,18 @@ class RunFailedError(RunError):
     def __init__(self, message: str, *, run_id: str, failed: Sequence[str]) -> None:
         super().__init__(message, run_id=run_id)
         self.failed: tuple[str, ...] = tuple(failed)
+
+
+class RunWaitingError(RunError):
+    """The run waits for input: it stopped, not ended (send the input, then resume).
+
+    Attributes:
+        waiting_for: the names of the inputs it waits for.
+    """
+
+    def __init__(self, message: str, *, run_id: str, waiting_for: Sequence[str]) -> None:
+        super().__init__(message, run_id=run_id)
+        self.waiting_for: tuple[str, ...] = tuple(waiting_for)
 
 
 class RunCancelledError(RunError):

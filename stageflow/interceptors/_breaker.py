@@ -9,6 +9,7 @@ from collections.abc import Hashable, Iterator
 from typing import Any
 
 from .._context import StageCall, StageContext
+from .._dynamic import InputSpec
 from .._events import EventType
 from .._policies import CircuitBreakerPolicy
 from .._spec import StageSpec
@@ -244,7 +245,7 @@ class CircuitBreakerInterceptor:
     def wrap(self, spec: StageSpec, call: StageCall) -> StageCall:
         """Guard the stage's calls with its breaker, when it has a policy."""
         policy = spec.circuit_breaker if spec.circuit_breaker is not None else self.default
-        if policy is None:
+        if policy is None or isinstance(spec.dynamic, InputSpec):  # it calls no service
             return call
         key = policy.key if policy.key is not None else _default_key(spec.stage)
         breaker = self.registry.breaker(key, policy)

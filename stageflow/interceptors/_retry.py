@@ -7,7 +7,7 @@ import random
 from typing import Any
 
 from .._context import StageCall, StageContext
-from .._dynamic import LoopSpec
+from .._dynamic import InputSpec, LoopSpec
 from .._events import EventType
 from .._policies import RetryPolicy
 from .._spec import StageSpec
@@ -58,10 +58,11 @@ class RetryInterceptor:
         """Retry the stage's calls, when it has a policy of more than one attempt.
 
         The default is for stages that do work: a loop or subgraph stage is retried only
-        by its own ``retry`` (its inner stages get the default, which is enough).
+        by its own ``retry`` (its inner stages get the default, which is enough), an input
+        stage never (it runs no code).
         """
         policy = spec.retry
-        if policy is None and not isinstance(spec.dynamic, LoopSpec):
+        if policy is None and not isinstance(spec.dynamic, LoopSpec | InputSpec):
             policy = self.default
         if policy is None or policy.attempts == 1:
             return call

@@ -8,7 +8,7 @@ from typing import Any
 
 from .._check import number
 from .._context import StageCall, StageContext
-from .._dynamic import LoopSpec
+from .._dynamic import InputSpec, LoopSpec
 from .._spec import StageSpec
 from ..errors import StageTimeoutError
 from ._base import Priority
@@ -45,10 +45,11 @@ class TimeoutInterceptor:
         """Limit each call of the stage, when it has a timeout.
 
         The default is for stages that do work: a loop or subgraph stage is limited only
-        by its own ``timeout`` (its inner stages get the default).
+        by its own ``timeout`` (its inner stages get the default), an input stage never
+        (its wait ends at its own deadline).
         """
         limit = spec.timeout
-        if limit is None and not isinstance(spec.dynamic, LoopSpec):
+        if limit is None and not isinstance(spec.dynamic, LoopSpec | InputSpec):
             limit = self.default
         if limit is None:
             return call

@@ -6,13 +6,15 @@ Each port states the contract an implementation must keep; adapters in
 
 from ._clock import Clock, Timer
 from ._events import EventSink, PressureSink
-from ._records import Lease, RunRecord, StageRecord, UsageRecord
-from ._store import CheckpointStore, RunCatalog, RunStore
+from ._records import InputRecord, Lease, RunRecord, StageRecord, UsageRecord
+from ._store import CheckpointStore, InputStore, RunCatalog, RunStore
 
 __all__ = [
     "CheckpointStore",
     "Clock",
     "EventSink",
+    "InputRecord",
+    "InputStore",
     "Lease",
     "PressureSink",
     "RunCatalog",

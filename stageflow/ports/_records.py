@@ -113,3 +113,33 @@ class Lease:
     owner: str
     token: int
     expires_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class InputRecord:
+    """One input of a run (``with_input``), as a store keeps it: declared when the run
+    starts, marked waiting when its stage waits, given once.
+
+    Attributes:
+        run_id: the run.
+        name: the input's name: its stage's, or ``stage[key]`` for one item of an input
+            over a list (``with_input(..., over=)``).
+        schema: the JSON Schema of its value, as JSON text (what a UI shows, and what a
+            sender without the graph validates against).
+        prompt: what the person is shown, made from the stage's inputs when it first
+            waited; None before that (or when the stage has no prompt).
+        deadline: when the wait ends (seconds since the epoch), fixed when the stage
+            first waited; None: no deadline (or not waited yet).
+        waiting_since: when its stage first waited; None: it has not yet.
+        value: the value given, as stageflow's JSON text; None: none yet.
+        given_at: when the value was given; None: not yet.
+    """
+
+    run_id: str
+    name: str
+    schema: str
+    prompt: str | None = None
+    deadline: float | None = None
+    waiting_since: float | None = None
+    value: str | None = None
+    given_at: float | None = None

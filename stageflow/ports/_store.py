@@ -13,7 +13,7 @@ from typing import Protocol, runtime_checkable
 
 from .._status import RunStatus
 from .._usage import UsageSummary
-from ._records import Lease, RunRecord, StageRecord, UsageRecord
+from ._records import InputRecord, Lease, RunRecord, StageRecord, UsageRecord
 
 
 class _RunReads(Protocol):
@@ -208,3 +208,65 @@ class CheckpointStore(RunStore, RunCatalog, Protocol):
     write when one object serves the engine and the catalog alike;
     ``stageflow.testing.check_checkpoint_store`` runs both suites.
     """
+
+
+@runtime_checkable
+class InputStore(Protocol):
+    """Where the inputs of runs that wait for a person (``with_input``) are kept.
+
+    An engine needs it (beside :class:`RunStore`) to drive a graph with input stages
+    durably; ``MemoryStore`` and ``SQLAlchemyStore`` are both. The contract
+    (``stageflow.testing.check_input_store`` checks it):
+
+    - An input is one row per run and name, written atomically. ``declare_inputs``
+      and ``wait_input`` are fenced by the caller's lease, as :class:`RunStore`'s
+      writes are (``LeaseLostError``); ``give_input`` is not: a sender holds no lease.
+    - ``give_input`` stores a value at most once: of senders racing for one input,
+      exactly one succeeds and the others get
+      :class:`~stageflow.errors.InputAlreadyGivenError`. It is refused with
+      :class:`~stageflow.errors.UnknownInputError` when the run has no such input
+      (neither the name nor, for ``stage[key]``, the declared ``stage``), or when the
+      run has ended (completed, failed or cancelled), and with
+      :class:`~stageflow.errors.InputTimeoutError` once the input's deadline has
+      passed (``deadline <= at``). ``UnknownRunError`` for an unknown run. A value
+      given before the run's stage waits for it is kept, for the stage to find.
+    - The value is stageflow's JSON text, kept verbatim; the caller validated it.
+    - Deleting or pruning a run deletes its inputs.
+    - Backend exceptions are translated into :class:`~stageflow.errors.StoreError`.
+    """
+
+    async def declare_inputs(self, lease: Lease, records: Sequence[InputRecord]) -> None:
+        """Add the run's inputs that have no row yet; rows that exist (a value given
+        early, a stage that waited) are left as they are (fenced)."""
+        ...
+
+    async def wait_input(self, lease: Lease, record: InputRecord) -> InputRecord:
+        """Mark an input waiting and return its row as it is now (fenced).
+
+        Without a row (an item ``stage[key]`` not seen yet), ``record`` is inserted. A
+        row that never waited (``waiting_since`` None) takes ``record``'s schema,
+        prompt, deadline and waiting_since; a row that waited keeps its own (a
+        deadline is fixed once). ``value`` and ``given_at`` are never changed here:
+        the row returned has the value if one was given, by a sender racing this call
+        included.
+        """
+        ...
+
+    async def give_input(self, run_id: str, name: str, value: str, at: float) -> InputRecord:
+        """Store ``value`` (stageflow's JSON text) as input ``name`` of the run, given at
+        ``at`` (seconds since the epoch); return the row with it.
+
+        An item ``stage[key]`` without a row of its own is added when the run declares
+        ``stage``, with ``stage``'s schema.
+
+        Raises:
+            UnknownRunError: no such run.
+            UnknownInputError: the run has no such input, or it has ended.
+            InputAlreadyGivenError: the input has a value already.
+            InputTimeoutError: the input's deadline has passed.
+        """
+        ...
+
+    async def load_inputs(self, run_id: str) -> dict[str, InputRecord]:
+        """Every input row of the run, by name (``{}`` if none; ``UnknownRunError``)."""
+        ...

@@ -350,6 +350,10 @@ class TestEvent:
             "item.skipped",
             "item.cancelled",
             "loop.iteration",
+            "input.waiting",
+            "input.received",
+            "input.timed_out",
+            "run.waiting",
         }
 
         assert documented <= {t.value for t in EventType}

@@ -105,10 +105,13 @@ class TestEnums:
             "guard",
             "work",
             "agent",
+            "input",
         ]
 
     def test_stage_statuses(self):
-        assert [s.value for s in StageStatus] == ["completed", "failed", "skipped", "cancelled"]
+        assert [s.value for s in StageStatus] == [
+            "completed", "failed", "skipped", "cancelled", "waiting", "pending",
+        ]  # fmt: skip
 
     def test_enums_are_their_string_values(self):
         assert StageKind.WORK == "work"

@@ -1,0 +1,243 @@
+"""Input stages at run time: a stage that waits for a value a person gives.
+
+An input stage's call (``input_call``) asks its run's :class:`RunInputs` for the value:
+given already (a value sent early, or before an earlier driver stopped), it completes
+at once; else it waits, its slot given up, until the value arrives (``engine.send`` in
+this process, or a sender elsewhere seen by polling the store when the driver was told
+to wait), its deadline passes, or nothing else runs and the run stops to wait
+(``RunState.park``), its result saying what it waits for. Waiting is a boundary in the
+graph: no stage's code runs inside it, so none runs twice because of it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any, Final
+
+from . import _codec
+from ._context import StageCall, StageContext
+from ._durable import DurableRun
+from ._dynamic import FAIL, InputSpec
+from ._events import EventType
+from ._graph import StageGraph
+from ._result import PendingInput
+from ._scheduler import RunState
+from ._spec import StageSpec
+from .errors import InputAlreadyGivenError, InputTimeoutError, StoreError, UnknownInputError
+from .ports import Clock, InputRecord
+
+__all__ = ["RunInputs", "input_call"]
+
+logger = logging.getLogger("stageflow")
+
+_EXPIRED: Final = object()  # what a wait's future holds when its deadline passed
+
+
+def input_call(spec: StageSpec) -> StageCall:
+    """The call of input stage ``spec``: its run's inputs give its value."""
+    declared = spec.dynamic
+    assert isinstance(declared, InputSpec)
+
+    async def wait_for_input(ctx: StageContext) -> Any:
+        run = ctx._run
+        assert isinstance(run, RunState)
+        inputs = run.inputs
+        assert isinstance(inputs, RunInputs)
+        return await inputs.value(ctx, run, declared)
+
+    wait_for_input.__qualname__ = f"wait_for_input({spec.name})"
+    return wait_for_input
+
+
+class RunInputs:
+    """The inputs of one run as its driver sees them.
+
+    Args:
+        run_id: the run.
+        graph: its graph (what a sender's value is validated with).
+        durable: the run's link to its store (None: a run without a store, whose
+            inputs only ``engine.send`` in this process gives).
+        clock: the engine's clock (deadlines are on its ``wall()``).
+        wait: keep waiting when nothing else runs (``Engine.run(wait=True)``) instead
+            of stopping the run to wait.
+        poll: seconds between looks into the store for a value given elsewhere, while
+            waiting with ``wait``.
+        names: the run's input stages.
+    """
+
+    __slots__ = ("__weakref__", "_rows", "arrivals", "clock", "closed", "durable", "given",
+                 "graph", "names", "pending", "poll", "run_id", "wait")  # fmt: skip
+
+    def __init__(
+        self,
+        run_id: str,
+        graph: StageGraph,
+        durable: DurableRun | None,
+        clock: Clock,
+        *,
+        wait: bool,
+        poll: float,
+        names: frozenset[str],
+    ) -> None:
+        self.run_id = run_id
+        self.graph = graph
+        self.durable = durable
+        self.closed = False  # the drive ended: nothing here waits any more
+        self.clock = clock
+        self.wait = wait
+        self.poll = poll
+        self.names = names
+        self.arrivals: dict[str, asyncio.Future[Any]] = {}  # the waits going on, by input
+        self.pending: dict[str, PendingInput] = {}  # what they wait for, in order
+        self.given: dict[str, InputRecord] = {}  # without a store: the values given
+        self._rows: dict[str, InputRecord] | None = None  # the store's, read once a drive
+
+    # ------------------------------------------------------------ what senders call
+
+    def deliver(self, row: InputRecord) -> None:
+        """A value given in this process (stored first, for a durable run): the stage
+        waiting for it goes on."""
+        future = self.arrivals.get(row.name)
+        if future is not None and not future.done():
+            future.set_result(row)
+
+    def give(self, name: str, text: str, at: float) -> InputRecord:
+        """Keep a value given to a run without a store (checked as a store checks it)."""
+        if self.closed:
+            raise UnknownInputError.of(self.run_id, name, (), why="has ended")
+        if name not in self.names:
+            raise UnknownInputError.of(self.run_id, name, self.open())
+        if name in self.given:
+            raise InputAlreadyGivenError.of(self.run_id, name)
+        pending = self.pending.get(name)
+        if pending is not None and pending.deadline is not None and pending.deadline <= at:
+            raise InputTimeoutError.of(name, pending.deadline)
+        row = InputRecord(self.run_id, name, "", value=text, given_at=at)
+        self.given[name] = row
+        self.deliver(row)
+        return row
+
+    def open(self) -> list[str]:
+        """The inputs that may still be given (without a store)."""
+        return sorted(self.names.difference(self.given))
+
+    def waiting_for(self) -> tuple[PendingInput, ...]:
+        return tuple(self.pending.values())
+
+    # ------------------------------------------------------------ what input stages call
+
+    async def value(self, ctx: StageContext, run: RunState, declared: InputSpec) -> Any:
+        """The value of ``ctx``'s input stage: its output data, once given."""
+        name = ctx.stage
+        row = await self._row(ctx, declared)
+        if row.value is not None:
+            return self._received(run, ctx, declared, row)
+        if row.deadline is not None and row.deadline <= self.clock.wall():
+            return self._expired(run, ctx, declared, row.deadline)
+        pending = PendingInput(name, row.prompt, declared.schema.json_schema, row.deadline)
+        self.pending[name] = pending
+        if run.sink is not None:
+            run.event(EventType.INPUT_WAITING, name, ctx.attempt,
+                      {"prompt": row.prompt, "deadline": row.deadline})  # fmt: skip
+        future: asyncio.Future[Any] = run.loop.create_future()
+        self.arrivals[name] = future
+        timer = None
+        if row.deadline is not None:
+            timer = self.clock.call_later(max(0.0, row.deadline - self.clock.wall()),
+                                          lambda: _settle(future, _EXPIRED))  # fmt: skip
+        poller = None
+        if self.wait and self.durable is not None:
+            poller = run.loop.create_task(self._poll(name, future))
+        parks = not self.wait
+        run.wait_begins(parks)
+        try:
+            got = await future
+        finally:
+            if timer is not None:
+                timer.cancel()
+            if poller is not None:
+                poller.cancel()
+            del self.arrivals[name]
+        run.wait_ends(parks)
+        del self.pending[name]
+        if got is _EXPIRED:
+            return self._expired(run, ctx, declared, row.deadline)  # type: ignore[arg-type]
+        return self._received(run, ctx, declared, got)
+
+    async def _row(self, ctx: StageContext, declared: InputSpec) -> InputRecord:
+        """The input's row, marked waiting (a value given is in it)."""
+        name = ctx.stage
+        now = self.clock.wall()
+        durable = self.durable
+        if durable is None:
+            given = self.given.get(name)
+            if given is not None:
+                return given
+            prompt = _prompt(ctx, declared.prompt)
+            return InputRecord(self.run_id, name, declared.schema.text, prompt,
+                               _deadline(declared, now), now)  # fmt: skip
+        if self._rows is None:
+            self._rows = await durable.load_inputs()
+        stored = self._rows.get(name)
+        if stored is not None and stored.waiting_since is not None:  # waited: prompt made
+            prompt = stored.prompt
+        else:
+            prompt = _prompt(ctx, declared.prompt)
+        record = InputRecord(self.run_id, name, declared.schema.text, prompt,
+                             _deadline(declared, now), now)  # fmt: skip
+        return await durable.wait_input(record)
+
+    async def _poll(self, name: str, future: asyncio.Future[Any]) -> None:
+        """Look into the store every ``poll`` seconds for a value given elsewhere."""
+        assert self.durable is not None
+        while not future.done():
+            await self.clock.sleep(self.poll)
+            try:
+                rows = await self.durable.load_inputs()
+            except StoreError:  # the store will answer later: keep waiting
+                logger.warning("looking for input %r of run %s failed", name, self.run_id)
+                continue
+            row = rows.get(name)
+            if row is not None and row.value is not None:
+                _settle(future, row)
+
+    def _received(
+        self, run: RunState, ctx: StageContext, declared: InputSpec, row: InputRecord
+    ) -> Any:
+        assert row.value is not None
+        if run.sink is not None:
+            run.event(EventType.INPUT_RECEIVED, ctx.stage, ctx.attempt,
+                      {"given_at": row.given_at})  # fmt: skip
+        return declared.schema.output(_codec.loads(row.value))
+
+    def _expired(
+        self, run: RunState, ctx: StageContext, declared: InputSpec, deadline: float
+    ) -> Any:
+        applied = "fail" if _fails(declared) else "default"
+        if run.sink is not None:
+            run.event(EventType.INPUT_TIMED_OUT, ctx.stage, ctx.attempt,
+                      {"deadline": deadline, "applied": applied})  # fmt: skip
+        if applied == "fail":
+            raise InputTimeoutError.of(ctx.stage, deadline)
+        return declared.schema.output(declared.on_timeout)
+
+
+def _fails(declared: InputSpec) -> bool:
+    return isinstance(declared.on_timeout, str) and declared.on_timeout == FAIL
+
+
+def _deadline(declared: InputSpec, now: float) -> float | None:
+    return None if declared.timeout is None else now + declared.timeout
+
+
+def _prompt(ctx: StageContext, prompt: str | Callable[[StageContext], str] | None) -> str | None:
+    if prompt is None or isinstance(prompt, str):
+        return prompt
+    return str(prompt(ctx))
+
+
+def _settle(future: asyncio.Future[Any], value: Any) -> None:
+    if not future.done():
+        future.set_result(value)
