@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from . import _codec
 from ._budget import Budget, ModelChain
 from ._check import number
-from ._dynamic import LoopSpec, MapSpec
+from ._dynamic import InputSpec, LoopSpec, MapSpec
 from ._graph import StageGraph
 from ._spec import StageSpec
 from ._stage import StageOutput
@@ -63,13 +63,10 @@ def _stage_shape(spec: StageSpec) -> list[str] | dict[str, Any]:
     if spec.routes is not None:
         shape["routes"] = sorted(spec.routes)
     dynamic = spec.dynamic
-    if isinstance(dynamic, MapSpec):
-        shape["map"] = {
-            "over": dynamic.over if isinstance(dynamic.over, str) else None,
-            "key": dynamic.key is not None,
-            "on_item_error": dynamic.on_item_error,
-            "max_parallel": dynamic.max_parallel,
-        }
+    if isinstance(dynamic, InputSpec):  # an input (per item: with the items' shape)
+        shape["input"] = True if dynamic.map is None else _map_shape(dynamic.map)
+    elif isinstance(dynamic, MapSpec):
+        shape["map"] = _map_shape(dynamic)
     elif isinstance(dynamic, LoopSpec):
         nested = {"output_stage": dynamic.output, "body": structure(dynamic.body)}
         if dynamic.is_loop:
@@ -78,6 +75,15 @@ def _stage_shape(spec: StageSpec) -> list[str] | dict[str, Any]:
         else:
             shape["subgraph"] = nested
     return shape
+
+
+def _map_shape(dynamic: MapSpec) -> dict[str, Any]:
+    return {
+        "over": dynamic.over if isinstance(dynamic.over, str) else None,
+        "key": dynamic.key is not None,
+        "on_item_error": dynamic.on_item_error,
+        "max_parallel": dynamic.max_parallel,
+    }
 
 
 def fingerprint(shape: Mapping[str, Any]) -> str:

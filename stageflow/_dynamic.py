@@ -138,9 +138,12 @@ class InputSpec(NamedTuple):
         timeout: seconds from the first wait to the deadline (None: no deadline).
         on_timeout: ``"fail"`` (:class:`~stageflow.errors.InputTimeoutError`) or the
             value given at the deadline, as JSON data (valid for ``schema``).
+        map: for an input per item of a list (``with_input(over=)``), how the items are
+            found and keyed (each item's input is ``stage[key]``); None: one input.
     """
 
     schema: InputSchema
     prompt: str | Callable[[StageContext], str] | None = None
     timeout: float | None = None
     on_timeout: Any = FAIL
+    map: MapSpec | None = None

@@ -557,7 +557,7 @@ class Engine:
         inputs = RunInputs(
             run.run_id, graph, durable, self._clock, wait=run.wait,
             poll=self._settings["input_poll"],
-            names=frozenset(spec.name for spec in compiled.inputs),
+            names={s.name: s.dynamic.map is not None for s in compiled.inputs},  # type: ignore[union-attr]
         )  # fmt: skip
         state.inputs = inputs
         self._live[run.run_id] = inputs  # for send() to deliver to
@@ -640,8 +640,14 @@ class Engine:
         if graph is None:
             graph = live.graph if live is not None else await self._graph_of(run_id)
         spec = graph.spec_of(name)
-        if spec is None or not isinstance(spec.dynamic, InputSpec):
-            known = [s.name for s in graph.stages if isinstance(s.dynamic, InputSpec)]
+        if (
+            spec is None
+            or not isinstance(spec.dynamic, InputSpec)
+            or (
+                spec.dynamic.map is not None and name == spec.name  # its items take the values
+            )
+        ):
+            known = [_addressed(s) for s in graph.stages if isinstance(s.dynamic, InputSpec)]
             raise UnknownInputError.of(run_id, name, known)
         text = _codec.dumps(_validated(run_id, name, spec.dynamic, value), f"input {name!r}")
         at = self._clock.wall()
@@ -752,9 +758,18 @@ def _compose(
         return _chained(spec, interceptors, spec.call)
     if isinstance(dynamic, MapSpec):
         return map_call(spec, _chained(spec, interceptors, spec.call))
-    if isinstance(dynamic, InputSpec):
-        return _chained(spec, interceptors, input_call(spec))
+    if isinstance(dynamic, InputSpec):  # an input per item: a map whose items wait
+        call = _chained(spec, interceptors, input_call(spec))
+        return call if dynamic.map is None else map_call(spec._replace(dynamic=dynamic.map), call)
     return _chained(spec, interceptors, nested_call(spec, body_calls))
+
+
+def _addressed(spec: StageSpec) -> str:
+    """How a sender addresses an input stage: its name, or ``name[key]`` per item."""
+    declared = spec.dynamic
+    if isinstance(declared, InputSpec) and declared.map is not None:
+        return f"{spec.name}[key]"
+    return spec.name
 
 
 def _validated(run_id: str, name: str, declared: InputSpec, value: Any) -> Any:

@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
+from ._dynamic import InputSpec
 from ._spec import StageSpec
 from .errors import (
     CycleError,
@@ -192,6 +193,8 @@ class StageGraph:
             return None
         body = getattr(dynamic, "body", None)
         if body is None:  # a map: anything in brackets is one of its items
+            if isinstance(dynamic, InputSpec) and dynamic.map is None:
+                return None  # one input, no items
             return spec if rest.startswith("[") and rest.endswith("]") else None
         if rest.startswith("["):  # a loop's iteration: [n].stage
             close = rest.find("].")

@@ -22,7 +22,7 @@ from ._scheduler import RunState, lone, normalize_output
 from ._services import RunServices
 from ._spec import MAX_NAME_LENGTH
 from ._stage import StageOutput
-from ._status import CANCELLED, COMPLETED, FAILED, NONE, SKIPPED, StageStatus
+from ._status import CANCELLED, COMPLETED, FAILED, NONE, SKIPPED, WAITING, StageStatus
 from .errors import (
     InvalidOutputError,
     LoopExhaustedError,
@@ -232,6 +232,10 @@ async def _run_items(
                 except asyncio.CancelledError:
                     times[2 * k + 1] = now() - t0
                     if part.stopping:
+                        if _parked(part):  # an item of an input per item, waiting
+                            status[k] = WAITING
+                            outcomes.reasons[k] = "waiting for input"
+                            raise
                         status[k] = CANCELLED
                         outcomes.reasons[k] = "cancelled: the map stopped"
                         if sink is not None:
@@ -281,10 +285,16 @@ async def _run_items(
             task.cancel()
         if tasks:
             await asyncio.wait(tasks)
-        _settle(part, "the map stage was cancelled")
+        if not _parked(part):  # a waiting run's items not started yet are pending
+            _settle(part, "the map stage was cancelled")
         raise
     if part.stopping:
         _settle(part, "not started: another item failed")
+
+
+def _parked(part: RunServices) -> bool:
+    """Whether the run stopped to wait for input (see RunState.park)."""
+    return getattr(part.root, "parked", False) is True
 
 
 def _failed(part: RunServices) -> dict[str, list[Any]]:

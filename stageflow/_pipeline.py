@@ -227,27 +227,8 @@ class Pipeline:
                 is invalid.
         """
         spec = self._spec_of(name, stage, StageKind.WORK, options)
-        if isinstance(over, str):
-            source, dot, field = over.partition(".")
-            if not (dot and source and field):
-                refuse("over", "'stage.field' or a callable ctx -> Sequence", over, stage=name)
-            if source not in spec.dependencies:
-                raise InvalidOptionError(
-                    f"stage {name!r}: over names {over!r}, but {source!r} is not one of its "
-                    f"dependencies {spec.dependencies!r}; add it to dependencies",
-                    stage=name,
-                    option="over",
-                    value=over,
-                )
-        elif not callable(over):
-            refuse("over", "'stage.field' or a callable ctx -> Sequence", over, stage=name)
-        if key is not None and not callable(key):
-            refuse("key", "a callable item -> str, or None", key, stage=name)
-        if max_parallel is not None:
-            integer(max_parallel, "max_parallel", "an int >= 1 or None", ge=1, stage=name)
-        if on_item_error not in ITEM_ERRORS:
-            refuse("on_item_error", " or ".join(map(repr, ITEM_ERRORS)), on_item_error, stage=name)
-        return self._extend(dynamic_spec(spec, MapSpec(over, key, max_parallel, on_item_error)))
+        declared = _map_spec(name, spec, over, key, max_parallel, on_item_error)
+        return self._extend(dynamic_spec(spec, declared))
 
     def with_loop(
         self,
@@ -342,6 +323,10 @@ class Pipeline:
         prompt: str | Callable[[StageContext], str] | None = None,
         timeout: float | None = None,
         on_timeout: Any = FAIL,
+        over: str | Callable[[StageContext], Sequence[Any]] | None = None,
+        key: Callable[[Any], str] | None = None,
+        max_parallel: int | None = None,
+        on_item_error: str = "fail",
         **options: Any,
     ) -> Pipeline:
         """Return a new Pipeline with an input stage: a value a person (or a system) gives.
@@ -370,6 +355,12 @@ class Pipeline:
             on_timeout: ``"fail"`` (default: the stage fails with
                 :class:`~stageflow.errors.InputTimeoutError`) or the value to complete
                 with at the deadline (valid for ``schema``, checked here).
+            over: one input per item of a list known at run time, as ``with_map``
+                takes it (``"stage.field"`` or ``ctx -> Sequence``): item ``key``'s
+                input is ``name[key]`` (``approve[doc-17]``), its prompt sees
+                ``ctx.item``, and the stage's output is ``{"results": [...]}``, the
+                values in item order. ``key``, ``max_parallel`` and ``on_item_error``
+                are ``with_map``'s.
             **options: ``optional``, ``tags``, ``metadata`` and ``when`` as
                 ``with_stage`` takes them; an input stage runs no code, so ``retry``,
                 ``circuit_breaker``, ``budget``, ``estimate`` and ``output`` do not apply.
@@ -416,7 +407,15 @@ class Pipeline:
                     option="on_timeout",
                     value=on_timeout,
                 ) from None
-        declared = InputSpec(checked, prompt, timeout, on_timeout)
+        items = None
+        if over is not None:
+            items = _map_spec(name, spec, over, key, max_parallel, on_item_error)
+        else:
+            for option, value, unset in (("key", key, None), ("max_parallel", max_parallel, None),
+                                         ("on_item_error", on_item_error, "fail")):  # fmt: skip
+                if value != unset:
+                    refuse(option, "given only with over= (an input per item)", value, stage=name)
+        declared = InputSpec(checked, prompt, timeout, on_timeout, items)
         output = schema if checked.is_model else None
         return self._extend(dynamic_spec(spec._replace(stage=schema, output=output), declared))
 
@@ -496,6 +495,33 @@ async def _input_placeholder(ctx: StageContext) -> None:
 async def _nested_placeholder(ctx: StageContext) -> None:
     """The call of a loop or subgraph stage until an engine puts its driver there."""
     raise AssertionError(f"stage {ctx.stage!r} runs only on an engine")  # pragma: no cover
+
+
+def _map_spec(
+    name: str, spec: StageSpec, over: Any, key: Any, max_parallel: Any, on_item_error: Any
+) -> MapSpec:
+    """``with_map``'s (and ``with_input(over=)``'s) item options, checked."""
+    if isinstance(over, str):
+        source, dot, field = over.partition(".")
+        if not (dot and source and field):
+            refuse("over", "'stage.field' or a callable ctx -> Sequence", over, stage=name)
+        if source not in spec.dependencies:
+            raise InvalidOptionError(
+                f"stage {name!r}: over names {over!r}, but {source!r} is not one of its "
+                f"dependencies {spec.dependencies!r}; add it to dependencies",
+                stage=name,
+                option="over",
+                value=over,
+            )
+    elif not callable(over):
+        refuse("over", "'stage.field' or a callable ctx -> Sequence", over, stage=name)
+    if key is not None and not callable(key):
+        refuse("key", "a callable item -> str, or None", key, stage=name)
+    if max_parallel is not None:
+        integer(max_parallel, "max_parallel", "an int >= 1 or None", ge=1, stage=name)
+    if on_item_error not in ITEM_ERRORS:
+        refuse("on_item_error", " or ".join(map(repr, ITEM_ERRORS)), on_item_error, stage=name)
+    return MapSpec(over, key, max_parallel, on_item_error)
 
 
 def _body(name: str, body: object, option: str = "body") -> StageGraph:

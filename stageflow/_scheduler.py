@@ -650,8 +650,14 @@ class RunState(RunServices):
         self.active += 1
 
     def park(self) -> None:
-        """Nothing runs and input stages wait: the run stops, its result says it waits."""
-        if not self.done.done():
+        """Nothing runs and input stages wait: the run stops, its result says it waits.
+
+        Decided one loop turn later, when it still holds: tasks already scheduled (the
+        other items of an input per item) take their first step before."""
+        self.loop.call_soon(self._park)
+
+    def _park(self) -> None:
+        if not self.active and self.waits and not self.done.done():
             self.parked = True
             self.done.set_result(None)
 

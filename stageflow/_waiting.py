@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 from . import _codec
@@ -24,6 +24,7 @@ from ._events import EventType
 from ._graph import StageGraph
 from ._result import PendingInput
 from ._scheduler import RunState
+from ._services import RunServices
 from ._spec import StageSpec
 from .errors import InputAlreadyGivenError, InputTimeoutError, StoreError, UnknownInputError
 from .ports import Clock, InputRecord
@@ -41,11 +42,19 @@ def input_call(spec: StageSpec) -> StageCall:
     assert isinstance(declared, InputSpec)
 
     async def wait_for_input(ctx: StageContext) -> Any:
-        run = ctx._run
+        run = ctx._run.root  # an item's context is its map's part's: the run is its root
         assert isinstance(run, RunState)
         inputs = run.inputs
         assert isinstance(inputs, RunInputs)
-        return await inputs.value(ctx, run, declared)
+        if ctx._run is run:
+            return await inputs.value(ctx, run, declared, None)
+        group = inputs.group(ctx._run)  # one item of an input per item
+        group.running += 1
+        try:
+            return await inputs.value(ctx, run, declared, group)
+        finally:
+            group.running -= 1
+            group.balance(run, not inputs.wait)
 
     wait_for_input.__qualname__ = f"wait_for_input({spec.name})"
     return wait_for_input
@@ -64,11 +73,11 @@ class RunInputs:
             of stopping the run to wait.
         poll: seconds between looks into the store for a value given elsewhere, while
             waiting with ``wait``.
-        names: the run's input stages.
+        names: the run's input stages, each True when it takes an input per item.
     """
 
-    __slots__ = ("__weakref__", "_rows", "arrivals", "clock", "closed", "durable", "given",
-                 "graph", "names", "pending", "poll", "run_id", "wait")  # fmt: skip
+    __slots__ = ("__weakref__", "_groups", "_rows", "arrivals", "clock", "closed", "durable",
+                 "given", "graph", "names", "pending", "poll", "run_id", "wait")  # fmt: skip
 
     def __init__(
         self,
@@ -79,7 +88,7 @@ class RunInputs:
         *,
         wait: bool,
         poll: float,
-        names: frozenset[str],
+        names: Mapping[str, bool],
     ) -> None:
         self.run_id = run_id
         self.graph = graph
@@ -93,6 +102,7 @@ class RunInputs:
         self.pending: dict[str, PendingInput] = {}  # what they wait for, in order
         self.given: dict[str, InputRecord] = {}  # without a store: the values given
         self._rows: dict[str, InputRecord] | None = None  # the store's, read once a drive
+        self._groups: dict[RunServices, _Items] = {}  # the items of inputs per item
 
     # ------------------------------------------------------------ what senders call
 
@@ -107,7 +117,8 @@ class RunInputs:
         """Keep a value given to a run without a store (checked as a store checks it)."""
         if self.closed:
             raise UnknownInputError.of(self.run_id, name, (), why="has ended")
-        if name not in self.names:
+        base, bracket, _ = name.partition("[")
+        if self.names.get(base) is not bool(bracket):  # no input, or no item of one
             raise UnknownInputError.of(self.run_id, name, self.open())
         if name in self.given:
             raise InputAlreadyGivenError.of(self.run_id, name)
@@ -121,15 +132,26 @@ class RunInputs:
 
     def open(self) -> list[str]:
         """The inputs that may still be given (without a store)."""
-        return sorted(self.names.difference(self.given))
+        every = [f"{name}[key]" if per_item else name for name, per_item in self.names.items()]
+        return sorted(set(every).difference(self.given))
+
+    def group(self, part: RunServices) -> _Items:
+        """The items of the input per item that ``part`` runs."""
+        group = self._groups.get(part)
+        if group is None:
+            group = self._groups[part] = _Items()
+        return group
 
     def waiting_for(self) -> tuple[PendingInput, ...]:
         return tuple(self.pending.values())
 
     # ------------------------------------------------------------ what input stages call
 
-    async def value(self, ctx: StageContext, run: RunState, declared: InputSpec) -> Any:
-        """The value of ``ctx``'s input stage: its output data, once given."""
+    async def value(
+        self, ctx: StageContext, run: RunState, declared: InputSpec, group: _Items | None
+    ) -> Any:
+        """The value of ``ctx``'s input stage (or item, of ``group``): its output data,
+        once given."""
         name = ctx.stage
         row = await self._row(ctx, declared)
         if row.value is not None:
@@ -151,7 +173,11 @@ class RunInputs:
         if self.wait and self.durable is not None:
             poller = run.loop.create_task(self._poll(name, future))
         parks = not self.wait
-        run.wait_begins(parks)
+        if group is None:
+            run.wait_begins(parks)
+        else:  # the map gives its slot up once every item it runs waits
+            group.waiting += 1
+            group.balance(run, parks)
         try:
             got = await future
         finally:
@@ -160,7 +186,11 @@ class RunInputs:
             if poller is not None:
                 poller.cancel()
             del self.arrivals[name]
-        run.wait_ends(parks)
+        if group is None:
+            run.wait_ends(parks)
+        else:
+            group.waiting -= 1
+            group.balance(run, parks)
         del self.pending[name]
         if got is _EXPIRED:
             return self._expired(run, ctx, declared, row.deadline)  # type: ignore[arg-type]
@@ -222,6 +252,27 @@ class RunInputs:
         if applied == "fail":
             raise InputTimeoutError.of(ctx.stage, deadline)
         return declared.schema.output(declared.on_timeout)
+
+
+class _Items:
+    """The items of one input per item (a map whose items wait): the map holds its slot
+    in the run while one of the items it runs does not wait."""
+
+    __slots__ = ("released", "running", "waiting")
+
+    def __init__(self) -> None:
+        self.running = 0
+        self.waiting = 0
+        self.released = False
+
+    def balance(self, run: RunState, parks: bool) -> None:
+        release = self.running > 0 and self.waiting == self.running
+        if release and not self.released:
+            self.released = True
+            run.wait_begins(parks)
+        elif not release and self.released:
+            self.released = False
+            run.wait_ends(parks)
 
 
 def _fails(declared: InputSpec) -> bool:

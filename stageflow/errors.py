@@ -924,9 +924,9 @@ class InputValidationError(InputError, ValueError):
         message: str,
         *,
         run_id: str,
-        input: str,
+        input: str,  # noqa: A002
         field: str,
-        value: object,  # noqa: A002
+        value: object,
     ) -> None:
         super().__init__(message, run_id=run_id, input=input)
         self.field = field
@@ -958,8 +958,8 @@ class UnknownInputError(InputError, KeyError):
         message: str,
         *,
         run_id: str,
-        input: str,
-        known: Sequence[str] = (),  # noqa: A002
+        input: str,  # noqa: A002
+        known: Sequence[str] = (),
     ) -> None:
         super().__init__(message, run_id=run_id, input=input)
         self.known: tuple[str, ...] = tuple(sorted(known))
