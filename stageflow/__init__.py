@@ -21,7 +21,7 @@ from ._context import (
     SyncStageFunction,
 )
 from ._durable import DurableRun
-from ._dynamic import InputSchema, InputSpec, LoopSpec, MapSpec
+from ._dynamic import InputSchema, InputSpec, LoopSpec, MapSpec, WaitingForInput
 from ._engine import Engine
 from ._events import Event, EventType
 from ._graph import StageGraph
@@ -252,6 +252,7 @@ __all__ = [
     "UsageLedger",
     "UsageRecord",
     "UsageSummary",
+    "WaitingForInput",
     "__version__",
 ]
 

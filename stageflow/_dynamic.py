@@ -8,6 +8,7 @@ they decide at run time (the items, each iteration) the engine records in the st
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
@@ -18,7 +19,7 @@ if TYPE_CHECKING:
     from ._context import StageContext
     from ._graph import StageGraph
 
-__all__ = ["InputSchema", "InputSpec", "LoopSpec", "MapSpec"]
+__all__ = ["InputSchema", "InputSpec", "LoopSpec", "MapSpec", "WaitingForInput"]
 
 ITEM_ERRORS: Final = ("fail", "skip", "collect")
 EXHAUSTED: Final = ("fail", "complete")
@@ -147,3 +148,9 @@ class InputSpec(NamedTuple):
     timeout: float | None = None
     on_timeout: Any = FAIL
     map: MapSpec | None = None
+
+
+class WaitingForInput(asyncio.CancelledError):
+    """What an input stage's call raises when its run stops to wait for input: a
+    cancellation (the stage has not ended; it waits again when the run goes on), which
+    the interceptors around it (spans, metrics, logs) can tell from any other."""

@@ -625,6 +625,7 @@ class Engine:
             InputAlreadyGivenError: the input has its value already.
             InputTimeoutError: the input's deadline has passed.
             UnknownRunError: no such run (in the store, or, without one, driven here).
+            GraphMismatchError: ``graph`` is not the graph the run started with.
             ConfigurationError: the graph is unknown here (pass ``graph=``), or an
                 argument is invalid.
         """
@@ -639,6 +640,8 @@ class Engine:
             raise UnknownRunError.of(run_id)
         if graph is None:
             graph = live.graph if live is not None else await self._graph_of(run_id)
+        elif store is not None and live is None:  # the schema must be the run's
+            await DurableRun.checked_record(store, graph, run_id)
         spec = graph.spec_of(name)
         if (
             spec is None

@@ -162,8 +162,8 @@ class RunResult:
         usage: what the stages reported spending (``ctx.usage.report``): tokens and
             cost in all, ``by_stage`` and ``by_model``; a resumed run's includes what
             earlier drivers spent.
-        waiting_for: the inputs a waiting run waits for, in the order their stages
-            began to wait (empty unless ``status`` is waiting).
+        waiting_for: the inputs a waiting run waits for, in graph order (an input per
+            item's in item order); empty unless ``status`` is waiting.
     """
 
     __slots__ = (

@@ -19,7 +19,7 @@ from typing import Any, Final
 from . import _codec
 from ._context import StageCall, StageContext
 from ._durable import DurableRun
-from ._dynamic import FAIL, InputSpec
+from ._dynamic import FAIL, InputSpec, WaitingForInput
 from ._events import EventType
 from ._graph import StageGraph
 from ._result import PendingInput
@@ -48,13 +48,16 @@ def input_call(spec: StageSpec) -> StageCall:
         assert isinstance(inputs, RunInputs)
         if ctx._run is run:
             return await inputs.value(ctx, run, declared, None)
-        group = inputs.group(ctx._run)  # one item of an input per item
+        part = ctx._run  # the items' part of an input per item
+        group = inputs.group(part)
         group.running += 1
         try:
             return await inputs.value(ctx, run, declared, group)
         finally:
             group.running -= 1
             group.balance(run, not inputs.wait)
+            if not group.running:
+                inputs.ungroup(part)
 
     wait_for_input.__qualname__ = f"wait_for_input({spec.name})"
     return wait_for_input
@@ -99,7 +102,8 @@ class RunInputs:
         self.poll = poll
         self.names = names
         self.arrivals: dict[str, asyncio.Future[Any]] = {}  # the waits going on, by input
-        self.pending: dict[str, PendingInput] = {}  # what they wait for, in order
+        # What they wait for, and where it stands: (stage number, item index).
+        self.pending: dict[str, tuple[tuple[int, int], PendingInput]] = {}
         self.given: dict[str, InputRecord] = {}  # without a store: the values given
         self._rows: dict[str, InputRecord] | None = None  # the store's, read once a drive
         self._groups: dict[RunServices, _Items] = {}  # the items of inputs per item
@@ -122,9 +126,10 @@ class RunInputs:
             raise UnknownInputError.of(self.run_id, name, self.open())
         if name in self.given:
             raise InputAlreadyGivenError.of(self.run_id, name)
-        pending = self.pending.get(name)
-        if pending is not None and pending.deadline is not None and pending.deadline <= at:
-            raise InputTimeoutError.of(name, pending.deadline)
+        waiting = self.pending.get(name)
+        deadline = None if waiting is None else waiting[1].deadline
+        if deadline is not None and deadline <= at:
+            raise InputTimeoutError.of(name, deadline)
         row = InputRecord(self.run_id, name, "", value=text, given_at=at)
         self.given[name] = row
         self.deliver(row)
@@ -142,8 +147,14 @@ class RunInputs:
             group = self._groups[part] = _Items()
         return group
 
+    def ungroup(self, part: RunServices) -> None:
+        """``part``'s items run no more (until its map runs them again)."""
+        self._groups.pop(part, None)
+
     def waiting_for(self) -> tuple[PendingInput, ...]:
-        return tuple(self.pending.values())
+        """What the run waits for, in graph order (the items of one input in item order),
+        whatever the order in which the stages began to wait."""
+        return tuple(pending for _, pending in sorted(self.pending.values()))
 
     # ------------------------------------------------------------ what input stages call
 
@@ -159,7 +170,8 @@ class RunInputs:
         if row.deadline is not None and row.deadline <= self.clock.wall():
             return self._expired(run, ctx, declared, row.deadline)
         pending = PendingInput(name, row.prompt, declared.schema.json_schema, row.deadline)
-        self.pending[name] = pending
+        place = (self.graph.index[ctx.spec.name], 0 if group is None else ctx._index)
+        self.pending[name] = (place, pending)
         if run.sink is not None:
             run.event(EventType.INPUT_WAITING, name, ctx.attempt,
                       {"prompt": row.prompt, "deadline": row.deadline})  # fmt: skip
@@ -180,6 +192,10 @@ class RunInputs:
             group.balance(run, parks)
         try:
             got = await future
+        except asyncio.CancelledError:
+            if run.parked:  # the run stops to wait: say so to the chain around the stage
+                raise WaitingForInput(f"input {name!r} waits") from None
+            raise
         finally:
             if timer is not None:
                 timer.cancel()

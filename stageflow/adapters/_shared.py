@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from .._check import integer
 from ..errors import ConfigurationError
-from ..ports import Lease, StageRecord, UsageRecord
+from ..ports import InputRecord, Lease, StageRecord, UsageRecord
 
 
 def usage_of_run(lease: Lease, records: Sequence[UsageRecord]) -> list[UsageRecord]:
@@ -20,6 +20,18 @@ def usage_of_run(lease: Lease, records: Sequence[UsageRecord]) -> list[UsageReco
 def stage_of_run(lease: Lease, record: StageRecord) -> None:
     """Refuse a stage record of another run than the lease's."""
     _of_run(lease, record.run_id, "a stage record", "record", record)
+
+
+def input_of_run(lease: Lease, record: InputRecord) -> InputRecord:
+    """The input record, checked to be of the lease's run."""
+    _of_run(lease, record.run_id, "an input", "record", record)
+    return record
+
+
+def item_stage(name: str) -> str | None:
+    """The stage of an item's input name (``approve`` of ``approve[doc-17]``), else None."""
+    stage, bracket, _ = name.partition("[")
+    return stage if bracket and name.endswith("]") else None
 
 
 def _of_run(lease: Lease, run_id: str, what: str, field: str, value: object) -> None:

@@ -6,38 +6,48 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 
-from .._status import RunStatus
+from .._status import FINISHED, RunStatus
 from .._usage import Usage, UsageSummary
 from ..errors import (
     ConfigurationError,
+    InputAlreadyGivenError,
+    InputTimeoutError,
     LeaseLostError,
     RunExistsError,
     RunLeasedError,
+    UnknownInputError,
     UnknownRunError,
 )
-from ..ports import CheckpointStore, Lease, RunRecord, StageRecord, UsageRecord
+from ..ports import (
+    CheckpointStore,
+    InputRecord,
+    InputStore,
+    Lease,
+    RunRecord,
+    StageRecord,
+    UsageRecord,
+)
 from ._retention import Retention
-from ._shared import checked_limit, stage_of_run, usage_of_run
+from ._shared import checked_limit, input_of_run, item_stage, stage_of_run, usage_of_run
 
 __all__ = ["MemoryStore"]
 
-_FINISHED = frozenset({RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED})
-
 
 class _Run:
-    __slots__ = ("lease", "record", "stages", "states", "token", "usage")
+    __slots__ = ("inputs", "lease", "record", "stages", "states", "token", "usage")
 
     def __init__(self, record: RunRecord) -> None:
         self.record = record
         self.stages: dict[str, StageRecord] = {}
         self.states: dict[str, str] = {}
         self.usage: list[UsageRecord] = []
+        self.inputs: dict[str, InputRecord] = {}
         self.lease: Lease | None = None
         self.token = 0  # the last token handed out
 
 
-class MemoryStore(CheckpointStore):
-    """A RunStore and RunCatalog in a dict: fast, exact, and gone with the process.
+class MemoryStore(CheckpointStore, InputStore):
+    """A RunStore, RunCatalog and InputStore in a dict: fast, exact, and gone with the process.
 
     Every method runs without awaiting anything, so concurrent runs on one event
     loop see each operation as atomic.
@@ -215,13 +225,73 @@ class MemoryStore(CheckpointStore):
         old = [
             run_id
             for run_id, run in self._runs.items()
-            if run.record.status in _FINISHED
+            if run.record.status in FINISHED
             and run.record.updated_at < finished_before
             and not self._leased(run)
         ]
         for run_id in old:
             del self._runs[run_id]
         return len(old)
+
+    # ------------------------------------------------------------------ inputs
+
+    async def declare_inputs(self, lease: Lease, records: Sequence[InputRecord]) -> None:
+        """Add the run's inputs that have no row yet, leaving those that have (fenced)."""
+        batch = [input_of_run(lease, record) for record in records]
+        inputs = self._fenced(lease).inputs
+        for record in batch:
+            inputs.setdefault(record.name, record)
+
+    async def wait_input(self, lease: Lease, record: InputRecord) -> InputRecord:
+        """Mark an input waiting; its row as it is now (fenced).
+
+        A row that never waited takes ``record``'s schema, prompt, deadline and
+        waiting_since; one that waited keeps its own. The value is never changed here.
+        """
+        input_of_run(lease, record)
+        inputs = self._fenced(lease).inputs
+        row = inputs.get(record.name)
+        if row is None:
+            row = replace(record, value=None, given_at=None)
+        elif row.waiting_since is None:
+            row = replace(
+                row,
+                schema=record.schema,
+                prompt=record.prompt,
+                deadline=record.deadline,
+                waiting_since=record.waiting_since,
+            )
+        inputs[record.name] = row
+        return row
+
+    async def give_input(self, run_id: str, name: str, value: str, at: float) -> InputRecord:
+        """Store input ``name``'s value, once; the row with it.
+
+        Raises UnknownRunError, UnknownInputError (no such input, or the run has ended),
+        InputAlreadyGivenError or InputTimeoutError (its deadline is at or before ``at``).
+        """
+        run = self._get(run_id)
+        status = run.record.status
+        if status in FINISHED:
+            raise UnknownInputError.of(run_id, name, (), why=f"has ended ({status})")
+        row = run.inputs.get(name)
+        if row is None:
+            stage = item_stage(name)
+            declared = None if stage is None else run.inputs.get(stage)
+            if declared is None:
+                known = [n for n, r in run.inputs.items() if r.value is None]
+                raise UnknownInputError.of(run_id, name, known)
+            row = InputRecord(run_id, name, declared.schema)  # an item: its stage's schema
+        if row.value is not None:
+            raise InputAlreadyGivenError.of(run_id, name)
+        if row.deadline is not None and row.deadline <= at:
+            raise InputTimeoutError.of(name, row.deadline)
+        row = run.inputs[name] = replace(row, value=value, given_at=at)
+        return row
+
+    async def load_inputs(self, run_id: str) -> dict[str, InputRecord]:
+        """Every input row of the run, by name (``UnknownRunError`` for an unknown run)."""
+        return dict(self._get(run_id).inputs)
 
     async def aclose(self) -> None:
         """Nothing to release."""

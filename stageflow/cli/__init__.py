@@ -7,9 +7,17 @@ extra). ``stageflow --help`` lists the commands; see the CLI page of the docs.
 from __future__ import annotations
 
 from ._commands import app
-from ._errors import EXIT_CANCELLED, EXIT_COMPLETED, EXIT_FAILED, EXIT_USAGE
+from ._errors import EXIT_CANCELLED, EXIT_COMPLETED, EXIT_FAILED, EXIT_USAGE, EXIT_WAITING
 
-__all__ = ["EXIT_CANCELLED", "EXIT_COMPLETED", "EXIT_FAILED", "EXIT_USAGE", "app", "main"]
+__all__ = [
+    "EXIT_CANCELLED",
+    "EXIT_COMPLETED",
+    "EXIT_FAILED",
+    "EXIT_USAGE",
+    "EXIT_WAITING",
+    "app",
+    "main",
+]
 
 
 def main() -> None:

@@ -1,4 +1,4 @@
-"""The commands of ``stageflow``: run, resume, runs, show, graph, validate, events."""
+"""The commands of ``stageflow``: run, resume, send, runs, show, graph, validate, events."""
 
 from __future__ import annotations
 
@@ -6,11 +6,12 @@ import asyncio
 import contextlib
 import enum
 import json
+import shlex
 import signal
 import sys
 import time
 import traceback
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -20,25 +21,36 @@ from typing import TYPE_CHECKING, Annotated, Any, Final, NoReturn
 import typer
 from rich.console import Console
 from rich.live import Live
+from rich.markup import escape
 from rich.table import Table
 
 from .._budget import CostPolicy
+from .._durable import DurableRun
 from .._engine import Engine
 from .._graph import StageGraph
 from .._ids import new_run_id
-from .._result import RunResult, RunStatus, StageResult
+from .._result import PendingInput, RunResult, RunStatus, StageResult
 from .._sinks import FanOutSink, JsonLinesSink
 from .._status import StageStatus
 from ..errors import (
     ConfigurationError,
+    InputError,
+    InputTimeoutError,
     RunLeasedError,
     StoreError,
     UnknownRunError,
 )
-from ..ports import RunRecord, UsageRecord
+from ..ports import InputRecord, InputStore, RunRecord, UsageRecord
 from . import _store
 from ._engine import EngineFlags, configured, target_engine
-from ._errors import EXIT_CANCELLED, EXIT_COMPLETED, EXIT_FAILED, EXIT_USAGE, CliError
+from ._errors import (
+    EXIT_CANCELLED,
+    EXIT_COMPLETED,
+    EXIT_FAILED,
+    EXIT_USAGE,
+    EXIT_WAITING,
+    CliError,
+)
 from ._format import money, run_currency
 from ._load import load_graph, load_target
 from ._progress import STYLE, ProgressView
@@ -214,7 +226,7 @@ def _reported(verbose: bool = False) -> Iterator[None]:
             err=True,
         )
         raise typer.Exit(EXIT_USAGE) from None
-    except (ConfigurationError, StoreError) as error:
+    except (ConfigurationError, StoreError, InputError, InputTimeoutError) as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(EXIT_USAGE) from None
 
@@ -268,6 +280,92 @@ def _said(error: BaseException | None) -> str | None:
     return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
 
 
+# ----------------------------------------------------------------------------- inputs
+
+
+def _iso(ts: float) -> str:
+    """A time as ISO 8601, local, with its offset: ``2026-12-02T14:57:43+01:00``."""
+    return datetime.fromtimestamp(ts).astimezone().isoformat(timespec="seconds")
+
+
+def _schema(text: str) -> dict[str, Any]:
+    """An input row's JSON Schema, parsed ({} if it holds none)."""
+    try:
+        schema = json.loads(text) if text else {}
+    except ValueError:
+        return {}
+    return schema if isinstance(schema, dict) else {}
+
+
+def _pending(rows: Mapping[str, InputRecord]) -> tuple[PendingInput, ...]:
+    """What a run waits for, from its input rows: those that waited and have no value,
+    in the order they began to wait."""
+    waiting = [r for r in rows.values() if r.waiting_since is not None and r.value is None]
+    waiting.sort(key=lambda r: (r.waiting_since or 0.0, r.name))
+    return tuple(PendingInput(r.name, r.prompt, _schema(r.schema), r.deadline) for r in waiting)
+
+
+def _pending_json(pending: PendingInput) -> dict[str, Any]:
+    return {
+        "name": pending.name,
+        "prompt": pending.prompt,
+        "deadline": pending.deadline,
+        "schema": dict(pending.schema),
+    }
+
+
+def _expects(schema: Mapping[str, Any]) -> str:
+    """What a value must be, in a few words read off its JSON Schema (``{"approved":
+    boolean, "note"?: string}``, ``"approve" | "reject"``, ``boolean``); "" where that
+    would take more (the schema is in ``--json``)."""
+    if "enum" in schema and isinstance(schema["enum"], list):
+        return " | ".join(json.dumps(value) for value in schema["enum"])
+    kind = schema.get("type")
+    properties = schema.get("properties")
+    if kind == "object" and isinstance(properties, dict):
+        required = set(schema.get("required") or ())
+        fields = []
+        for field, about in properties.items():
+            shown = _expects(about) if isinstance(about, dict) else ""
+            optional = "" if field in required else "?"
+            fields.append(f"{json.dumps(field)}{optional}: {shown or 'any'}")
+        return "{" + ", ".join(fields) + "}"
+    return kind if isinstance(kind, str) else ""
+
+
+def _pending_lines(pending: Iterable[PendingInput]) -> list[str]:
+    """Two lines per input: its name and prompt; what its value must be, its deadline."""
+    lines = []
+    for p in pending:
+        lines.append(f"  {p.name}: {p.prompt}" if p.prompt else f"  {p.name}")
+        details = []
+        expects = _expects(p.schema)
+        if expects:
+            details.append(f"value {expects}")
+        if p.deadline is not None:
+            details.append(f"deadline {_iso(p.deadline)}")
+        if details:
+            lines.append("    " + ", ".join(details))
+    return lines
+
+
+def _print_waiting(
+    console: Console, run_id: str, pending: tuple[PendingInput, ...], store_flag: str
+) -> None:
+    """How a waiting run goes on: the commands, each on a line of its own (unwrapped, to
+    copy)."""
+    console.print(f"waiting: give input with  {_send_hint(run_id, pending, store_flag)}",
+                  markup=False, soft_wrap=True)  # fmt: skip
+    console.print(f"then resume with  stageflow resume {run_id}{store_flag}",
+                  markup=False, soft_wrap=True)  # fmt: skip
+
+
+def _send_hint(run_id: str, pending: tuple[PendingInput, ...], store_flag: str) -> str:
+    """The command that gives the input (NAME where the run waits for several)."""
+    name = shlex.quote(pending[0].name) if len(pending) == 1 else "NAME"
+    return f"stageflow send {run_id} {name} JSON{store_flag}"
+
+
 # ----------------------------------------------------------------------------- run / resume
 
 
@@ -301,6 +399,7 @@ class _Output:
     as_json: bool
     verbose: bool
     hint: str  # the command that resumes the run
+    store_flag: str  # " --store URL" when the command was given one, for the hints
 
     def live(self) -> AbstractContextManager[object]:
         if self.as_json or not self.console.is_terminal:
@@ -329,13 +428,21 @@ class _Output:
     def finished(self, result: RunResult, code: int) -> None:
         if self.as_json:
             typer.echo(json.dumps(_result_json(result)))
-            if code:
+            if result.status is RunStatus.WAITING:
+                send = _send_hint(result.run_id, result.waiting_for, self.store_flag)
+                typer.echo(f"waiting: give input with  {send}  then resume with  {self.hint}",
+                           err=True)  # fmt: skip
+            elif code:
                 typer.echo(f"{result.status.value}: resume with  {self.hint}", err=True)
         else:
-            _summary(self.console, result, self.view, self.hint, self.verbose)
+            _summary(self.console, result, self.view, self.hint, self.verbose, self.store_flag)
 
 
-_EXIT_CODES: Final = {RunStatus.COMPLETED: EXIT_COMPLETED, RunStatus.FAILED: EXIT_FAILED}
+_EXIT_CODES: Final = {
+    RunStatus.COMPLETED: EXIT_COMPLETED,
+    RunStatus.FAILED: EXIT_FAILED,
+    RunStatus.WAITING: EXIT_WAITING,
+}
 
 
 def _drive(
@@ -358,10 +465,9 @@ def _drive(
     job = _Job(graph, url, run_id, lease_ttl, timeout, engine, data, target, override, take_over)
     console = _console()
     view = ProgressView(graph.names, console, lines=not as_json and not console.is_terminal)
-    hint = f"stageflow resume {run_id}" + (
-        f" --store {_store.shown(url)}" if explicit_store else ""
-    )
-    out = _Output(console, view, as_json, verbose, hint)
+    store_flag = f" --store {_store.shown(url)}" if explicit_store else ""
+    hint = f"stageflow resume {run_id}{store_flag}"
+    out = _Output(console, view, as_json, verbose, hint, store_flag)
     try:
         with _reported(verbose):
             result = asyncio.run(_drive_job(job, out))
@@ -457,12 +563,13 @@ def _result_json(result: RunResult) -> dict[str, Any]:
         "error": _said(result.error),
         "stages": stages,
         "usage": {"tokens": result.usage.total.tokens, "cost": result.usage.total.cost},
+        "waiting_for": [_pending_json(pending) for pending in result.waiting_for],
     }
 
 
 def _interrupted(graph: StageGraph, run_id: str, view: ProgressView) -> dict[str, Any]:
     named = {"done": "completed", "restored": "completed", "running": "cancelled",
-             "retrying": "cancelled"}  # fmt: skip
+             "retrying": "cancelled", "waiting": "cancelled"}  # fmt: skip
     return {
         "run_id": run_id,
         "pipeline": graph.name,
@@ -479,14 +586,20 @@ def _interrupted(graph: StageGraph, run_id: str, view: ProgressView) -> dict[str
             for name, v in view.stages.items()
         },
         "usage": None,
+        "waiting_for": [],
     }
 
 
 def _summary(
-    console: Console, result: RunResult, view: ProgressView, hint: str, verbose: bool
+    console: Console,
+    result: RunResult,
+    view: ProgressView,
+    hint: str,
+    verbose: bool,
+    store_flag: str = "",
 ) -> None:
     status = result.status.value
-    style = {"completed": "green", "failed": "red"}.get(status, "magenta")
+    style = {"completed": "green", "failed": "red", "waiting": "yellow"}.get(status, "magenta")
     console.print(
         f"[bold {style}]{status}[/]: run {result.run_id} of {result.pipeline!r} "
         f"in {result.duration:.2f}s"
@@ -521,6 +634,11 @@ def _summary(
         if result.error is not None:
             console.print(f"  {_said(result.error)}", markup=False)
         console.print(f"cancelled: resume with  {hint}", markup=False)
+    elif result.status is RunStatus.WAITING:
+        console.print("waiting for input:", markup=False)
+        for line in _pending_lines(result.waiting_for):
+            console.print(line, markup=False)
+        _print_waiting(console, result.run_id, result.waiting_for, store_flag)
 
 
 def _items_line(stage: StageResult, view: ProgressView) -> str:
@@ -573,7 +691,7 @@ def run(
 ) -> None:
     """Run a pipeline durably, with live progress.
 
-    Exits 0 when it completed, 1 when a stage failed, 130 when it was cancelled (Ctrl-C or --timeout): resume it with stageflow resume RUN_ID.
+    Exits 0 when it completed, 1 when a stage failed, 3 when it waits for input (give it with stageflow send RUN_ID NAME JSON, then resume), 130 when it was cancelled (Ctrl-C or --timeout): resume it with stageflow resume RUN_ID.
     """  # noqa: E501 - one line: the help text keeps line breaks
     flags = EngineFlags(
         budget_tokens, budget_cost, budget_policy, None if prices is None else str(prices),
@@ -692,6 +810,123 @@ def resume(
     )
 
 
+# ----------------------------------------------------------------------------- send
+
+
+def _parse_json(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError as error:
+        _fail(
+            f"JSON {text!r} is not valid JSON ({error}); a string is quoted: "
+            f"'\"approve\"', an object: '{{\"approved\": true}}'"
+        )
+
+
+@app.command()
+def send(
+    run_id: RunId,
+    name: Annotated[
+        str,
+        typer.Argument(
+            metavar="NAME",
+            help="The input: its stage's name, or stage\\[key] for one item's (quote it).",
+            show_default=False,
+        ),
+    ],
+    value: Annotated[
+        str,
+        typer.Argument(
+            metavar="JSON",
+            help="The value, as JSON: true, '\"approve\"', '{\"approved\": true}'.",
+            show_default=False,
+        ),
+    ],
+    target: Annotated[
+        str | None,
+        typer.Option(
+            "--target",
+            metavar="TARGET",
+            help="The pipeline whose input schema the value must match (default: the TARGET "
+            "the run was started with).",
+            show_default=False,
+        ),
+    ] = None,
+    store: StoreUrl = None,
+    as_json: AsJson = False,
+    verbose: Verbose = False,
+) -> None:
+    """Give an input of a run its value: validated against the input's schema, stored once.
+
+    Then resume the run with stageflow resume RUN_ID (a driver waiting for input takes it from the store by itself). Exits 2, storing nothing, when the value is invalid, the input is unknown, given already or past its deadline.
+    """  # noqa: E501 - one line: the help text keeps line breaks
+    url = _store.store_url(store)
+    store_flag = f" --store {_store.shown(url)}" if store is not None else ""
+
+    async def read() -> RunRecord:
+        opened = _store.open_catalog(url)
+        try:
+            return await _get_run(opened, run_id, url)
+        finally:
+            await opened.aclose()
+
+    async def give(graph: StageGraph) -> tuple[InputRecord, RunRecord, dict[str, InputRecord]]:
+        opened = _store.open_store(url)
+        try:
+            try:
+                await DurableRun.checked_record(opened, graph, run_id)  # the run's schema
+                given = await Engine(store=opened).send(run_id, name, parsed, graph=graph)
+                record = await opened.get_run(run_id)
+            except UnknownRunError:
+                _unknown(run_id, url)
+            assert isinstance(opened, InputStore)
+            return given, record, await opened.load_inputs(run_id)
+        finally:
+            await opened.aclose()
+
+    with _reported(verbose):
+        parsed = _parse_json(value)
+        if not _store.exists(url):
+            _store.open_catalog(url)  # a bad URL says so first
+            _unknown(run_id, url)
+        chosen = target or asyncio.run(read()).labels.get(TARGET_LABEL)
+        if not chosen:
+            _fail(
+                f"run {run_id!r} was not started by the stageflow command: give its pipeline "
+                f"with --target path/to/file.py:attr (its input's schema checks the value)"
+            )
+        given, record, rows = asyncio.run(give(load_graph(chosen)))
+    pending = _pending(rows)
+    if as_json:
+        typer.echo(json.dumps({
+            "run_id": run_id,
+            "input": given.name,
+            "given_at": given.given_at,
+            "status": record.status.value,
+            "waiting_for": [_pending_json(p) for p in pending],
+        }))  # fmt: skip
+        return
+    console = _console()
+    console.print(f"gave input {given.name!r} of run {run_id}", markup=False)
+    resume_hint = f"stageflow resume {run_id}{store_flag}"
+    if record.status is RunStatus.RUNNING:  # a driver waits, or one died holding the run
+        console.print(
+            f"run {run_id} is running: a driver waiting for input takes the value from the "
+            f"store; if its driver stopped, resume with  {resume_hint}",
+            markup=False,
+            soft_wrap=True,
+        )
+        return
+    if pending:
+        console.print(f"run {run_id} still waits for:", markup=False)
+        for line in _pending_lines(pending):
+            console.print(line, markup=False)
+        _print_waiting(console, run_id, pending, store_flag)
+        return
+    console.print(f"run {run_id} has every input it waits for: go on with  {resume_hint}",
+                  markup=False, soft_wrap=True)  # fmt: skip
+
+
 # ----------------------------------------------------------------------------- inspect
 
 
@@ -781,9 +1016,27 @@ def _usage_json(records: list[UsageRecord]) -> dict[str, Any]:
     return {**total(records), "by_stage": {name: total(rows) for name, rows in stages.items()}}
 
 
+def _input_json(row: InputRecord) -> dict[str, Any]:
+    status = "given" if row.value is not None else "waiting" if row.waiting_since else "declared"
+    return {
+        "status": status,
+        "prompt": row.prompt,
+        "deadline": row.deadline,
+        "waiting_since": row.waiting_since,
+        "given_at": row.given_at,
+        "value": None if row.value is None else json.loads(row.value),
+        "schema": _schema(row.schema),
+    }
+
+
+def _waits(name: str, pending: tuple[PendingInput, ...]) -> bool:
+    """Whether stage ``name`` waits: it is an input waiting, or an item of it is."""
+    return any(p.name == name or p.name.startswith(f"{name}[") for p in pending)
+
+
 @app.command()
 def show(run_id: RunId, store: StoreUrl = None, as_json: AsJson = False) -> None:
-    """Show a run: its record, each stage's outcome, and what it spent."""
+    """Show a run: its record, each stage's outcome, what it spent, and the inputs it waits for."""
     url = _store.store_url(store)
 
     async def read() -> dict[str, Any]:
@@ -792,15 +1045,18 @@ def show(run_id: RunId, store: StoreUrl = None, as_json: AsJson = False) -> None
             record = await _get_run(opened, run_id, url)
             stages = await opened.stage_records(run_id)
             usage = await opened.load_usage(run_id)
+            inputs = await opened.load_inputs(run_id) if isinstance(opened, InputStore) else {}
         finally:
             await opened.aclose()
+        pending = _pending(inputs)
         order = list(json.loads(record.structure)) if record.structure else []
         order += [name for name in stages if name not in order]
         shown: dict[str, Any] = {}
         for name in order:
             s = stages.get(name)
-            if s is None:
-                shown[name] = {"status": "pending", "attempts": 0, "duration": None,
+            if s is None:  # not ended: an input stage waits, another is to run
+                status = "waiting" if _waits(name, pending) else "pending"
+                shown[name] = {"status": status, "attempts": 0, "duration": None,
                                "reason": None}  # fmt: skip
                 continue
             duration = None if s.started is None or s.ended is None else s.ended - s.started
@@ -811,7 +1067,13 @@ def show(run_id: RunId, store: StoreUrl = None, as_json: AsJson = False) -> None
                 "reason": s.reason,
             }
         used = {**_usage_json(usage), "currency": run_currency(record)}
-        return {**_run_json(record), "stages": shown, "usage": used}
+        return {
+            **_run_json(record),
+            "stages": shown,
+            "usage": used,
+            "inputs": {name: _input_json(row) for name, row in sorted(inputs.items())},
+            "waiting_for": [_pending_json(p) for p in pending],
+        }
 
     with _reported():
         _store.open_catalog(url)
@@ -858,6 +1120,34 @@ def show(run_id: RunId, store: StoreUrl = None, as_json: AsJson = False) -> None
             f"{usage['output_tokens']} out){cost}",
             markup=False,
         )
+    _show_inputs(console, shown, run_id, "" if store is None else f" --store {_store.shown(url)}")
+
+
+def _show_inputs(console: Console, shown: Mapping[str, Any], run_id: str, store_flag: str) -> None:
+    """The inputs that waited or were given (those not asked for yet are in ``--json``), and
+    for a waiting run how to give the rest."""
+    asked = {name: row for name, row in shown["inputs"].items() if row["status"] != "declared"}
+    if not asked:
+        return
+    table = Table(box=None, pad_edge=False)
+    for column in ("input", "given", "deadline", "prompt"):
+        table.add_column(column, overflow="fold" if column == "prompt" else "ellipsis",
+                         no_wrap=column != "prompt")  # fmt: skip
+    for name, row in asked.items():
+        given = row["given_at"]
+        table.add_row(
+            escape(name),
+            "[yellow]no, waiting" if given is None else f"[green]yes[/], {_iso(given)}",
+            "-" if row["deadline"] is None else _iso(row["deadline"]),
+            escape(row["prompt"] or ""),
+        )
+    console.print(table)
+    pending = tuple(
+        PendingInput(p["name"], p["prompt"], p["schema"], p["deadline"])
+        for p in shown["waiting_for"]
+    )
+    if pending and shown["status"] == RunStatus.WAITING.value:
+        _print_waiting(console, run_id, pending, store_flag)
 
 
 @app.command()
@@ -886,6 +1176,7 @@ def validate(target: Target, verbose: Verbose = False) -> None:
 
 
 _COSTS: Final = ("maximum", "spent", "requested")  # the amounts of a cost budget's events
+_TIMES: Final = ("deadline", "given_at")  # the times of input events: printed as times
 
 
 def _event_line(
@@ -897,10 +1188,7 @@ def _event_line(
     details = ""
     if isinstance(data, dict):
         costs = _COSTS if data.get("limit") == "cost" else ()
-        details = " ".join(
-            f"{k}={money(v, currency) if k in costs and _amount(v) else _value(v)}"
-            for k, v in data.items()
-        )
+        details = " ".join(f"{k}={_detail(k, v, costs, currency)}" for k, v in data.items())
     return (
         str(event.get("seq", "")),
         when,
@@ -909,6 +1197,14 @@ def _event_line(
         str(event.get("attempt") or ""),
         details,
     )
+
+
+def _detail(key: str, value: object, costs: tuple[str, ...], currency: str | None) -> str:
+    if key in costs and _amount(value):
+        return money(value, currency)  # type: ignore[arg-type]  # a number: _amount()
+    if key in _TIMES and _amount(value):
+        return _iso(value)  # type: ignore[arg-type]
+    return _value(value)
 
 
 def _value(value: object) -> str:

@@ -10,6 +10,8 @@ EXIT_FAILED: Final = 1
 """The run failed: a stage failed."""
 EXIT_USAGE: Final = 2
 """Bad input of any kind: an option, a TARGET, a store URL, an unknown run id."""
+EXIT_WAITING: Final = 3
+"""The run waits for input (``with_input``): give it with ``stageflow send``, then resume."""
 EXIT_CANCELLED: Final = 130
 """The run was cancelled: Ctrl-C (SIGINT), or its status is cancelled (``--timeout``)."""
 
@@ -17,6 +19,7 @@ EXIT_CODES: Final = {
     "completed": EXIT_COMPLETED,
     "failed": EXIT_FAILED,
     "usage": EXIT_USAGE,
+    "waiting": EXIT_WAITING,
     "cancelled": EXIT_CANCELLED,
 }
 

@@ -18,6 +18,7 @@ STYLE = {
     "pending": "dim",
     "running": "yellow",
     "retrying": "yellow",
+    "waiting": "bold yellow",
     "done": "green",
     "restored": "cyan",
     "failed": "red",
@@ -196,6 +197,19 @@ class ProgressView:
         elif kind == "loop.iteration":
             iteration = data.get("iteration")
             view.iteration = iteration if isinstance(iteration, int) else None
+        elif kind == "input.waiting":  # an input stage: its prompt is the note
+            view.status = "waiting"
+            prompt = data.get("prompt")
+            view.note = "" if prompt is None else str(prompt)
+            self._count()
+            if self.lines:
+                self._line(stage, view)
+        elif kind == "input.received":
+            view.status = "running"
+            view.note = "input given"
+        elif kind == "input.timed_out":
+            applied = data.get("applied") == "default"
+            view.note = "deadline passed" + (": on_timeout's value given" if applied else "")
         elif kind == "stage.retrying":
             view.status = "retrying"
             view.retried_after = f"{data.get('error')}: {data.get('message', '')}"
@@ -253,11 +267,11 @@ class ProgressView:
 
     def _count(self) -> None:
         """The bar counts the graph's stages that finished; beside it, how the others
-        ended."""
+        ended, and those that wait for input."""
         views = [self.stages[name] for name in self.top]
         ends: dict[str, int] = {}
         for view in views:
-            if view.status in ("failed", "skipped", "cancelled"):
+            if view.status in ("failed", "skipped", "cancelled", "waiting"):
                 ends[view.shown_status()] = ends.get(view.shown_status(), 0) + 1
         self.progress.update(
             self.task,

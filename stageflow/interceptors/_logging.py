@@ -240,13 +240,14 @@ class LoggingInterceptor(TelemetryErrors):
             wrapped = self._unwrapped.pop(id(run), None) is not run
             # A completed run has no failed stage; it may have failed items (of a map
             # under on_item_error="skip" or "collect"), logged here when unwrapped.
-            failed = status is not RunStatus.COMPLETED
+            failed = status is not RunStatus.COMPLETED and status is not RunStatus.WAITING
             if (failed and (maps.any or not wrapped)) or (maps.tolerant and not wrapped):
                 self._failed_stages(result, maps, wrapped=wrapped)
             at = {
                 RunStatus.COMPLETED: level,
                 RunStatus.FAILED: logging.ERROR,
                 RunStatus.CANCELLED: max(level, logging.WARNING),
+                RunStatus.WAITING: level,  # stopped to wait for input: no trouble
             }[status]
             if logger.isEnabledFor(at):
                 self._log(

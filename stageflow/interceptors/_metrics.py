@@ -22,6 +22,7 @@ from ._telemetry import (
     RESTORED,
     STAGE,
     TOKEN_TYPE,
+    WAITING,
     TelemetryErrors,
     maps_of,
     outcome_of,
@@ -41,7 +42,7 @@ BUCKETS: Final = (
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
     1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
 )  # fmt: skip
-_OUTCOMES: Final = ("completed", FAILED, "skipped", CANCELLED, RESTORED)
+_OUTCOMES: Final = ("completed", FAILED, "skipped", CANCELLED, RESTORED, WAITING)
 _SKIPPED: Final = StageStatus.SKIPPED
 
 
@@ -312,7 +313,7 @@ class MetricsInterceptor(TelemetryErrors):
         record = histograms[1].record
         by_outcome = {
             outcome: {PIPELINE: graph.name, OUTCOME: outcome}
-            for outcome in ("completed", FAILED, CANCELLED)
+            for outcome in ("completed", FAILED, CANCELLED, WAITING)
         }
 
         maps = maps_of(graph)[0]

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Final
 
 from .._context import StageContext
-from .._dynamic import LoopSpec, MapSpec
+from .._dynamic import LoopSpec, MapSpec, WaitingForInput
 from .._stage import StageOutput
 from .._status import StageStatus
 from ..ports import UsageRecord
@@ -48,6 +48,7 @@ USAGE_REPORTED: Final = "stageflow.usage.reported"
 COMPLETED: Final = StageStatus.COMPLETED.value
 RESTORED: Final = "restored"  # an outcome that is no StageStatus: nothing ran
 CANCELLED: Final = StageStatus.CANCELLED.value
+WAITING: Final = StageStatus.WAITING.value
 FAILED: Final = StageStatus.FAILED.value
 
 
@@ -111,10 +112,14 @@ def maps_of(graph: StageGraph) -> tuple[bool, bool]:
 def outcome_of_error(error: BaseException) -> str:
     """The outcome of a stage or run whose call raised ``error``.
 
-    An :class:`Exception` is a failure; anything else (``asyncio.CancelledError``,
-    ``KeyboardInterrupt``, ...) means it did not fail but was stopped: cancelled.
+    An :class:`Exception` is a failure; an input stage stopped because its run stopped
+    to wait (:class:`~stageflow.WaitingForInput`) is waiting; anything else
+    (``asyncio.CancelledError``, ``KeyboardInterrupt``, ...) means it did not fail but
+    was stopped: cancelled.
     """
-    return FAILED if isinstance(error, Exception) else CANCELLED
+    if isinstance(error, Exception):
+        return FAILED
+    return WAITING if isinstance(error, WaitingForInput) else CANCELLED
 
 
 def outcome_of(output: object) -> tuple[str, str | None]:

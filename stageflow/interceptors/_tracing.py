@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._clock import is_loop_clock
 from .._context import StageCall, StageContext
-from .._dynamic import MapSpec
+from .._dynamic import InputSpec, MapSpec
 from .._result import RunResult, RunStatus
 from .._run import RunCall, RunContext
 from .._spec import StageSpec
@@ -141,7 +141,10 @@ class TracingInterceptor(TelemetryErrors):
         span_name = f"stage {name}"
         static = {STAGE: name, KIND: kind}
         # Decided here: only a map's calls (its items) read an item's key and index.
-        item = isinstance(spec.dynamic, MapSpec)
+        dynamic = spec.dynamic
+        item = isinstance(dynamic, MapSpec) or (
+            isinstance(dynamic, InputSpec) and dynamic.map is not None
+        )
 
         async def traced(ctx: StageContext) -> Any:
             span = None
@@ -273,7 +276,9 @@ class TracingInterceptor(TelemetryErrors):
             stage = result[name]
             if stage.attempts == 0:  # skipped without running: it has no span of its own
                 span.add_event("stageflow.stage.skipped", {STAGE: name, REASON: stage.reason or ""})
-        if result.status is not RunStatus.COMPLETED:
+        for pending in result.waiting_for:  # the run stopped to wait: for what
+            span.add_event("stageflow.input.waiting", {STAGE: pending.name})
+        if result.status is not RunStatus.COMPLETED and result.status is not RunStatus.WAITING:
             error = result.error
             _error_status(
                 span,

@@ -8,6 +8,9 @@
   :data:`RUN_STORE_CHECKS` and :data:`RUN_CATALOG_CHECKS`): the contracts of the
   two store ports; :func:`check_checkpoint_store`
   (:data:`CHECKPOINT_STORE_CHECKS`) runs both, for a store that is both.
+- :func:`check_input_store` (:data:`INPUT_STORE_CHECKS`): the contract of
+  :class:`~stageflow.ports.InputStore`, where the inputs of runs that wait for a person
+  are kept, for a store that is a CheckpointStore too (:data:`InputStoreFactory`).
 - :class:`ManualClock` moves only when a test moves it: give it to an engine
   (``Engine(clock=...)``) and a store, and every timeout, backoff, breaker,
   lease renewal and duration follows it.
@@ -29,6 +32,7 @@
 from typing import TYPE_CHECKING
 
 from ._clock import ManualClock
+from ._input_contract import INPUT_STORE_CHECKS, InputStoreFactory, check_input_store
 from ._shapes import DagShape, InvalidDagShape
 from ._sink import RecordingSink
 from ._store_contract import (
@@ -68,6 +72,8 @@ _STRATEGIES = frozenset(
 __all__ = [  # noqa: RUF022
     "CHECKPOINT_STORE_CHECKS",
     "DagShape",
+    "INPUT_STORE_CHECKS",
+    "InputStoreFactory",
     "InvalidDagShape",
     "ManualClock",
     "RUN_CATALOG_CHECKS",
@@ -77,6 +83,7 @@ __all__ = [  # noqa: RUF022
     "StoreFactory",
     "VirtualTimeLoop",
     "check_checkpoint_store",
+    "check_input_store",
     "check_run_catalog",
     "check_run_store",
     "run_virtual",

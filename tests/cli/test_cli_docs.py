@@ -23,7 +23,9 @@ def _section(name: str) -> str:
 
 
 def test_the_app_has_the_agreed_commands():
-    assert set(COMMANDS) == {"run", "resume", "runs", "show", "graph", "validate", "events"}
+    assert set(COMMANDS) == {
+        "run", "resume", "send", "runs", "show", "graph", "validate", "events",
+    }  # fmt: skip
 
 
 def test_every_documented_command_exists():
@@ -45,8 +47,9 @@ def test_every_option_of_a_command_is_in_its_section(name):
             assert f"`{flag}" in section, f"{flag} of {name} is not in its table"
             if flag.startswith("--"):
                 assert flag in synopsis, f"{flag} of {name} is not in its synopsis"
-    for argument in (p for p in COMMANDS[name].params if p.param_type_name == "argument"):
-        assert f"stageflow {name} {argument.metavar}" in synopsis
+    arguments = [p.metavar for p in COMMANDS[name].params if p.param_type_name == "argument"]
+    if arguments:  # in their order: stageflow send RUN_ID NAME JSON
+        assert f"stageflow {name} {' '.join(arguments)}" in synopsis
 
 
 @pytest.mark.parametrize("name", sorted(COMMANDS))
@@ -71,6 +74,7 @@ def test_the_exit_codes_are_the_codes_of_the_command():
         "completed": _errors.EXIT_COMPLETED,
         "failed": _errors.EXIT_FAILED,
         "usage": _errors.EXIT_USAGE,
+        "waiting": _errors.EXIT_WAITING,
         "cancelled": _errors.EXIT_CANCELLED,
     }
 

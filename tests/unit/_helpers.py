@@ -7,7 +7,7 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-from stageflow import Engine, RunResult, StageContext, StageGraph
+from stageflow import Engine, LoopClock, RunResult, StageContext, StageGraph
 from stageflow.adapters.sqlalchemy import SQLAlchemyStore
 from stageflow.testing import RecordingSink, run_virtual
 
@@ -66,6 +66,17 @@ class ExplodingRun:
             raise RuntimeError("store down")
 
         return explode
+
+
+EPOCH = 1_700_000_000.0  # VirtualWall's wall time when the loop's time is 0
+
+
+class VirtualWall(LoopClock):
+    """The loop's clock, its wall time on virtual time too: deadlines pass, and spans
+    last, as long as the virtual sleeps of a test."""
+
+    def wall(self) -> float:
+        return EPOCH + asyncio.get_running_loop().time()
 
 
 StoreOpener = Callable[[], Any]

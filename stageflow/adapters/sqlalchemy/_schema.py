@@ -18,9 +18,10 @@ from sqlalchemy import (
     Text,
 )
 
-SCHEMA_VERSION: Final = 4
+SCHEMA_VERSION: Final = 5
 """1: runs, stages, states. 2: usage (the table stageflow_usage). 3: run labels (the column
-stageflow_runs.labels). 4: the runs' governing configuration (the column stageflow_runs.config)."""
+stageflow_runs.labels). 4: the runs' governing configuration (the column stageflow_runs.config).
+5: the inputs of runs that wait for a person (the table stageflow_inputs)."""
 
 metadata = MetaData()
 
@@ -96,6 +97,23 @@ usage = Table(
     Index("stageflow_usage_at", "at"),
 )
 
+# One row per input of a run (``with_input``): declared when the run starts, marked waiting
+# when its stage waits, given once (version 5). An item's name, ``stage[key]``, is longer
+# than a stage's.
+inputs = Table(
+    "stageflow_inputs",
+    metadata,
+    Column("run_id", String(128), ForeignKey(runs.c.run_id, ondelete="CASCADE"), nullable=False),
+    Column("name", String(512), nullable=False),
+    Column("schema", Text, nullable=False),
+    Column("prompt", Text),
+    Column("deadline", Float),
+    Column("waiting_since", Float),
+    Column("value", Text),
+    Column("given_at", Float),
+    PrimaryKeyConstraint("run_id", "name"),
+)
+
 ADD_LABELS: Final = "ALTER TABLE stageflow_runs ADD COLUMN labels TEXT NOT NULL DEFAULT '{}'"
 ADD_CONFIG: Final = "ALTER TABLE stageflow_runs ADD COLUMN config TEXT NOT NULL DEFAULT ''"
 
@@ -106,6 +124,8 @@ UPGRADES: Final[dict[int, tuple[str, ...]]] = {
     2: (ADD_LABELS,),
     # 3 -> 4: the runs' governing configuration (older runs get "": none recorded).
     3: (ADD_CONFIG,),
+    # 4 -> 5: the table stageflow_inputs, which create_all has made.
+    4: (),
 }
 """The statements that take a database from a version to the next, after create_all.
 
@@ -266,3 +286,93 @@ USAGE_FILTERS: Final = {
     "until": "u.at < :until",
 }
 USAGE_GROUPS: Final = " GROUP BY r.pipeline, u.stage, u.model"
+
+# --------------------------------------------------------------------------- inputs
+
+INPUT_COLUMNS: Final = "run_id, name, schema, prompt, deadline, waiting_since, value, given_at"
+
+# SQLite: FENCE, then this for each record, in one BEGIN IMMEDIATE transaction.
+DECLARE_INPUT: Final = f"""
+INSERT INTO stageflow_inputs ({INPUT_COLUMNS})
+VALUES (:run_id, :name, :schema, :prompt, :deadline, :waiting_since, :value, :given_at)
+ON CONFLICT (run_id, name) DO NOTHING"""
+
+# PostgreSQL: one statement, the records as a JSON array of objects (as RECORD_USAGE). Its
+# rows are the lease's: none, the lease is lost and nothing was written.
+DECLARE_INPUTS: Final = f"""
+WITH held AS (SELECT run_id FROM stageflow_runs WHERE {HELD} FOR SHARE),
+added AS (
+  INSERT INTO stageflow_inputs ({INPUT_COLUMNS})
+  SELECT held.run_id, i.name, i.schema, i.prompt, i.deadline, i.waiting_since, i.value,
+         i.given_at
+  FROM held, json_to_recordset(CAST(:records AS JSON)) AS i (
+    name TEXT, schema TEXT, prompt TEXT, deadline DOUBLE PRECISION,
+    waiting_since DOUBLE PRECISION, value TEXT, given_at DOUBLE PRECISION)
+  ON CONFLICT (run_id, name) DO NOTHING
+)
+SELECT run_id FROM held"""
+
+
+def _wait_input(fence: str) -> str:
+    return f"""
+INSERT INTO stageflow_inputs (run_id, name, schema, prompt, deadline, waiting_since)
+SELECT CAST(:run_id AS TEXT), CAST(:name AS TEXT), CAST(:schema AS TEXT),
+       CAST(:prompt AS TEXT), CAST(:deadline AS DOUBLE PRECISION),
+       CAST(:waiting_since AS DOUBLE PRECISION)
+WHERE EXISTS ({fence})
+ON CONFLICT (run_id, name) DO UPDATE SET
+  schema = excluded.schema, prompt = excluded.prompt, deadline = excluded.deadline,
+  waiting_since = excluded.waiting_since
+WHERE stageflow_inputs.waiting_since IS NULL
+RETURNING {INPUT_COLUMNS}"""
+
+
+# Insert the input, or merge a row that never waited; a row that waited is left as it is (no
+# row returned: then WAITED_INPUT reads it). One statement, the lease check in it. On
+# PostgreSQL FOR SHARE holds the run's row until the write commits: a take-over waits for it,
+# or the write, re-reading the row it locks, sees the take-over and writes nothing. SQLite has
+# no FOR SHARE and needs none: its writes run one at a time, each on the newest data.
+WAIT_INPUT: Final = {
+    "sqlite": _wait_input(f"SELECT 1 FROM stageflow_runs WHERE {HELD}"),
+    "postgresql": _wait_input(f"SELECT 1 FROM stageflow_runs WHERE {HELD} FOR SHARE"),
+}
+
+# The input's row while the lease holds (no row: the lease is lost, as an input's row, once
+# written, goes only with its run).
+WAITED_INPUT: Final = """
+SELECT i.run_id, i.name, i.schema, i.prompt, i.deadline, i.waiting_since, i.value, i.given_at
+FROM stageflow_runs AS r JOIN stageflow_inputs AS i ON i.run_id = r.run_id AND i.name = :name
+WHERE r.run_id = :run_id AND r.lease_token = :token AND r.lease_owner IS NOT NULL"""
+
+# A run that has not ended (FINISHED: completed, failed, cancelled; see PRUNE).
+_NOT_ENDED: Final = """EXISTS (
+    SELECT 1 FROM stageflow_runs AS r
+    WHERE r.run_id = :run_id AND r.status NOT IN ('completed', 'failed', 'cancelled'))"""
+
+# Give the value, if the input has none, its deadline has not passed and the run has not
+# ended. Of senders racing, one updates the row: the others find its value (PostgreSQL
+# re-checks the WHERE on the row the winner committed; SQLite writes one at a time).
+GIVE_INPUT: Final = f"""
+UPDATE stageflow_inputs SET value = :value, given_at = :at
+WHERE run_id = :run_id AND name = :name AND value IS NULL
+  AND (deadline IS NULL OR deadline > :at) AND {_NOT_ENDED}
+RETURNING {INPUT_COLUMNS}"""
+
+# An item ``stage[key]`` without a row: its row, with the value and its stage's schema, if the
+# run declares the stage and has not ended. Of senders racing, one inserts it.
+GIVE_ITEM: Final = f"""
+INSERT INTO stageflow_inputs (run_id, name, schema, value, given_at)
+SELECT s.run_id, CAST(:name AS TEXT), s.schema, CAST(:value AS TEXT),
+       CAST(:at AS DOUBLE PRECISION)
+FROM stageflow_inputs AS s
+WHERE s.run_id = :run_id AND s.name = :stage AND {_NOT_ENDED}
+ON CONFLICT (run_id, name) DO NOTHING
+RETURNING {INPUT_COLUMNS}"""
+
+# The run's status joined to its inputs' rows: no row, no run; a row of NULLs after the
+# status, a run without inputs.
+LOAD_INPUTS: Final = """
+SELECT r.status, i.run_id, i.name, i.schema, i.prompt, i.deadline, i.waiting_since, i.value,
+       i.given_at
+FROM stageflow_runs AS r LEFT JOIN stageflow_inputs AS i ON i.run_id = r.run_id
+WHERE r.run_id = :run_id"""

@@ -1,4 +1,5 @@
-"""SQLAlchemyStore: a RunStore and RunCatalog on SQLite (a file, the default) or PostgreSQL."""
+"""SQLAlchemyStore: a RunStore, RunCatalog and InputStore on SQLite (a file, the default) or
+PostgreSQL."""
 
 from __future__ import annotations
 
@@ -19,27 +20,39 @@ from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from ..._check import number
-from ..._status import RunStatus, StageStatus
+from ..._status import FINISHED, RunStatus, StageStatus
 from ..._usage import Usage, UsageSummary
 from ...errors import (
     ConfigurationError,
+    InputAlreadyGivenError,
+    InputTimeoutError,
     LeaseLostError,
     RunExistsError,
     RunLeasedError,
     SchemaError,
     StoreError,
+    UnknownInputError,
     UnknownRunError,
 )
-from ...ports import CheckpointStore, Lease, RunRecord, StageRecord, UsageRecord
+from ...ports import (
+    CheckpointStore,
+    InputRecord,
+    InputStore,
+    Lease,
+    RunRecord,
+    StageRecord,
+    UsageRecord,
+)
 from .._retention import Retention
-from .._shared import checked_limit, stage_of_run, usage_of_run
+from .._shared import checked_limit, input_of_run, item_stage, stage_of_run, usage_of_run
 from . import _schema as sql
 
 Rows = list[tuple[Any, ...]]
 
 
-class SQLAlchemyStore(CheckpointStore):
-    """A RunStore and RunCatalog (a CheckpointStore) in SQLite or PostgreSQL, through SQLAlchemy 2.
+class SQLAlchemyStore(CheckpointStore, InputStore):
+    """A RunStore and RunCatalog (a CheckpointStore), and an InputStore, in SQLite or PostgreSQL,
+    through SQLAlchemy 2.
 
     Args:
         url: ``sqlite:///runs.db`` (also ``sqlite+aiosqlite://...``; a file, in WAL
@@ -55,7 +68,8 @@ class SQLAlchemyStore(CheckpointStore):
     is upgraded when opened (version 1, before usage was kept, gains the table
     ``stageflow_usage``; version 2, before run labels, the column
     ``stageflow_runs.labels``; version 3, before stored run configurations, the column
-    ``stageflow_runs.config``), one of a newer schema is refused with
+    ``stageflow_runs.config``; version 4, before inputs, the table ``stageflow_inputs``),
+    one of a newer schema is refused with
     :class:`~stageflow.errors.SchemaError`. Backend errors become
     :class:`~stageflow.errors.StoreError`.
 
@@ -68,6 +82,9 @@ class SQLAlchemyStore(CheckpointStore):
 
     Usage reports are rows of ``stageflow_usage``, deleted with their run (by
     ``delete_run``, ``prune`` and retention); ``usage()`` sums them in the database.
+    Inputs are rows of ``stageflow_inputs``, deleted with their run too; ``give_input``
+    stores a value with one conditional write, so that of senders racing, in any
+    number of processes, exactly one succeeds.
     """
 
     def __init__(
@@ -386,9 +403,66 @@ class SQLAlchemyStore(CheckpointStore):
 
     async def prune(self, *, finished_before: float) -> int:
         """Delete finished runs last updated before ``finished_before``, unless leased
-        (and their stages, states and usage)."""
+        (and their stages, states, usage and inputs)."""
         params = {"before": finished_before, "now": self._clock()}
         return len(await self._run(sql.PRUNE, params))
+
+    # ------------------------------------------------------------------ inputs
+
+    async def declare_inputs(self, lease: Lease, records: Sequence[InputRecord]) -> None:
+        """Add the run's inputs that have no row yet, leaving those that have (fenced, one
+        transaction)."""
+        batch = [input_of_run(lease, record) for record in records]
+        if not await self._call(lambda: self._db.declare_inputs(lease, batch)):
+            raise LeaseLostError.of(lease.run_id, lease.token)
+
+    async def wait_input(self, lease: Lease, record: InputRecord) -> InputRecord:
+        """Mark an input waiting; its row as it is now (fenced).
+
+        One statement inserts the row, or merges one that never waited (its schema,
+        prompt, deadline and waiting_since become ``record``'s); a row that waited is
+        read as it is. The value is never changed here.
+        """
+        input_of_run(lease, record)
+        params = {
+            "run_id": lease.run_id, "token": lease.token, "name": record.name,
+            "schema": record.schema, "prompt": record.prompt, "deadline": record.deadline,
+            "waiting_since": record.waiting_since,
+        }  # fmt: skip
+        rows = await self._run(sql.WAIT_INPUT[self._db.dialect], params, group=True)
+        if not rows:  # the lease is lost, or the row waited already: which?
+            rows = await self._run(sql.WAITED_INPUT, params)
+            if not rows:
+                raise LeaseLostError.of(lease.run_id, lease.token)
+        return InputRecord(*rows[0])
+
+    async def give_input(self, run_id: str, name: str, value: str, at: float) -> InputRecord:
+        """Store input ``name``'s value, once; the row with it.
+
+        One conditional write gives it (an item ``stage[key]`` without a row: one
+        insert); only when it writes nothing does the store read why: UnknownRunError,
+        UnknownInputError (no such input, or the run has ended), InputAlreadyGivenError
+        or InputTimeoutError (its deadline is at or before ``at``).
+        """
+        params = {"run_id": run_id, "name": name, "value": value, "at": at}
+        stage = item_stage(name)
+        for _ in range(3):
+            rows = await self._run(sql.GIVE_INPUT, params)
+            if not rows and stage is not None:
+                rows = await self._run(sql.GIVE_ITEM, params | {"stage": stage})
+            if rows:
+                return InputRecord(*rows[0])
+            _refuse_input(run_id, name, at, await self._run(sql.LOAD_INPUTS, {"run_id": run_id}))
+            # Nothing refuses it now: its row changed meanwhile (a stage waiting for the
+            # item made it after our write missed it). Again, on the row as it is.
+        raise StoreError(f"{self.url}: input {name!r} of run {run_id!r} kept changing; not given")
+
+    async def load_inputs(self, run_id: str) -> dict[str, InputRecord]:
+        """Every input row of the run, by name (``UnknownRunError``; one statement)."""
+        rows = await self._run(sql.LOAD_INPUTS, {"run_id": run_id})
+        if not rows:
+            raise UnknownRunError.of(run_id)
+        return {row[2]: InputRecord(*row[1:]) for row in rows if row[2] is not None}
 
     async def aclose(self) -> None:
         """Close the connections."""
@@ -406,6 +480,27 @@ def _run_record(row: tuple[Any, ...]) -> RunRecord:
         run_id, pipeline, fingerprint, data, RunStatus(status), created, updated, error, structure,
         {} if labels == "{}" else json.loads(labels), config,
     )  # fmt: skip
+
+
+def _refuse_input(run_id: str, name: str, at: float, rows: Rows) -> None:
+    """Raise why input ``name`` could not be given, read from LOAD_INPUTS's rows (if
+    nothing refuses it, return: the caller tries again)."""
+    if not rows:
+        raise UnknownRunError.of(run_id)
+    status = RunStatus(rows[0][0])
+    if status in FINISHED:
+        raise UnknownInputError.of(run_id, name, (), why=f"has ended ({status})")
+    inputs = {row[2]: InputRecord(*row[1:]) for row in rows if row[2] is not None}
+    row = inputs.get(name)
+    if row is None:
+        stage = item_stage(name)
+        if stage is None or stage not in inputs:
+            known = [n for n, r in inputs.items() if r.value is None]
+            raise UnknownInputError.of(run_id, name, known)
+    elif row.value is not None:
+        raise InputAlreadyGivenError.of(run_id, name)
+    elif row.deadline is not None and row.deadline <= at:
+        raise InputTimeoutError.of(name, row.deadline)
 
 
 def _labels_text(labels: Mapping[str, str]) -> str:
@@ -439,7 +534,7 @@ def _execute_all(conn: sqlite3.Connection, batch: list[_Pending]) -> list[Rows |
     """
     held: dict[tuple[str, int], bool] = {}
     for statement, params, _ in batch:
-        if statement is not sql.RECORD_STAGE:  # only records come in groups: be safe
+        if statement is not sql.RECORD_STAGE:  # an input's wait: each fences itself
             return _execute_each(conn, batch)
         held.setdefault((params["run_id"], params["token"]), False)
     for run_id, token in held:
@@ -471,13 +566,15 @@ def _execute_each(conn: sqlite3.Connection, batch: list[_Pending]) -> list[Rows 
     return outcomes
 
 
-def _append_fenced(conn: sqlite3.Connection, lease: Lease, records: list[UsageRecord]) -> Rows:
-    """FENCE, then the records, in one write transaction: all of them or none."""
+def _write_fenced(
+    conn: sqlite3.Connection, lease: Lease, statement: str, rows: list[dict[str, Any]]
+) -> Rows:
+    """FENCE, then ``statement`` for each row, in one write transaction: all of them or none."""
     conn.execute("BEGIN IMMEDIATE")  # the write lock first: nobody moves the lease meanwhile
     try:
         held = conn.execute(sql.FENCE, {"run_id": lease.run_id, "token": lease.token}).fetchall()
         if held:
-            conn.executemany(sql.INSERT_USAGE, [_usage_params(r) for r in records])
+            conn.executemany(statement, rows)
             conn.execute("COMMIT")
         return held
     finally:
@@ -490,6 +587,14 @@ def _usage_params(record: UsageRecord) -> dict[str, Any]:
         "run_id": record.run_id, "stage": record.stage, "attempt": record.attempt,
         "model": record.model, "input_tokens": record.input_tokens,
         "output_tokens": record.output_tokens, "cost": record.cost, "at": record.at,
+    }  # fmt: skip
+
+
+def _input_params(record: InputRecord) -> dict[str, Any]:
+    return {
+        "run_id": record.run_id, "name": record.name, "schema": record.schema,
+        "prompt": record.prompt, "deadline": record.deadline,
+        "waiting_since": record.waiting_since, "value": record.value, "given_at": record.given_at,
     }  # fmt: skip
 
 
@@ -559,6 +664,7 @@ class _SQLite:
     """Statements on the loop's thread through one sqlite3 connection; a thread if locked."""
 
     CHECKPOINT_EVERY = 1000  # writes between two WAL checkpoints (in a worker thread)
+    dialect = "sqlite"  # which text of a statement that differs by backend (sql.WAIT_INPUT)
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -654,20 +760,29 @@ class _SQLite:
 
     async def record_usage(self, lease: Lease, records: list[UsageRecord]) -> Rows:
         """Append the records if the lease holds (one transaction); the FENCE's rows."""
+        return await self._fenced_many(lease, sql.INSERT_USAGE, [_usage_params(r) for r in records])
+
+    async def declare_inputs(self, lease: Lease, records: list[InputRecord]) -> Rows:
+        """Add the inputs without a row if the lease holds (one transaction); the FENCE's rows."""
+        rows = [_input_params(r) for r in records]
+        return await self._fenced_many(lease, sql.DECLARE_INPUT, rows)
+
+    async def _fenced_many(self, lease: Lease, statement: str, rows: list[dict[str, Any]]) -> Rows:
+        """``statement`` for each of ``rows`` if the lease holds, all or none; the FENCE's rows."""
         assert self.conn is not None
         try:
-            held = _append_fenced(self.conn, lease, records)
+            held = _write_fenced(self.conn, lease, statement, rows)
         except sqlite3.OperationalError as error:
             if "locked" not in str(error) and "busy" not in str(error):
                 raise
-            held = await asyncio.to_thread(self._append_waiting, lease, records)
-        self._wrote(len(records))
+            held = await asyncio.to_thread(self._fenced_waiting, lease, statement, rows)
+        self._wrote(len(rows))
         return held
 
-    def _append_waiting(self, lease: Lease, records: list[UsageRecord]) -> Rows:
+    def _fenced_waiting(self, lease: Lease, statement: str, rows: list[dict[str, Any]]) -> Rows:
         conn = self._connect(busy_ms=30_000)
         try:
-            return _append_fenced(conn, lease, records)
+            return _write_fenced(conn, lease, statement, rows)
         finally:
             conn.close()
 
@@ -758,6 +873,8 @@ class _Postgres:
     which cost more than the round trip itself here.
     """
 
+    dialect = "postgresql"  # which text of a statement that differs by backend (sql.WAIT_INPUT)
+
     def __init__(self, url: URL) -> None:
         # asyncpg (the `postgres` extra) is imported only here: a SQLite store needs only
         # the `sqlite` extra.
@@ -829,6 +946,17 @@ class _Postgres:
         ]
         params = {"run_id": lease.run_id, "token": lease.token, "records": json.dumps(rows)}
         return await self.run(sql.RECORD_USAGE, params)
+
+    async def declare_inputs(self, lease: Lease, records: list[InputRecord]) -> Rows:
+        """Add the inputs without a row if the lease holds (one statement); the lease's row."""
+        rows = [
+            _input_params(r)
+            | {"deadline": _json_float(r.deadline), "waiting_since": _json_float(r.waiting_since),
+               "given_at": _json_float(r.given_at)}
+            for r in records
+        ]  # fmt: skip
+        params = {"run_id": lease.run_id, "token": lease.token, "records": json.dumps(rows)}
+        return await self.run(sql.DECLARE_INPUTS, params)
 
     async def close(self) -> None:
         if self.pool is not None:
