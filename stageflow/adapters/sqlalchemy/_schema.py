@@ -186,6 +186,18 @@ ON CONFLICT (run_id, stage) DO UPDATE SET
   started = excluded.started, ended = excluded.ended, reason = excluded.reason
 RETURNING stage"""
 
+# PostgreSQL holds the run's row FOR SHARE until the write commits. Under READ COMMITTED a
+# plain EXISTS reads the row as the statement's snapshot has it: a write whose snapshot came
+# just before a take-over could still commit after it, over the new driver's record. With
+# the row shared, the take-over waits for the write, or the write waits for the take-over
+# and, seeing the new token, writes nothing. (SQLite runs one write at a time: no lock.)
+_CHECK: Final = f"WHERE EXISTS (SELECT 1 FROM stageflow_runs WHERE {HELD}"
+_SHARED: Final = (f"{_CHECK})", f"{_CHECK} FOR SHARE)")
+RECORD_STAGE_FOR: Final = {
+    "sqlite": RECORD_STAGE,
+    "postgresql": RECORD_STAGE.replace(*_SHARED),
+}
+
 # SQLite's group commit: RECORD_STAGE without the fence, once FENCE held for the group's run
 # in the same write transaction (see _store._execute_all).
 UPSERT_STAGE: Final = """
@@ -211,6 +223,7 @@ SELECT CAST(:run_id AS TEXT), CAST(:stage AS TEXT), CAST(:state AS TEXT)
 WHERE EXISTS (SELECT 1 FROM stageflow_runs WHERE {HELD})
 ON CONFLICT (run_id, stage) DO UPDATE SET state = excluded.state
 RETURNING stage"""
+SAVE_STATE_FOR: Final = {"sqlite": SAVE_STATE, "postgresql": SAVE_STATE.replace(*_SHARED)}
 
 # As STAGE_RECORDS: no row, no run; a NULL state, a stage that saved none.
 LOAD_STATE: Final = """

@@ -305,7 +305,7 @@ class SQLAlchemyStore(CheckpointStore, InputStore):
             "status": record.status.value, "output": record.output, "attempts": record.attempts,
             "started": record.started, "ended": record.ended, "reason": record.reason,
         }  # fmt: skip
-        if not await self._run(sql.RECORD_STAGE, params, group=True):
+        if not await self._run(sql.RECORD_STAGE_FOR[self._db.dialect], params, group=True):
             raise LeaseLostError.of(lease.run_id, lease.token)
 
     async def stage_records(self, run_id: str) -> dict[str, StageRecord]:
@@ -390,7 +390,7 @@ class SQLAlchemyStore(CheckpointStore, InputStore):
     async def save_state(self, lease: Lease, stage: str, state: str) -> None:
         """Keep a stage's intra-stage state (fenced)."""
         params = {"run_id": lease.run_id, "token": lease.token, "stage": stage, "state": state}
-        if not await self._run(sql.SAVE_STATE, params):
+        if not await self._run(sql.SAVE_STATE_FOR[self._db.dialect], params):
             raise LeaseLostError.of(lease.run_id, lease.token)
 
     async def load_state(self, run_id: str, stage: str) -> str | None:
@@ -664,7 +664,7 @@ class _SQLite:
     """Statements on the loop's thread through one sqlite3 connection; a thread if locked."""
 
     CHECKPOINT_EVERY = 1000  # writes between two WAL checkpoints (in a worker thread)
-    dialect = "sqlite"  # which text of a statement that differs by backend (sql.WAIT_INPUT)
+    dialect = "sqlite"  # which text of a statement that differs by backend (sql.*_FOR, WAIT_INPUT)
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -873,7 +873,7 @@ class _Postgres:
     which cost more than the round trip itself here.
     """
 
-    dialect = "postgresql"  # which text of a statement that differs by backend (sql.WAIT_INPUT)
+    dialect = "postgresql"  # which text of a statement that differs by backend (sql.*_FOR, WAIT_INPUT)
 
     def __init__(self, url: URL) -> None:
         # asyncpg (the `postgres` extra) is imported only here: a SQLite store needs only
