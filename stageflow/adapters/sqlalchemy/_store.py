@@ -664,7 +664,7 @@ class _SQLite:
     """Statements on the loop's thread through one sqlite3 connection; a thread if locked."""
 
     CHECKPOINT_EVERY = 1000  # writes between two WAL checkpoints (in a worker thread)
-    dialect = "sqlite"  # which text of a statement that differs by backend (sql.*_FOR, WAIT_INPUT)
+    dialect = "sqlite"  # which text of a statement differing by backend (sql.*_FOR)
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -873,7 +873,7 @@ class _Postgres:
     which cost more than the round trip itself here.
     """
 
-    dialect = "postgresql"  # which text of a statement that differs by backend (sql.*_FOR, WAIT_INPUT)
+    dialect = "postgresql"  # which text of a statement differing by backend (sql.*_FOR)
 
     def __init__(self, url: URL) -> None:
         # asyncpg (the `postgres` extra) is imported only here: a SQLite store needs only
