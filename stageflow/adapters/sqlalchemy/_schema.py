@@ -345,7 +345,7 @@ RETURNING {INPUT_COLUMNS}"""
 # PostgreSQL FOR SHARE holds the run's row until the write commits: a take-over waits for it,
 # or the write, re-reading the row it locks, sees the take-over and writes nothing. SQLite has
 # no FOR SHARE and needs none: its writes run one at a time, each on the newest data.
-WAIT_INPUT: Final = {
+WAIT_INPUT_FOR: Final = {
     "sqlite": _wait_input(f"SELECT 1 FROM stageflow_runs WHERE {HELD}"),
     "postgresql": _wait_input(f"SELECT 1 FROM stageflow_runs WHERE {HELD} FOR SHARE"),
 }

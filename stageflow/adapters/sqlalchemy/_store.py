@@ -429,7 +429,7 @@ class SQLAlchemyStore(CheckpointStore, InputStore):
             "schema": record.schema, "prompt": record.prompt, "deadline": record.deadline,
             "waiting_since": record.waiting_since,
         }  # fmt: skip
-        rows = await self._run(sql.WAIT_INPUT[self._db.dialect], params, group=True)
+        rows = await self._run(sql.WAIT_INPUT_FOR[self._db.dialect], params, group=True)
         if not rows:  # the lease is lost, or the row waited already: which?
             rows = await self._run(sql.WAITED_INPUT, params)
             if not rows:
