@@ -14,12 +14,20 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 from . import _codec
+from .errors import InputValidationError
 
 if TYPE_CHECKING:
     from ._context import StageContext
     from ._graph import StageGraph
 
-__all__ = ["InputSchema", "InputSpec", "LoopSpec", "MapSpec", "WaitingForInput"]
+__all__ = [
+    "InputSchema",
+    "InputSpec",
+    "InvalidValue",
+    "LoopSpec",
+    "MapSpec",
+    "WaitingForInput",
+]
 
 ITEM_ERRORS: Final = ("fail", "skip", "collect")
 EXHAUSTED: Final = ("fail", "complete")
@@ -85,6 +93,36 @@ class LoopSpec(NamedTuple):
 FAIL: Final = "fail"  # with_input(on_timeout=): fail the stage (anything else: the default)
 
 
+class InvalidValue(ValueError):
+    """What :meth:`InputSchema.validate` raises: where in the value, and what is wrong.
+
+    Attributes:
+        field: where, dotted (``"approved"``, ``"items.0.sku"``; ``""``: the value itself).
+        value: the offending value there.
+        reason: what is wrong with it, in words.
+    """
+
+    def __init__(self, field: str, value: Any, reason: str) -> None:
+        super().__init__(f"{field or 'value'}: {reason}")
+        self.field = field
+        self.value = value
+        self.reason = reason
+
+
+def invalid_input(run_id: str, name: str, invalid: InvalidValue) -> InputValidationError:
+    """The error of a value sent for input ``name`` that ``invalid`` says is wrong."""
+    where = f"[{invalid.field}]" if invalid.field else ""
+    bad = invalid.value
+    return InputValidationError(
+        f"run {run_id!r}: input {name!r}: value{where} is {type(bad).__qualname__} "
+        f"{bad!r}: {invalid.reason}; nothing was stored",
+        run_id=run_id,
+        input=name,
+        field=invalid.field,
+        value=bad,
+    )
+
+
 class InputSchema:
     """What an input's value must be (``with_input(schema=)``), and the output it gives.
 
@@ -93,6 +131,10 @@ class InputSchema:
     (``bool``, ``Literal["a", "b"]``, ``list[str]``, a TypedDict, ...: the output is
     ``{"value": ...}``). Values are validated as JSON data (what a person or an HTTP
     client sends), so an ISO date string is a valid ``datetime``.
+
+    A subclass may validate otherwise: ``stageflow.adapters.jsonschema.JSONSchema``
+    validates against a JSON Schema document. It sets ``schema``, ``is_model`` and
+    ``text`` and overrides :meth:`validate` and :meth:`output`.
     """
 
     __slots__ = ("_adapter", "is_model", "schema", "text")
@@ -116,9 +158,16 @@ class InputSchema:
         return json.loads(self.text)  # type: ignore[no-any-return]
 
     def validate(self, value: Any) -> Any:
-        """``value`` validated, as JSON data (what is stored), or raise pydantic's
-        ValidationError."""
-        validated = self._adapter.validate_python(value)
+        """``value`` validated, as JSON data (what is stored), or raise
+        :class:`InvalidValue`."""
+        import pydantic
+
+        try:
+            validated = self._adapter.validate_python(value)
+        except pydantic.ValidationError as error:
+            first = error.errors(include_url=False)[0]
+            field = ".".join(str(part) for part in first["loc"])
+            raise InvalidValue(field, first.get("input"), first["msg"]) from None
         return self._adapter.dump_python(validated, mode="json")
 
     def output(self, stored: Any) -> dict[str, Any]:

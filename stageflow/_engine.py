@@ -27,7 +27,7 @@ from ._durable import (
     governing,
     structure,
 )
-from ._dynamic import InputSpec, MapSpec
+from ._dynamic import InputSpec, InvalidValue, MapSpec, invalid_input
 from ._graph import StageGraph, set_default_run
 from ._ids import RUN_ID, new_run_id
 from ._ledger import Governance
@@ -42,7 +42,6 @@ from ._spec import StageSpec, check_route
 from ._waiting import RunInputs, input_call
 from .errors import (
     ConfigurationError,
-    InputValidationError,
     LeaseLostError,
     UnknownInputError,
     UnknownRunError,
@@ -777,23 +776,10 @@ def _addressed(spec: StageSpec) -> str:
 
 def _validated(run_id: str, name: str, declared: InputSpec, value: Any) -> Any:
     """``value`` validated for input ``name`` (as JSON data), or InputValidationError."""
-    import pydantic
-
     try:
         return declared.schema.validate(value)
-    except pydantic.ValidationError as error:
-        first = error.errors(include_url=False)[0]
-        field = ".".join(str(part) for part in first["loc"])
-        bad = first.get("input")
-        where = f"[{field}]" if field else ""
-        raise InputValidationError(
-            f"run {run_id!r}: input {name!r}: value{where} is {type(bad).__qualname__} "
-            f"{bad!r}: {first['msg']}; nothing was stored",
-            run_id=run_id,
-            input=name,
-            field=field,
-            value=bad,
-        ) from None
+    except InvalidValue as invalid:
+        raise invalid_input(run_id, name, invalid) from None
 
 
 def _chained(spec: StageSpec, interceptors: Sequence[Interceptor], call: StageCall) -> StageCall:

@@ -8,7 +8,16 @@ from typing import TYPE_CHECKING, Any, Final, TypeAlias
 
 from ._budget import Budget, Estimate
 from ._check import integer, number, refuse
-from ._dynamic import EXHAUSTED, FAIL, ITEM_ERRORS, InputSchema, InputSpec, LoopSpec, MapSpec
+from ._dynamic import (
+    EXHAUSTED,
+    FAIL,
+    ITEM_ERRORS,
+    InputSchema,
+    InputSpec,
+    InvalidValue,
+    LoopSpec,
+    MapSpec,
+)
 from ._graph import StageGraph
 from ._policies import CircuitBreakerPolicy, RetryPolicy
 from ._spec import (
@@ -342,8 +351,11 @@ class Pipeline:
 
         Args:
             name: the input's name (what senders address it by).
-            schema: what the value must be: a pydantic model class, or any type
-                pydantic validates (``bool``, ``Literal["approve", "reject"]``, ...).
+            schema: what the value must be: a pydantic model class, any type pydantic
+                validates (``bool``, ``Literal["approve", "reject"]``, ...), or an
+                :class:`~stageflow.InputSchema` such as
+                ``stageflow.adapters.jsonschema.JSONSchema({...})`` for a JSON Schema
+                document (the output is then the JSON object, or ``{"value": ...}``).
             dependencies: the stages that must end before it waits (their outputs are
                 what a ``prompt`` callable sees in ``ctx.inputs``).
             prompt: what the person is shown: a str, or ``ctx -> str`` called once
@@ -383,11 +395,23 @@ class Pipeline:
         spec = self._spec_of(
             name, _input_placeholder, StageKind.INPUT, {"dependencies": dependencies, **options}
         )
-        try:
-            checked = InputSchema(schema)
-        except ValueError:
-            refuse("schema", "a pydantic model class or a type pydantic validates", schema,
-                   stage=name)  # fmt: skip
+        if isinstance(schema, InputSchema):  # e.g. stageflow.adapters.jsonschema.JSONSchema
+            checked = schema
+        elif isinstance(schema, Mapping):
+            raise InvalidOptionError(
+                f"stage {name!r}: schema is a dict: for a JSON Schema document, pass "
+                "stageflow.adapters.jsonschema.JSONSchema(schema) (pip install "
+                "'stageflow[jsonschema]'), or give a pydantic model or type",
+                stage=name,
+                option="schema",
+                value=schema,
+            )
+        else:
+            try:
+                checked = InputSchema(schema)
+            except ValueError:
+                refuse("schema", "a pydantic model class or a type pydantic validates, or "
+                       "an InputSchema", schema, stage=name)  # fmt: skip
         if prompt is not None and not isinstance(prompt, str) and not callable(prompt):
             refuse("prompt", "a str, a callable ctx -> str, or None", prompt, stage=name)
         if timeout is not None:
@@ -399,7 +423,7 @@ class Pipeline:
                        on_timeout, stage=name)  # fmt: skip
             try:
                 on_timeout = checked.validate(on_timeout)
-            except Exception as error:  # noqa: BLE001 - pydantic's ValidationError
+            except InvalidValue as error:
                 raise InvalidOptionError(
                     f"stage {name!r}: on_timeout {on_timeout!r} is no valid value for its "
                     f"schema: {error}",
@@ -416,7 +440,7 @@ class Pipeline:
                 if value != unset:
                     refuse(option, "given only with over= (an input per item)", value, stage=name)
         declared = InputSpec(checked, prompt, timeout, on_timeout, items)
-        output = schema if checked.is_model else None
+        output = checked.schema if checked.is_model else None
         return self._extend(dynamic_spec(spec._replace(stage=schema, output=output), declared))
 
     def _spec_of(
