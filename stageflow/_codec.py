@@ -187,7 +187,14 @@ def dumps(value: Any, where: str = "value", *, stage: str | None = None) -> str:
         if stage is not None and error.stage is None:
             error.stage = stage
         raise
-    return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+    return _compact(data)
+
+
+# json.dumps with options makes an encoder per call, which costs about as much as encoding
+# a small output (a map's items store one each): the encoder is made once.
+_compact: Final[Callable[[Any], str]] = json.JSONEncoder(
+    separators=(",", ":"), ensure_ascii=False
+).encode
 
 
 def loads(text: str | bytes) -> Any:

@@ -452,11 +452,17 @@ class DurableRun:
             LeaseLostError: the run was taken over; this run stops.
         """
         run_started = ctx.run_started
+        name = ctx.stage
+        data = output.data  # a dict, but for a StageOutput made of another mapping
         record = StageRecord(
             self.lease.run_id,
-            ctx.stage,
+            name,
             output.status,
-            _codec.dumps(dict(output.data), f"the output of stage {ctx.stage!r}", stage=ctx.stage),
+            _codec.dumps(
+                data if type(data) is dict else dict(data),
+                f"the output of stage {name!r}",
+                stage=name,
+            ),
             ctx.attempts,
             ctx.started - run_started,
             ctx.clock.monotonic() - run_started,

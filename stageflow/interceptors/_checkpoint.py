@@ -109,6 +109,9 @@ class CheckpointInterceptor:
             spent = ctx.ledger.unstored(name)
             if spent:  # most stages report nothing: no write, no await
                 await durable.save_usage(spent)
+            # Not kept while the outcome is written: a map's items wait for their group's
+            # commit in thousands, the garbage collector going through all they hold.
+            del spent
             if output.status in _KEPT:
                 await durable.save(ctx, output)
                 ctx.event(EventType.CHECKPOINT_SAVED, attempt=ctx.attempts)
