@@ -167,6 +167,36 @@ class SQLiteStageflow:
         await self.cleanup()
 
 
+class SQLiteReference(SQLiteStageflow):
+    """W10's reference: W6's stageflow side (a durable run without an event log)."""
+
+    name = "bare"
+
+
+class SQLiteEventLogged(SQLiteStageflow):
+    """W10: W6's stageflow side with ``Engine(event_log=store)``: every event stored too."""
+
+    async def prepare(self, tag: str) -> Go:
+        from stageflow import Engine
+        from stageflow.adapters.sqlalchemy import SQLAlchemyStore
+
+        path = self.directory / f"sf-log-{tag}.db"
+        self.store = store = SQLAlchemyStore(f"{self.scheme}:///{path}")
+        await store.list_runs()
+        engine = Engine(store=store, event_log=store, max_parallel=None)
+        engine.calls(self.graph)
+        self.run_id = run_id = f"{self.prefix}-log-{tag}"
+        graph = self.graph
+        return lambda: engine.run(graph, run_id=run_id)
+
+    async def check(self, result: Any, n: int) -> None:
+        await super().check(result, n)
+        events = await self.store.read_events(self.run_id)
+        # run.started, then per stage started / checkpoint.saved / completed, run.completed
+        if len(events) != 3 * n + 2 or events[-1].type != "run.completed":
+            raise RuntimeError(f"stageflow stored {len(events)} events, not {3 * n + 2}")
+
+
 # --------------------------------------------------------------------------- W7-durable: a map
 
 

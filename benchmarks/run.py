@@ -109,8 +109,10 @@ from durable import (
     PostgresStageflow,
     Side,
     SQLiteBare,
+    SQLiteEventLogged,
     SQLiteMapBare,
     SQLiteMapStageflow,
+    SQLiteReference,
     SQLiteStageflow,
 )
 from workloads import (
@@ -139,7 +141,7 @@ REPO_ROOT = BENCH_DIR.parent
 DEFAULT_JSON = BENCH_DIR / "results.json"
 SECTIONS = (
     "W1", "W2", "W3", "W4", "W5", "W1-NOOP", "W5-OTEL", "W7", "W8", "W9",
-    "W6", "W6-PG", "W6-WIDE", "W7-DURABLE", "BUILD", "SCALE", "IMPORT",
+    "W6", "W6-PG", "W6-WIDE", "W7-DURABLE", "W10", "BUILD", "SCALE", "IMPORT",
 )  # fmt: skip
 WORKLOAD_TIMEOUT = 120.0  # seconds for one in-process workload, or one scaling subprocess
 
@@ -538,7 +540,7 @@ def measure_durable(cfg: Config, *, with_stageflow: bool) -> list[Row]:
     """W6 (SQLite chain), W6-pg (PostgreSQL chain), W6-wide (SQLite fan-out), W7-durable
     (SQLite map)."""
     rows: list[Row] = []
-    wanted = [key for key in ("W6", "W6-PG", "W6-WIDE", "W7-DURABLE") if key in cfg.sections]
+    wanted = [key for key in ("W6", "W6-PG", "W6-WIDE", "W7-DURABLE", "W10") if key in cfg.sections]
     if not wanted:
         return rows
     reps = cfg.durable_reps
@@ -594,6 +596,18 @@ def measure_durable(cfg: Config, *, with_stageflow: bool) -> list[Row]:
                 sides.append(SQLiteMapStageflow(spec, directory))
             rows.append(asyncio.run(measure_durable_row(mapped, sides, W7_ITEMS, reps)))
             mapped.details["items"] = W7_ITEMS
+        if "W10" in wanted and with_stageflow:
+            logged = Row(
+                "W10",
+                "W10 W6 + event log, SQLite store",
+                "µs/stage",
+                target=Target("ratio", 1.3),
+                reference="stageflow's W6 (the same durable run, no event log)",
+            )
+            log(f"  {logged.label} ...")
+            spec = chain(W6_STAGES)
+            sides = [SQLiteReference(spec, directory), SQLiteEventLogged(spec, directory)]
+            rows.append(asyncio.run(measure_durable_row(logged, sides, len(spec), reps)))
     return rows
 
 

@@ -17,7 +17,6 @@ Every step is the command a user would type; the store is a SQLite file of its o
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import sqlite3
 import subprocess
@@ -91,8 +90,6 @@ def main() -> int:
     if STATE.exists():
         for stale in (DB, DB.with_name("demo.db-wal"), DB.with_name("demo.db-shm")):
             stale.unlink(missing_ok=True)
-        shutil.rmtree(STATE / "events", ignore_errors=True)
-    os.environ.setdefault("STAGEFLOW_EVENTS_DIR", str(STATE / "events"))
 
     say("1/4  a run, with live progress")
     first = stageflow("run", TARGET, "--data", "topic=owls", "--store", STORE)

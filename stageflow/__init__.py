@@ -9,6 +9,7 @@ Build a graph with :class:`Pipeline`, run it with an :class:`Engine`::
 from typing import TYPE_CHECKING
 
 from ._budget import Budget, CostPolicy, Estimate, ModelChain
+from ._catalog import Catalog, CatalogEntry
 from ._clock import LoopClock
 from ._context import (
     LoopInfo,
@@ -23,6 +24,7 @@ from ._context import (
 from ._durable import DurableRun
 from ._dynamic import InputSchema, InputSpec, LoopSpec, MapSpec, WaitingForInput
 from ._engine import Engine
+from ._eventlog import EventLogSink, follow_events
 from ._events import Event, EventType
 from ._graph import StageGraph
 from ._ledger import StageUsage, UsageLedger
@@ -81,6 +83,7 @@ from .errors import (
     UnknownDependencyError,
     UnknownInputError,
     UnknownModelError,
+    UnknownPipelineError,
     UnknownRunError,
 )
 from .interceptors import (
@@ -106,6 +109,7 @@ from .interceptors import (
 from .ports import (
     CheckpointStore,
     Clock,
+    EventLog,
     EventSink,
     InputRecord,
     InputStore,
@@ -132,6 +136,8 @@ __all__ = [
     "BudgetExceededError",
     "BudgetInterceptor",
     "BufferedSink",
+    "Catalog",
+    "CatalogEntry",
     "CheckpointInterceptor",
     "CheckpointStore",
     "CircuitBreaker",
@@ -152,6 +158,8 @@ __all__ = [
     "Engine",
     "Estimate",
     "Event",
+    "EventLog",
+    "EventLogSink",
     "EventSink",
     "EventType",
     "FanOutSink",
@@ -247,6 +255,7 @@ __all__ = [
     "UnknownDependencyError",
     "UnknownInputError",
     "UnknownModelError",
+    "UnknownPipelineError",
     "UnknownRunError",
     "Usage",
     "UsageLedger",
@@ -254,6 +263,7 @@ __all__ = [
     "UsageSummary",
     "WaitingForInput",
     "__version__",
+    "follow_events",
 ]
 
 

@@ -287,6 +287,9 @@ def _said(key: str, value: Any) -> str:
     return repr(value)
 
 
+_TAKEN_OVER = "the run's lease was taken over by another driver"
+
+
 def default_owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
@@ -451,10 +454,28 @@ class DurableRun:
                 where in the output).
             LeaseLostError: the run was taken over; this run stops.
         """
+        try:  # _fenced, inline: one coroutine less
+            await self.store.record_stage(self.lease, self.record(ctx, output))
+        except LeaseLostError:
+            self.lost()
+            raise
+
+    def record(self, ctx: StageContext, output: StageOutput) -> StageRecord:
+        """The record :meth:`save` stores for ``ctx``'s stage ending with ``output``: the
+        output as stageflow's JSON text, the attempts, when it started and ended.
+
+        An interceptor on every stage's path may write it itself (``store.record_stage``)
+        rather than await ``save``, which is one coroutine more per stage; should that raise
+        ``LeaseLostError``, it calls :meth:`lost`, as ``save`` does.
+
+        Raises:
+            CodecError: the output cannot be stored faithfully (naming the stage and
+                where in the output).
+        """
         run_started = ctx.run_started
         name = ctx.stage
         data = output.data  # a dict, but for a StageOutput made of another mapping
-        record = StageRecord(
+        return StageRecord(
             self.lease.run_id,
             name,
             output.status,
@@ -468,11 +489,6 @@ class DurableRun:
             ctx.clock.monotonic() - run_started,
             output.reason if output.routes is None else routed_reason(output.routes),
         )
-        try:  # _fenced, inline: one coroutine less on every stage's path
-            await self.store.record_stage(self.lease, record)
-        except LeaseLostError:
-            self.lost("the run's lease was taken over by another driver")
-            raise
 
     async def save_usage(self, records: Sequence[UsageRecord]) -> None:
         """Store usage reports (e.g. ``ctx.ledger.unstored(stage)``), all or none (fenced).
@@ -504,7 +520,7 @@ class DurableRun:
         try:
             row: InputRecord = await self.store.wait_input(self.lease, record)  # type: ignore[attr-defined]
         except LeaseLostError:
-            self.lost("the run's lease was taken over by another driver")
+            self.lost()
             raise
         return row
 
@@ -517,7 +533,7 @@ class DurableRun:
         try:
             await write
         except LeaseLostError:
-            self.lost("the run's lease was taken over by another driver")
+            self.lost()
             raise
 
     # ------------------------------------------------------------ what the engine uses
@@ -533,13 +549,14 @@ class DurableRun:
             try:
                 self.lease = await self.store.renew_lease(self.lease, self.ttl)
             except LeaseLostError:
-                self.lost("the run's lease was taken over by another driver")
+                self.lost()
                 return
             except StoreError:
                 logger.warning("renewing the lease of run %s failed", self.lease.run_id)
 
-    def lost(self, why: str) -> None:
-        """The lease is gone: stop the run (its writes would be refused anyway)."""
+    def lost(self, why: str = _TAKEN_OVER) -> None:
+        """The lease is gone (``why``: by default, another driver took the run over): stop
+        the run (its writes would be refused anyway)."""
         if self._on_lost is not None:
             self._on_lost(why)
 

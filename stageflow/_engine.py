@@ -28,6 +28,7 @@ from ._durable import (
     structure,
 )
 from ._dynamic import InputSpec, InvalidValue, MapSpec, invalid_input
+from ._eventlog import EventLogSink, check_event_log, with_log
 from ._graph import StageGraph, set_default_run
 from ._ids import RUN_ID, new_run_id
 from ._ledger import Governance
@@ -58,7 +59,7 @@ from .interceptors._budget import BudgetInterceptor
 from .interceptors._checkpoint import CheckpointInterceptor, check_storable
 from .interceptors._retry import RetryInterceptor
 from .interceptors._timeout import TimeoutInterceptor
-from .ports import Clock, EventSink, InputRecord, InputStore
+from .ports import Clock, EventLog, EventSink, InputRecord, InputStore
 
 if TYPE_CHECKING:
     from ._prices import PriceTable
@@ -117,6 +118,14 @@ class Engine:
         input_poll: seconds between looks into the store, by a driver waiting for input
             (``run(..., wait=True)``), for a value another process sent (one sent with
             this engine's :meth:`send` arrives at once).
+        event_log: an :class:`~stageflow.ports.EventLog` (usually the store itself:
+            ``Engine(store=s, event_log=s)``) that keeps every event of every run, for
+            ``stageflow events``, the service's event streams and
+            :func:`~stageflow.follow_events`. Events are written in batches by an
+            :class:`~stageflow.EventLogSink` (pass one to tune its batching), off the
+            runs' path; ``run()`` and ``resume()`` return once their run's events are
+            written, and a resumed run numbers its events on from the last stored
+            ``seq``. It gets the events besides ``sink``.
 
     Example:
         >>> import asyncio
@@ -131,23 +140,27 @@ class Engine:
     __slots__ = (
         "_chains",
         "_clock",
+        "_events",
         "_interceptors",
         "_lease_ttl",
         "_live",
         "_owner",
         "_selective",
         "_settings",
+        "_sink",
         "governance",
     )
 
     _chains: weakref.WeakKeyDictionary[StageGraph, _Compiled]
     _clock: Clock
+    _events: EventLogSink | None
     _interceptors: tuple[Interceptor, ...]
     _lease_ttl: float
     _live: weakref.WeakValueDictionary[str, RunInputs]
     _owner: str
     _selective: tuple[SelectiveInterceptor, ...]
     _settings: dict[str, Any]
+    _sink: EventSink | None
     governance: Governance | None
 
     def __init__(
@@ -168,6 +181,7 @@ class Engine:
         model_chains: Iterable[ModelChain] = (),
         without: Iterable[str] = (),
         input_poll: float = 1.0,
+        event_log: EventLog | None = None,
     ) -> None:
         user = _given_interceptors(interceptors)
         number(input_poll, "input_poll", "a positive number of seconds", gt=0)
@@ -177,6 +191,9 @@ class Engine:
         dropped = _check_without(without)
         if sink is not None:
             check_sink(sink)
+        if event_log is not None and not isinstance(event_log, EventLogSink):
+            check_event_log(event_log)
+            event_log = EventLogSink(event_log)
         if max_parallel is not None:
             integer(max_parallel, "max_parallel", "a positive int or None", ge=1)
         if not isinstance(fail_fast, bool):
@@ -203,10 +220,13 @@ class Engine:
             "retry": retry, "store": store, "lease_ttl": lease_ttl,
             "budget": budget, "prices": prices,
             "model_chains": chains, "without": dropped, "input_poll": input_poll,
+            "event_log": event_log,  # its EventLogSink, which replace() shares
             # replace() shares the registry, unless the breaker came in `interceptors`
             "circuit_breakers": None if own_breaker else registry,
         })  # fmt: skip
         set_(self, "_interceptors", chain)
+        set_(self, "_events", event_log)
+        set_(self, "_sink", sink if event_log is None else with_log(sink, event_log))
         set_(self, "_selective", tuple(ic for ic in chain if isinstance(ic, SelectiveInterceptor)))
         set_(self, "governance", _governance(run_budget, prices, chains))
         set_(self, "_lease_ttl", check_ttl(lease_ttl))
@@ -266,6 +286,12 @@ class Engine:
     def sink(self) -> EventSink | None:
         """Where the events of every run go."""
         return self._settings["sink"]  # type: ignore[no-any-return]
+
+    @property
+    def event_log(self) -> EventLogSink | None:
+        """The sink writing every run's events to the ``event_log`` given (None: none);
+        :func:`~stageflow.follow_events` on it wakes up at each of its writes."""
+        return self._events
 
     @property
     def store(self) -> RunStore | None:
@@ -543,7 +569,7 @@ class Engine:
             calls,
             run.run_id,
             run.data,
-            sink=self.sink,
+            sink=self._sink,
             clock=self._clock,
             max_parallel=self.max_parallel,
             fail_fast=self.fail_fast,
@@ -551,10 +577,21 @@ class Engine:
             durable=durable,
         )
         state.flags = flags
+        events = self._events
+        if events is not None:
+            if run.resumed:  # a run's events are numbered on across its drives
+                state.seq = await events.seq_of(run.run_id)
+            try:
+                return await self._inputs(run, state, compiled)
+            finally:
+                await _written(events)
+        return await self._inputs(run, state, compiled)
+
+    async def _inputs(self, run: RunContext, state: RunState, compiled: _Compiled) -> RunResult:
         if not compiled.inputs:
             return await self._drive(run, state)
         inputs = RunInputs(
-            run.run_id, graph, durable, self._clock, wait=run.wait,
+            run.run_id, run.graph, run.durable, self._clock, wait=run.wait,
             poll=self._settings["input_poll"],
             names={s.name: s.dynamic.map is not None for s in compiled.inputs},  # type: ignore[union-attr]
         )  # fmt: skip
@@ -584,12 +621,12 @@ class Engine:
         try:
             result = await state.execute(run.timeout, resumed=run.resumed)
         except asyncio.CancelledError:
-            await _finish(durable, RunStatus.CANCELLED, None, state)
+            await _finish(durable, RunStatus.CANCELLED, None, state, self._events)
             raise
         except BaseException as error:
-            await _finish(durable, RunStatus.FAILED, error, state)
+            await _finish(durable, RunStatus.FAILED, error, state, self._events)
             raise
-        await _finish(durable, result.status, result.error, state)
+        await _finish(durable, result.status, result.error, state, self._events)
         return result
 
     # ---------------------------------------------------------------- input
@@ -810,13 +847,35 @@ def _chained(spec: StageSpec, interceptors: Sequence[Interceptor], call: StageCa
     return call if composed is routed else composed  # nothing wraps it: the scheduler checks
 
 
+async def _written(events: EventLogSink) -> None:
+    """Wait until the events emitted so far are written (or given up), even when the
+    caller is cancelled meanwhile (the cancel is raised afterwards)."""
+    writing = asyncio.ensure_future(events.flush())
+    try:
+        await asyncio.shield(writing)
+    except asyncio.CancelledError:
+        await asyncio.wait([writing])
+        raise
+
+
 async def _finish(
-    durable: DurableRun, status: RunStatus, error: BaseException | None, state: RunState
+    durable: DurableRun,
+    status: RunStatus,
+    error: BaseException | None,
+    state: RunState,
+    events: EventLogSink | None,
 ) -> None:
     """Record the run's end and release its lease, even when the caller is cancelled
     meanwhile: the cancel is raised once the lease is released, so that a resume right
-    after it finds the run free."""
-    finishing = asyncio.ensure_future(durable.finish(status, error, state.unstored()))
+    after it finds the run free. Its events are written first: a run the store shows
+    ended has all its events in the event log."""
+
+    async def finish() -> None:
+        if events is not None:
+            await events.flush()
+        await durable.finish(status, error, state.unstored())
+
+    finishing = asyncio.ensure_future(finish())
     try:
         await asyncio.shield(finishing)
     except asyncio.CancelledError:

@@ -20,6 +20,7 @@ the builtin hierarchy keeps working::
     ├── ConfigurationError (ValueError)         a bad argument to Engine, Engine.run, a sink, ...
     │   ├── GraphMismatchError                  a run resumed with another graph (``.changes``)
     │   ├── UnknownModelError (KeyError)        a price table has no price for a model
+    │   ├── UnknownPipelineError (KeyError)     a catalog has no pipeline of that name
     │   └── CodecError (TypeError)              a value cannot be stored faithfully (``.field``)
     ├── StageError                              raised inside a run, about one stage (``.stage``)
     │   ├── MissingOutputError (KeyError)       ``result[x].data[key]``: the stage did not complete
@@ -124,6 +125,7 @@ __all__ = [
     "UnknownDependencyError",
     "UnknownInputError",
     "UnknownModelError",
+    "UnknownPipelineError",
     "UnknownRunError",
 ]
 
@@ -398,6 +400,30 @@ class UnknownModelError(ConfigurationError, KeyError):
             f"no price for model {model!r}; the price table has {listed} (add it, or give "
             "the table a fallback)",
             model=model,
+            known=known,
+        )
+
+
+class UnknownPipelineError(ConfigurationError, KeyError):
+    """A catalog was asked for a pipeline it does not hold.
+
+    Attributes:
+        pipeline: the name asked for (``value`` too; ``field`` is ``"pipeline"``).
+        known: the names the catalog holds, sorted.
+    """
+
+    def __init__(self, message: str, *, pipeline: str, known: Sequence[str]) -> None:
+        super().__init__(message, field="pipeline", value=pipeline)
+        self.pipeline = pipeline
+        self.known: tuple[str, ...] = tuple(sorted(known))
+
+    @classmethod
+    def of(cls, pipeline: str, known: Sequence[str]) -> Self:
+        """The error with its standard message, which lists the known names."""
+        listed = ", ".join(repr(name) for name in sorted(known)) or "none"
+        return cls(
+            f"no pipeline named {pipeline!r} in the catalog; it has {listed}",
+            pipeline=pipeline,
             known=known,
         )
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
+from typing import Any
 
 from .._check import integer
+from .._events import Event
 from ..errors import ConfigurationError
 from ..ports import InputRecord, Lease, StageRecord, UsageRecord
 
@@ -46,3 +49,52 @@ def _of_run(lease: Lease, run_id: str, what: str, field: str, value: object) -> 
 def checked_limit(limit: object) -> int | None:
     """``list_runs``'s ``limit``: None, or an int >= 0 (else ``ConfigurationError``)."""
     return None if limit is None else integer(limit, "limit", "None or an int >= 0", ge=0)
+
+
+def events_to_append(events: Sequence[Event]) -> list[Event]:
+    """``append_events``' argument as a list, each checked to be an Event."""
+    if isinstance(events, Event | str | bytes) or not isinstance(events, Sequence):
+        raise ConfigurationError(
+            f"append_events takes a sequence of events, not {events!r}",
+            field="events",
+            value=events,
+        )
+    batch = list(events)
+    for event in batch:
+        if not isinstance(event, Event):
+            raise ConfigurationError(
+                f"append_events takes stageflow Events, not {event!r}",
+                field="events",
+                value=event,
+            )
+    return batch
+
+
+def checked_after(after: object) -> int:
+    """``read_events``' ``after``: an int >= 0 (else ``ConfigurationError``)."""
+    return integer(after, "after", "an int >= 0 (a seq)", ge=0)
+
+
+def event_data_text(event: Event) -> str:
+    """An event's data as JSON text; what JSON cannot hold is written as its ``repr``."""
+    if not event.data:
+        return "{}"
+    # Imported here: pydantic_core would be a third of `import stageflow`'s time.
+    from pydantic_core import to_json
+
+    return to_json(dict(event.data), fallback=repr).decode()
+
+
+def stored_event(
+    run_id: str,
+    seq: int,
+    type_: str,
+    pipeline: str,
+    stage: str | None,
+    ts: float,
+    attempt: int,
+    data: str,
+) -> Event:
+    """An Event as read back from a store's row."""
+    read: dict[str, Any] = json.loads(data) if data != "{}" else {}
+    return Event(type_, run_id, pipeline, stage, seq, ts, attempt, read)

@@ -6,6 +6,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 
+from .._events import Event
 from .._status import FINISHED, RunStatus
 from .._usage import Usage, UsageSummary
 from ..errors import (
@@ -20,6 +21,7 @@ from ..errors import (
 )
 from ..ports import (
     CheckpointStore,
+    EventLog,
     InputRecord,
     InputStore,
     Lease,
@@ -28,9 +30,22 @@ from ..ports import (
     UsageRecord,
 )
 from ._retention import Retention
-from ._shared import checked_limit, input_of_run, item_stage, stage_of_run, usage_of_run
+from ._shared import (
+    checked_after,
+    checked_limit,
+    event_data_text,
+    events_to_append,
+    input_of_run,
+    item_stage,
+    stage_of_run,
+    stored_event,
+    usage_of_run,
+)
 
 __all__ = ["MemoryStore"]
+
+
+_EventRow = tuple[str, int, str, str, str | None, float, int, str]  # stored_event's arguments
 
 
 class _Run:
@@ -46,8 +61,9 @@ class _Run:
         self.token = 0  # the last token handed out
 
 
-class MemoryStore(CheckpointStore, InputStore):
-    """A RunStore, RunCatalog and InputStore in a dict: fast, exact, and gone with the process.
+class MemoryStore(CheckpointStore, InputStore, EventLog):
+    """A RunStore, RunCatalog, InputStore and EventLog in a dict: fast, exact, and gone
+    with the process.
 
     Every method runs without awaiting anything, so concurrent runs on one event
     loop see each operation as atomic.
@@ -68,6 +84,7 @@ class MemoryStore(CheckpointStore, InputStore):
         self._clock = clock
         self._retention = Retention(retention)
         self._runs: dict[str, _Run] = {}
+        self._events: dict[str, dict[int, _EventRow]] = {}  # by run, by seq
 
     def _get(self, run_id: str) -> _Run:
         try:
@@ -118,6 +135,7 @@ class MemoryStore(CheckpointStore, InputStore):
         run = self._get(run_id)
         self._check_free(run, None)
         del self._runs[run_id]
+        self._events.pop(run_id, None)
 
     def _check_free(self, run: _Run, owner: str | None) -> None:
         """Refuse unless the run has no unexpired lease, or ``owner`` holds it."""
@@ -231,7 +249,34 @@ class MemoryStore(CheckpointStore, InputStore):
         ]
         for run_id in old:
             del self._runs[run_id]
+            self._events.pop(run_id, None)
         return len(old)
+
+    # ------------------------------------------------------------------ events
+
+    async def append_events(self, events: Sequence[Event]) -> None:
+        """Keep the events (data as JSON keeps it); a stored ``(run_id, seq)`` is left as is."""
+        for event in events_to_append(events):
+            kept = self._events.setdefault(event.run_id, {})
+            if event.seq not in kept:  # as a row: each read makes events of its own
+                kept[event.seq] = (
+                    event.run_id, event.seq, str(event.type), event.pipeline, event.stage,
+                    event.ts, event.attempt, event_data_text(event),
+                )  # fmt: skip
+
+    async def read_events(
+        self, run_id: str, *, after: int = 0, limit: int | None = None
+    ) -> list[Event]:
+        """The run's events with ``seq > after``, in ``seq`` order, at most ``limit``."""
+        after = checked_after(after)
+        limit = checked_limit(limit)
+        kept = self._events.get(run_id, {})
+        seqs = sorted(seq for seq in kept if seq > after)
+        return [stored_event(*kept[seq]) for seq in (seqs if limit is None else seqs[:limit])]
+
+    async def last_event_seq(self, run_id: str) -> int:
+        """The highest kept ``seq`` of the run; 0 when none."""
+        return max(self._events.get(run_id, {0: None}))
 
     # ------------------------------------------------------------------ inputs
 

@@ -11,7 +11,7 @@ import signal
 import sys
 import time
 import traceback
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -27,10 +27,11 @@ from rich.table import Table
 from .._budget import CostPolicy
 from .._durable import DurableRun
 from .._engine import Engine
+from .._events import Event
 from .._graph import StageGraph
 from .._ids import new_run_id
 from .._result import PendingInput, RunResult, RunStatus, StageResult
-from .._sinks import FanOutSink, JsonLinesSink
+from .._sinks import FanOutSink
 from .._status import StageStatus
 from ..errors import (
     ConfigurationError,
@@ -40,7 +41,7 @@ from ..errors import (
     StoreError,
     UnknownRunError,
 )
-from ..ports import InputRecord, InputStore, RunRecord, UsageRecord
+from ..ports import EventLog, InputRecord, InputStore, RunRecord, UsageRecord
 from . import _store
 from ._engine import EngineFlags, configured, target_engine
 from ._errors import (
@@ -486,8 +487,6 @@ async def _drive_job(job: _Job, out: _Output) -> RunResult:
         await _check_run_id(store, job)
         out.starting(job)
         return await _run_logged(store, job, out)
-    except OSError as error:
-        _fail(f"cannot write the events of the run: {error}")
     finally:
         await store.aclose()
 
@@ -516,13 +515,17 @@ async def _check_run_id(store: RunStore, job: _Job) -> None:
 
 
 async def _run_logged(store: RunStore, job: _Job, out: _Output) -> RunResult:
-    """Drive the run, its events appended to its JSON-lines file and shown as progress."""
-    path = _store.events_file(job.url, job.run_id)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a", encoding="utf-8", buffering=1) as file:
-        log = JsonLinesSink(file)  # line-buffered: `events --follow` sees each event
-        sinks = [s for s in (job.engine.sink, log, out.view) if s is not None]
-        engine = job.engine.replace(store=store, sink=FanOutSink(*sinks))
+    """Drive the run, its events kept in the store's event log and shown as progress."""
+    own = job.engine.event_log  # the target engine's own log gets the events too
+    sinks = [s for s in (job.engine.sink, out.view) if s is not None]
+    changes: dict[str, Any] = {"store": store}
+    if isinstance(store, EventLog):
+        changes["event_log"] = store
+        if own is not None:
+            sinks.append(own)
+    changes["sink"] = FanOutSink(*sinks)
+    engine = job.engine.replace(**changes)
+    try:
         with out.live():
             if job.resume:
                 return await engine.resume(
@@ -536,6 +539,21 @@ async def _run_logged(store: RunStore, job: _Job, out: _Output) -> RunResult:
                 timeout=job.timeout,
                 labels={TARGET_LABEL: job.target or ""},
             )
+    finally:
+        if own is not None and own is not engine.event_log:
+            await own.flush()  # the engine flushes its own log, not a sink
+        _dropped(engine, job.run_id)
+
+
+def _dropped(engine: Engine, run_id: str) -> None:
+    """Say so on stderr when events of the run could not be kept in the store."""
+    log = engine.event_log
+    if log is not None and log.dropped:
+        typer.echo(
+            f"warning: {log.dropped} events of run {run_id} could not be written to the "
+            "store's event log; `stageflow events` will not show them",
+            err=True,
+        )
 
 
 @contextmanager
@@ -1177,6 +1195,14 @@ def validate(target: Target, verbose: Verbose = False) -> None:
 
 _COSTS: Final = ("maximum", "spent", "requested")  # the amounts of a cost budget's events
 _TIMES: Final = ("deadline", "given_at")  # the times of input events: printed as times
+PAGE: Final = 1000  # events read from the log at a time
+SETTLED: Final = 1.0  # seconds after a run stopped by which its driver wrote its last events
+_DRIVE_ENDS: Final = {  # the event that ends a drive, by the status it leaves the run in
+    RunStatus.COMPLETED: "run.completed",
+    RunStatus.FAILED: "run.failed",
+    RunStatus.CANCELLED: "run.cancelled",
+    RunStatus.WAITING: "run.waiting",
+}
 
 
 def _event_line(
@@ -1217,8 +1243,9 @@ def _amount(value: object) -> bool:
 
 def _drive_header(event: Mapping[str, Any], earlier: int) -> str:
     """The line above the events of one drive of the run: its ``run.started`` and what
-    follows. A drive after another in the file, or one the engine says resumed, is a
-    resume (the first drive of a run started from Python wrote no file)."""
+    follows. A drive after another in the log, or one the engine says resumed, is a
+    resume (the first drive of a run started from Python without an event log left no
+    events)."""
     data = event.get("data")
     resumed = earlier > 0 or (isinstance(data, dict) and data.get("resumed") is True)
     ts = event.get("ts")
@@ -1226,29 +1253,72 @@ def _drive_header(event: Mapping[str, Any], earlier: int) -> str:
     return f"-- run {'resumed' if resumed else 'started'} {when}"
 
 
-def _read_lines(path: Path, offset: int) -> tuple[list[str], int]:
-    """The complete lines written after ``offset``, and the offset after them."""
-    try:
-        with path.open("rb") as file:
-            file.seek(offset)
-            chunk = file.read()
-    except FileNotFoundError:
-        return [], offset
-    end = chunk.rfind(b"\n") + 1  # a line being written is read on the next look
-    lines = chunk[:end].decode("utf-8", errors="replace").splitlines()
-    return [line for line in lines if line.strip()], offset + end
+def _json_line(event: Event) -> str:
+    """The event as one line of JSON (``Event.to_dict()``; what JSON cannot hold, as its
+    ``repr``)."""
+    # Imported here: pydantic_core would be a third of `import stageflow`'s time.
+    from pydantic_core import to_json
+
+    return to_json(event.to_dict(), fallback=repr).decode()
 
 
-def _parsed(lines: list[str]) -> list[dict[str, Any]]:
-    events = []
-    for line in lines:
-        try:
-            event = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(event, dict):
-            events.append(event)
-    return events
+def _event_log(store: RunCatalog, url: str) -> EventLog:
+    if not isinstance(store, EventLog):  # pragma: no cover - SQLAlchemyStore is one
+        _fail(f"the store {_store.shown(url)} keeps no events (it is no EventLog)")
+    return store
+
+
+async def _stored(log: EventLog, run_id: str, after: int = 0) -> AsyncIterator[Event]:
+    """The run's events in the log with ``seq > after``, in order, read a page at a time."""
+    while True:
+        page = await log.read_events(run_id, after=after, limit=PAGE)
+        for event in page:
+            yield event
+        if len(page) < PAGE:
+            return
+        after = page[-1].seq
+
+
+async def _followed(store: RunCatalog, record: RunRecord, url: str) -> AsyncIterator[Event]:
+    """The run's events, those stored and those to come, until it stops running.
+
+    Each look (``record`` is the first's, then one every ``POLL`` seconds) reads the run's
+    status, then its new events. The run's driver writes its last events just after its
+    status (it flushes its event log before it exits), so the follow ends at the first
+    look that finds nothing new after one that found the run stopped; at once when the
+    run stopped ``SETTLED`` seconds ago and its last event ends its drive as its status
+    says. A run that waits for input stopped: its resume is a drive of its own, to
+    follow again.
+    """
+    log = _event_log(store, url)
+    after, last = 0, None
+    stopped = False  # the look before found the run not running
+    while True:
+        looked = time.time()
+        new = False
+        async for event in _stored(log, record.run_id, after):
+            yield event
+            after, last, new = event.seq, event, True
+        if record.status is RunStatus.RUNNING:
+            stopped = False
+        elif (stopped and not new) or _settled(record, last, looked):
+            return
+        else:
+            stopped = True
+        await asyncio.sleep(POLL)
+        record = await _get_run(store, record.run_id, url)
+
+
+def _settled(record: RunRecord, last: Event | None, now: float) -> bool:
+    """Whether the stopped run's events are surely all in the log: the last one ends its
+    drive as its status says, and it stopped long enough ago for its driver to have
+    written them."""
+    return (
+        last is not None
+        and last.stage is None
+        and str(last.type) == _DRIVE_ENDS.get(record.status)
+        and now - record.updated_at >= SETTLED
+    )
 
 
 @app.command()
@@ -1261,47 +1331,41 @@ def events(
     store: StoreUrl = None,
     as_json: AsJson = False,
 ) -> None:
-    """Print the events of a run started or resumed by the stageflow command."""
+    """Print the events of a run, as the store's event log keeps them."""
     url = _store.store_url(store)
-    path = _store.events_file(url, run_id)
     console = _console()
     drives = 0  # the run.started events seen: a drive of the run begins at each
     currency: str | None = None  # of the costs of budget events
 
-    def emit(lines: list[str]) -> None:
+    def emit(event: Event) -> None:  # one line, as --follow and --json print events
         nonlocal drives
         if as_json:
-            for line in lines:
-                typer.echo(line)
+            typer.echo(_json_line(event))
             return
-        for event in _parsed(lines):
-            if event.get("type") == "run.started":
-                console.print(_drive_header(event, drives), markup=False)
-                drives += 1
-            seq, when, kind, stage, attempt, details = _event_line(event, currency)
-            console.print(f"{seq:>4} {when} {kind:<17} {stage:<16} {attempt:>2} {details}",
-                          markup=False)  # fmt: skip
+        shown = event.to_dict()
+        if shown["type"] == "run.started":
+            console.print(_drive_header(shown, drives), markup=False)
+            drives += 1
+        seq, when, kind, stage, attempt, details = _event_line(shown, currency)
+        console.print(f"{seq:>4} {when} {kind:<17} {stage:<16} {attempt:>2} {details}",
+                      markup=False)  # fmt: skip
 
     async def watch() -> None:
         nonlocal currency
         opened = _store.open_catalog(url)
-        offset = 0
         try:
-            while True:
-                record = await _get_run(opened, run_id, url)
-                currency = run_currency(record)
-                lines, offset = _read_lines(path, offset)
-                emit(lines)
-                if record.status != RunStatus.RUNNING:
-                    return
-                await asyncio.sleep(POLL)
+            record = await _get_run(opened, run_id, url)
+            currency = run_currency(record)
+            async for event in _followed(opened, record, url):
+                emit(event)
         finally:
             await opened.aclose()
 
-    async def check() -> RunRecord:
+    async def read() -> tuple[RunRecord, list[Event]]:
         opened = _store.open_catalog(url)
         try:
-            return await _get_run(opened, run_id, url)
+            record = await _get_run(opened, run_id, url)
+            return record, [event async for event in _stored(_event_log(opened, url), run_id)]
         finally:
             await opened.aclose()
 
@@ -1315,30 +1379,32 @@ def events(
             except KeyboardInterrupt:
                 raise typer.Exit(EXIT_CANCELLED) from None
             return
-        currency = run_currency(asyncio.run(check()))
-    if not path.exists():
+        record, stored = asyncio.run(read())
+    if not stored:
         typer.echo(
-            f"no events of run {run_id!r} in {path.parent} (only runs driven by the "
-            f"stageflow command write them)",
+            f"no events of run {run_id!r} in the store {_store.shown(url)} (runs driven by "
+            "the stageflow command, or by an Engine with event_log=, keep them)",
             err=True,
         )
         return
-    lines, _ = _read_lines(path, 0)
+    currency = run_currency(record)
     if as_json:
-        emit(lines)
+        for event in stored:
+            emit(event)
         return
     table: Table | None = None  # one per drive, under its header line
-    for event in _parsed(lines):
-        if event.get("type") == "run.started":
+    for event in stored:
+        shown = event.to_dict()
+        if shown["type"] == "run.started":
             if table is not None:
                 console.print(table)
-            console.print(_drive_header(event, drives), markup=False)
+            console.print(_drive_header(shown, drives), markup=False)
             drives += 1
             table = None
         if table is None:
             table = Table(box=None, pad_edge=False)
             for column in ("seq", "time", "type", "stage", "attempt", "data"):
                 table.add_column(column, overflow="fold" if column == "data" else "ellipsis")
-        table.add_row(*_event_line(event, currency))
+        table.add_row(*_event_line(shown, currency))
     if table is not None:
         console.print(table)

@@ -1,4 +1,4 @@
-"""Which store the command uses, and where the events of its runs are written."""
+"""Which store the command uses (it keeps the runs, and their events in its event log)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ if TYPE_CHECKING:
     from ..ports import CheckpointStore, RunCatalog, RunStore
 
 STORE_ENV = "STAGEFLOW_STORE"
-EVENTS_ENV = "STAGEFLOW_EVENTS_DIR"
 DEFAULT_STORE = "sqlite:///./.stageflow/runs.db"
 
 
@@ -74,23 +73,6 @@ def exists(url: str) -> bool:
     """False only for a SQLite file that does not exist (nothing ever ran there)."""
     path = sqlite_path(url)
     return path is None or path.exists()
-
-
-def events_dir(url: str) -> Path:
-    """``$STAGEFLOW_EVENTS_DIR``, else ``events/`` next to the SQLite file (for another
-    store: ``./.stageflow/events``)."""
-    chosen = os.environ.get(EVENTS_ENV)
-    if chosen:
-        return Path(chosen)
-    path = sqlite_path(url)
-    if path is None:
-        return Path(".stageflow") / "events"
-    return path.parent / "events"
-
-
-def events_file(url: str, run_id: str) -> Path:
-    """Where the events of the run are written, as JSON lines."""
-    return events_dir(url) / f"{run_id}.jsonl"
 
 
 def shown(url: str) -> str:

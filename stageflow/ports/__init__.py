@@ -5,13 +5,14 @@ Each port states the contract an implementation must keep; adapters in
 """
 
 from ._clock import Clock, Timer
-from ._events import EventSink, PressureSink
+from ._events import EventLog, EventSink, PressureSink
 from ._records import InputRecord, Lease, RunRecord, StageRecord, UsageRecord
 from ._store import CheckpointStore, InputStore, RunCatalog, RunStore
 
 __all__ = [
     "CheckpointStore",
     "Clock",
+    "EventLog",
     "EventSink",
     "InputRecord",
     "InputStore",

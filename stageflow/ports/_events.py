@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 from typing import Protocol, runtime_checkable
 
 from .._events import Event
@@ -51,3 +51,42 @@ class PressureSink(EventSink, Protocol):
 
     def pressure(self) -> Awaitable[None] | None:
         """None if the sink can take more events now, else what to await first."""
+
+
+@runtime_checkable
+class EventLog(Protocol):
+    """Keeps the events of runs, for reading later and from other processes.
+
+    ``Engine(event_log=log)`` writes every event of its runs to ``log``, in batches off
+    the run's path (see :class:`~stageflow.EventLogSink`); ``stageflow events``, the
+    HTTP service's event streams and :func:`~stageflow.follow_events` read it. The
+    contract:
+
+    - An event is identified by ``(run_id, seq)``. ``append_events`` stores events of
+      any runs in one go (one transaction where the backend has them). An event whose
+      ``(run_id, seq)`` is stored already is ignored: the first write wins, so a batch
+      written twice (a retried write, a stale driver) changes nothing.
+    - ``read_events(run_id, after=n)`` returns the run's stored events with
+      ``seq > n``, in ``seq`` order, at most ``limit`` of them (all when None); an
+      unknown run has none (``[]``, not an error). Each comes back as the
+      :class:`~stageflow.Event` that was appended, except that ``data`` holds what
+      JSON can: values it cannot hold come back as their ``repr``, tuples as lists.
+    - ``last_event_seq(run_id)`` is the highest stored ``seq`` of the run, 0 when it
+      has none. A resumed run numbers its events on from there, so that a run's
+      ``seq`` increases across all its drives.
+    - Deleting a run (``RunCatalog.delete_run``, ``prune``) deletes its events.
+
+    ``SQLAlchemyStore`` (table ``stageflow_events``) and ``MemoryStore`` are event
+    logs; :func:`stageflow.testing.check_event_log` checks yours.
+    """
+
+    async def append_events(self, events: Sequence[Event]) -> None:
+        """Store the events; those whose ``(run_id, seq)`` is stored already are ignored."""
+
+    async def read_events(
+        self, run_id: str, *, after: int = 0, limit: int | None = None
+    ) -> list[Event]:
+        """The run's events with ``seq > after``, in ``seq`` order, at most ``limit``."""
+
+    async def last_event_seq(self, run_id: str) -> int:
+        """The highest stored ``seq`` of the run; 0 when none is stored."""

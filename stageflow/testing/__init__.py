@@ -11,6 +11,9 @@
 - :func:`check_input_store` (:data:`INPUT_STORE_CHECKS`): the contract of
   :class:`~stageflow.ports.InputStore`, where the inputs of runs that wait for a person
   are kept, for a store that is a CheckpointStore too (:data:`InputStoreFactory`).
+- :func:`check_event_log` (:data:`EVENT_LOG_CHECKS`): the contract of
+  :class:`~stageflow.ports.EventLog`, where the events of runs are kept for reading
+  later, for a store that is a CheckpointStore too (:data:`EventLogFactory`).
 - :class:`ManualClock` moves only when a test moves it: give it to an engine
   (``Engine(clock=...)``) and a store, and every timeout, backoff, breaker,
   lease renewal and duration follows it.
@@ -32,6 +35,7 @@
 from typing import TYPE_CHECKING
 
 from ._clock import ManualClock
+from ._event_contract import EVENT_LOG_CHECKS, EventLogFactory, check_event_log
 from ._input_contract import INPUT_STORE_CHECKS, InputStoreFactory, check_input_store
 from ._shapes import DagShape, InvalidDagShape
 from ._sink import RecordingSink
@@ -72,6 +76,8 @@ _STRATEGIES = frozenset(
 __all__ = [  # noqa: RUF022
     "CHECKPOINT_STORE_CHECKS",
     "DagShape",
+    "EVENT_LOG_CHECKS",
+    "EventLogFactory",
     "INPUT_STORE_CHECKS",
     "InputStoreFactory",
     "InvalidDagShape",
@@ -83,6 +89,7 @@ __all__ = [  # noqa: RUF022
     "StoreFactory",
     "VirtualTimeLoop",
     "check_checkpoint_store",
+    "check_event_log",
     "check_input_store",
     "check_run_catalog",
     "check_run_store",

@@ -12,7 +12,7 @@ def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Every test in its own folder, whatever the environment says (use it with
     ``pytestmark = pytest.mark.usefixtures("isolated")``)."""
     monkeypatch.chdir(tmp_path)
-    for name in ("STAGEFLOW_STORE", "STAGEFLOW_EVENTS_DIR", "STAGEFLOW_LEASE_TTL"):
+    for name in ("STAGEFLOW_STORE", "STAGEFLOW_LEASE_TTL"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("TTY_COMPATIBLE", "0")  # plain lines, whatever runs the tests
 

@@ -7,13 +7,14 @@ import json
 import re
 import textwrap
 import time
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
-from stageflow import Engine, Pipeline, RunStatus
+from stageflow import Engine, Event, Pipeline, RunStatus
 from stageflow.adapters.sqlalchemy import SQLAlchemyStore
 from stageflow.cli import EXIT_CANCELLED, EXIT_COMPLETED, EXIT_FAILED, EXIT_USAGE, app
 from stageflow.cli._commands import _parse_data
@@ -81,6 +82,18 @@ def raises():
     raise LookupError("no pipeline today")
 
 
+def drop_events(ctx):
+    import sqlite3
+
+    with sqlite3.connect(ctx.data["db"]) as db:
+        db.execute("DROP TABLE stageflow_events")
+    db.close()
+    return {}
+
+
+dropper = Pipeline("dropper").with_stage("drop", drop_events)
+
+
 class NotOne:
     pass
 """
@@ -112,6 +125,19 @@ def as_json(result) -> object:
 def start(runner: CliRunner, url: str, target: str, *args: str) -> dict:
     result = invoke(runner, "run", target, "--store", url, "--json", *args)
     return as_json(result)
+
+
+def _stored(url: str, run_id: str) -> list[Event]:
+    """The run's events in the store's event log."""
+
+    async def read() -> list[Event]:
+        store = SQLAlchemyStore(url)
+        try:
+            return await store.read_events(run_id)
+        finally:
+            await store.aclose()
+
+    return asyncio.run(read())
 
 
 # ----------------------------------------------------------------------------- run
@@ -227,19 +253,24 @@ class TestRun:
 
         assert result.exit_code == 0, result.output
         assert (tmp_path / ".stageflow" / "runs.db").is_file()
-        assert (tmp_path / ".stageflow" / "events" / "d1.jsonl").is_file()
+        assert not (tmp_path / ".stageflow" / "events").exists()  # they are in the store
         assert "resume" not in result.stdout
+        events = invoke(runner, "events", "d1", "--json").stdout.splitlines()
+        assert json.loads(events[-1])["type"] == "run.completed"
 
-    def test_the_store_and_the_events_dir_come_from_the_environment(
+    def test_the_store_comes_from_the_environment_and_keeps_the_events(
         self, runner, url, flow, tmp_path, monkeypatch
     ):
         monkeypatch.setenv("STAGEFLOW_STORE", url)
-        monkeypatch.setenv("STAGEFLOW_EVENTS_DIR", str(tmp_path / "ev"))
 
         assert invoke(runner, "run", f"{flow}:pipeline", "--run-id", "e1").exit_code == 0
         assert (tmp_path / "runs.db").is_file()
-        assert (tmp_path / "ev" / "e1.jsonl").is_file()
         assert not (tmp_path / ".stageflow").exists()
+        assert not (tmp_path / "events").exists()
+        stored = _stored(url, "e1")
+        assert (stored[0].type, stored[-1].type) == ("run.started", "run.completed")
+        shown = invoke(runner, "events", "e1", "--json").stdout.splitlines()
+        assert [json.loads(line)["seq"] for line in shown] == [e.seq for e in stored]
 
     @pytest.mark.parametrize("attr", ["pipeline", "graph", "make"])
     def test_a_target_may_be_a_pipeline_a_graph_or_a_function(self, runner, url, flow, attr):
@@ -661,7 +692,7 @@ class TestRunsAndShow:
 
 
 class TestEvents:
-    def test_events_prints_a_table(self, runner, url, flow):
+    def test_events_prints_a_table_of_every_stored_event(self, runner, url, flow):
         start(runner, url, f"{flow}:pipeline", "--run-id", "e1")
 
         result = invoke(runner, "events", "e1", "--store", url)
@@ -673,8 +704,12 @@ class TestEvents:
         assert rows[1].split()[0:3] == ["1", rows[1].split()[1], "run.started"]
         assert rows[-1].split()[2] == "run.completed"
         assert any("stage.skipped" in row and "reason=nothing to do" in row for row in rows)
+        stored = _stored(url, "e1")
+        assert [(row.split()[0], row.split()[2]) for row in rows[1:]] == [
+            (str(e.seq), e.type) for e in stored
+        ]
 
-    def test_events_json_is_the_lines_written(self, runner, url, flow, tmp_path):
+    def test_events_json_is_one_line_per_stored_event(self, runner, url, flow):
         start(runner, url, f"{flow}:pipeline", "--run-id", "e1")
 
         result = invoke(runner, "events", "e1", "--store", url, "--json")
@@ -683,7 +718,21 @@ class TestEvents:
         assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
         assert events[0]["type"] == "run.started"
         assert events[-1]["type"] == "run.completed"
-        assert (tmp_path / "events" / "e1.jsonl").read_text() == result.stdout
+        assert events == [e.to_dict() for e in _stored(url, "e1")]
+        assert result.stdout.splitlines()[0].startswith('{"type":"run.started","run_id":"e1"')
+
+    def test_more_events_than_a_page_are_all_printed(self, runner, url, flow, monkeypatch):
+        from stageflow.cli import _commands
+
+        start(runner, url, f"{flow}:pipeline", "--run-id", "e1")
+        stored = _stored(url, "e1")
+        monkeypatch.setattr(_commands, "PAGE", 2)
+
+        lines = invoke(runner, "events", "e1", "--store", url, "--json").stdout.splitlines()
+        followed = invoke(runner, "events", "e1", "--store", url, "--json", "--follow")
+
+        assert [json.loads(line)["seq"] for line in lines] == [e.seq for e in stored]
+        assert followed.stdout.splitlines() == lines
 
     def test_follow_on_a_finished_run_returns_at_once(self, runner, url, flow):
         start(runner, url, f"{flow}:sleepy", "--run-id", "e1")
@@ -697,46 +746,183 @@ class TestEvents:
         assert table.stdout.splitlines()[-1].split()[2] == "run.completed"
         assert json.loads(lines.stdout.splitlines()[-1])["type"] == "run.completed"
 
-    def test_follow_prints_events_until_the_run_ends(self, runner, url, flow, tmp_path):
+    def test_follow_prints_the_events_as_they_are_stored_until_the_run_ends(
+        self, runner, url, monkeypatch
+    ):
         from stageflow.cli import _commands
 
-        start(runner, url, f"{flow}:pipeline", "--run-id", "e1")
-        log = tmp_path / "events" / "e1.jsonl"
-        written = log.read_text().splitlines(keepends=True)
-        log.write_text("".join(written[:3]) + written[3][:10])  # mid-line, as if live
+        # Driven here without an event log; the test stores its events in two parts, as a
+        # driver in another process does, while the looks of the command say it runs.
+        events = _driven(url, "e1")
+        _append(url, events[:3])
         looks = []
 
         async def running_then_done(store, run_id, url):
             record = await store.get_run(run_id)
             looks.append(record)
             if len(looks) == 1:
-                return type(record)(**{**_fields(record), "status": RunStatus.RUNNING})
-            log.write_text("".join(written))  # the rest arrives
-            return record
+                return replace(record, status=RunStatus.RUNNING)
+            if len(looks) == 2:
+                await store.append_events(events[3:])  # the rest arrives as the run ends
+            return replace(record, updated_at=time.time())  # it stopped just now
 
-        with pytest.MonkeyPatch.context() as patch:
-            patch.setattr(_commands, "_get_run", running_then_done)
-            patch.setattr(_commands, "POLL", 0.0)
-            result = invoke(runner, "events", "e1", "--store", url, "--follow", "--json")
+        monkeypatch.setattr(_commands, "_get_run", running_then_done)
+        monkeypatch.setattr(_commands, "POLL", 0.0)
+        result = invoke(runner, "events", "e1", "--store", url, "--follow", "--json")
 
-        assert len(looks) == 2
-        assert result.stdout == "".join(written)
+        assert result.exit_code == 0
+        assert [json.loads(line) for line in result.stdout.splitlines()] == [
+            e.to_dict() for e in events
+        ]
+        assert len(looks) == 3  # running; stopped, with the rest; nothing new: the end
 
-    def test_a_run_without_events_says_so(self, runner, url, flow, tmp_path):
+    @pytest.mark.parametrize(("ago", "looks"), [(60.0, 1), (0.0, 2)])
+    def test_follow_of_a_stopped_run_looks_again_unless_it_stopped_a_while_ago(
+        self, runner, url, flow, monkeypatch, ago, looks
+    ):
+        from stageflow.cli import _commands
+
         start(runner, url, f"{flow}:pipeline", "--run-id", "e1")
-        (tmp_path / "events" / "e1.jsonl").unlink()
+        seen = []
+
+        async def stopped(store, run_id, url):
+            record = await store.get_run(run_id)
+            seen.append(record)
+            return replace(record, updated_at=time.time() - ago)
+
+        monkeypatch.setattr(_commands, "_get_run", stopped)
+        monkeypatch.setattr(_commands, "POLL", 0.0)
+        result = invoke(runner, "events", "e1", "--store", url, "--follow", "--json")
+
+        assert result.exit_code == 0
+        assert len(result.stdout.splitlines()) == len(_stored(url, "e1"))
+        assert len(seen) == looks
+
+    def test_follow_ends_on_a_stopped_run_whose_events_never_reached_the_log(self, runner, url):
+        _driven(url, "e1")  # without an event log: the run's end is in no event
+
+        result = invoke(runner, "events", "e1", "--store", url, "--follow")
+
+        assert result.exit_code == 0
+        assert result.stdout == ""
+
+    def test_a_run_without_events_says_so(self, runner, url):
+        _driven(url, "e1")
 
         result = invoke(runner, "events", "e1", "--store", url)
 
         assert result.exit_code == 0
         assert result.stdout == ""
-        assert "no events of run 'e1'" in result.stderr
+        assert result.stderr.startswith(f"no events of run 'e1' in the store {url} ")
+
+    def test_a_store_of_an_older_schema_without_events_is_upgraded(self, runner, url, flow):
+        import sqlite3
+
+        start(runner, url, f"{flow}:pipeline", "--run-id", "old")
+        with sqlite3.connect(url.removeprefix("sqlite:///")) as db:  # back to version 5
+            db.execute("DROP TABLE stageflow_events")
+            db.execute("UPDATE stageflow_meta SET value = '5' WHERE key = 'schema_version'")
+        db.close()
+
+        before = invoke(runner, "events", "old", "--store", url)
+        again = start(runner, url, f"{flow}:pipeline", "--run-id", "new")
+        after = invoke(runner, "events", "new", "--store", url, "--json")
+
+        assert before.exit_code == 0, before.output
+        assert "no events of run 'old' in the store" in before.stderr
+        assert again["status"] == "completed"
+        assert json.loads(after.stdout.splitlines()[-1])["type"] == "run.completed"
+        with sqlite3.connect(url.removeprefix("sqlite:///")) as db:
+            version = db.execute("SELECT value FROM stageflow_meta").fetchone()
+        db.close()
+        assert version == ("6",)
+
+    def test_events_the_store_could_not_keep_are_said_to_be_missing(self, runner, url, flow):
+        # The stage drops the events table under the running driver: its writes fail.
+        path = url.removeprefix("sqlite:///")
+
+        result = invoke(runner, "run", f"{flow}:dropper", "--store", url, "--json",
+                        "--run-id", "x1", "-d", f"db={path}")  # fmt: skip
+
+        assert result.exit_code == EXIT_COMPLETED  # the run is not the log's
+        assert as_json(result)["status"] == "completed"
+        assert re.search(
+            r"^warning: \d+ events of run x1 could not be written to the store's event log; "
+            r"`stageflow events` will not show them$",
+            result.stderr,
+            re.M,
+        )
+
+    def test_the_event_log_of_the_targets_engine_gets_the_events_too(self, runner, url, tmp_path):
+        (tmp_path / "logged.py").write_text(LOGGED)
+
+        result = invoke(runner, "run", "logged.py:pipeline", "--store", url, "--run-id", "o1")
+
+        assert result.exit_code == EXIT_COMPLETED, result.output
+        own = [json.loads(line) for line in (tmp_path / "own.jsonl").read_text().splitlines()]
+        assert own == [e.to_dict() for e in _stored(url, "o1")]
 
 
-def _fields(record) -> dict:
-    from dataclasses import fields
+LOGGED = """
+import json
+from pathlib import Path
 
-    return {f.name: getattr(record, f.name) for f in fields(record)}
+from stageflow import Engine, Pipeline
+
+
+class FileLog:  # an EventLog of the target's own, writing lines to a file
+    async def append_events(self, events):
+        with Path(__file__).with_name("own.jsonl").open("a") as file:
+            for event in events:
+                file.write(json.dumps(event.to_dict()) + "\\n")
+
+    async def read_events(self, run_id, *, after=0, limit=None):
+        return []
+
+    async def last_event_seq(self, run_id):
+        return 0
+
+
+async def one(ctx):
+    return {}
+
+
+engine = Engine(event_log=FileLog())
+pipeline = Pipeline("logged").with_stage("one", one)
+"""
+
+
+async def _one(ctx) -> dict:
+    return {}
+
+
+def _driven(url: str, run_id: str) -> list[Event]:
+    """Drive a run from Python, without an event log; its events, as a sink got them."""
+    from stageflow.testing import RecordingSink
+
+    sink = RecordingSink()
+
+    async def drive() -> None:
+        store = SQLAlchemyStore(url)
+        try:
+            graph = Pipeline("py").with_stage("one", _one).build()
+            await Engine(store=store, sink=sink).run(graph, run_id=run_id)
+        finally:
+            await store.aclose()
+
+    asyncio.run(drive())
+    return list(sink.events)
+
+
+def _append(url: str, events: list[Event]) -> None:
+    async def append() -> None:
+        store = SQLAlchemyStore(url)
+        try:
+            await store.append_events(events)
+        finally:
+            await store.aclose()
+
+    asyncio.run(append())
 
 
 # ----------------------------------------------------------------------------- bad input
@@ -891,28 +1077,6 @@ class TestInterrupted:
         monkeypatch.setattr(_commands.asyncio, "run", _interrupt)
 
         assert invoke(runner, "events", "e1", "--store", url, "--follow").exit_code == 130
-
-
-def test_unwritable_events_are_refused(runner, url, flow, tmp_path, monkeypatch):
-    (tmp_path / "afile").write_text("")
-    monkeypatch.setenv("STAGEFLOW_EVENTS_DIR", str(tmp_path / "afile" / "events"))
-
-    result = invoke(runner, "run", f"{flow}:pipeline", "--store", url)
-
-    assert result.exit_code == EXIT_USAGE
-    assert "cannot write the events of the run" in result.stderr
-
-
-def test_lines_of_an_events_file_that_are_no_events_are_left_out(runner, url, flow, tmp_path):
-    start(runner, url, f"{flow}:pipeline", "--run-id", "e1")
-    log = tmp_path / "events" / "e1.jsonl"
-    log.write_text("not json\n[1, 2]\n" + log.read_text())
-
-    result = invoke(runner, "events", "e1", "--store", url)
-
-    assert result.exit_code == 0
-    assert result.stdout.splitlines()[2].split()[2] == "run.started"
-    assert "not json" not in result.stdout
 
 
 def test_main_is_the_command(flow, monkeypatch, capsys):

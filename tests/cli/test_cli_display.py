@@ -201,27 +201,35 @@ class TestDrives:
             assert all(re.fullmatch(HEADER, h) for h in headers)
             rows = shown.stdout.splitlines()
             # each header comes just above (or, in a table, above the column names above)
-            # a run.started whose seq is 1
-            for at in (i for i, line in enumerate(rows) if line.startswith("-- ")):
-                below = rows[at + 1].split() if shown is followed else rows[at + 2].split()
-                assert below[0] == "1"
-                assert below[2] == "run.started"
+            # a run.started; the resume numbers its events on from the first drive's
+            below = [
+                rows[at + 1].split() if shown is followed else rows[at + 2].split()
+                for at, line in enumerate(rows)
+                if line.startswith("-- ")
+            ]
+            assert [row[2] for row in below] == ["run.started", "run.started"]
+            assert below[0][0] == "1"
+            assert int(below[1][0]) > 1
         events = [json.loads(line) for line in lines.stdout.splitlines()]
+        assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
         started = [e for e in events if e["type"] == "run.started"]
         assert [e["data"] for e in started] == [{"stages": 2}, {"stages": 2, "resumed": True}]
+        assert [e["type"] for e in events].count("run.failed") == 2
         assert not any(line.startswith("-- ") for line in lines.stdout.splitlines())
 
-    def test_the_first_drive_in_the_file_of_a_run_started_from_python_is_a_resume(
-        self, runner, url, flow
+    @pytest.mark.parametrize("logged", [False, True], ids=["no-log", "event-log"])
+    def test_a_run_started_from_python_shows_the_drives_its_log_has(
+        self, runner, url, flow, logged
     ):
         graph = (
             Pipeline("twice").with_stage("a", _nothing).with_stage("b", _fails, dependencies=("a",))
         )
 
-        async def started() -> None:  # no events file: the command did not drive it
+        async def started() -> None:  # with an event log, or none: its first drive left none
             store = SQLAlchemyStore(url)
             try:
-                await Engine(store=store).run(graph.build(), run_id="d2")
+                engine = Engine(store=store, event_log=store if logged else None)
+                await engine.run(graph.build(), run_id="d2")
             finally:
                 await store.aclose()
 
@@ -229,10 +237,15 @@ class TestDrives:
 
         resumed = invoke(runner, "resume", "d2", "--store", url, "--target", f"{flow}:twice")
         table = invoke(runner, "events", "d2", "--store", url)
+        lines = invoke(runner, "events", "d2", "--store", url, "--json").stdout.splitlines()
 
         assert resumed.exit_code == EXIT_COMPLETED, resumed.stdout + resumed.stderr
         headers = [line for line in table.stdout.splitlines() if line.startswith("-- ")]
-        assert [h.split()[2] for h in headers] == ["resumed"]  # said by the engine
+        # without a log, the one drive in it is a resume: said by the engine
+        assert [h.split()[2] for h in headers] == (
+            ["started", "resumed"] if logged else ["resumed"]
+        )
+        assert [json.loads(line)["seq"] for line in lines] == list(range(1, len(lines) + 1))
 
 
 async def _nothing(ctx: Any) -> dict[str, Any]:

@@ -82,6 +82,7 @@ def test_the_exit_codes_are_the_codes_of_the_command():
 def test_the_environment_variables_are_documented():
     from stageflow.cli import _store
 
-    for name in (_store.STORE_ENV, _store.EVENTS_ENV, "STAGEFLOW_LEASE_TTL"):
+    for name in (_store.STORE_ENV, "STAGEFLOW_LEASE_TTL"):
         assert name in DOC
     assert _store.DEFAULT_STORE in DOC
+    assert "STAGEFLOW_EVENTS_DIR" not in DOC  # the events are in the store now

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import threading
 from datetime import datetime
 from pathlib import Path
 
@@ -520,6 +521,86 @@ class TestInspect:
         assert re.search(rf"input\.waiting\s+approve\s+1\s+prompt=Publish .* deadline={ISO}",
                          result.stdout)  # fmt: skip
         assert re.search(r"run\.waiting\s+-\s+status=waiting", result.stdout)
+
+    def test_a_run_that_waited_and_was_resumed_shows_both_drives_numbered_on(
+        self, runner, url, flows
+    ):
+        invoke(runner, "run", f"{flows}:approval", "--store", url, "--run-id", "w1")
+        followed = invoke(runner, "events", "w1", "--store", url, "--follow", "--json")
+        invoke(runner, "send", "w1", "approve", '{"approved": true}', "--store", url)
+        resumed = invoke(runner, "resume", "w1", "--store", url)
+
+        table = invoke(runner, "events", "w1", "--store", url)
+        lines = invoke(runner, "events", "w1", "--store", url, "--json").stdout.splitlines()
+
+        assert followed.exit_code == 0  # a waiting run has stopped: the follow ends
+        assert json.loads(followed.stdout.splitlines()[-1])["type"] == "run.waiting"
+        assert resumed.exit_code == EXIT_COMPLETED, resumed.output
+        headers = [line.split()[2] for line in table.stdout.splitlines() if line[:3] == "-- "]
+        assert headers == ["started", "resumed"]
+        events = [json.loads(line) for line in lines]
+        assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+        types = [e["type"] for e in events]
+        assert types.index("run.waiting") < types.index("run.started", 1)
+        assert (types.count("run.started"), types[-1]) == (2, "run.completed")
+        assert followed.stdout.splitlines() == lines[: len(followed.stdout.splitlines())]
+
+    def test_follow_goes_on_while_a_driver_waits_for_input_and_ends_with_the_run(
+        self, runner, url, flows, monkeypatch
+    ):
+        from stageflow.cli import _commands
+
+        target = f"{flows}:approval"
+        waiting = asyncio.Event()
+        looks = []
+        following = threading.Event()  # set at the follower's second look: it follows
+        get_run = _commands._get_run
+
+        async def looked(store, run_id, url):
+            record = await get_run(store, run_id, url)
+            looks.append(record.status)
+            if len(looks) == 2:
+                following.set()
+            return record
+
+        monkeypatch.setattr(_commands, "_get_run", looked)
+
+        class OnWait:
+            def try_emit(self, event: Event) -> None:
+                if event.type == EventType.INPUT_WAITING:
+                    waiting.set()
+
+            async def emit(self, event: Event) -> None:
+                self.try_emit(event)
+
+        async def scenario():
+            store = SQLAlchemyStore(url)
+            try:
+                engine = Engine(store=store, event_log=store, sink=OnWait(), input_poll=0.01)
+                driver = asyncio.create_task(
+                    engine.run(load_graph(target), run_id="live-2", wait=True,
+                               labels={TARGET_LABEL: target})
+                )  # fmt: skip
+                await waiting.wait()
+                follower = asyncio.create_task(asyncio.to_thread(
+                    invoke, runner, "events", "live-2", "--store", url, "--follow", "--json"
+                ))  # fmt: skip
+                await asyncio.to_thread(following.wait, 30)
+                await engine.send("live-2", "approve", {"approved": True})
+                result = await driver
+                return await follower, result, await store.read_events("live-2")
+            finally:
+                await store.aclose()
+
+        followed, result, stored = asyncio.run(scenario())
+
+        assert result.status == "completed"
+        assert followed.exit_code == 0, followed.output
+        assert looks[:2] == ["running", "running"]  # it followed the run while it waited
+        assert [json.loads(line) for line in followed.stdout.splitlines()] == [
+            e.to_dict() for e in stored
+        ]
+        assert stored[-1].type == "run.completed"
 
 
 # ----------------------------------------------------------------------------- progress

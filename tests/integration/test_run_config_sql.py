@@ -47,7 +47,7 @@ def test_a_version_3_database_gains_the_config_column_when_opened(backend):
 
     assert old.config == "", "a run of the older database has no stored configuration"
     assert new.config == '{"version":1}'
-    assert asyncio.run(raw(where, VERSION)) == [("5",)]
+    assert asyncio.run(raw(where, VERSION)) == [("6",)]
 
 
 def test_a_resume_from_another_store_object_restores_the_budget(backend):

@@ -18,10 +18,11 @@ from sqlalchemy import (
     Text,
 )
 
-SCHEMA_VERSION: Final = 5
+SCHEMA_VERSION: Final = 6
 """1: runs, stages, states. 2: usage (the table stageflow_usage). 3: run labels (the column
 stageflow_runs.labels). 4: the runs' governing configuration (the column stageflow_runs.config).
-5: the inputs of runs that wait for a person (the table stageflow_inputs)."""
+5: the inputs of runs that wait for a person (the table stageflow_inputs). 6: the events of
+runs (the table stageflow_events)."""
 
 metadata = MetaData()
 
@@ -126,6 +127,8 @@ UPGRADES: Final[dict[int, tuple[str, ...]]] = {
     3: (ADD_CONFIG,),
     # 4 -> 5: the table stageflow_inputs, which create_all has made.
     4: (),
+    # 5 -> 6: the table stageflow_events, which create_all has made.
+    5: (),
 }
 """The statements that take a database from a version to the next, after create_all.
 
@@ -198,11 +201,27 @@ RECORD_STAGE_FOR: Final = {
     "postgresql": RECORD_STAGE.replace(*_SHARED),
 }
 
-# SQLite's group commit: RECORD_STAGE without the fence, once FENCE held for the group's run
-# in the same write transaction (see _store._execute_all).
+# SQLite binds a tuple faster than a dict (no look-up by name per parameter): there a stage's
+# record is a row of STAGE_COLUMNS' values, ?1 to ?8, and the lease token, ?9.
+STAGE_COLUMNS: Final = (
+    "run_id", "stage", "status", "output", "attempts", "started", "ended", "reason",
+)  # fmt: skip
+
+
+def _by_position(statement: str) -> str:
+    """``statement`` with ``:run_id`` ... ``:reason`` as ``?1`` ... ``?8``, ``:token`` as ``?9``."""
+    for i, name in enumerate((*STAGE_COLUMNS, "token"), 1):
+        statement = statement.replace(f":{name}", f"?{i}")  # no name begins another
+    return statement
+
+
+RECORD_STAGE_ROW: Final = _by_position(RECORD_STAGE)
+
+# SQLite's group commit: RECORD_STAGE without the fence (a row, ?1 to ?8), once FENCE held
+# for the group's run in the same write transaction (see _store._execute_all).
 UPSERT_STAGE: Final = """
 INSERT INTO stageflow_stages (run_id, stage, status, output, attempts, started, ended, reason)
-VALUES (:run_id, :stage, :status, :output, :attempts, :started, :ended, :reason)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
 ON CONFLICT (run_id, stage) DO UPDATE SET
   status = excluded.status, output = excluded.output, attempts = excluded.attempts,
   started = excluded.started, ended = excluded.ended, reason = excluded.reason"""
@@ -389,3 +408,74 @@ SELECT r.status, i.run_id, i.name, i.schema, i.prompt, i.deadline, i.waiting_sin
        i.given_at
 FROM stageflow_runs AS r LEFT JOIN stageflow_inputs AS i ON i.run_id = r.run_id
 WHERE r.run_id = :run_id"""
+
+# --------------------------------------------------------------------------- events
+
+# One row per event of a run (version 6), the EventLog. No foreign key to stageflow_runs: the
+# events of a run may be written before its row (or without one); deleting a run deletes its
+# events in the same transaction (DELETE_RUN_FOR, PRUNE_FOR). The primary key is the index
+# reads use (run_id = ... AND seq > ... ORDER BY seq). ``type`` and ``stage`` are TEXT: an
+# item's stage, ``approve[doc-17]``, is longer than a stage's name, and a length must never
+# refuse an event.
+events = Table(
+    "stageflow_events",
+    metadata,
+    Column("run_id", String(128), nullable=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("type", Text, nullable=False),
+    Column("pipeline", String(128), nullable=False),
+    Column("stage", Text),
+    Column("ts", Float, nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("data", Text, nullable=False),  # JSON text of an object
+    PrimaryKeyConstraint("run_id", "seq"),
+)
+
+EVENT_COLUMNS: Final = "run_id, seq, type, pipeline, stage, ts, attempt, data"
+
+# SQLite: this for each event (positional: tuples bind a third faster than dicts, and a batch
+# may be thousands of rows), all in one transaction. A (run_id, seq) stored already, also by
+# an earlier row of the batch, is left as it is: the first write wins.
+INSERT_EVENT: Final = f"""
+INSERT INTO stageflow_events ({EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (run_id, seq) DO NOTHING"""
+
+# PostgreSQL: one statement, the events as a JSON array of objects (as RECORD_USAGE; json
+# keeps each number's text, so ts comes back exactly). The rows go in by (run_id, seq), and
+# in the batch's order among equal keys (the first wins): writers of overlapping batches then
+# take the keys' locks in one order, and cannot deadlock.
+APPEND_EVENTS: Final = f"""
+INSERT INTO stageflow_events ({EVENT_COLUMNS})
+SELECT e.run_id, e.seq, e.type, e.pipeline, e.stage, e.ts, e.attempt, e.data
+FROM ROWS FROM (
+  json_to_recordset(CAST(:events AS JSON)) AS (
+    run_id TEXT, seq BIGINT, type TEXT, pipeline TEXT, stage TEXT, ts DOUBLE PRECISION,
+    attempt INTEGER, data TEXT)
+) WITH ORDINALITY AS e (run_id, seq, type, pipeline, stage, ts, attempt, data, n)
+ORDER BY e.run_id, e.seq, e.n
+ON CONFLICT (run_id, seq) DO NOTHING"""
+
+READ_EVENTS: Final = f"""
+SELECT {EVENT_COLUMNS} FROM stageflow_events
+WHERE run_id = :run_id AND seq > :after ORDER BY seq"""
+READ_EVENTS_LIMIT: Final = READ_EVENTS + " LIMIT :limit"
+
+LAST_EVENT_SEQ: Final = "SELECT COALESCE(MAX(seq), 0) FROM stageflow_events WHERE run_id = :run_id"
+
+# SQLite: after DELETE_RUN or PRUNE, for each run it deleted, in the same transaction.
+DELETE_EVENTS: Final = "DELETE FROM stageflow_events WHERE run_id = :run_id"
+
+
+def _and_events(delete: str) -> str:
+    """A DELETE of runs (RETURNING run_id) that deletes their events too, in one statement."""
+    return f"""
+WITH gone AS ({delete}),
+events AS (DELETE FROM stageflow_events WHERE run_id IN (SELECT run_id FROM gone))
+SELECT run_id FROM gone"""
+
+
+# Delete runs (RETURNING their ids) and their events, atomically: on PostgreSQL in one
+# statement; on SQLite (whose WITH takes no DELETE) the store runs DELETE_EVENTS after it,
+# in the same transaction.
+DELETE_RUN_FOR: Final = {"sqlite": DELETE_RUN, "postgresql": _and_events(DELETE_RUN)}
+PRUNE_FOR: Final = {"sqlite": PRUNE, "postgresql": _and_events(PRUNE)}

@@ -1,5 +1,5 @@
-"""SQLAlchemyStore: a RunStore, RunCatalog and InputStore on SQLite (a file, the default) or
-PostgreSQL."""
+"""SQLAlchemyStore: a RunStore, RunCatalog, InputStore and EventLog on SQLite (a file, the
+default) or PostgreSQL."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy
 from sqlalchemy.engine import URL, make_url
@@ -20,6 +20,7 @@ from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from ..._check import number
+from ..._events import Event
 from ..._status import FINISHED, RunStatus, StageStatus
 from ..._usage import Usage, UsageSummary
 from ...errors import (
@@ -36,6 +37,7 @@ from ...errors import (
 )
 from ...ports import (
     CheckpointStore,
+    EventLog,
     InputRecord,
     InputStore,
     Lease,
@@ -44,15 +46,26 @@ from ...ports import (
     UsageRecord,
 )
 from .._retention import Retention
-from .._shared import checked_limit, input_of_run, item_stage, stage_of_run, usage_of_run
+from .._shared import (
+    checked_after,
+    checked_limit,
+    event_data_text,
+    events_to_append,
+    input_of_run,
+    item_stage,
+    stage_of_run,
+    stored_event,
+    usage_of_run,
+)
 from . import _schema as sql
 
 Rows = list[tuple[Any, ...]]
+_T = TypeVar("_T")
 
 
-class SQLAlchemyStore(CheckpointStore, InputStore):
-    """A RunStore and RunCatalog (a CheckpointStore), and an InputStore, in SQLite or PostgreSQL,
-    through SQLAlchemy 2.
+class SQLAlchemyStore(CheckpointStore, InputStore, EventLog):
+    """A RunStore and RunCatalog (a CheckpointStore), an InputStore and an EventLog, in SQLite
+    or PostgreSQL, through SQLAlchemy 2.
 
     Args:
         url: ``sqlite:///runs.db`` (also ``sqlite+aiosqlite://...``; a file, in WAL
@@ -68,23 +81,29 @@ class SQLAlchemyStore(CheckpointStore, InputStore):
     is upgraded when opened (version 1, before usage was kept, gains the table
     ``stageflow_usage``; version 2, before run labels, the column
     ``stageflow_runs.labels``; version 3, before stored run configurations, the column
-    ``stageflow_runs.config``; version 4, before inputs, the table ``stageflow_inputs``),
-    one of a newer schema is refused with
-    :class:`~stageflow.errors.SchemaError`. Backend errors become
+    ``stageflow_runs.config``; version 4, before inputs, the table ``stageflow_inputs``;
+    version 5, before the event log, the table ``stageflow_events``), one of a newer
+    schema is refused with :class:`~stageflow.errors.SchemaError`. Backend errors become
     :class:`~stageflow.errors.StoreError`.
 
-    On SQLite every write is one statement (``record_usage``: one transaction) on one
-    connection, committed on the event loop's thread: in WAL mode with
-    ``synchronous=NORMAL`` a commit does not wait for the disk, so that is tens of
-    microseconds. When another process holds the write lock, the write moves to a
-    worker thread that waits for it, so the loop never blocks on a lock. WAL
-    checkpoints run in a worker thread too.
+    On SQLite every write is one statement (``record_usage``, ``append_events``,
+    ``delete_run`` and ``prune``: one transaction) on one connection, committed on the
+    event loop's thread: in WAL mode with ``synchronous=NORMAL`` a commit does not wait
+    for the disk, so that is tens of microseconds. When another process holds the write
+    lock, the write moves to a worker thread that waits for it, so the loop never blocks
+    on a lock; so does a batch of more than 1000 events. WAL checkpoints run in a worker
+    thread too.
 
     Usage reports are rows of ``stageflow_usage``, deleted with their run (by
     ``delete_run``, ``prune`` and retention); ``usage()`` sums them in the database.
     Inputs are rows of ``stageflow_inputs``, deleted with their run too; ``give_input``
     stores a value with one conditional write, so that of senders racing, in any
     number of processes, exactly one succeeds.
+
+    Events are rows of ``stageflow_events``, keyed by ``(run_id, seq)``, deleted with their
+    run too: ``append_events`` writes a batch in one transaction with one statement
+    (``ON CONFLICT DO NOTHING``: the first write of an event wins) and is not fenced by a
+    lease; ``read_events`` reads a run's events by its primary key, in ``seq`` order.
     """
 
     def __init__(
@@ -137,8 +156,7 @@ class SQLAlchemyStore(CheckpointStore, InputStore):
         self._opened = False
 
     async def _run(self, statement: str, params: Mapping[str, Any], *, group: bool = False) -> Rows:
-        # _call, inlined: one coroutine and no closure less per write (a map's items each
-        # make one, and wait in great numbers for their group's commit).
+        # _call, inlined: one coroutine and no closure less per write.
         if not self._opened:
             await self._open()
         try:
@@ -251,8 +269,11 @@ class SQLAlchemyStore(CheckpointStore, InputStore):
         return [_run_record(row) for row in await self._run(statement, params)]
 
     async def delete_run(self, run_id: str) -> None:
-        """Forget a run (``UnknownRunError``; ``RunLeasedError`` while it is driven)."""
-        if not await self._run(sql.DELETE_RUN, {"run_id": run_id, "now": self._clock()}):
+        """Forget a run and its events (``UnknownRunError``; ``RunLeasedError`` while it is
+        driven)."""
+        params = {"run_id": run_id, "now": self._clock()}
+        statement = sql.DELETE_RUN_FOR[self._db.dialect]
+        if not await self._call(lambda: self._db.delete_runs(statement, params)):
             await self._refusal(run_id)
 
     async def _refusal(self, run_id: str) -> None:
@@ -300,12 +321,32 @@ class SQLAlchemyStore(CheckpointStore, InputStore):
     async def record_stage(self, lease: Lease, record: StageRecord) -> None:
         """Store one stage's outcome (fenced, one statement; another run's: ConfigurationError)."""
         stage_of_run(lease, record)
-        params = {
-            "run_id": record.run_id, "token": lease.token, "stage": record.stage,
-            "status": record.status.value, "output": record.output, "attempts": record.attempts,
-            "started": record.started, "ended": record.ended, "reason": record.reason,
-        }  # fmt: skip
-        if not await self._run(sql.RECORD_STAGE_FOR[self._db.dialect], params, group=True):
+        db = self._db
+        if not isinstance(db, _SQLite):
+            params = {
+                "run_id": record.run_id, "token": lease.token, "stage": record.stage,
+                "status": record.status.value, "output": record.output,
+                "attempts": record.attempts, "started": record.started, "ended": record.ended,
+                "reason": record.reason,
+            }  # fmt: skip
+            if not await self._run(sql.RECORD_STAGE_FOR[db.dialect], params):
+                raise LeaseLostError.of(lease.run_id, lease.token)
+            return
+        # A map's items wait for their group's commit in thousands, and the garbage collector
+        # goes through all that each holds meanwhile: a row (sql.STAGE_COLUMNS' values), not
+        # the record, and no coroutine of _run's.
+        row = (
+            record.run_id, record.stage, record.status.value, record.output, record.attempts,
+            record.started, record.ended, record.reason,
+        )  # fmt: skip
+        del record
+        if not self._opened:
+            await self._open()
+        try:
+            written = await db.record_stage(row, lease.token)
+        except (*_ROW_ERRORS, OSError) as error:
+            raise StoreError(f"{self.url}: {_said(error)}") from error
+        if not written:
             raise LeaseLostError.of(lease.run_id, lease.token)
 
     async def stage_records(self, run_id: str) -> dict[str, StageRecord]:
@@ -403,9 +444,10 @@ class SQLAlchemyStore(CheckpointStore, InputStore):
 
     async def prune(self, *, finished_before: float) -> int:
         """Delete finished runs last updated before ``finished_before``, unless leased
-        (and their stages, states, usage and inputs)."""
+        (and their stages, states, usage, inputs and events, in the same transaction)."""
         params = {"before": finished_before, "now": self._clock()}
-        return len(await self._run(sql.PRUNE, params))
+        statement = sql.PRUNE_FOR[self._db.dialect]
+        return len(await self._call(lambda: self._db.delete_runs(statement, params)))
 
     # ------------------------------------------------------------------ inputs
 
@@ -464,6 +506,37 @@ class SQLAlchemyStore(CheckpointStore, InputStore):
             raise UnknownRunError.of(run_id)
         return {row[2]: InputRecord(*row[1:]) for row in rows if row[2] is not None}
 
+    # ------------------------------------------------------------------ events
+
+    async def append_events(self, events: Sequence[Event]) -> None:
+        """Store the events, of any runs, in one transaction (one statement for all).
+
+        An event whose ``(run_id, seq)`` is stored already, or comes earlier in the batch,
+        is ignored: the first write wins. Not fenced: events come from an
+        :class:`~stageflow.EventLogSink`, which holds no lease. ``data`` is stored as JSON
+        text (what JSON cannot hold, as its ``repr``).
+        """
+        batch = events_to_append(events)
+        if batch:
+            await self._call(lambda: self._db.append_events(batch))
+
+    async def read_events(
+        self, run_id: str, *, after: int = 0, limit: int | None = None
+    ) -> list[Event]:
+        """The run's events with ``seq > after``, in ``seq`` order, at most ``limit`` (one
+        statement on the primary key; an unknown run has none)."""
+        params: dict[str, Any] = {"run_id": run_id, "after": checked_after(after)}
+        limit = checked_limit(limit)
+        statement = sql.READ_EVENTS
+        if limit is not None:
+            statement, params["limit"] = sql.READ_EVENTS_LIMIT, limit
+        return [stored_event(*row) for row in await self._run(statement, params)]
+
+    async def last_event_seq(self, run_id: str) -> int:
+        """The highest stored ``seq`` of the run; 0 when none is stored."""
+        rows = await self._run(sql.LAST_EVENT_SEQ, {"run_id": run_id})
+        return int(rows[0][0])
+
     async def aclose(self) -> None:
         """Close the connections."""
         await self._db.close()
@@ -521,47 +594,83 @@ def _is_duplicate_column(error: BaseException) -> bool:
 # --------------------------------------------------------------------------- backends
 
 
-_Pending = tuple[str, Mapping[str, Any], "asyncio.Future[Rows]"]
+class _Batch:
+    """Writes waiting for one commit, in parallel lists: of each, its statement (None: a
+    stage's record), its parameters (a record's: its row, ``sql.STAGE_COLUMNS``' values),
+    its lease token (a record's; 0 for others) and its future.
 
-
-def _execute_all(conn: sqlite3.Connection, batch: list[_Pending]) -> list[Rows | BaseException]:
-    """Run a group of stage records inside a write transaction (BEGIN IMMEDIATE taken).
-
-    The group's runs are fenced once each: no other process can move a lease while this
-    transaction holds the write lock, so one check per run stands for each row's. Then
-    the records of the runs whose lease holds are written in one ``executemany``; should
-    that fail, each is written on its own, so that a record's error is its own.
+    A map's items wait for their group's commit in thousands, and the garbage collector goes
+    through all they hold meanwhile: no object per write beyond its row and its future.
     """
-    held: dict[tuple[str, int], bool] = {}
-    for statement, params, _ in batch:
-        if statement is not sql.RECORD_STAGE:  # an input's wait: each fences itself
-            return _execute_each(conn, batch)
-        held.setdefault((params["run_id"], params["token"]), False)
-    for run_id, token in held:
-        fenced = conn.execute(sql.FENCE, {"run_id": run_id, "token": token}).fetchall()
-        held[run_id, token] = bool(fenced)
-    rows = [params for _, params, _ in batch if held[params["run_id"], params["token"]]]
+
+    __slots__ = ("futures", "others", "params", "statements", "tokens")
+
+    def __init__(self) -> None:
+        self.statements: list[str | None] = []
+        self.params: list[Any] = []
+        self.tokens: list[int] = []
+        self.futures: list[asyncio.Future[Any]] = []
+        self.others = False  # a write that is no stage's record is among them
+
+
+# What a write's own values may make sqlite3 raise: its errors, a str it cannot encode (a lone
+# surrogate: UnicodeEncodeError), an int beyond 64 bits (OverflowError).
+_ROW_ERRORS = (sqlite3.Error, ValueError, OverflowError)
+
+
+def _execute_all(conn: sqlite3.Connection, batch: _Batch) -> list[object]:
+    """Run a group of writes inside a write transaction (BEGIN IMMEDIATE taken); of each,
+    its outcome: a record's, true (written) or false (its lease does not hold); another
+    statement's, its rows; an error of its own.
+
+    A group of stage records only: their runs are fenced once each (no other process can
+    move a lease while this transaction holds the write lock, so one check per run stands
+    for each row's), then the records of the runs whose lease holds are written in one
+    ``executemany``; should that fail, each is written on its own, so that a record's error
+    is its own. A group with another statement (an input's wait): each on its own.
+    """
+    if batch.others:
+        return _execute_each(conn, batch)
+    rows, tokens = batch.params, batch.tokens
+    runs = {row[0] for row in rows}
+    leases = set(tokens)
+    if len(runs) == 1 and len(leases) == 1:  # one run's records, as a map's items are
+        (run_id,), (token,) = runs, leases
+        if not conn.execute(sql.FENCE, {"run_id": run_id, "token": token}).fetchall():
+            return [False] * len(rows)
+        outcomes: list[object] = [True] * len(rows)
+        written = rows
+    else:
+        held: dict[tuple[str, int], bool] = {}
+        for row, token in zip(rows, tokens, strict=True):
+            if (row[0], token) not in held:
+                fenced = conn.execute(sql.FENCE, {"run_id": row[0], "token": token}).fetchall()
+                held[row[0], token] = bool(fenced)
+        outcomes = [held[row[0], token] for row, token in zip(rows, tokens, strict=True)]
+        written = [row for row, ok in zip(rows, outcomes, strict=True) if ok]
     try:
         conn.execute("SAVEPOINT records")
-        conn.executemany(sql.UPSERT_STAGE, rows)
+        conn.executemany(sql.UPSERT_STAGE, written)
         conn.execute("RELEASE records")
-    except sqlite3.Error:
+    except _ROW_ERRORS:
         conn.execute("ROLLBACK TO records")
         conn.execute("RELEASE records")
         return _execute_each(conn, batch)
-    return [
-        [(params["stage"],)] if held[params["run_id"], params["token"]] else []
-        for _, params, _ in batch
-    ]
+    return outcomes
 
 
-def _execute_each(conn: sqlite3.Connection, batch: list[_Pending]) -> list[Rows | BaseException]:
-    """Run each statement of a group; a statement's error is its own, not the group's."""
-    outcomes: list[Rows | BaseException] = []
-    for statement, params, _ in batch:
+def _execute_each(conn: sqlite3.Connection, batch: _Batch) -> list[object]:
+    """Run each write of a group, fenced on its own; a write's error is its own, not the
+    group's."""
+    outcomes: list[object] = []
+    for statement, params, token in zip(batch.statements, batch.params, batch.tokens, strict=True):
         try:
-            outcomes.append(conn.execute(statement, params).fetchall())
-        except sqlite3.Error as error:
+            if statement is None:  # a stage's record
+                rows = conn.execute(sql.RECORD_STAGE_ROW, (*params, token)).fetchall()
+                outcomes.append(bool(rows))
+            else:
+                outcomes.append(conn.execute(statement, params).fetchall())
+        except _ROW_ERRORS as error:
             outcomes.append(error)
     return outcomes
 
@@ -582,6 +691,31 @@ def _write_fenced(
             conn.execute("ROLLBACK")
 
 
+def _insert_events(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
+    """INSERT_EVENT for each row, in one write transaction: all of them or none."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.executemany(sql.INSERT_EVENT, rows)
+        conn.execute("COMMIT")
+    finally:
+        if conn.in_transaction:  # a row failed
+            conn.execute("ROLLBACK")
+
+
+def _delete_runs(conn: sqlite3.Connection, statement: str, params: Mapping[str, Any]) -> Rows:
+    """``statement`` (RETURNING run_id), then the events of the runs it deleted, in one write
+    transaction; its rows."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        gone = conn.execute(statement, params).fetchall()
+        conn.executemany(sql.DELETE_EVENTS, [{"run_id": run_id} for (run_id,) in gone])
+        conn.execute("COMMIT")
+        return gone
+    finally:
+        if conn.in_transaction:  # a statement failed
+            conn.execute("ROLLBACK")
+
+
 def _usage_params(record: UsageRecord) -> dict[str, Any]:
     return {
         "run_id": record.run_id, "stage": record.stage, "attempt": record.attempt,
@@ -598,8 +732,8 @@ def _input_params(record: InputRecord) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def _settle(batch: list[_Pending], outcomes: list[Rows | BaseException]) -> None:
-    for (_, _, done), outcome in zip(batch, outcomes, strict=True):
+def _settle(batch: _Batch, outcomes: list[object]) -> None:
+    for done, outcome in zip(batch.futures, outcomes, strict=True):
         if done.done():
             continue  # its stage was cancelled meanwhile; the write stands (at least once)
         if isinstance(outcome, BaseException):
@@ -608,8 +742,8 @@ def _settle(batch: list[_Pending], outcomes: list[Rows | BaseException]) -> None
             done.set_result(outcome)
 
 
-def _fail_all(batch: list[_Pending], error: BaseException) -> None:
-    for _, _, done in batch:
+def _fail_all(batch: _Batch, error: BaseException) -> None:
+    for done in batch.futures:
         if not done.done():
             done.set_exception(error)
 
@@ -672,7 +806,7 @@ class _SQLite:
         self.writes = 0
         self.checkpointing: asyncio.Future[None] | None = None
         self.burst = False  # a grouped write was committed in this loop iteration
-        self.batch: list[_Pending] | None = None  # writes waiting for one commit
+        self.batch: _Batch | None = None  # writes waiting for one commit
         self.waiting: set[asyncio.Task[None]] = set()  # groups waiting for the lock
 
     def _connect(self, busy_ms: int) -> sqlite3.Connection:
@@ -722,24 +856,56 @@ class _SQLite:
     ) -> Awaitable[Rows]:
         """Run ``statement``; what to await for its rows.
 
-        A write of a group is a future that the group's commit resolves: writes waiting
-        in great numbers (a map's items) each hold a future, not a coroutine.
+        A write of a group (an input's wait) is a future that the group's commit resolves.
         """
         assert self.conn is not None
-        if group:  # a completion: may share a commit with others arriving together
-            batch = self.batch
-            if batch is None and self.burst:  # a second write in this loop iteration
-                batch = self.batch = []  # gather the rest of it
-                asyncio.get_running_loop().call_soon(self._flush)
+        if group:  # may share a commit with others arriving together
+            batch = self._batch()
             if batch is not None:
                 done: asyncio.Future[Rows] = asyncio.get_running_loop().create_future()
-                batch.append((statement, params, done))
+                batch.others = True
+                batch.statements.append(statement)
+                batch.params.append(params)
+                batch.tokens.append(0)
+                batch.futures.append(done)
                 return done
-            self.burst = True
-            asyncio.get_running_loop().call_soon(self._end_burst)
         return self._run_now(statement, params)
 
-    async def _run_now(self, statement: str, params: Mapping[str, Any]) -> Rows:
+    def record_stage(self, row: tuple[Any, ...], token: int) -> Awaitable[object]:
+        """Write a stage's record (``row``: ``sql.STAGE_COLUMNS``' values) if the lease of
+        ``token`` holds; what to await for whether it did (true: written; false: the lease
+        does not hold).
+
+        A completion may share a commit with others arriving together: then it waits on a
+        future that the group's commit resolves, its row in the batch. Records waiting in
+        great numbers (a map's items) each hold a future and a row, nothing more.
+        """
+        assert self.conn is not None
+        batch = self._batch()
+        if batch is None:
+            return self._run_now(sql.RECORD_STAGE_ROW, (*row, token))
+        done: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+        batch.statements.append(None)
+        batch.params.append(row)
+        batch.tokens.append(token)
+        batch.futures.append(done)
+        return done
+
+    def _batch(self) -> _Batch | None:
+        """The group a write joins, or None: the first write of this loop iteration, which
+        is committed at once."""
+        batch = self.batch
+        if batch is None:
+            loop = asyncio.get_running_loop()
+            if not self.burst:
+                self.burst = True
+                loop.call_soon(self._end_burst)
+                return None
+            batch = self.batch = _Batch()  # a second write in this iteration: gather the rest
+            loop.call_soon(self._flush)
+        return batch
+
+    async def _run_now(self, statement: str, params: Mapping[str, Any] | Sequence[Any]) -> Rows:
         assert self.conn is not None
         try:
             rows = self.conn.execute(statement, params).fetchall()
@@ -786,6 +952,58 @@ class _SQLite:
         finally:
             conn.close()
 
+    # An event batch is a transaction of its own, never part of the group commit: it is a
+    # batch already (an EventLogSink's, up to 1000 events), it needs no fence, and the
+    # stages waiting for a group's commit must not wait behind thousands of rows (nor fail
+    # with them). A batch of up to APPEND_ON_LOOP events is written on the loop's connection
+    # (about 2 us an event, so a few ms at most): the run's own writes then never meet its
+    # lock. A larger one (a bulk copy) goes to a worker thread, so that the loop is not held
+    # for tens of ms; the loop's writes meanwhile meet the lock and wait in threads, as they
+    # do for another process's writes.
+    APPEND_ON_LOOP = 1000
+
+    async def append_events(self, events: list[Event]) -> Rows:
+        """Insert the events, those of a stored ``(run_id, seq)`` ignored (one transaction)."""
+        assert self.conn is not None
+        rows = [
+            (e.run_id, e.seq, str(e.type), e.pipeline, e.stage, e.ts, e.attempt,
+             event_data_text(e))
+            for e in events
+        ]  # fmt: skip
+        if len(rows) <= self.APPEND_ON_LOOP:
+            try:
+                _insert_events(self.conn, rows)
+            except sqlite3.OperationalError as error:
+                if "locked" not in str(error) and "busy" not in str(error):
+                    raise
+                await asyncio.to_thread(self._waiting, _insert_events, rows)
+        else:
+            await asyncio.to_thread(self._waiting, _insert_events, rows)
+        self._wrote(len(rows))
+        return []
+
+    async def delete_runs(self, statement: str, params: Mapping[str, Any]) -> Rows:
+        """DELETE_RUN or PRUNE, and DELETE_EVENTS for each run deleted, in one transaction;
+        the ids of the runs deleted."""
+        assert self.conn is not None
+        try:
+            gone = _delete_runs(self.conn, statement, params)
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) and "busy" not in str(error):
+                raise
+            gone = await asyncio.to_thread(self._waiting, _delete_runs, statement, params)
+        self._wrote(1)
+        return gone
+
+    def _waiting(self, write: Callable[..., _T], *args: Any) -> _T:
+        """``write(conn, *args)`` on a connection of its own that waits for the lock (in a
+        worker thread)."""
+        conn = self._connect(busy_ms=30_000)
+        try:
+            return write(conn, *args)
+        finally:
+            conn.close()
+
     def _wrote(self, writes: int) -> None:
         """Count writes, and checkpoint the WAL in a worker thread every so many."""
         before, self.writes = self.writes, self.writes + writes
@@ -803,7 +1021,7 @@ class _SQLite:
         self.burst = False
 
     def _flush(self) -> None:
-        batch, self.batch = self.batch or [], None
+        batch, self.batch = self.batch or _Batch(), None
         assert self.conn is not None
         try:
             self.conn.execute("BEGIN IMMEDIATE")
@@ -815,18 +1033,20 @@ class _SQLite:
             self.waiting.add(task)  # keep it alive until it is done
             task.add_done_callback(self.waiting.discard)
             return
-        outcomes = _execute_all(self.conn, batch)
         try:
+            outcomes = _execute_all(self.conn, batch)
             self.conn.execute("COMMIT")
-        except sqlite3.Error as error:
-            self.conn.execute("ROLLBACK")
+        except Exception as error:  # noqa: BLE001 - every write of the group gets it
+            # The transaction ends here whatever failed, and no write waits for ever.
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
             _fail_all(batch, error)
             return
-        self.writes += len(batch)
+        self.writes += len(batch.futures)
         _settle(batch, outcomes)
 
-    async def _flush_waiting(self, batch: list[_Pending]) -> None:
-        def in_thread() -> list[Rows | BaseException]:
+    async def _flush_waiting(self, batch: _Batch) -> None:
+        def in_thread() -> list[object]:
             conn = self._connect(busy_ms=30_000)
             try:
                 conn.execute("BEGIN IMMEDIATE")
@@ -838,12 +1058,12 @@ class _SQLite:
 
         try:
             outcomes = await asyncio.to_thread(in_thread)
-        except sqlite3.Error as error:
+        except Exception as error:  # noqa: BLE001 - every write of the group gets it
             _fail_all(batch, error)
         else:
             _settle(batch, outcomes)
 
-    def _run_waiting(self, statement: str, params: Mapping[str, Any]) -> Rows:
+    def _run_waiting(self, statement: str, params: Mapping[str, Any] | Sequence[Any]) -> Rows:
         conn = self._connect(busy_ms=30_000)
         try:
             return conn.execute(statement, params).fetchall()
@@ -957,6 +1177,21 @@ class _Postgres:
         ]  # fmt: skip
         params = {"run_id": lease.run_id, "token": lease.token, "records": json.dumps(rows)}
         return await self.run(sql.DECLARE_INPUTS, params)
+
+    async def append_events(self, events: list[Event]) -> Rows:
+        """Insert the events, those of a stored ``(run_id, seq)`` ignored (one statement)."""
+        rows = [
+            {"run_id": e.run_id, "seq": e.seq, "type": str(e.type), "pipeline": e.pipeline,
+             "stage": e.stage, "ts": _json_float(e.ts), "attempt": e.attempt,
+             "data": event_data_text(e)}
+            for e in events
+        ]  # fmt: skip
+        return await self.run(sql.APPEND_EVENTS, {"events": json.dumps(rows)})
+
+    async def delete_runs(self, statement: str, params: Mapping[str, Any]) -> Rows:
+        """DELETE_RUN_FOR or PRUNE_FOR: the runs and their events, in one statement; the
+        ids of the runs deleted."""
+        return await self.run(statement, params)
 
     async def close(self) -> None:
         if self.pool is not None:
