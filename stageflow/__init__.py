@@ -32,6 +32,7 @@ from ._pipeline import Pipeline
 from ._policies import Backoff, CircuitBreakerPolicy, RetryPolicy
 from ._result import PendingInput, RunResult, StageResult
 from ._run import RunCall, RunContext
+from ._service import RunService
 from ._sinks import BufferedSink, FanOutSink, JsonLinesSink, LegacyEventSink, LoggingSink
 from ._spec import StageSpec
 from ._stage import Stage, StageKind, StageOutput, StageReturn
@@ -217,6 +218,7 @@ __all__ = [
     "RunLeasedError",
     "RunRecord",
     "RunResult",
+    "RunService",
     "RunStatus",
     "RunStore",
     "RunTimeoutError",

@@ -34,6 +34,10 @@ NEEDS: dict[str, tuple[frozenset[str], str]] = {
     "stageflow.cli": (frozenset({"cli"}), "typer"),
     "hypothesis": (frozenset({"testing"}), "hypothesis"),
     "stageflow.testing.strategies": (frozenset({"testing"}), "hypothesis"),
+    "mcp": (frozenset({"mcp"}), "mcp"),
+    "stageflow.adapters.mcp": (frozenset({"mcp"}), "mcp"),
+    "fastapi": (frozenset({"server"}), "fastapi"),
+    "stageflow.adapters.http": (frozenset({"server"}), "fastapi"),
 }
 
 _IMPORT = re.compile(r"^\s*(?:from\s+([\w.]+)\s+import|import\s+([\w.]+))", re.M)

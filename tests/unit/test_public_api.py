@@ -107,6 +107,7 @@ PUBLIC: dict[ModuleType, list[str]] = {
         "RunLeasedError",
         "RunRecord",
         "RunResult",
+        "RunService",
         "RunStatus",
         "RunStore",
         "RunTimeoutError",
