@@ -444,7 +444,7 @@ class RunService:
             "fingerprint": record.fingerprint,
             "driven": run_id in self._drives,
             "stages": _stages_json(record, order, stages, seen, waiting),
-            "usage": _usage_json(usage),
+            "usage": usage_json(usage),
             "waiting_for": [_pending_json(r) for r in waiting],
         }
 
@@ -848,7 +848,10 @@ def _stages_json(
     return shown
 
 
-def _usage_json(records: list[UsageRecord]) -> dict[str, Any]:
+def usage_json(records: list[UsageRecord]) -> dict[str, Any]:
+    """A run's usage records as JSON: totals, and totals by stage (the service's and
+    ``stageflow show --json``'s shape)."""
+
     def total(rows: list[UsageRecord]) -> dict[str, Any]:
         costs = [r.cost for r in rows if r.cost is not None]
         return {

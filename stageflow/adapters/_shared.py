@@ -98,3 +98,19 @@ def stored_event(
     """An Event as read back from a store's row."""
     read: dict[str, Any] = json.loads(data) if data != "{}" else {}
     return Event(type_, run_id, pipeline, stage, seq, ts, attempt, read)
+
+
+SHOWN = 2000  # characters of a refused value shown back to a client at most, as JSON
+
+
+def shown_value(value: Any) -> Any:
+    """A refused value as a client is shown it (HTTP and MCP errors): as JSON when it is
+    JSON and short, else its text or ``repr`` cut to ``SHOWN`` characters."""
+    try:
+        text = json.dumps(value)
+    except (TypeError, ValueError):
+        text = None
+    if text is not None and len(text) <= SHOWN:
+        return value
+    said = value if isinstance(value, str) else repr(value)
+    return said if len(said) <= SHOWN else said[:SHOWN] + "..."

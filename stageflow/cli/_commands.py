@@ -31,6 +31,7 @@ from .._events import Event
 from .._graph import StageGraph
 from .._ids import new_run_id
 from .._result import PendingInput, RunResult, RunStatus, StageResult
+from .._service import usage_json
 from .._sinks import FanOutSink
 from .._status import StageStatus
 from ..errors import (
@@ -41,7 +42,7 @@ from ..errors import (
     StoreError,
     UnknownRunError,
 )
-from ..ports import EventLog, InputRecord, InputStore, RunRecord, UsageRecord
+from ..ports import EventLog, InputRecord, InputStore, RunRecord
 from . import _store
 from ._engine import EngineFlags, configured, target_engine
 from ._errors import (
@@ -1018,22 +1019,6 @@ def _run_style(status: RunStatus) -> str:
     )
 
 
-def _usage_json(records: list[UsageRecord]) -> dict[str, Any]:
-    def total(rows: list[UsageRecord]) -> dict[str, Any]:
-        costs = [r.cost for r in rows if r.cost is not None]
-        return {
-            "tokens": sum(r.input_tokens + r.output_tokens for r in rows),
-            "input_tokens": sum(r.input_tokens for r in rows),
-            "output_tokens": sum(r.output_tokens for r in rows),
-            "cost": sum(costs) if costs else None,
-        }
-
-    stages: dict[str, list[UsageRecord]] = {}
-    for r in records:
-        stages.setdefault(r.stage, []).append(r)
-    return {**total(records), "by_stage": {name: total(rows) for name, rows in stages.items()}}
-
-
 def _input_json(row: InputRecord) -> dict[str, Any]:
     status = "given" if row.value is not None else "waiting" if row.waiting_since else "declared"
     return {
@@ -1084,7 +1069,7 @@ def show(run_id: RunId, store: StoreUrl = None, as_json: AsJson = False) -> None
                 "duration": duration,
                 "reason": s.reason,
             }
-        used = {**_usage_json(usage), "currency": run_currency(record)}
+        used = {**usage_json(usage), "currency": run_currency(record)}
         return {
             **_run_json(record),
             "stages": shown,

@@ -13,8 +13,8 @@ import pytest
 from typer.testing import CliRunner
 
 from stageflow import Engine, RunService
+from stageflow.adapters._shared import shown_value as _shown
 from stageflow.adapters.http import create_app, new_token
-from stageflow.adapters.http._errors import _shown
 from stageflow.adapters.http._limits import BodyLimit
 from stageflow.adapters.memory import MemoryStore
 from stageflow.cli import app as cli

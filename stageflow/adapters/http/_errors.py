@@ -5,7 +5,6 @@ stageflow's exceptions are translated here, once, for every route.
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any, Final
 
@@ -30,6 +29,7 @@ from ...errors import (
     UnknownPipelineError,
     UnknownRunError,
 )
+from .._shared import shown_value
 
 logger = logging.getLogger("stageflow.http")
 
@@ -48,7 +48,6 @@ STATUS: Final[tuple[tuple[type[BaseException], int], ...]] = (
     (ConfigurationError, 422),
     (StoreError, 503),
 )
-_SHOWN = 2000  # characters of a refused value shown back at most, as JSON
 
 
 def error_response(
@@ -62,20 +61,8 @@ def error_response(
     **more: Any,
 ) -> JSONResponse:
     """The JSON error response every refusal of the API is."""
-    body = {"type": kind, "message": message, "field": field, "value": _shown(value), **more}
+    body = {"type": kind, "message": message, "field": field, "value": shown_value(value), **more}
     return JSONResponse({"error": body}, status_code=status, headers=headers)
-
-
-def _shown(value: Any) -> Any:
-    """A refused value as JSON, cut short when long (a str) or not JSON (its repr)."""
-    try:
-        text = json.dumps(value)
-    except (TypeError, ValueError):
-        text = None
-    if text is not None and len(text) <= _SHOWN:
-        return value
-    said = value if isinstance(value, str) else repr(value)
-    return said if len(said) <= _SHOWN else said[:_SHOWN] + "..."
 
 
 def _field_and_value(error: StageflowError) -> tuple[str | None, Any]:

@@ -7,7 +7,6 @@ error, without it.
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any, Final
 
@@ -25,10 +24,10 @@ from ...errors import (
     StoreError,
     UnknownRunError,
 )
+from .._shared import shown_value
 
 logger = logging.getLogger("stageflow.mcp")
 
-_SHOWN: Final = 2000  # characters of a refused value shown back at most, as JSON
 # Store errors about what the caller asked (not the store failing): not logged.
 _CALLERS: Final = (UnknownRunError, RunExistsError, RunLeasedError)
 
@@ -52,7 +51,7 @@ def error_json(error: BaseException, *, data_is_arguments: bool = False) -> dict
     if data_is_arguments and field is not None and field.startswith("data."):
         field = field.removeprefix("data.")
     kind = type(error).__name__
-    return {"type": kind, "message": str(error), "field": field, "value": _shown(value)}
+    return {"type": kind, "message": str(error), "field": field, "value": shown_value(value)}
 
 
 def tool_error(
@@ -97,15 +96,3 @@ def _field_and_value(error: StageflowError) -> tuple[str | None, Any]:
     if run_id is not None:
         return "run_id", run_id
     return None, None
-
-
-def _shown(value: Any) -> Any:
-    """A refused value as JSON, cut short when long (a str) or not JSON (its repr)."""
-    try:
-        text = json.dumps(value)
-    except (TypeError, ValueError):
-        text = None
-    if text is not None and len(text) <= _SHOWN:
-        return value
-    said = value if isinstance(value, str) else repr(value)
-    return said if len(said) <= _SHOWN else said[:_SHOWN] + "..."
