@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from ._sse import Sent, aparse, read_events
 from .conftest import Server
 
-CLIENTS = 25
+CLIENTS = 100  # the issue: 100 concurrent SSE clients on one run
 
 
 @pytest.fixture(scope="module")
