@@ -141,7 +141,7 @@ REPO_ROOT = BENCH_DIR.parent
 DEFAULT_JSON = BENCH_DIR / "results.json"
 SECTIONS = (
     "W1", "W2", "W3", "W4", "W5", "W1-NOOP", "W5-OTEL", "W7", "W8", "W9",
-    "W6", "W6-PG", "W6-WIDE", "W7-DURABLE", "W10", "BUILD", "SCALE", "IMPORT",
+    "W6", "W6-PG", "W6-WIDE", "W7-DURABLE", "W10", "SERVICE", "BUILD", "SCALE", "IMPORT",
 )  # fmt: skip
 WORKLOAD_TIMEOUT = 120.0  # seconds for one in-process workload, or one scaling subprocess
 
@@ -163,10 +163,14 @@ class Config:
     scale_small_reps: int  # timed repetitions of the 1 000-stage run in each subprocess
     sections: tuple[str, ...]
     durable_reps: int  # timed repetitions per side of W6, W6-pg, W6-wide and W7-durable
+    service_runs: int = 1000  # SERVICE: runs started through the API (and in-process)
+    service_concurrency: int = 50  # SERVICE: runs in flight at most
 
 
-FULL = Config(20, 7, 100_000, 5, 10, SECTIONS, 15)
-QUICK = Config(5, 3, 100_000, 1, 3, tuple(s for s in SECTIONS if s not in ("SCALE", "W6-PG")), 3)
+FULL = Config(20, 7, 100_000, 5, 10, SECTIONS, 15, 1000, 50)
+QUICK = Config(
+    5, 3, 100_000, 1, 3, tuple(s for s in SECTIONS if s not in ("SCALE", "W6-PG")), 3, 100, 20
+)
 
 
 # --------------------------------------------------------------------------- results
@@ -611,6 +615,54 @@ def measure_durable(cfg: Config, *, with_stageflow: bool) -> list[Row]:
     return rows
 
 
+def measure_service(cfg: Config) -> list[Row]:
+    """SERVICE (``service.py``): ``cfg.service_runs`` 10-stage runs started with ``POST /runs``
+    on a ``stageflow serve`` subprocess (SQLite), at most ``cfg.service_concurrency`` in
+    flight, start -> completed read off each run's SSE stream; against the same runs on an
+    in-process ``Engine`` on the same kind of store. One pass (no best-of): the figures are
+    percentiles over the runs. ERR when a run is lost, not completed or driven twice."""
+    n, c = cfg.service_runs, cfg.service_concurrency
+    where = f"{n:,} runs, {c} at a time"
+    log(f"  SERVICE {where} ...")
+    reference = "the same runs in-process: Engine(store=SQLite, event_log=store)"
+    try:
+        import service
+
+        figures = service.summary(service.measure(n, c))
+    except Exception as exc:
+        return [Row("SERVICE", f"SERVICE {where}", "runs/s", error=repr(exc))]
+    problems = figures["api_problems"] + figures["inprocess_problems"]
+    rows = [
+        Row(
+            "SERVICE-rate",
+            f"SERVICE runs/s, {where} (higher is better)",
+            "runs/s",
+            bare=figures["inprocess_runs_per_s"],
+            stageflow=figures["api_runs_per_s"],
+            ratio=ratio(figures["api_runs_per_s"], figures["inprocess_runs_per_s"]),
+            reference=reference,
+            details=figures,
+            error=f"{len(problems)} problem(s): {problems[:3]}" if problems else None,
+        ),
+        Row("SERVICE-post-p50", "SERVICE POST /runs p50", "ms", stageflow=figures["post_p50_ms"]),
+        Row("SERVICE-post-p99", "SERVICE POST /runs p99", "ms", stageflow=figures["post_p99_ms"]),
+    ]
+    for q in ("p50", "p99"):
+        api, local = figures[f"api_total_{q}_ms"], figures[f"inprocess_total_{q}_ms"]
+        rows.append(
+            Row(
+                f"SERVICE-run-{q}",
+                f"SERVICE start -> completed {q}, 10 stages",
+                "ms",
+                bare=local,
+                stageflow=api,
+                ratio=ratio(api, local),
+                reference=reference,
+            )
+        )
+    return rows
+
+
 def measure_postgres(reps: int, *, with_stageflow: bool) -> Row:
     """W6-pg on a throwaway server of the tests' harness; skipped when it cannot run here."""
     row = Row(
@@ -1031,6 +1083,8 @@ def configure(args: argparse.Namespace) -> Config:
         cfg.scale_small_reps,
         sections,
         args.reps or cfg.durable_reps,
+        cfg.service_runs,
+        cfg.service_concurrency,
     )
 
 
@@ -1067,6 +1121,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     rows = asyncio.run(measure_workloads(cfg, impls))
     rows += measure_durable(cfg, with_stageflow=not sf_error)
+    if "SERVICE" in cfg.sections and not sf_error:
+        rows += measure_service(cfg)
     if "BUILD" in cfg.sections:
         rows += measure_build(cfg, impls)
     if "SCALE" in cfg.sections:
@@ -1098,6 +1154,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "scale_small_reps": cfg.scale_small_reps,
             "sections": list(cfg.sections),
             "durable_reps": cfg.durable_reps,
+            "service_runs": cfg.service_runs,
+            "service_concurrency": cfg.service_concurrency,
             "statistic": "best-of (min); medians in details",
         },
         "elapsed_s": elapsed,

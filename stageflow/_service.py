@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import dataclasses
 import json
 import logging
 from collections.abc import AsyncIterator, Iterable, Mapping
@@ -17,19 +18,24 @@ from typing import TYPE_CHECKING, Any, Final
 
 from ._catalog import Catalog, CatalogEntry
 from ._check import integer, number, refuse
-from ._durable import fingerprint, structure
+from ._durable import DurableRun, fingerprint, structure
 from ._dynamic import InputSpec
 from ._engine import Engine
 from ._events import Event, EventType
 from ._ids import RUN_ID, new_run_id
 from ._run import RunCall, RunContext, check_labels
 from ._status import FINISHED, RunStatus, StageStatus
-from .errors import RunCancelledError, RunExistsError, RunLeasedError, UnknownRunError
+from .errors import (
+    RunCancelledError,
+    RunExistsError,
+    RunLeasedError,
+    RunNotRetryableError,
+    UnknownRunError,
+)
 from .ports import InputRecord, InputStore, RunCatalog, RunRecord, StageRecord, UsageRecord
 
 if TYPE_CHECKING:
     from ._context import StageCall
-    from ._durable import DurableRun
     from ._graph import StageGraph
     from ._result import RunResult
     from ._spec import StageSpec
@@ -45,6 +51,10 @@ _RUN_ENDS: Final = frozenset(
     {EventType.RUN_COMPLETED, EventType.RUN_FAILED, EventType.RUN_CANCELLED}
 )
 _BATCH: Final = 500  # events read from the log at a time
+
+RETRY_OF: Final = "stageflow.retry_of"
+"""The label a run made by :meth:`RunService.retry` has: the id of the run it retries."""
+_RETRYABLE: Final = frozenset({RunStatus.FAILED, RunStatus.CANCELLED})
 
 
 class EventStream(AsyncIterator["Event"]):
@@ -301,6 +311,101 @@ class RunService:
         entry = self._catalog[record.pipeline]
         await self._launched(run_id, self._engine.resume(run_id, entry.graph))
         return {"run_id": run_id, "status": RunStatus.RUNNING.value}
+
+    async def retry(self, run_id: str, *, new_run_id: str | None = None) -> dict[str, Any]:
+        """Start a new run of a failed or cancelled run's pipeline and data that reuses
+        the stages it completed; return once the new run is recorded and leased here.
+
+        The new run has the old run's data, labels (plus ``stageflow.retry_of`` = the old
+        run's id) and governing configuration. The outcomes the old run stored (its
+        completed and self-skipped stages) are copied into the new run before it is
+        driven, so those stages are restored, not run again; the saved ``ctx.state`` of
+        the other stages is copied too, so that they go on from it. What the old run
+        spent (its usage) is not copied: the new run's usage is what it spends. The old
+        run is left as it is.
+
+        Args:
+            run_id: the run to retry.
+            new_run_id: the new run's id (default: a new ULID).
+
+        Returns:
+            ``{"run_id": <new id>, "retry_of": <old id>, "status": "running",
+            "reused": [<stages restored>]}``.
+
+        Raises:
+            UnknownRunError: no such run.
+            RunNotRetryableError: the run is running, waiting or completed.
+            UnknownPipelineError: the catalog has no pipeline of the run's name.
+            GraphMismatchError: the catalog's pipeline is not the graph the run ran
+                (the error says what changed).
+            RunExistsError: a run with ``new_run_id`` exists already.
+            ConfigurationError: ``new_run_id`` is no valid run id.
+        """
+        self._check_open()
+        old = await self._record(run_id)
+        if new_run_id is None:
+            new_run_id = new_id = _new_run_id()
+        else:
+            _check_run_id(new_run_id)
+            new_id = new_run_id
+        if old.status not in _RETRYABLE or self._busy(run_id):
+            status = RunStatus.RUNNING.value if self._busy(run_id) else old.status.value
+            raise RunNotRetryableError.of(run_id, status)
+        entry = self._catalog[old.pipeline]
+        graph = entry.graph
+        store = self._engine.store
+        assert store is not None
+        await DurableRun.checked_record(store, graph, run_id)  # GraphMismatchError
+        if self._busy(new_id):
+            raise RunExistsError.of(new_id)
+        labels = check_labels({**old.labels, RETRY_OF: run_id})
+        reused = await self._copied(old, new_id, labels, graph)
+        await self._launched(new_id, self._engine.resume(new_id, graph))
+        return {
+            "run_id": new_id,
+            "retry_of": run_id,
+            "status": RunStatus.RUNNING.value,
+            "reused": reused,
+        }
+
+    async def _copied(
+        self, old: RunRecord, new_id: str, labels: Mapping[str, str], graph: StageGraph
+    ) -> list[str]:
+        """Record the retry ``new_id`` of ``old`` with the stages it reuses and the state
+        of the others, under a lease of its own, released before the drive resumes it."""
+        engine = self._engine
+        store = engine.store
+        assert store is not None
+        now = engine.clock.wall()
+        record = RunRecord(
+            new_id, old.pipeline, old.fingerprint, old.data, RunStatus.RUNNING, now, now,
+            structure=old.structure, labels=dict(labels), config=old.config,
+        )  # fmt: skip
+        done = {
+            name: r
+            for name, r in (await store.stage_records(old.run_id)).items()
+            if r.status in (StageStatus.COMPLETED, StageStatus.SKIPPED)
+        }
+        states = {}
+        for spec in graph.stages:
+            if spec.name not in done:
+                text = await store.load_state(old.run_id, spec.name)
+                if text is not None:
+                    states[spec.name] = text
+        self._held.add(new_id)  # no other drive of the new id begins here meanwhile
+        try:
+            await store.create_run(record)
+            lease = await store.acquire_lease(new_id, engine.owner, engine.lease_ttl)
+            try:
+                for r in done.values():
+                    await store.record_stage(lease, _replace_run(r, new_id))
+                for name, text in states.items():
+                    await store.save_state(lease, name, text)
+            finally:
+                await store.release_lease(lease)
+        finally:
+            self._held.discard(new_id)
+        return sorted(done)
 
     async def cancel(self, run_id: str) -> dict[str, Any]:
         """Cancel a run, and return once it is recorded as cancelled.
@@ -720,6 +825,14 @@ class RunService:
 
 
 # ---------------------------------------------------------------------- JSON shapes
+
+
+def _new_run_id() -> str:
+    return new_run_id()
+
+
+def _replace_run(record: StageRecord, run_id: str) -> StageRecord:
+    return dataclasses.replace(record, run_id=run_id)
 
 
 def _check_run_id(run_id: object) -> None:

@@ -42,6 +42,7 @@ the builtin hierarchy keeps working::
     │   ├── UnknownRunError (KeyError)          no run has that id
     │   ├── RunExistsError                      a run with that id exists already
     │   ├── RunLeasedError                      another driver holds the run's lease
+    │   ├── RunNotRetryableError                a retry of a run that did not fail or get cancelled
     │   ├── LeaseLostError                      the lease was taken over: no more writes
     │   └── SchemaError                         the database's schema is newer or not ours
     ├── InputError                              about one input of a run (``.run_id``, ``.input``)
@@ -111,6 +112,7 @@ __all__ = [
     "RunExistsError",
     "RunFailedError",
     "RunLeasedError",
+    "RunNotRetryableError",
     "RunTimeoutError",
     "RunWaitingError",
     "SchemaError",
@@ -888,6 +890,30 @@ class RunLeasedError(StoreError):
             run_id=run_id,
             owner=owner,
             expires_at=expires_at,
+        )
+
+
+class RunNotRetryableError(StoreError):
+    """A run that did not end failed or cancelled cannot be retried.
+
+    Attributes:
+        run_id: the run.
+        status: its status (``running``, ``waiting``, ``completed``).
+    """
+
+    def __init__(self, message: str, *, run_id: str, status: str) -> None:
+        super().__init__(message)
+        self.run_id = run_id
+        self.status = status
+
+    @classmethod
+    def of(cls, run_id: str, status: str) -> Self:
+        """The error with its standard message."""
+        return cls(
+            f"run {run_id!r} is {status}: only a run that ended failed or cancelled "
+            "can be retried (resume a stopped run instead)",
+            run_id=run_id,
+            status=status,
         )
 
 

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 from ._commands import app
 from ._errors import EXIT_CANCELLED, EXIT_COMPLETED, EXIT_FAILED, EXIT_USAGE, EXIT_WAITING
+from ._info import info
 from ._mcp import mcp
 from ._serve import serve, token
 
 app.command()(serve)
 app.command()(token)
 app.command()(mcp)
+app.command()(info)
 
 __all__ = [
     "EXIT_CANCELLED",

@@ -38,7 +38,7 @@ def call(client: httpx.Client, method: str, path: str, run_id: str) -> httpx.Res
 class TestEveryRoute:
     def test_every_route_but_healthz_names_its_scope(self, server: Server):
         found = operations(server)
-        assert len(found) == 13
+        assert len(found) == 14
         unscoped = [(m, p) for m, p, scope in found if scope is None]
         assert unscoped == [("GET", "/healthz")]
         assert {scope for _, _, scope in found} == {None, "read", "run"}
@@ -47,6 +47,7 @@ class TestEveryRoute:
             ("POST", "/runs"),
             ("POST", "/runs/{run_id}/cancel"),
             ("POST", "/runs/{run_id}/resume"),
+            ("POST", "/runs/{run_id}/retry"),
             ("POST", "/runs/{run_id}/inputs/{name}"),
             ("DELETE", "/runs/{run_id}"),
         }
@@ -65,7 +66,7 @@ class TestEveryRoute:
                 assert response.status_code == 401, (method, path)
                 assert response.headers["www-authenticate"].startswith("Bearer")
                 assert response.json()["error"]["type"] == "Unauthorized"
-        assert len(refused) == 12
+        assert len(refused) == 13
         assert server.status(run_id) == "completed"  # nothing was done to it
 
     @pytest.mark.parametrize(

@@ -105,6 +105,7 @@ PUBLIC: dict[ModuleType, list[str]] = {
         "RunFailedError",
         "RunInterceptor",
         "RunLeasedError",
+        "RunNotRetryableError",
         "RunRecord",
         "RunResult",
         "RunService",

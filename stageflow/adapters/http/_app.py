@@ -14,10 +14,11 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 from ..._check import integer, number
 from ..._service import RunService
 from ..._version import __version__
-from ...errors import ConfigurationError
+from ...errors import ConfigurationError, RunNotRetryableError
 from ._auth import Token, authenticate
 from ._errors import error_response, install
 from ._limits import BodyLimit
+from ._web import mount_page
 
 __all__ = ["SCOPE", "create_app"]
 
@@ -238,6 +239,21 @@ def create_app(
         return await service.resume(run_id)
 
     @router.post(
+        "/runs/{run_id}/retry", tags=["runs"], status_code=201, openapi_extra=_RUN,
+        summary="Start a new run of a failed or cancelled run, reusing its completed stages",
+    )  # fmt: skip
+    async def retry(run_id: str) -> JSONResponse:
+        try:
+            retried = await service.retry(run_id)
+        except RunNotRetryableError as error:
+            return error_response(
+                409, type(error).__name__, str(error), field="run_id", value=run_id,
+                run_status=error.status,
+            )  # fmt: skip
+        new_id = retried["run_id"]
+        return JSONResponse(retried, status_code=201, headers={"Location": f"/runs/{new_id}"})
+
+    @router.post(
         "/runs/{run_id}/inputs/{name}", tags=["runs"], openapi_extra=_RUN,
         summary="Give a run's input its value (validated; a waiting run goes on)",
     )  # fmt: skip
@@ -277,6 +293,7 @@ def create_app(
         return EventSourceResponse(sent(), ping=heartbeat)
 
     app.include_router(router)
+    mount_page(app)
     _document_security(app)
     return app
 
