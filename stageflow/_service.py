@@ -544,7 +544,7 @@ class RunService:
         # in the run's events: read them only when a stage has no record.
         seen = _last_stage_events(await self._log.read_events(run_id)) if unrecorded else {}
         return {
-            **_run_json(record),
+            **run_json(record),
             "data": json.loads(record.data) if record.data else {},
             "fingerprint": record.fingerprint,
             "driven": run_id in self._drives,
@@ -621,7 +621,7 @@ class RunService:
         page = records[:limit]
         more = len(records) > limit
         return {
-            "runs": [_run_json(r) for r in page],
+            "runs": [run_json(r) for r in page],
             "next": _encoded(page[-1]) if more else None,
         }
 
@@ -861,7 +861,8 @@ def _stage_json(spec: StageSpec) -> dict[str, Any]:
     return shown
 
 
-def _run_json(record: RunRecord) -> dict[str, Any]:
+def run_json(record: RunRecord) -> dict[str, Any]:
+    """A run record as JSON (the service's and ``stageflow runs/show --json``'s shape)."""
     return {
         "run_id": record.run_id,
         "pipeline": record.pipeline,

@@ -31,7 +31,7 @@ from .._events import Event
 from .._graph import StageGraph
 from .._ids import new_run_id
 from .._result import PendingInput, RunResult, RunStatus, StageResult
-from .._service import usage_json
+from .._service import run_json, usage_json
 from .._sinks import FanOutSink
 from .._status import StageStatus
 from ..errors import (
@@ -949,18 +949,6 @@ def send(
 # ----------------------------------------------------------------------------- inspect
 
 
-def _run_json(record: RunRecord) -> dict[str, Any]:
-    return {
-        "run_id": record.run_id,
-        "pipeline": record.pipeline,
-        "status": record.status.value,
-        "created_at": record.created_at,
-        "updated_at": record.updated_at,
-        "error": record.error,
-        "labels": dict(record.labels),
-    }
-
-
 @app.command()
 def runs(
     status: Annotated[
@@ -993,7 +981,7 @@ def runs(
         _store.open_catalog(url)
         records = asyncio.run(read()) if _store.exists(url) else []
     if as_json:
-        typer.echo(json.dumps([_run_json(r) for r in records]))
+        typer.echo(json.dumps([run_json(r) for r in records]))
         return
     console = _console()
     if not records:
@@ -1071,7 +1059,7 @@ def show(run_id: RunId, store: StoreUrl = None, as_json: AsJson = False) -> None
             }
         used = {**usage_json(usage), "currency": run_currency(record)}
         return {
-            **_run_json(record),
+            **run_json(record),
             "stages": shown,
             "usage": used,
             "inputs": {name: _input_json(row) for name, row in sorted(inputs.items())},
