@@ -47,4 +47,4 @@ clean:
 # `make test` runs it with 50). STAGEFLOW_CRASH_SEED=... reuses a soak's graphs and kill delays.
 .PHONY: crash
 crash: $(STAMP)
-	STAGEFLOW_CRASH_KILLS=$(or $(N),500) $(BIN)/pytest tests/crash/test_crash_resume.py tests/crash/test_dynamic_crash.py -s -q
+	STAGEFLOW_CRASH_KILLS=$(or $(N),500) $(BIN)/pytest tests/crash/test_crash_resume.py tests/crash/test_dynamic_crash.py tests/crash/test_declarative_crash.py -s -q

@@ -103,6 +103,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import conditions
 from bare import Resilience, bare_build
 from durable import (
     PostgresBare,
@@ -140,7 +141,7 @@ BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
 DEFAULT_JSON = BENCH_DIR / "results.json"
 SECTIONS = (
-    "W1", "W2", "W3", "W4", "W5", "W1-NOOP", "W5-OTEL", "W7", "W8", "W9",
+    "W1", "W2", "W3", "W4", "W5", "W1-NOOP", "W5-OTEL", "W7", "W8", "W9", "W3-CEL", "W3-CEL-DEP",
     "W6", "W6-PG", "W6-WIDE", "W7-DURABLE", "W10", "SERVICE", "BUILD", "SCALE", "IMPORT",
 )  # fmt: skip
 WORKLOAD_TIMEOUT = 120.0  # seconds for one in-process workload, or one scaling subprocess
@@ -430,6 +431,24 @@ RUN_WORKLOADS = (
         sides=loop_impls(W9_ITERATIONS),
         reference="a for loop awaiting the body's function in one bare node (bare.looped)",
         units=W9_ITERATIONS,
+    ),
+    # Issue 16: pipeline files. Both sides are stageflow: Python conditions vs a file's CEL.
+    RunWorkload(
+        "W3-CEL",
+        'W3-CEL W3, when: "$inputs.enabled" on all',
+        layered,
+        "µs/stage",
+        Target("ratio", 1.3),
+        sides=conditions.cel_impls("input"),
+        reference="W3 with when= a Python function reading the run data",
+    ),
+    RunWorkload(
+        "W3-CEL-DEP",
+        'W3-CEL-DEP W3, when: "$<dep>.v >= 0" (no memo)',
+        layered,
+        "µs/stage",
+        sides=conditions.cel_impls("dep"),
+        reference="W3 with when= a Python function reading the dependency's value",
     ),
 )
 

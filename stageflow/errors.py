@@ -18,12 +18,14 @@ the builtin hierarchy keeps working::
     │   ├── SelfDependencyError                 a stage depends on itself
     │   └── CycleError                          the dependencies form a cycle (``a -> b -> a``)
     ├── ConfigurationError (ValueError)         a bad argument to Engine, Engine.run, a sink, ...
+    │   ├── PipelineFileError                   a pipeline file is invalid (``.file``, ``.line``)
     │   ├── GraphMismatchError                  a run resumed with another graph (``.changes``)
     │   ├── UnknownModelError (KeyError)        a price table has no price for a model
     │   ├── UnknownPipelineError (KeyError)     a catalog has no pipeline of that name
     │   └── CodecError (TypeError)              a value cannot be stored faithfully (``.field``)
     ├── StageError                              raised inside a run, about one stage (``.stage``)
     │   ├── MissingOutputError (KeyError)       ``result[x].data[key]``: the stage did not complete
+    │   ├── ExpressionError                     a file's CEL expression could not be evaluated
     │   ├── StageFailedError                    the stage returned ``StageOutput.fail(...)``
     │   ├── InvalidOutputError (TypeError)      the stage returned something that is not an output
     │   ├── StageCancelledError                 the stage was cancelled outside the run's control
@@ -89,6 +91,7 @@ __all__ = [
     "DuplicateDependencyError",
     "DuplicateStageError",
     "EmptyPipelineError",
+    "ExpressionError",
     "GraphError",
     "GraphMismatchError",
     "InputAlreadyGivenError",
@@ -106,6 +109,7 @@ __all__ = [
     "MapItemError",
     "MissingInputError",
     "MissingOutputError",
+    "PipelineFileError",
     "RouteError",
     "RunCancelledError",
     "RunError",
@@ -353,6 +357,28 @@ class ConfigurationError(StageflowError, ValueError):
         self.value = value
 
 
+class PipelineFileError(ConfigurationError):
+    """A pipeline file (YAML, JSON, TOML) is invalid: raised when it is loaded.
+
+    The message starts with ``file:line:column:`` and the field (``stages[2].when``).
+
+    Attributes:
+        file: the file's name as it was given.
+        line: the 1-based line of the value in error.
+        column: the 1-based column.
+        field: the dotted path of the value in the file (``""`` for the whole file).
+        value: the value refused.
+    """
+
+    def __init__(
+        self, message: str, *, file: str, line: int, column: int, field: str, value: object
+    ) -> None:
+        super().__init__(message, field=field, value=value)
+        self.file = file
+        self.line = line
+        self.column = column
+
+
 class GraphMismatchError(ConfigurationError):
     """A run was resumed with a graph other than the one it started with.
 
@@ -466,6 +492,21 @@ class StageError(StageflowError):
     def __init__(self, message: str, *, stage: str) -> None:
         super().__init__(message)
         self.stage = stage
+
+
+class ExpressionError(StageError):
+    """A CEL expression of a pipeline file, or one of its ``$`` references, could not be
+    evaluated for a stage: a value missing, of the wrong type, or over a limit.
+
+    Attributes:
+        field: where the expression is (``when``, ``with.text``, ``routes[0].when``, ...).
+        expression: the expression as written.
+    """
+
+    def __init__(self, message: str, *, stage: str, field: str, expression: str) -> None:
+        super().__init__(message, stage=stage)
+        self.field = field
+        self.expression = expression
 
 
 class StageFailedError(StageError):

@@ -8,6 +8,10 @@ from __future__ import annotations
 
 from ._commands import app
 from ._errors import EXIT_CANCELLED, EXIT_COMPLETED, EXIT_FAILED, EXIT_USAGE, EXIT_WAITING
+from ._files import graph as _graph
+from ._files import pipelines, schema
+from ._files import run as _run
+from ._files import validate as _validate
 from ._info import info
 from ._mcp import mcp
 from ._serve import serve, token
@@ -16,6 +20,11 @@ app.command()(serve)
 app.command()(token)
 app.command()(mcp)
 app.command()(info)
+app.command("run")(_run)  # in place of _commands' run, graph, validate: files and --param too
+app.command("graph")(_graph)
+app.command("validate")(_validate)
+app.command()(schema)
+app.command()(pipelines)
 
 __all__ = [
     "EXIT_CANCELLED",

@@ -1,4 +1,10 @@
-"""TARGET: ``path/to/file.py:attr`` or ``package.module:attr``, loaded into a StageGraph."""
+"""TARGET: ``path/to/file.py:attr`` or ``package.module:attr``, loaded into a StageGraph.
+
+A TARGET may also be a pipeline file (``.yaml``/``.yml``/``.json``/``.toml``), loaded with
+:func:`~stageflow.adapters.declarative.load_pipeline`; its template parameters are given
+with ``--param KEY=VALUE`` or carried in the target as ``file.yaml?key=value&...`` (the
+label a run keeps, so that ``stageflow resume`` loads the same graph).
+"""
 
 from __future__ import annotations
 
@@ -6,34 +12,124 @@ import difflib
 import importlib
 import importlib.util
 import inspect
+import json
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from types import ModuleType
+from typing import TYPE_CHECKING, Any, Final
+from urllib.parse import parse_qsl, urlencode
 
 from .._graph import StageGraph
 from .._pipeline import Pipeline
 from ..errors import GraphError
 from ._errors import CliError
 
+if TYPE_CHECKING:
+    from ..adapters.declarative import LoadedPipeline
+
+FILE_SUFFIXES: Final = (".yaml", ".yml", ".json", ".toml")
+"""The suffixes of the pipeline files a TARGET may name."""
+
 _loaded_files: dict[str, Path] = {}  # module names this process loaded from files
 
 
-def load_graph(target: str) -> StageGraph:
+def load_graph(target: str, parameters: Mapping[str, Any] | None = None) -> StageGraph:
     """The StageGraph that ``target`` names, built and validated (see :func:`load_target`)."""
-    return load_target(target)[0]
+    return load_target(target, parameters)[0]
 
 
-def load_target(target: str) -> tuple[StageGraph, ModuleType]:
+def is_file_target(target: str) -> bool:
+    """Whether ``target`` names a pipeline file (``.yaml``, ``.yml``, ``.json``, ``.toml``),
+    with or without ``?key=value`` parameters."""
+    path = target.partition("?")[0]
+    return path.lower().endswith(FILE_SUFFIXES)
+
+
+def parse_params(items: list[str] | None) -> dict[str, Any]:
+    """``--param KEY=VALUE`` (repeatable): VALUE is JSON when it parses, else a string."""
+    parameters: dict[str, Any] = {}
+    for item in items or ():
+        key, equals, value = item.partition("=")
+        if not equals or not key.strip():
+            raise CliError(f"malformed --param {item!r}: expected KEY=VALUE")
+        parameters[key.strip()] = _json_or_text(value)
+    return parameters
+
+
+def load_file(target: str, parameters: Mapping[str, Any] | None = None) -> LoadedPipeline:
+    """The pipeline file ``target`` names, loaded with ``parameters`` (over those its
+    ``?key=value`` part gives).
+
+    Raises:
+        CliError: the file's error in one line, ``file:line:column: field: message``.
+    """
+    path, given = _split_file(target)
+    values = {**given, **(parameters or {})}
+    try:
+        from ..adapters.declarative import load_pipeline
+    except ImportError as error:  # pragma: no cover - the extra is not installed
+        raise CliError(
+            f"{path}: loading pipeline files needs the declarative extra "
+            f"(pip install 'stageflow[declarative]'): {_said(error)}"
+        ) from None
+    from ..errors import ConfigurationError
+
+    cwd = str(Path.cwd())
+    if cwd not in sys.path and "" not in sys.path:  # handlers import as in `python -m`
+        sys.path.insert(0, cwd)
+    try:
+        return load_pipeline(path, parameters=values or None)
+    except ConfigurationError as error:  # PipelineFileError among them: its one line
+        raise CliError(str(error)) from error  # __cause__: for `validate --json`
+
+
+def file_label(target: str, parameters: Mapping[str, Any] | None = None) -> str:
+    """The label a run of a pipeline file keeps: its absolute path, and its parameters as
+    ``?key=value`` (JSON values), so that a resume loads the same graph from anywhere."""
+    path, given = _split_file(target)
+    values = {**given, **(parameters or {})}
+    label = str(Path(path).resolve())
+    if values:
+        label += "?" + urlencode({k: json.dumps(v) for k, v in values.items()})
+    return label
+
+
+def _split_file(target: str) -> tuple[str, dict[str, Any]]:
+    path, _, query = target.partition("?")
+    given = {key: _json_or_text(value) for key, value in parse_qsl(query, keep_blank_values=True)}
+    return path, given
+
+
+def _json_or_text(value: str) -> Any:
+    try:
+        return json.loads(value)
+    except ValueError:
+        return value
+
+
+def load_target(
+    target: str, parameters: Mapping[str, Any] | None = None
+) -> tuple[StageGraph, ModuleType]:
     """The StageGraph that ``target`` names, built and validated, and its module.
 
     The attribute may be a :class:`~stageflow.Pipeline` (built here), a
     :class:`~stageflow.StageGraph`, or a callable taking no arguments that returns
-    either.
+    either. A pipeline file (see :func:`is_file_target`) is loaded with ``parameters``;
+    its module is an empty one (a file brings no ``engine``).
 
     Raises:
         CliError: one short line saying what is wrong (exit code 2); ``cause`` is the
             user's exception when their code raised.
     """
+    if is_file_target(target):
+        loaded = load_file(target, parameters)
+        return loaded.graph, ModuleType("_stageflow_pipeline_file")
+    if parameters:
+        raise CliError(
+            f"--param gives a pipeline file's template parameters; {target!r} is no "
+            f"pipeline file ({', '.join(FILE_SUFFIXES)})"
+        )
     module_part, colon, attr = target.rpartition(":")
     if not colon or not module_part or not attr:
         raise CliError(
@@ -68,7 +164,13 @@ def load_target(target: str) -> tuple[StageGraph, ModuleType]:
 
 
 def load_object(spec: str, what: str) -> object:
-    """The object ``spec`` (``path/to/file.py:attr`` or ``package.module:attr``) names."""
+    """The object ``spec`` (``path/to/file.py:attr`` or ``package.module:attr``) names.
+
+    A pipeline file gives a :class:`~stageflow.Catalog` of that one pipeline (what
+    ``--pipelines`` wants); a folder, the catalog of the pipeline files in it.
+    """
+    if is_file_target(spec) or (":" not in spec and Path(spec).is_dir()):
+        return file_catalog(spec)
     module_part, colon, attr = spec.rpartition(":")
     if not colon or not module_part or not attr:
         raise CliError(
@@ -81,6 +183,32 @@ def load_object(spec: str, what: str) -> object:
             raise CliError(_missing(module_part, value, attr, part))
         value = getattr(value, part)
     return value
+
+
+def file_catalog(spec: str) -> object:
+    """A :class:`~stageflow.Catalog` of the pipeline file ``spec`` names, or of every
+    pipeline file of the folder it names (the first file that fails to load: its error)."""
+    from .._catalog import Catalog
+
+    files = [spec] if is_file_target(spec) else [str(p) for p in folder_files(Path(spec))]
+    catalog = Catalog()
+    for file in files:
+        loaded = load_file(file)
+        if loaded.name in catalog:
+            raise CliError(f"{file}: a pipeline named {loaded.name!r} is in {spec} already")
+        catalog.add(loaded.name, loaded.graph, description=loaded.description,
+                    category=loaded.category, data=loaded.data, tags=loaded.tags)  # fmt: skip
+    return catalog
+
+
+def folder_files(folder: Path) -> list[Path]:
+    """The pipeline files of ``folder`` (not its subfolders), sorted by name."""
+    if not folder.is_dir():
+        what = "not a folder" if folder.exists() else "not found"
+        raise CliError(f"{folder}: {what}")
+    return sorted(
+        p for p in folder.iterdir() if p.is_file() and p.name.lower().endswith(FILE_SUFFIXES)
+    )
 
 
 def call_factory(value: object, where: str) -> object:

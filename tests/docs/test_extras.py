@@ -38,6 +38,9 @@ NEEDS: dict[str, tuple[frozenset[str], str]] = {
     "stageflow.adapters.mcp": (frozenset({"mcp"}), "mcp"),
     "fastapi": (frozenset({"server"}), "fastapi"),
     "stageflow.adapters.http": (frozenset({"server"}), "fastapi"),
+    "stageflow.adapters.declarative": (frozenset({"declarative"}), "cel-expr-python"),
+    "cel_expr_python": (frozenset({"declarative"}), "cel-expr-python"),
+    "yaml": (frozenset({"declarative"}), "pyyaml"),
 }
 
 _IMPORT = re.compile(r"^\s*(?:from\s+([\w.]+)\s+import|import\s+([\w.]+))", re.M)

@@ -1,0 +1,1 @@
+"""Pipelines as YAML files, with the handlers they name (docs/declarative.md)."""
