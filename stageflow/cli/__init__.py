@@ -20,7 +20,7 @@ app.command()(serve)
 app.command()(token)
 app.command()(mcp)
 app.command()(info)
-app.command("run")(_run)  # in place of _commands' run, graph, validate: files and --param too
+app.command("run")(_run)
 app.command("graph")(_graph)
 app.command("validate")(_validate)
 app.command()(schema)

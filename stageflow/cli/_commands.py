@@ -29,7 +29,6 @@ from .._durable import DurableRun
 from .._engine import Engine
 from .._events import Event
 from .._graph import StageGraph
-from .._ids import new_run_id
 from .._result import PendingInput, RunResult, RunStatus, StageResult
 from .._service import run_json, usage_json
 from .._sinks import FanOutSink
@@ -231,19 +230,6 @@ def _reported(verbose: bool = False) -> Iterator[None]:
     except (ConfigurationError, StoreError, InputError, InputTimeoutError) as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(EXIT_USAGE) from None
-
-
-def _parse_data(items: list[str] | None) -> dict[str, Any]:
-    data: dict[str, Any] = {}
-    for item in items or ():
-        key, equals, value = item.partition("=")
-        if not equals or not key.strip():
-            _fail(f"malformed --data {item!r}: expected KEY=VALUE")
-        try:
-            data[key.strip()] = json.loads(value)
-        except ValueError:
-            data[key.strip()] = value
-    return data
 
 
 def _absolute(target: str) -> str:
@@ -674,70 +660,6 @@ def _items_line(stage: StageResult, view: ProgressView) -> str:
 
 
 @app.command()
-def run(
-    target: Target,
-    data: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--data",
-            "-d",
-            metavar="KEY=VALUE",
-            help="The run's data, repeatable; VALUE is JSON when it parses (n=3, "
-            'tags=["a"]), else a string (topic=owls).',
-            show_default=False,
-        ),
-    ] = None,
-    run_id: Annotated[
-        str | None,
-        typer.Option(
-            "--run-id", metavar="ID", help="The run's id (default: a new ULID).", show_default=False
-        ),
-    ] = None,
-    store: StoreUrl = None,
-    as_json: AsJson = False,
-    timeout: Timeout = None,
-    max_parallel: MaxParallel = None,
-    fail_fast: FailFast = None,
-    verbose: Verbose = False,
-    lease_ttl: LeaseTtl = None,
-    budget_tokens: BudgetTokens = None,
-    budget_cost: BudgetCost = None,
-    budget_policy: BudgetPolicy = None,
-    prices: Prices = None,
-    stage_timeout: StageTimeout = None,
-    retry: Retry = None,
-    interceptor: Interceptors = None,
-) -> None:
-    """Run a pipeline durably, with live progress.
-
-    Exits 0 when it completed, 1 when a stage failed, 3 when it waits for input (give it with stageflow send RUN_ID NAME JSON, then resume), 130 when it was cancelled (Ctrl-C or --timeout): resume it with stageflow resume RUN_ID.
-    """  # noqa: E501 - one line: the help text keeps line breaks
-    flags = EngineFlags(
-        budget_tokens, budget_cost, budget_policy, None if prices is None else str(prices),
-        stage_timeout, retry, tuple(interceptor or ()), max_parallel, fail_fast, lease_ttl,
-    )  # fmt: skip
-    with _reported(verbose):
-        values = _parse_data(data)
-        graph, module = load_target(target)
-        engine = configured(target_engine(module, target), flags)
-        url = _store.store_url(store)
-        _store.open_store(url, lease_ttl=lease_ttl)  # a bad URL: refused before any work
-    _drive(
-        graph,
-        url=url,
-        run_id=run_id or new_run_id(),
-        as_json=as_json,
-        verbose=verbose,
-        explicit_store=store is not None,
-        lease_ttl=lease_ttl,
-        timeout=timeout,
-        engine=engine,
-        data=values,
-        target=_absolute(target),
-    )
-
-
-@app.command()
 def resume(
     run_id: RunId,
     target: Annotated[
@@ -1139,28 +1061,6 @@ def _show_inputs(console: Console, shown: Mapping[str, Any], run_id: str, store_
     )
     if pending and shown["status"] == RunStatus.WAITING.value:
         _print_waiting(console, run_id, pending, store_flag)
-
-
-@app.command()
-def graph(
-    target: Target,
-    format: Annotated[  # noqa: A002 - the option's name
-        GraphFormat, typer.Option("--format", "-f", help="The diagram's language.")
-    ] = GraphFormat.MERMAID,
-    verbose: Verbose = False,
-) -> None:
-    """Print the pipeline's graph as Mermaid or Graphviz dot."""
-    with _reported(verbose):
-        built = load_graph(target)
-    typer.echo(built.to_mermaid() if format is GraphFormat.MERMAID else built.to_dot())
-
-
-@app.command()
-def validate(target: Target, verbose: Verbose = False) -> None:
-    """Build the pipeline's graph and say whether it is valid (exit 2 if not)."""
-    with _reported(verbose):
-        built = load_graph(target)
-    typer.echo(f"ok: {built.name} ({len(built)} stages)")
 
 
 # ----------------------------------------------------------------------------- events

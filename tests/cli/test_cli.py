@@ -17,8 +17,8 @@ from typer.testing import CliRunner
 from stageflow import Engine, Event, Pipeline, RunStatus
 from stageflow.adapters.sqlalchemy import SQLAlchemyStore
 from stageflow.cli import EXIT_CANCELLED, EXIT_COMPLETED, EXIT_FAILED, EXIT_USAGE, app
-from stageflow.cli._commands import _parse_data
 from stageflow.cli._errors import CliError
+from stageflow.cli._files import parse_data as _parse_data
 
 FLOW = """
 import asyncio
