@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from ._commands import app
 from ._errors import EXIT_CANCELLED, EXIT_COMPLETED, EXIT_FAILED, EXIT_USAGE, EXIT_WAITING
+from ._files import export, pipelines, schema
 from ._files import graph as _graph
-from ._files import pipelines, schema
 from ._files import run as _run
 from ._files import validate as _validate
 from ._info import info
@@ -24,6 +24,7 @@ app.command("run")(_run)
 app.command("graph")(_graph)
 app.command("validate")(_validate)
 app.command()(schema)
+app.command()(export)
 app.command()(pipelines)
 
 __all__ = [

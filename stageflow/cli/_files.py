@@ -1,9 +1,8 @@
 """Pipeline files on the command line: ``validate``, ``run``, ``graph`` (any TARGET, a file
-among them, with ``--param``), ``schema`` and ``pipelines``.
+among them, with ``--param``), ``schema``, ``export`` and ``pipelines``.
 
-``run``, ``graph`` and ``validate`` take the place of those of :mod:`._commands` (the same
-options, and more): a TARGET may be a pipeline file (``.yaml``/``.yml``/``.json``/``.toml``)
-whose ``inputs:`` check the run's data first and whose ``outputs:`` are printed at the end.
+A TARGET may be a pipeline file (``.yaml``/``.yml``/``.json``/``.toml``) whose ``inputs:``
+check the run's data first and whose ``outputs:`` are printed at the end.
 """
 
 from __future__ import annotations
@@ -12,6 +11,7 @@ import asyncio
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
+from enum import StrEnum
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Final, NoReturn
@@ -372,6 +372,60 @@ def _write(text: str, output: Path | None) -> None:
 
 
 # ----------------------------------------------------------------------------- export
+
+
+class ExportFormat(StrEnum):
+    """The language of an exported pipeline file."""
+
+    YAML = "yaml"
+    JSON = "json"
+
+
+def export(
+    target: FileTarget,
+    output: Output = None,
+    format: Annotated[  # noqa: A002 - the option's name
+        ExportFormat | None,
+        typer.Option(
+            "--format",
+            "-f",
+            help="yaml or json (default: by --output's suffix, else yaml).",
+            show_default=False,
+        ),
+    ] = None,
+    param: Params = None,
+    verbose: Verbose = False,
+) -> None:
+    """Write a pipeline built in Python (mod:attr) as a pipeline file that loads back to an equal graph.
+
+    Its stages, conditions and models are written as dotted paths, so they must be importable (module-level); a stage that is not is named in the error. stageflow validate FILE checks the result.
+    """  # noqa: E501 - one line: the help text keeps line breaks
+    with _reported(verbose):
+        try:
+            from ..adapters.declarative import export_pipeline
+        except ImportError as error:  # pragma: no cover - the extra is not installed
+            raise CliError(f"needs the declarative extra: {error}") from None
+        json_suffix = output is not None and output.suffix.lower() == ".json"
+        chosen = format or (ExportFormat.JSON if json_suffix else ExportFormat.YAML)
+        parameters = parse_params(param)
+        exported: Any = (load_file(target, parameters) if is_file_target(target)
+                         else load_target(target, parameters)[0])  # fmt: skip
+        try:
+            text = export_pipeline(exported, format=chosen.value)
+        except ConfigurationError as error:
+            raise CliError(f"{target}: {error}") from None
+        if chosen is ExportFormat.YAML:
+            text = f"# exported by: stageflow export {target}\n{text}"
+        _write(text, output)
+    module = target.rpartition(":")[0]
+    if module.endswith(".py"):  # imported by path: its dotted paths need its folder
+        folder = Path(module).resolve().parent
+        typer.echo(f"note: {Path(module).stem} was imported from {folder}: the file loads "
+                   f"where that module imports (PYTHONPATH={folder}), or export "
+                   "package.module:attr", err=True)  # fmt: skip
+
+
+# ----------------------------------------------------------------------------- pipelines
 
 
 @dataclass(frozen=True)

@@ -465,9 +465,98 @@ class TestCatalogOfFiles:
 
 
 # ----------------------------------------------------------------------------- export
+
+EXPORTABLE = """
+from stageflow import Pipeline, StageKind
+
+
+async def first(ctx):
+    return {"n": 1}
+
+
+def big(ctx):
+    return ctx.inputs.get_from("first", "n") > 0
+
+
+async def second(ctx):
+    return {"m": ctx.inputs.get_from("first", "n") + 1}
+
+
+pipeline = (
+    Pipeline("py")
+    .with_stage("first", first, StageKind.ENRICH, timeout=3, retry=2)
+    .with_stage("second", second, dependencies=("first",), when=big, tags={"x"})
+)
+"""
+
+
+class TestExport:
+    @pytest.fixture
+    def module(self, tmp_path, monkeypatch):
+        (tmp_path / "exportme.py").write_text(EXPORTABLE)
+        monkeypatch.syspath_prepend(str(tmp_path))
+        return "exportme:pipeline"
+
+    def test_a_python_pipeline_becomes_a_file_that_validates_and_runs_alike(
+        self, runner, module, tmp_path, url
+    ):
+        out = tmp_path / "py.yaml"
+        result = invoke(runner, "export", module, "--output", str(out))
+        assert result.exit_code == EXIT_COMPLETED, result.output
+        text = out.read_text()
+        assert text.startswith("# exported by: stageflow export exportme:pipeline\n")
+        assert "handler: exportme.first" in text
+        assert "python: exportme.big" in text
+        from stageflow._durable import fingerprint, structure
+        from stageflow.adapters.declarative import load_pipeline
+
+        original = load_target(module)[0]
+        assert fingerprint(structure(load_pipeline(out).graph)) == fingerprint(structure(original))
+        done = invoke(runner, "run", str(out), "--store", url, "--json")
+        assert done.exit_code == EXIT_COMPLETED, done.output
+        stages = json.loads(done.stdout)["stages"]
+        assert [stages[n]["status"] for n in ("first", "second")] == ["completed"] * 2
+
+    def test_json_by_the_output_suffix(self, runner, module, tmp_path):
+        out = tmp_path / "py.json"
+        assert invoke(runner, "export", module, "-o", str(out)).exit_code == EXIT_COMPLETED
+        assert json.loads(out.read_text())["stages"][0]["handler"] == "exportme.first"
+
+    def test_printed_as_json(self, runner, module):
+        result = invoke(runner, "export", module, "--format", "json")
+        assert json.loads(result.stdout)["name"] == "py"
+
+    def test_a_stage_without_a_dotted_path_is_named(self, runner, tmp_path):
+        (tmp_path / "closure.py").write_text(
+            "from stageflow import Pipeline\n"
+            "pipeline = Pipeline('c').with_stage('a', lambda ctx: {'x': 1})\n"
+        )
+        result = invoke(runner, "export", f"{tmp_path / 'closure.py'}:pipeline")
+        assert result.exit_code == EXIT_USAGE
+        assert "stage 'a': its handler" in result.output
+        assert "no importable path" in result.output
+
+    def test_a_target_by_path_notes_where_its_module_is(self, runner, tmp_path):
+        (tmp_path / "bypath.py").write_text(EXPORTABLE)
+        result = invoke(runner, "export", f"{tmp_path / 'bypath.py'}:pipeline")
+        assert result.exit_code == EXIT_COMPLETED
+        assert "handler: bypath.first" in result.stdout
+        assert f"PYTHONPATH={tmp_path}" in result.stderr
+
+    def test_a_file_exports_as_it_is_declared(self, runner, hello):
+        result = invoke(runner, "export", str(hello), "--param", "times=3")
+        assert result.exit_code == EXIT_COMPLETED, result.output
+        assert "times: 3" in result.stdout  # the template instantiated
+        assert "text: $greet.greeting" in result.stdout
+
+    def test_an_unknown_format(self, runner, module):
+        result = invoke(runner, "export", module, "--format", "toml")
+        assert result.exit_code == EXIT_USAGE
+
+
 def test_help_lists_the_commands(runner):
     result = invoke(runner, "--help")
-    for name in ("validate", "run", "graph", "schema", "pipelines"):
+    for name in ("validate", "run", "graph", "schema", "export", "pipelines"):
         assert name in result.stdout
     shown = textwrap.dedent(invoke(runner, "run", "--help").stdout)
     assert "--param" in shown

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from ._build import LoadedPipeline, build_document, import_object
+from ._export import export_pipeline
 from ._expr import MAX_COST, MAX_DEPTH, MAX_EXPRESSION, MAX_NESTED_MACROS
 from ._model import PipelineDecl, StageDecl
 from ._source import read_source
@@ -41,6 +42,7 @@ __all__ = [
     "LoadedPipeline",
     "PipelineDecl",
     "StageDecl",
+    "export_pipeline",
     "import_object",
     "load_pipeline",
     "loads_pipeline",

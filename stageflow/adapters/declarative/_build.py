@@ -8,6 +8,7 @@ import functools
 import importlib
 import inspect
 import re
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,11 +39,11 @@ from ._source import Source, read_source
 if TYPE_CHECKING:
     from ..._catalog import CatalogEntry
 
-__all__ = ["LoadedPipeline", "build_document"]
+__all__ = ["PY_TYPES", "Condition", "LoadedPipeline", "build_document", "generated_fields"]
 
 P = tuple[str | int, ...]
 
-_PY_TYPES: dict[str, Any] = {
+PY_TYPES: dict[str, Any] = {
     "string": str, "integer": int, "number": float, "boolean": bool, "array": list,
     "object": dict, "any": Any,
 }  # fmt: skip
@@ -277,7 +278,7 @@ def _check_field(source: Source, path: P, label: str, decl: FieldDecl, value: An
 def _annotation(decl: FieldDecl) -> Any:
     if decl.enum:
         return Literal[tuple(decl.enum)]
-    return _PY_TYPES[decl.type]
+    return PY_TYPES[decl.type]
 
 
 def _data_model(name: str, fields: Mapping[str, FieldDecl | str]) -> type[BaseModel]:
@@ -287,7 +288,22 @@ def _data_model(name: str, fields: Mapping[str, FieldDecl | str]) -> type[BaseMo
         required = isinstance(spec, str) or "default" not in spec.model_fields_set
         definitions[key] = (_annotation(decl), ... if required else decl.default)
     model_name = re.sub(r"\W", "_", name.title()) + "Data"
-    return create_model(model_name, **definitions)
+    model: type[BaseModel] = create_model(model_name, **definitions)
+    _GENERATED[model] = dict(fields)
+    return model
+
+
+_GENERATED: weakref.WeakKeyDictionary[type, dict[str, FieldDecl | str]] = (
+    weakref.WeakKeyDictionary()
+)  # the models made from a file's fields, and those fields (what export writes back)
+
+
+def generated_fields(model: Any) -> dict[str, FieldDecl | str] | None:
+    """The fields a file declared, if ``model`` was made from them (an input's schema)."""
+    try:
+        return _GENERATED.get(model)
+    except TypeError:  # not weakly referenceable: not one of ours
+        return None
 
 
 # --------------------------------------------------------------------------- validation
@@ -371,7 +387,7 @@ def _data_path(raw: Any, loc: Sequence[Any]) -> tuple[P, Any, bool]:
 _UNION_TAGS = frozenset({
     "str", "int", "float", "bool", "list", "dict", "RetryDecl", "BreakerDecl", "BudgetDecl",
     "EstimateDecl", "RouteDecl", "GraphDecl", "Python", "FieldDecl", "function-after",
-    "function-before", "literal['fail']", "none",
+    "function-before", "literal['fail']", "none", "python-object", "field-map", "type-name",
 })  # fmt: skip
 
 
@@ -726,7 +742,7 @@ class _Builder:
         if isinstance(decl.when, Python):
             return self.callable(decl.when.python, (*where, "when", "python"), "condition")
         expression = self.expression(decl.when, (*where, "when"), scope, "when", expect="bool")
-        return _Condition(expression, decl.when)
+        return Condition(expression, decl.when)
 
     def callable(self, dotted: str, where: P, what: str) -> Any:
         obj = self.python(dotted, where, what)
@@ -990,11 +1006,11 @@ class _Builder:
         if isinstance(schema, Python):
             return self.python(schema.python, (*where, "python"), "schema")
         if isinstance(schema, str):
-            if schema not in _PY_TYPES:
-                hint = _did_you_mean(schema, list(_PY_TYPES))
+            if schema not in PY_TYPES:
+                hint = _did_you_mean(schema, list(PY_TYPES))
                 raise self.error(where, f"unknown type {schema!r}{hint} (one of "
-                                 f"{', '.join(_PY_TYPES)})", schema)  # fmt: skip
-            return _PY_TYPES[schema]
+                                 f"{', '.join(PY_TYPES)})", schema)  # fmt: skip
+            return PY_TYPES[schema]
         return _data_model(f"{stage}-input", schema)
 
     def outputs(self, decl: PipelineDecl) -> dict[str, Any]:
@@ -1092,7 +1108,7 @@ class _Args:
         return {k: _render(v, ctx, None) for k, v in self.values.items()}
 
 
-class _Condition:
+class Condition:
     """``when:``: a CEL expression as ``with_stage(when=)`` takes a condition."""
 
     __slots__ = ("expression", "text")
@@ -1111,7 +1127,7 @@ class _Condition:
         return f"when({self.text!r})"
 
 
-class _Until(_Condition):
+class _Until(Condition):
     """``loop.until:``: called with the iteration's output (``$output``)."""
 
     __slots__ = ()
@@ -1130,7 +1146,7 @@ class _ItemView:
         self.item = item
 
 
-class _Key(_Condition):
+class _Key(Condition):
     """``key:``: item -> str from ``$item``."""
 
     __slots__ = ()
@@ -1140,7 +1156,7 @@ class _Key(_Condition):
         return value if isinstance(value, str) else str(value)
 
 
-class _Items(_Condition):
+class _Items(Condition):
     """``over:`` as an expression: ctx -> the items."""
 
     __slots__ = ()
@@ -1149,7 +1165,7 @@ class _Items(_Condition):
         return self.expression.evaluate(ctx)
 
 
-class _Prompt(_Condition):
+class _Prompt(Condition):
     __slots__ = ()
 
     def __call__(self, ctx: Any) -> str:  # type: ignore[override]

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator
 
 __all__ = [
     "BreakerDecl",
@@ -37,12 +37,13 @@ class Python(_Strict):
 
 
 Expr = str  # a CEL expression, with $references
+TypeName = Literal["string", "integer", "number", "boolean", "array", "object", "any"]
 
 
 class FieldDecl(_Strict):
     """A typed value: a pipeline input, a template parameter or a field of an input's schema."""
 
-    type: Literal["string", "integer", "number", "boolean", "array", "object", "any"] = "any"
+    type: TypeName = "any"
     description: str = ""
     default: Any = Field(default=None, description="its value when not given (absent: required)")
     enum: list[Any] | None = Field(default=None, description="the values it may take")
@@ -120,10 +121,22 @@ class LoopDecl(_Strict):
     output_stage: str | None = None
 
 
+def _schema_kind(value: Any) -> str:
+    """Which of its forms an input's ``schema:`` is (one form's errors, not all three)."""
+    if isinstance(value, dict):
+        return "python-object" if "python" in value else "field-map"
+    return "type-name"
+
+
 class InputDecl(_Strict):
     """``with_input``'s options: the value a person gives."""
 
-    schema_: dict[str, FieldDecl | str] | Python | str = Field(alias="schema")
+    schema_: Annotated[
+        Annotated[Python, Tag("python-object")]
+        | Annotated[dict[str, FieldDecl | TypeName], Tag("field-map")]
+        | Annotated[str, Tag("type-name")],
+        Discriminator(_schema_kind),
+    ] = Field(alias="schema", description="a type name, fields, or {python: dotted.Model}")
     prompt: str | Python | None = None
     timeout: float | None = None
     on_timeout: Any = "fail"
@@ -179,10 +192,10 @@ class PipelineDecl(_Strict):
     description: str = ""
     category: str | None = None
     tags: list[str] = Field(default_factory=list)
-    parameters: dict[str, FieldDecl | str] = Field(
+    parameters: dict[str, FieldDecl | TypeName] = Field(
         default_factory=dict, description="a template's parameters, given when it is loaded"
     )
-    inputs: dict[str, FieldDecl | str] = Field(default_factory=dict)
+    inputs: dict[str, FieldDecl | TypeName] = Field(default_factory=dict)
     stages: list[StageDecl] = Field(min_length=1)
     outputs: dict[str, Any] = Field(default_factory=dict)
 

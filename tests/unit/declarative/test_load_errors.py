@@ -203,6 +203,21 @@ class TestSchema:
         assert error.value == "ignore"
         assert "'fail', 'skip' or 'collect'" in str(error)
 
+    @pytest.mark.parametrize(
+        ("text", "line", "needle", "field"),
+        [
+            ("name: p\ninputs:\n  who: strng\nstages:\n  - {id: a, handler: START}\n",
+             3, "strng", "inputs.who"),
+            ("name: p\nstages:\n  - id: ok\n    input:\n      schema: {approved: bool}\n",
+             5, "bool", "stages[0].input.schema.approved"),
+        ],
+        ids=["input", "input-schema"],
+    )  # fmt: skip
+    def test_an_unknown_type_name(self, text: str, line: int, needle: str, field: str) -> None:
+        error = load_error(text.replace("START", START))
+        at(error, line, column_of(text, line, needle), field)
+        assert "'string', 'integer'" in str(error)
+
 
 class TestHandlers:
     def test_an_unknown_module(self) -> None:
