@@ -57,8 +57,8 @@ from ._commands import (
 from ._engine import EngineFlags, configured, target_engine
 from ._errors import EXIT_CANCELLED, EXIT_COMPLETED, EXIT_FAILED, CliError
 from ._load import (
+    file_catalog,
     file_label,
-    folder_files,
     is_file_target,
     load_file,
     load_object,
@@ -485,20 +485,23 @@ def _catalog_rows(source: str | None) -> list[_Row]:
     if source is None:
         return _entry_point_rows()
     if is_file_target(source) or (":" not in source and Path(source).is_dir()):
-        files = [Path(source)] if is_file_target(source) else folder_files(Path(source))
-        return [_file_row(path) for path in files]
+        return _file_rows(source)
     if ":" not in source:
         raise CliError(f"{source}: not found (a folder, a pipeline file, or mod:attr)")
     return _catalog_value_rows(load_object(source, "the catalog"), source)
 
 
-def _file_row(path: Path) -> _Row:
-    try:
-        loaded = load_file(str(path))
-    except CliError as error:
-        return _Row(path.name, source=str(path), error=error.message)
-    return _Row(loaded.name, loaded.category, loaded.description, len(loaded.graph),
-                str(path))  # fmt: skip
+def _file_rows(source: str) -> list[_Row]:
+    """The pipelines of a folder or file (loaded as one catalog: files may name each other),
+    its templates, and each file that does not load, with its error."""
+    catalog = file_catalog(source, strict=False)
+    rows = [_Row(e.name, e.category, e.description, len(e.graph), catalog.source(e.name))
+            for e in catalog]  # fmt: skip
+    rows += [_Row(name, description="a template: give its parameters (--param)",
+                  source=catalog.source(name)) for name in catalog.templates]  # fmt: skip
+    rows += [_Row(Path(where).name, source=where, error=str(error))
+             for where, error in catalog.errors.items()]  # fmt: skip
+    return rows
 
 
 def _catalog_value_rows(value: object, where: str) -> list[_Row]:

@@ -26,7 +26,7 @@ from ..errors import GraphError
 from ._errors import CliError
 
 if TYPE_CHECKING:
-    from ..adapters.declarative import LoadedPipeline
+    from ..adapters.declarative import FileCatalog, LoadedPipeline
 
 FILE_SUFFIXES: Final = (".yaml", ".yml", ".json", ".toml")
 """The suffixes of the pipeline files a TARGET may name."""
@@ -185,20 +185,30 @@ def load_object(spec: str, what: str) -> object:
     return value
 
 
-def file_catalog(spec: str) -> object:
-    """A :class:`~stageflow.Catalog` of the pipeline file ``spec`` names, or of every
-    pipeline file of the folder it names (the first file that fails to load: its error)."""
-    from .._catalog import Catalog
+def file_catalog(spec: str, *, strict: bool = True) -> FileCatalog:
+    """The :class:`~stageflow.adapters.declarative.FileCatalog` of the pipeline file ``spec``
+    names, or of every pipeline file of the folder it names (files find each other by
+    name). ``strict``: the first file that fails to load is the error; else it is listed
+    in the catalog's ``errors``."""
+    path, _ = _split_file(spec)
+    if not is_file_target(spec):
+        folder_files(Path(path))  # a missing folder: the CLI's own one-line error
+    try:
+        from ..adapters.declarative import load_catalog
+    except ImportError as error:  # pragma: no cover - the extra is not installed
+        raise CliError(
+            f"{path}: loading pipeline files needs the declarative extra "
+            f"(pip install 'stageflow[declarative]'): {_said(error)}"
+        ) from None
+    from ..errors import ConfigurationError
 
-    files = [spec] if is_file_target(spec) else [str(p) for p in folder_files(Path(spec))]
-    catalog = Catalog()
-    for file in files:
-        loaded = load_file(file)
-        if loaded.name in catalog:
-            raise CliError(f"{file}: a pipeline named {loaded.name!r} is in {spec} already")
-        catalog.add(loaded.name, loaded.graph, description=loaded.description,
-                    category=loaded.category, data=loaded.data, tags=loaded.tags)  # fmt: skip
-    return catalog
+    cwd = str(Path.cwd())
+    if cwd not in sys.path and "" not in sys.path:  # handlers import as in `python -m`
+        sys.path.insert(0, cwd)
+    try:
+        return load_catalog(path, strict=strict)
+    except ConfigurationError as error:  # PipelineFileError among them: its one line
+        raise CliError(str(error)) from error
 
 
 def folder_files(folder: Path) -> list[Path]:

@@ -14,6 +14,7 @@ import pytest
 
 import stageflow
 import stageflow.interceptors
+import stageflow.patterns
 import stageflow.ports
 import stageflow.testing
 import stageflow.testing.strategies
@@ -226,6 +227,7 @@ PUBLIC: dict[ModuleType, list[str]] = {
         "Timer",
         "UsageRecord",
     ],
+    stageflow.patterns: ["conditional", "fan_out_fan_in", "with_retry"],
 }
 
 _PACKAGE = Path(stageflow.__file__).parent

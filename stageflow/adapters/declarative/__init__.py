@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from ._build import LoadedPipeline, build_document, import_object
+from ._catalog import FileCatalog, load_catalog
 from ._export import export_pipeline
 from ._expr import MAX_COST, MAX_DEPTH, MAX_EXPRESSION, MAX_NESTED_MACROS
 from ._model import PipelineDecl, StageDecl
@@ -39,11 +40,13 @@ __all__ = [
     "MAX_DEPTH",
     "MAX_EXPRESSION",
     "MAX_NESTED_MACROS",
+    "FileCatalog",
     "LoadedPipeline",
     "PipelineDecl",
     "StageDecl",
     "export_pipeline",
     "import_object",
+    "load_catalog",
     "load_pipeline",
     "loads_pipeline",
     "pipeline_schema",

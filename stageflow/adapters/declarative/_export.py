@@ -8,6 +8,8 @@ import sys
 from collections.abc import Mapping
 from typing import Any, Literal
 
+import yaml
+
 from ..._dynamic import FAIL, InputSpec, LoopSpec, MapSpec
 from ..._graph import StageGraph
 from ..._pipeline import Pipeline
@@ -63,9 +65,25 @@ def export_pipeline(
                            version=version, category=category)  # fmt: skip
     if format == "json":
         return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
-    import yaml
+    return _yaml(document)
 
-    return yaml.safe_dump(document, sort_keys=False, allow_unicode=True, width=100)
+
+class _Dumper(yaml.SafeDumper):
+    """PyYAML's safe dumper, but U+0085, U+2028 and U+2029 come back: PyYAML writes them
+    raw in quoted scalars, where a reader takes them for line breaks; a double-quoted
+    scalar escapes them."""
+
+
+def _text(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
+    odd = any(c in value for c in "\x85\u2028\u2029")
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style='"' if odd else None)
+
+
+_Dumper.add_representer(str, _text)
+
+
+def _yaml(document: dict[str, Any]) -> str:
+    return yaml.dump(document, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=100)
 
 
 def declaration(
