@@ -145,7 +145,8 @@ def conditional(
     (sync or async: it may ask a model) once and records ``{"value": bool}``; ``then``
     (and ``otherwise``, if given) are stages of those names, each with a ``when=`` that
     reads the recorded answer, so the branch not taken is skipped (``condition false``)
-    and a resumed run never asks again. A :class:`~stageflow.Pipeline` or graph as a
+    and a resumed run never asks again. The branches depend on ``check`` and on
+    ``dependencies``: they read the same inputs the condition did. A :class:`~stageflow.Pipeline` or graph as a
     branch is a subgraph. Their outputs reach later stages as any optional dependency's
     do: ``ctx.inputs.get("then")``.
 
@@ -179,11 +180,12 @@ def conditional(
         return {"value": answer}
 
     check.__qualname__ = check.__name__ = f"check[{getattr(condition, '__name__', name)}]"
-    pipeline = Pipeline(name).with_stage("check", check, StageKind.GUARD,
-                                         dependencies=tuple(dependencies))  # fmt: skip
-    pipeline = _add(pipeline, "then", then, dependencies=("check",), when=_held)
+    deps = tuple(dependencies)
+    branch_deps = ("check", *deps)  # a branch sees what the decision saw
+    pipeline = Pipeline(name).with_stage("check", check, StageKind.GUARD, dependencies=deps)
+    pipeline = _add(pipeline, "then", then, dependencies=branch_deps, when=_held)
     if otherwise is not None:
-        pipeline = _add(pipeline, "otherwise", otherwise, dependencies=("check",),
+        pipeline = _add(pipeline, "otherwise", otherwise, dependencies=branch_deps,
                         when=_not_held)  # fmt: skip
     return pipeline
 
