@@ -146,9 +146,9 @@ def conditional(
     (and ``otherwise``, if given) are stages of those names, each with a ``when=`` that
     reads the recorded answer, so the branch not taken is skipped (``condition false``)
     and a resumed run never asks again. The branches depend on ``check`` and on
-    ``dependencies``: they read the same inputs the condition did. A :class:`~stageflow.Pipeline` or graph as a
-    branch is a subgraph. Their outputs reach later stages as any optional dependency's
-    do: ``ctx.inputs.get("then")``.
+    ``dependencies``: they read the same inputs the condition did. A
+    :class:`~stageflow.Pipeline` or graph as a branch is a subgraph. Their outputs reach
+    later stages as any optional dependency's do: ``ctx.inputs.get("then")``.
 
     Args:
         name: the pipeline's name.

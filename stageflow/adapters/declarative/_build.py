@@ -445,6 +445,11 @@ def _attrs(obj: Any, attrs: Sequence[str], where: str) -> Any:
             obj = getattr(obj, attr)
         except AttributeError:
             known = [n for n in dir(obj) if not n.startswith("_")]
+            path = getattr(obj, "__path__", None)  # a package: its submodules not imported yet
+            if path is not None:
+                import pkgutil
+
+                known += [m.name for m in pkgutil.iter_modules(path)]
             raise LookupError(f"{where!r} has no attribute {attr!r}"
                               f"{_did_you_mean(attr, known)}") from None  # fmt: skip
         where = f"{where}.{attr}"
@@ -567,7 +572,7 @@ class _Builder:
             raise self.error((*where, "kind"), f"kind: {decl.kind} does not apply to a map "
                              "(over:): its stage kind is work", decl.kind)  # fmt: skip
         if decl.over is not None:
-            over = self.over(decl, where, scope)
+            over = self.over(decl, where, scope, local[0])
             options.update(self.map_options(decl, where, scope))
         try:
             if decl.input is not None:
@@ -711,12 +716,19 @@ class _Builder:
 
     # ----------------------------------------------------------------- expressions
 
-    def expression(self, text: str, where: P, scope: Scope, label: str, *,
-                   expect: str | None = None, offset: int = 0) -> Expression:  # fmt: skip
+    def expression(
+        self, text: str, where: P, scope: Scope, label: str, *, expect: str | None = None,
+        template: str | None = None,
+    ) -> Expression:  # fmt: skip
+        """``text`` compiled; a problem placed in the file. ``template``: the ``${{ }}``
+        value ``text`` was made from (the problem is placed, and shown, in it)."""
         try:
             return Expression(text, scope, label, expect=expect)
         except ExpressionProblem as problem:
-            raise self.at(where, text, problem.offset + offset, str(problem)) from None
+            if template is None:
+                raise self.at(where, text, problem.offset, str(problem)) from None
+            _, place = _expr.template_expression(template)
+            raise self.at(where, template, place(problem.offset), str(problem)) from None
 
     def at(self, where: P, text: str, offset: int, message: str) -> PipelineFileError:
         """An error at ``offset`` in the expression ``text`` found at ``where``."""
@@ -750,23 +762,28 @@ class _Builder:
             raise self.error(where, f"{what} {dotted!r} is not callable", dotted)
         return obj
 
-    def over(self, decl: StageDecl, where: P, scope: Scope) -> Any:
+    def over(self, decl: StageDecl, where: P, scope: Scope, ids: set[str]) -> Any:
+        """``with_map``'s ``over``: ``"stage.field"`` for a field of a stage of the same
+        list (``ids``), else an expression (an outer stage's field, read through the
+        loop or subgraph stage, which depends on it)."""
         over = decl.over
         if isinstance(over, Python):
             return self.callable(over.python, (*where, "over", "python"), "item list")
         assert over is not None
         ref = parse_ref(over)
-        if ref is not None and ref.root not in ROOTS and len(ref.path) == 1 \
+        if ref is not None and ref.root in ids and len(ref.path) == 1 \
                 and isinstance(ref.path[0], str):  # fmt: skip
             try:
                 _expr.check_ref(ref, scope)
             except ExpressionProblem as problem:
                 raise self.at((*where, "over"), over, 0, str(problem)) from None
             return f"{ref.root}.{ref.path[0]}"
-        text, offset = _expr.template_expression(over) if "${{" in over else (over, 0)
+        template = over if "${{" in over else None
+        text = _expr.template_expression(over)[0] if template is not None else over
         items_scope = Scope(scope.stage, scope.stages, scope.inputs, loop=scope.loop,
                             referenced=scope.referenced)  # fmt: skip
-        expression = self.expression(text, (*where, "over"), items_scope, "over", offset=offset)
+        expression = self.expression(text, (*where, "over"), items_scope, "over",
+                                     template=template)  # fmt: skip
         return _Items(expression, over)
 
     def map_options(self, decl: StageDecl, where: P, scope: Scope) -> dict[str, Any]:
@@ -833,8 +850,8 @@ class _Builder:
             if value.startswith("$$"):
                 return _Const(value[1:])
             if "${{" in value:
-                text, offset = _expr.template_expression(value)
-                return self.expression(text, where, scope, label, offset=offset)
+                text = _expr.template_expression(value)[0]
+                return self.expression(text, where, scope, label, template=value)
             ref = parse_ref(value)
             if ref is not None:
                 try:
@@ -984,9 +1001,9 @@ class _Builder:
             prompt = self.callable(spec.prompt.python, (*where, "input", "prompt", "python"),
                                    "prompt")  # fmt: skip
         elif isinstance(spec.prompt, str) and "${{" in spec.prompt:
-            text, offset = _expr.template_expression(spec.prompt)
+            text = _expr.template_expression(spec.prompt)[0]
             expression = self.expression(text, (*where, "input", "prompt"), scope,
-                                         "input.prompt", offset=offset)  # fmt: skip
+                                         "input.prompt", template=spec.prompt)  # fmt: skip
             prompt = _Prompt(expression, spec.prompt)
         else:
             prompt = spec.prompt

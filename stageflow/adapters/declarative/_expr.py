@@ -43,9 +43,11 @@ MAX_DEPTH = 32
 MAX_NESTED_MACROS = 2
 """The deepest nesting of comprehensions (``all``, ``exists``, ``exists_one``, ``map``,
 ``filter``) in an expression."""
-MAX_COST = 1_000_000
-"""The most iterations an evaluation may take: with comprehensions nested ``d`` deep over
-values holding ``n`` elements in all, an evaluation is refused when ``n ** d`` exceeds it."""
+MAX_COST = 10_000
+"""The most comprehension iterations an evaluation may take (CEL's own budget, which
+cel-expr-python enforces too): with comprehensions nested ``d`` deep over values holding
+``n`` elements in all (a string counts one per 100 characters), an evaluation is refused
+before it starts when ``n + n**2 + ... + n**d`` exceeds it."""
 
 ROOTS = ("inputs", "item", "loop", "output", "params")
 """Reference roots that are not stage ids (a stage may not be named so)."""
@@ -547,6 +549,8 @@ class Expression:
         if result.type() == _error_type():
             raise self._error(str(result.value()))
         value = result.plain_value()
+        if type(value) not in _SCALARS:
+            value = _from_cel(value)
         if key is not None:
             memo = (
                 self._memo if self._one is None else self._by_type.setdefault(type(values[0]), {})
@@ -558,7 +562,10 @@ class Expression:
 
     def _check_cost(self, values: Sequence[Any]) -> None:
         size = sum(_size(v, MAX_COST) for v in values)
-        if size > 1 and math.log(size) * self._sized > math.log(MAX_COST):
+        steps = (
+            sum(size**depth for depth in range(1, self._sized + 1)) if size <= MAX_COST else size
+        )
+        if steps > MAX_COST:
             raise self._error(
                 f"its values hold {size} elements: nested comprehensions over them could "
                 f"take more than {MAX_COST} steps"
@@ -566,6 +573,8 @@ class Expression:
 
     def _error(self, message: str) -> ExpressionError:
         cleaned = re.sub(r"^[A-Z_]+: ", "", message.split(" | ", maxsplit=1)[0]).strip()
+        if "Iteration budget exceeded" in cleaned:  # CEL's own bound, in our words
+            cleaned = f"its comprehensions took more than {MAX_COST} steps"
         return ExpressionError(
             f"stage {self.stage!r}: {self.field}: {self.text!r} could not be evaluated: {cleaned}",
             stage=self.stage,
@@ -581,7 +590,8 @@ _MISSING: Any = object()
 
 
 def _size(value: Any, limit: int) -> int:
-    """Elements in ``value`` (nested lists and maps, and string lengths / 100), up to ``limit``."""
+    """Elements in ``value`` (nested lists and maps, and string lengths / 100, at any
+    depth), counted up to ``limit``."""
     if isinstance(value, str | bytes):
         return len(value) // 100
     if isinstance(value, Mapping):
@@ -591,10 +601,27 @@ def _size(value: Any, limit: int) -> int:
         for item in value:
             if total > limit:
                 break
-            if isinstance(item, list | tuple | Mapping):
+            if isinstance(item, list | tuple | Mapping | str | bytes):
                 total += _size(item, limit)
         return total
     return 0
+
+
+_TYPE_NAMES = {"NULL": "null_type", "TIMESTAMP": "google.protobuf.Timestamp",
+               "DURATION": "google.protobuf.Duration"}  # fmt: skip
+
+
+def _from_cel(value: Any) -> Any:
+    """A CEL result as plain data: a type (``type(x)``) as its CEL name (``"int"``,
+    ``"list"``), inside lists and maps too."""
+    if isinstance(value, list):
+        return [_from_cel(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _from_cel(v) for k, v in value.items()}
+    if isinstance(value, _cel().Type):
+        name = value.name().split("<", 1)[0]
+        return _TYPE_NAMES.get(name, name.lower())
+    return value
 
 
 def _problem(message: str, rewritten: str, shifts: list[tuple[int, int, int, int]],
@@ -623,22 +650,38 @@ def is_expression_text(value: str) -> bool:
 _TEMPLATE = re.compile(r"\$\{\{(.*?)\}\}", re.S)
 
 
-def template_expression(value: str) -> tuple[str, int]:
+def template_expression(value: str) -> tuple[str, Callable[[int], int]]:
     """``"${{ e }}"`` -> ``e``; ``"a ${{ e }} b"`` -> ``"a " + string(e) + " b"`` (CEL),
-    with the offset of the first expression in ``value``."""
+    with a function from an offset in the CEL text to the offset in ``value`` it came from
+    (an error in an expression is placed in what the file says)."""
     whole = _TEMPLATE.fullmatch(value.strip())
     if whole is not None:
-        return whole[1].strip(), value.index("${{") + 3
+        inner = whole[1]
+        start = value.index("${{") + 3 + len(inner) - len(inner.lstrip())
+        return inner.strip(), lambda offset: start + offset
     parts: list[str] = []
+    spans: list[tuple[int, int, int]] = []  # an expression's span in the CEL, its start in value
     last = 0
     for match in _TEMPLATE.finditer(value):
         if match.start() > last:
             parts.append(_cel_string(value[last : match.start()]))
-        parts.append(f"string({match[1].strip()})")
+        inner = match[1]
+        at = sum(len(p) + 3 for p in parts) + len("string(")  # the " + " joins before it
+        spans.append(
+            (at, at + len(inner.strip()), match.start(1) + len(inner) - len(inner.lstrip()))
+        )
+        parts.append(f"string({inner.strip()})")
         last = match.end()
     if last < len(value):
         parts.append(_cel_string(value[last:]))
-    return " + ".join(parts), 0
+
+    def place(offset: int) -> int:
+        for start, end, original in spans:
+            if offset < end + 1:  # in it, or at its closing parenthesis
+                return original + max(0, offset - start)
+        return len(value)
+
+    return " + ".join(parts), place
 
 
 def _cel_string(text: str) -> str:

@@ -124,10 +124,10 @@ def read_source(path: str | Path, text: str | None = None, *, name: str | None =
 
 
 def _file_error(
-    name: str, message: str, value: object, line: int = 1, column: int = 1
+    name: str, message: str, value: object, line: int = 1, column: int = 1, field: str = ""
 ) -> PipelineFileError:
     return PipelineFileError(f"{name}:{line}:{column}: {message}", file=name, line=line,
-                             column=column, field="", value=value)  # fmt: skip
+                             column=column, field=field, value=value)  # fmt: skip
 
 
 # --------------------------------------------------------------------------- YAML
@@ -184,8 +184,9 @@ class _Walker:
                 key = self._scalar(key_node)
                 where = Location(key_node.start_mark.line + 1, key_node.start_mark.column + 1)
                 if key in result:
-                    raise _file_error(self.name, f"{dotted_path((*path, key))}: the key {key!r} "
-                                      "appears twice", key, where.line, where.column)  # fmt: skip
+                    field = dotted_path((*path, key))
+                    raise _file_error(self.name, f"{field}: the key {key!r} appears twice", key,
+                                      where.line, where.column, field)  # fmt: skip
                 self.source.key_locations[(*path, key)] = where
                 result[key] = self.value(value_node, (*path, key))
             return result
