@@ -22,7 +22,7 @@ from urllib.parse import parse_qsl, urlencode
 
 from .._graph import StageGraph
 from .._pipeline import Pipeline
-from ..errors import GraphError
+from ..errors import ConfigurationError, GraphError
 from ._errors import CliError
 
 if TYPE_CHECKING:
@@ -66,22 +66,28 @@ def load_file(target: str, parameters: Mapping[str, Any] | None = None) -> Loade
     """
     path, given = _split_file(target)
     values = {**given, **(parameters or {})}
+    _declarative(path)
+    from ..adapters.declarative import load_pipeline
+
     try:
-        from ..adapters.declarative import load_pipeline
+        return load_pipeline(path, parameters=values or None)
+    except ConfigurationError as error:  # PipelineFileError among them: its one line
+        raise CliError(str(error)) from error  # __cause__: for `validate --json`
+
+
+def _declarative(path: str) -> None:
+    """Check that the declarative extra is installed, and make the current folder
+    importable (handlers import as in ``python -m``)."""
+    try:
+        import stageflow.adapters.declarative  # noqa: F401 - its import is the check
     except ImportError as error:  # pragma: no cover - the extra is not installed
         raise CliError(
             f"{path}: loading pipeline files needs the declarative extra "
             f"(pip install 'stageflow[declarative]'): {_said(error)}"
         ) from None
-    from ..errors import ConfigurationError
-
     cwd = str(Path.cwd())
-    if cwd not in sys.path and "" not in sys.path:  # handlers import as in `python -m`
+    if cwd not in sys.path and "" not in sys.path:
         sys.path.insert(0, cwd)
-    try:
-        return load_pipeline(path, parameters=values or None)
-    except ConfigurationError as error:  # PipelineFileError among them: its one line
-        raise CliError(str(error)) from error  # __cause__: for `validate --json`
 
 
 def file_label(target: str, parameters: Mapping[str, Any] | None = None) -> str:
@@ -193,18 +199,9 @@ def file_catalog(spec: str, *, strict: bool = True) -> FileCatalog:
     path, _ = _split_file(spec)
     if not is_file_target(spec):
         folder_files(Path(path))  # a missing folder: the CLI's own one-line error
-    try:
-        from ..adapters.declarative import load_catalog
-    except ImportError as error:  # pragma: no cover - the extra is not installed
-        raise CliError(
-            f"{path}: loading pipeline files needs the declarative extra "
-            f"(pip install 'stageflow[declarative]'): {_said(error)}"
-        ) from None
-    from ..errors import ConfigurationError
+    _declarative(path)
+    from ..adapters.declarative import load_catalog
 
-    cwd = str(Path.cwd())
-    if cwd not in sys.path and "" not in sys.path:  # handlers import as in `python -m`
-        sys.path.insert(0, cwd)
     try:
         return load_catalog(path, strict=strict)
     except ConfigurationError as error:  # PipelineFileError among them: its one line
