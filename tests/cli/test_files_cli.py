@@ -227,6 +227,23 @@ class TestRun:
         assert result.exit_code == EXIT_COMPLETED, result.output
         assert json.loads(result.stdout)["stages"]["echo"]["status"] == "completed"
 
+    def test_a_data_file_that_is_not_utf8(self, runner, hello, url, tmp_path):
+        (tmp_path / "data.json").write_bytes(b'{"name": "caf\xe9"}')
+        result = invoke(runner, "run", str(hello), "--store", url,
+                        "--data", f"@{tmp_path / 'data.json'}")  # fmt: skip
+        assert result.exit_code == EXIT_USAGE
+        assert "not UTF-8 text" in result.output
+
+    def test_outputs_that_cannot_be_read_fail_the_command(self, runner, url, tmp_path):
+        (tmp_path / "o.yaml").write_text(
+            f"name: o\ninputs: {{who: {{type: any, default: null}}}}\nstages:\n  - id: a\n"
+            f"    handler: {HANDLERS}.echo\n    with: {{v: 1}}\noutputs:\n"
+            "  deep: ${{ $inputs.who.name }}\n"
+        )
+        result = invoke(runner, "run", str(tmp_path / "o.yaml"), "--store", url)
+        assert result.exit_code == EXIT_FAILED
+        assert "outputs of 'o'" in result.output
+
     def test_the_run_is_durable_on_the_store(self, runner, hello, url):
         invoke(runner, "run", str(hello), "--store", url, "-d", "name=d", "--run-id", "r2",
                "-p", "times=2")  # fmt: skip
@@ -394,6 +411,27 @@ class TestPipelines:
             result.output
             == f"error: {tmp_path / 'nope'}: not found (a folder, a pipeline file, or mod:attr)\n"
         )
+
+    def test_errors_in_a_table_and_templates_listed(self, runner, hello, invalid, tmp_path):
+        (tmp_path / "tpl.yaml").write_text(
+            f"name: tpl\nparameters: {{n: integer}}\nstages:\n  - id: a\n"
+            f"    handler: {HANDLERS}.echo\n    with: {{n: $params.n}}\n"
+        )
+        result = invoke(runner, "pipelines", str(tmp_path))
+        assert result.exit_code == EXIT_FAILED
+        assert "error:" in result.stdout
+        assert "a template: give its parameters" in result.stdout
+
+    def test_an_empty_folder(self, runner, tmp_path):
+        result = invoke(runner, "pipelines", str(tmp_path))
+        assert result.exit_code == EXIT_COMPLETED
+        assert f"no pipelines in {tmp_path}" in result.stderr
+
+    def test_a_catalog_factory_that_raises(self, runner, tmp_path):
+        (tmp_path / "fac.py").write_text("def make():\n    raise RuntimeError('nope')\n")
+        result = invoke(runner, "pipelines", f"{tmp_path / 'fac.py'}:make")
+        assert result.exit_code == EXIT_USAGE
+        assert "raised RuntimeError: nope" in result.output
 
     def test_a_catalog_object(self, runner, tmp_path):
         (tmp_path / "cat.py").write_text(

@@ -420,6 +420,9 @@ def import_object(dotted: str) -> Any:
             if error.name is not None and not module_name.startswith(error.name):
                 raise LookupError(f"importing {module_name!r} failed: {error}") from None
             continue
+        except Exception as error:  # noqa: BLE001 - the module's own import error, named
+            raise LookupError(f"importing {module_name!r} raised {type(error).__name__}: "
+                              f"{error}") from None  # fmt: skip
         return _attrs(module, parts[cut:], module_name)
     return _import(parts[0])
 
@@ -873,7 +876,7 @@ class _Builder:
 
     def check_signature(self, handler: Any, decl: StageDecl, where: P, args: _Args) -> None:
         try:
-            signature = inspect.signature(handler)
+            signature = inspect.signature(_target(handler, instantiate=False))
         except (TypeError, ValueError):
             return
         params = list(signature.parameters.values())
@@ -962,7 +965,7 @@ class _Builder:
         try:
             return catalog[name].graph  # type: ignore[no-any-return]
         except KeyError:
-            known = list(catalog)
+            known = list(getattr(catalog, "names", catalog))  # a Catalog iterates its entries
             raise self.error(where, f"no pipeline {name!r} in the catalog"
                              f"{_did_you_mean(name, known)}", name) from None  # fmt: skip
 
@@ -1224,12 +1227,20 @@ def _truth(expression: Expression, ctx: Any, output: Any) -> bool:
     return value is True
 
 
+def _target(handler: Any, *, instantiate: bool = True) -> Any:
+    """What a handler's call calls: a class's ``execute`` (on an instance made once: the
+    file's handler is one object), an object's ``execute``, else the handler itself."""
+    if isinstance(handler, type) and hasattr(handler, "execute"):
+        if not instantiate:  # its signature, as bound: self dropped
+            return functools.partial(handler.execute, None)
+        return handler().execute
+    if not inspect.isfunction(handler) and hasattr(handler, "execute"):
+        return handler.execute
+    return handler
+
+
 def _handler_call(handler: Any, args: _Args | None) -> Callable[[Any], Any]:
-    target = handler
-    if isinstance(handler, type):
-        target = handler().execute if hasattr(handler, "execute") else handler
-    elif not inspect.isfunction(handler) and hasattr(handler, "execute"):
-        target = handler.execute
+    target = _target(handler)
     try:
         params = list(inspect.signature(target).parameters.values())
     except (TypeError, ValueError):

@@ -42,3 +42,14 @@ def numbers(n: int) -> dict[str, object]:
 async def start(ctx: StageContext) -> dict[str, int]:
     """A stage without ``with:``: the handler is the stage."""
     return {"count": 1}
+
+
+START_VALUE = 3
+"""Not callable: a condition that names it is refused."""
+
+
+class Shouter:
+    """A handler class: ``execute`` takes the file's ``with:`` arguments."""
+
+    def execute(self, word: str) -> dict[str, str]:
+        return {"word": word.upper()}
