@@ -12,6 +12,7 @@ from ._budget import Budget, CostPolicy, Estimate, ModelChain
 from ._catalog import Catalog, CatalogEntry
 from ._clock import LoopClock
 from ._context import (
+    InputsSnapshot,
     LoopInfo,
     StageCall,
     StageContext,
@@ -20,6 +21,14 @@ from ._context import (
     StageLike,
     StageState,
     SyncStageFunction,
+)
+from ._detached import (
+    DetachedContext,
+    DetachedResult,
+    attach,
+    attach_error,
+    detach,
+    run_detached,
 )
 from ._durable import DurableRun
 from ._dynamic import InputSchema, InputSpec, LoopSpec, MapSpec, WaitingForInput
@@ -34,7 +43,7 @@ from ._result import PendingInput, RunResult, StageResult
 from ._run import RunCall, RunContext
 from ._service import RunService
 from ._sinks import BufferedSink, FanOutSink, JsonLinesSink, LegacyEventSink, LoggingSink
-from ._spec import StageSpec
+from ._spec import Placement, StageSpec
 from ._stage import Stage, StageKind, StageOutput, StageReturn
 from ._status import RunStatus, StageStatus
 from ._usage import Usage, UsageSummary
@@ -66,6 +75,7 @@ from .errors import (
     MissingInputError,
     MissingOutputError,
     PipelineFileError,
+    RemoteError,
     RouteError,
     RunCancelledError,
     RunError,
@@ -89,6 +99,7 @@ from .errors import (
     UnknownModelError,
     UnknownPipelineError,
     UnknownRunError,
+    WorkerLostError,
 )
 from .interceptors import (
     BaseInterceptor,
@@ -123,6 +134,7 @@ from .ports import (
     RunRecord,
     RunStore,
     StageRecord,
+    StageRunner,
     Timer,
     UsageRecord,
 )
@@ -155,6 +167,8 @@ __all__ = [
     "ConfigurationError",
     "CostPolicy",
     "CycleError",
+    "DetachedContext",
+    "DetachedResult",
     "DuplicateDependencyError",
     "DuplicateStageError",
     "DurableRun",
@@ -179,6 +193,7 @@ __all__ = [
     "InputTimeoutError",
     "InputTypeError",
     "InputValidationError",
+    "InputsSnapshot",
     "Interceptor",
     "InvalidOptionError",
     "InvalidOutputError",
@@ -206,9 +221,11 @@ __all__ = [
     "PendingInput",
     "Pipeline",
     "PipelineFileError",
+    "Placement",
     "PressureSink",
     "PriceTable",
     "Priority",
+    "RemoteError",
     "RetryInterceptor",
     "RetryPolicy",
     "RouteError",
@@ -247,6 +264,7 @@ __all__ = [
     "StageRecord",
     "StageResult",
     "StageReturn",
+    "StageRunner",
     "StageSpec",
     "StageState",
     "StageStatus",
@@ -270,8 +288,13 @@ __all__ = [
     "UsageRecord",
     "UsageSummary",
     "WaitingForInput",
+    "WorkerLostError",
     "__version__",
+    "attach",
+    "attach_error",
+    "detach",
     "follow_events",
+    "run_detached",
 ]
 
 

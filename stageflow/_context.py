@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from .ports import Clock, UsageRecord
 
 __all__ = [
+    "InputsSnapshot",
     "LoopInfo",
     "StageCall",
     "StageContext",
@@ -522,28 +523,8 @@ class StageInputs(Mapping[str, Mapping[str, Any]]):
                 TypeError, naming stage, dependency, key and both types).
             ConfigurationError: ``type`` is not a class.
         """
-        output = self._output(dependency)
-        if output is not None:
-            value = output.get(key, _MISSING)
-            if value is not _MISSING:
-                if type is not None and not _is_a(value, type):
-                    raise _wrong_type(self._spec.name, dependency, key, type, value)
-                return value
-        if type is not None:
-            _is_a(None, type)  # a type= that cannot be checked is refused even when unused
-        if default is not _MISSING:
-            return default
-        if output is None:
-            why = f"optional dependency {dependency!r} did not complete"
-        else:
-            keys = ", ".join(map(repr, output)) or "none"
-            why = f"the output of {dependency!r} has no key {key!r} (keys: {keys})"
-        raise MissingInputError(
-            f"stage {self._spec.name!r}: {why}",
-            stage=self._spec.name,
-            dependency=dependency,
-            key=key,
-        )
+        return _value_of(self._spec.name, self._output(dependency), dependency, key, default,
+                         type)  # fmt: skip
 
     def __iter__(self) -> Iterator[str]:
         status = self._run.outcomes.status
@@ -565,6 +546,92 @@ class StageInputs(Mapping[str, Mapping[str, Any]]):
 
     def __repr__(self) -> str:
         return f"<StageInputs of {self._spec.name!r}: {list(self)}>"
+
+    def snapshot(self) -> InputsSnapshot:
+        """These inputs as plain data: what a stage whose call runs elsewhere reads."""
+        return InputsSnapshot(self._spec.name, {d: dict(self[d]) for d in self}, self._known())
+
+
+class InputsSnapshot(Mapping[str, Mapping[str, Any]]):
+    """A stage's inputs, copied: what ``ctx.inputs`` is where a runner runs the call
+    (another process, another machine). The same reads, the same errors as
+    :class:`StageInputs`; picklable."""
+
+    __slots__ = ("_known", "_outputs", "_stage")
+
+    def __init__(self, stage: str, outputs: Mapping[str, Mapping[str, Any]],
+                 known: tuple[str, ...]) -> None:  # fmt: skip
+        self._stage = stage
+        self._outputs = outputs
+        self._known = known
+
+    def _output(self, dependency: str) -> Mapping[str, Any] | None:
+        if dependency not in self._known:
+            deps = ", ".join(map(repr, self._known)) or "none"
+            raise MissingInputError(
+                f"stage {self._stage!r} asked for the output of {dependency!r}, "
+                f"which is not one of its dependencies ({deps})",
+                stage=self._stage,
+                dependency=dependency,
+                key=None,
+            )
+        return self._outputs.get(dependency)
+
+    def __getitem__(self, dependency: str) -> Mapping[str, Any]:
+        """The output of ``dependency``, read-only."""
+        output = self._output(dependency)
+        if output is None:
+            raise MissingInputError(
+                f"stage {self._stage!r}: optional dependency {dependency!r} did not "
+                "complete, so it has no output; use get_from(..., default=...)",
+                stage=self._stage,
+                dependency=dependency,
+                key=None,
+            )
+        return MappingProxyType(output)
+
+    def get_from(self, dependency: str, key: str, default: Any = _MISSING, *,
+                 type: Any = None) -> Any:  # noqa: A002  # fmt: skip
+        """One value of a dependency's output (see :meth:`StageInputs.get_from`)."""
+        return _value_of(self._stage, self._output(dependency), dependency, key, default, type)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._outputs)
+
+    def __len__(self) -> int:
+        return len(self._outputs)
+
+    def __contains__(self, dependency: object) -> bool:
+        return dependency in self._outputs
+
+    def __repr__(self) -> str:
+        return f"<InputsSnapshot of {self._stage!r}: {list(self._outputs)}>"
+
+
+def _value_of(stage: str, output: Mapping[str, Any] | None, dependency: str, key: str,
+              default: Any, expected: Any) -> Any:  # fmt: skip
+    """``get_from``'s answer, for the output of ``dependency`` (None: it did not complete)."""
+    if output is not None:
+        value = output.get(key, _MISSING)
+        if value is not _MISSING:
+            if expected is not None and not _is_a(value, expected):
+                raise _wrong_type(stage, dependency, key, expected, value)
+            return value
+    if expected is not None:
+        _is_a(None, expected)  # a type= that cannot be checked is refused even when unused
+    if default is not _MISSING:
+        return default
+    if output is None:
+        why = f"optional dependency {dependency!r} did not complete"
+    else:
+        keys = ", ".join(map(repr, output)) or "none"
+        why = f"the output of {dependency!r} has no key {key!r} (keys: {keys})"
+    raise MissingInputError(
+        f"stage {stage!r}: {why}",
+        stage=stage,
+        dependency=dependency,
+        key=key,
+    )
 
 
 def _wrong_type(

@@ -39,7 +39,7 @@ from ._result import RunResult, RunStatus
 from ._run import RunCall, RunContext, check_labels
 from ._scheduler import RunState, normalize_output
 from ._sinks import check_sink
-from ._spec import StageSpec, check_route
+from ._spec import StageSpec, check_route, validated_call
 from ._waiting import RunInputs, input_call
 from .errors import (
     ConfigurationError,
@@ -63,7 +63,7 @@ from .ports import Clock, EventLog, EventSink, InputRecord, InputStore
 
 if TYPE_CHECKING:
     from ._prices import PriceTable
-    from .ports import RunRecord, RunStore
+    from .ports import RunRecord, RunStore, StageRunner
 
 __all__ = ["Engine"]
 
@@ -126,6 +126,11 @@ class Engine:
             runs' path; ``run()`` and ``resume()`` return once their run's events are
             written, and a resumed run numbers its events on from the last stored
             ``seq``. It gets the events besides ``sink``.
+        runner: the :class:`~stageflow.ports.StageRunner` that runs every stage's call
+            that names no runner of its own (default: none, the event loop), e.g.
+            ``RayRunner()``; the scheduler and the interceptors stay here.
+        runners: runners by name, for ``with_stage(runner="ray")``: a name no runner
+            has is an error when a run of the graph starts, naming the stage.
 
     Example:
         >>> import asyncio
@@ -182,8 +187,11 @@ class Engine:
         without: Iterable[str] = (),
         input_poll: float = 1.0,
         event_log: EventLog | None = None,
+        runner: StageRunner | None = None,
+        runners: Mapping[str, StageRunner] | None = None,
     ) -> None:
         user = _given_interceptors(interceptors)
+        _check_runners(runner, runners)
         number(input_poll, "input_poll", "a positive number of seconds", gt=0)
         chains = _model_chains(model_chains)
         registry = _registry(circuit_breakers)
@@ -221,6 +229,7 @@ class Engine:
             "budget": budget, "prices": prices,
             "model_chains": chains, "without": dropped, "input_poll": input_poll,
             "event_log": event_log,  # its EventLogSink, which replace() shares
+            "runner": runner, "runners": MappingProxyType(dict(runners or {})),
             # replace() shares the registry, unless the breaker came in `interceptors`
             "circuit_breakers": None if own_breaker else registry,
         })  # fmt: skip
@@ -344,10 +353,48 @@ class Engine:
         compiled = self._chains.get(graph)
         if compiled is None:
             compiled = _Compiled(
-                graph, self._interceptors, self._selective, self._execute, self._body_calls
+                graph,
+                self._interceptors,
+                self._selective,
+                self._execute,
+                self._body_calls,
+                tuple(self._placed(spec) for spec in graph.stages),
             )
             self._chains[graph] = compiled
         return compiled
+
+    def _placed(self, spec: StageSpec) -> StageCall:
+        """The stage's own call, where it runs: in this process (``spec.call``), or
+        through its runner (``with_stage(runner=)``, else ``Engine(runner=)``)."""
+        placement = spec.placement
+        default = self._settings["runner"]
+        if placement is None and default is None:
+            return spec.call  # the common case: in the event loop
+        if spec.dynamic is not None and not isinstance(spec.dynamic, MapSpec):
+            return spec.call  # an input, loop or subgraph calls no code of its own
+        runner = default if placement is None or placement.runner is None else placement.runner
+        if runner is None:
+            raise ConfigurationError(
+                f"stage {spec.name!r}: resources= needs a runner (with_stage(runner=...), "
+                "or Engine(runner=...)) to run the call where they are",
+                field="resources",
+                value=dict(placement.resources) if placement is not None else None,
+            )
+        if isinstance(runner, str):
+            runners = self._settings["runners"]
+            if runner not in runners:
+                known = ", ".join(map(repr, runners)) or "none"
+                raise ConfigurationError(
+                    f"stage {spec.name!r}: runner={runner!r} is not one of this engine's "
+                    f"runners ({known}); give it: Engine(runners={{{runner!r}: ...}})",
+                    field="runner",
+                    value=runner,
+                )
+            runner = runners[runner]
+        call: StageCall = runner.bind(spec, spec.call)
+        if spec.output is not None:  # the model is checked here, on what came back
+            call = validated_call(spec.name, spec.output, call)
+        return call
 
     def _body_calls(self, body: StageGraph, flags: tuple[bool, ...]) -> tuple[StageCall, ...]:
         """The calls of a loop's or subgraph's body, as composed for the run's variant."""
@@ -758,8 +805,8 @@ class _Compiled:
     the stages of a run; each is composed once, the first time a run needs it.
     """
 
-    __slots__ = ("_body_calls", "_graph", "_interceptors", "_selective", "_variants", "inputs",
-                 "run_call")  # fmt: skip
+    __slots__ = ("_base", "_body_calls", "_graph", "_interceptors", "_selective", "_variants",
+                 "inputs", "run_call")  # fmt: skip
 
     def __init__(
         self,
@@ -768,8 +815,10 @@ class _Compiled:
         selective: tuple[SelectiveInterceptor, ...],
         execute: RunCall,
         body_calls: BodyCalls,
+        base: tuple[StageCall, ...],
     ) -> None:
         self._graph = graph
+        self._base = base  # each stage's own call, where it runs
         self._body_calls = body_calls
         self._interceptors = interceptors
         self._selective = selective
@@ -782,21 +831,23 @@ class _Compiled:
         if calls is None:
             left_out = {id(ic) for ic, on in zip(self._selective, flags, strict=True) if not on}
             chain = [ic for ic in self._interceptors if id(ic) not in left_out]
-            calls = tuple(_compose(spec, chain, self._body_calls) for spec in self._graph.stages)
+            pairs = zip(self._graph.stages, self._base, strict=True)
+            calls = tuple(_compose(spec, base, chain, self._body_calls) for spec, base in pairs)
             self._variants[flags] = calls
         return calls
 
 
 def _compose(
-    spec: StageSpec, interceptors: Sequence[Interceptor], body_calls: BodyCalls
+    spec: StageSpec, base: StageCall, interceptors: Sequence[Interceptor], body_calls: BodyCalls
 ) -> StageCall:
-    """A stage's call in its chain: a map's chain wraps each item, in the map's call; a
-    loop's or subgraph's wraps the call that drives its body."""
+    """A stage's call in its chain: ``base`` (its own call, where it runs) wrapped; a map's
+    chain wraps each item, in the map's call; a loop's or subgraph's wraps the call that
+    drives its body."""
     dynamic = spec.dynamic
     if dynamic is None:
-        return _chained(spec, interceptors, spec.call)
+        return _chained(spec, interceptors, base)
     if isinstance(dynamic, MapSpec):
-        return map_call(spec, _chained(spec, interceptors, spec.call))
+        return map_call(spec, _chained(spec, interceptors, base))
     if isinstance(dynamic, InputSpec):  # an input per item: a map whose items wait
         call = _chained(spec, interceptors, input_call(spec))
         return call if dynamic.map is None else map_call(spec._replace(dynamic=dynamic.map), call)
@@ -966,6 +1017,25 @@ def _check_without(without: object) -> frozenset[str]:
             value=without,
         )
     return names
+
+
+def _check_runners(runner: object, runners: object) -> None:
+    if runner is not None and not callable(getattr(runner, "bind", None)):
+        refuse("runner", "a StageRunner (an object with bind(spec, call)) or None", runner)
+    if runners is None:
+        return
+    if not isinstance(runners, Mapping):
+        refuse("runners", "a mapping of names to StageRunners", runners)
+    for name, value in runners.items():
+        if not (isinstance(name, str) and name.strip()):
+            refuse("runners", "a mapping whose keys are runner names (non-empty str)", name)
+        if not callable(getattr(value, "bind", None)):
+            raise ConfigurationError(
+                f"runners[{name!r}] must be a StageRunner (an object with bind(spec, call)), "
+                f"not {type(value).__name__} {value!r}",
+                field=f"runners.{name}",
+                value=value,
+            )
 
 
 def _check_clock(clock: object) -> None:

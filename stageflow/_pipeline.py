@@ -34,6 +34,7 @@ from .errors import GraphError, InvalidOptionError
 
 if TYPE_CHECKING:
     from ._context import StageContext, StageLike
+    from .ports import StageRunner
 
 __all__ = ["Pipeline"]
 
@@ -112,6 +113,8 @@ class Pipeline:
             output: type[Any] | None = None,
             when: Callable[[StageContext], bool] | None = None,
             routes: StageNames | None = None,
+            runner: str | StageRunner | None = None,
+            resources: Mapping[str, Any] | None = None,
         ) -> Pipeline:
             """Return a new Pipeline with one more stage (see ``help(Pipeline.with_stage)``).
 
@@ -140,6 +143,8 @@ class Pipeline:
             output: type[Any] | None = None,
             when: Callable[[StageContext], bool] | None = None,
             routes: Iterable[str] | None = None,
+            runner: str | StageRunner | None = None,
+            resources: Mapping[str, Any] | None = None,
             **unknown: Any,
         ) -> Pipeline:
             """Return a new Pipeline with one more stage.
@@ -179,6 +184,13 @@ class Pipeline:
                 routes: for a ``StageKind.ROUTE`` stage, the direct successors it
                     chooses from: it returns ``StageOutput.route("a", **data)`` and
                     those it did not choose are skipped (``not routed by '<stage>'``).
+                runner: where the stage's call runs: a runner's name the engine knows
+                    (``Engine(runners={"ray": RayRunner()})``) or a
+                    :class:`~stageflow.ports.StageRunner`; the scheduler and the
+                    interceptors stay in the engine, only the call crosses (default:
+                    the engine's ``runner=``, else its event loop).
+                resources: what the call needs where it runs, for its runner (Ray:
+                    ``{"num_cpus": 2, "num_gpus": 1, "memory": 2**30}``).
 
             Raises:
                 InvalidStageNameError: ``name`` is not a valid name.
@@ -189,7 +201,7 @@ class Pipeline:
                 raise unknown_option(name, unknown)
             spec = make_spec(
                 name, stage, kind, dependencies, optional, tags, metadata, timeout, retry,
-                circuit_breaker, budget, estimate, output, when, routes,
+                circuit_breaker, budget, estimate, output, when, routes, runner, resources,
             )  # fmt: skip
             new = _new_pipeline(Pipeline)  # _extend, inlined: with_stage is BUILD's hot path
             new._name = self._name
@@ -276,6 +288,7 @@ class Pipeline:
             InvalidOptionError: ``body`` is no graph, ``until`` is not callable,
                 ``max_iterations`` is missing or < 1, or another option is invalid.
         """
+        _no_placement(name, options, "a loop")
         spec = self._spec_of(name, _nested_placeholder, StageKind.WORK, options)
         graph = _body(name, body)
         if not callable(until) or isinstance(until, type):
@@ -317,6 +330,7 @@ class Pipeline:
             InvalidOptionError: ``graph`` is no graph, ``output_stage`` names none of its
                 stages, or another option is invalid.
         """
+        _no_placement(name, options, "a subgraph")
         spec = self._spec_of(name, _nested_placeholder, StageKind.WORK, options)
         body = _body(name, graph, "graph")
         nested = LoopSpec(body, _output_stage(name, body, output_stage))
@@ -509,6 +523,19 @@ _SPEC_OPTIONS: Final = frozenset(OPTIONS) - {"routes"}
 _INPUT_OPTIONS: Final = frozenset({"optional", "tags", "metadata", "when", "dependencies",
                                    "prompt", "timeout", "on_timeout", "schema"})  # fmt: skip
 _CODE_OPTIONS: Final = _SPEC_OPTIONS - _INPUT_OPTIONS
+
+
+def _no_placement(name: str, options: Mapping[str, Any], what: str) -> None:
+    """A loop or subgraph calls no code of its own: its body's stages have runners."""
+    for option in ("runner", "resources"):
+        if option in options:
+            raise InvalidOptionError(
+                f"stage {name!r}: {option}= does not apply to {what}, which calls no code of "
+                f"its own: give it to the stages of its body",
+                stage=name,
+                option=option,
+                value=options[option],
+            )
 
 
 async def _input_placeholder(ctx: StageContext) -> None:

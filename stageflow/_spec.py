@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from ._context import StageCall, StageContext
     from ._dynamic import InputSpec, LoopSpec, MapSpec
 
-__all__ = ["StageSpec"]
+__all__ = ["Placement", "StageSpec"]
 
 MAX_NAME_LENGTH: Final = 128
 _NAME_CHARS: Final = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
@@ -69,6 +69,9 @@ class StageSpec(NamedTuple):
         dynamic: a :class:`~stageflow.MapSpec` for ``with_map``, a
             :class:`~stageflow.LoopSpec` for ``with_loop`` and ``with_subgraph``, an
             :class:`~stageflow.InputSpec` for ``with_input``, else None.
+        placement: where its call runs (:class:`~stageflow.Placement`: ``runner=`` and
+            ``resources=``), or None: in the engine's event loop, or the engine's
+            default runner.
     """
 
     name: str
@@ -88,6 +91,22 @@ class StageSpec(NamedTuple):
     when: Callable[[StageContext], bool] | None = None
     routes: tuple[str, ...] | None = None
     dynamic: MapSpec | LoopSpec | InputSpec | None = None
+    placement: Placement | None = None
+
+
+class Placement(NamedTuple):
+    """Where a stage's call runs: ``with_stage(runner=, resources=)``.
+
+    Attributes:
+        runner: a runner's name, resolved by the engine (``Engine(runners={"ray": ...})``),
+            a :class:`~stageflow.ports.StageRunner` itself, or None: the engine's default
+            runner (``Engine(runner=)``).
+        resources: what the call needs where it runs, for the runner (Ray:
+            ``{"num_cpus": 2, "num_gpus": 0, "memory": 2**30}``); empty: its defaults.
+    """
+
+    runner: Any
+    resources: Mapping[str, Any]
 
 
 # StageSpec(...) through NamedTuple's Python-level __new__ costs a frame per stage.
@@ -133,6 +152,8 @@ OPTIONS: Final = (
     "output",
     "when",
     "routes",
+    "runner",
+    "resources",
 )
 
 
@@ -181,6 +202,8 @@ def make_spec(
     output: object = None,
     when: object = None,
     routes: object = None,
+    runner: object = None,
+    resources: object = None,
 ) -> StageSpec:
     """Validate ``with_stage``'s arguments into a StageSpec (errors name stage, option, value).
 
@@ -214,10 +237,12 @@ def make_spec(
         and output is None
         and when is None
         and routes is None
+        and runner is None
+        and resources is None
     ):
         return _new_spec(
             (name, stage, kind, deps, opt, _NO_NAMES, _EMPTY, stage_call(name, stage),
-             None, None, None, None, None, None, None, None, None)
+             None, None, None, None, None, None, None, None, None, None)
         )  # fmt: skip
     options = (
         tags, metadata, timeout, retry, circuit_breaker, budget, estimate, output, when, routes
@@ -229,7 +254,7 @@ def make_spec(
     call = stage_call(name, stage)
     model, _, chosen = rest[-3:]
     if isinstance(model, type):  # a declared output model: the returned output is checked
-        call = _validated(name, model, call)
+        call = validated_call(name, model, call)
     if chosen is not None and kind is not StageKind.ROUTE:
         raise InvalidOptionError(
             f"stage {name!r}: routes= is for ROUTE stages; declare it with "
@@ -238,7 +263,34 @@ def make_spec(
             option="routes",
             value=chosen,
         )
-    return _new_spec((name, stage, kind, deps, opt, tag_set, meta, call, *rest, None))
+    placement = None if runner is None and resources is None else (
+        _placement(name, runner, resources)
+    )  # fmt: skip
+    return _new_spec((name, stage, kind, deps, opt, tag_set, meta, call, *rest, None, placement))
+
+
+def _placement(stage: str, runner: object, resources: object) -> Placement:
+    """``runner=`` and ``resources=``, checked."""
+    if runner is not None and not (isinstance(runner, str) and runner.strip()) \
+            and not callable(getattr(runner, "bind", None)):  # fmt: skip
+        refuse("runner", "a runner's name (a str the engine's runners= knows) or a StageRunner",
+               runner, stage=stage)  # fmt: skip
+    if resources is None:
+        return Placement(runner, _EMPTY)
+    if not isinstance(resources, Mapping) or not all(isinstance(k, str) for k in resources):
+        refuse("resources", "a mapping of resource names to amounts, e.g. {'num_cpus': 2}",
+               resources, stage=stage)  # fmt: skip
+    for key, amount in resources.items():
+        if key != "resources" and not (
+            isinstance(amount, int | float) and not isinstance(amount, bool) and amount >= 0
+        ):
+            raise InvalidOptionError(
+                f"stage {stage!r}: resources[{key!r}] must be a number >= 0, not {amount!r}",
+                stage=stage,
+                option="resources",
+                value=amount,
+            )
+    return Placement(runner, MappingProxyType(dict(resources)))
 
 
 def dynamic_spec(spec: StageSpec, dynamic: MapSpec | LoopSpec | InputSpec) -> StageSpec:
@@ -454,7 +506,7 @@ def check_route(name: str, routes: tuple[str, ...], out: StageOutput) -> bool:
     return len(chosen) == len(routes) and len(set(chosen)) == len(routes)
 
 
-def _validated(name: str, model: type, call: StageCall) -> StageCall:
+def validated_call(name: str, model: type, call: StageCall) -> StageCall:
     """``call``, its output checked against ``model`` (see :class:`OutputModel`)."""
     shape = OutputModel.of(model)
 
@@ -630,4 +682,5 @@ def _in_thread(fn: Callable[[StageContext], Any]) -> StageCall:
         return out
 
     call.__qualname__ = f"in_thread({getattr(fn, '__qualname__', fn)!s})"
+    call.sync = fn  # type: ignore[attr-defined]  # what a runner elsewhere may call as it is
     return call

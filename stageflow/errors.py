@@ -30,6 +30,8 @@ the builtin hierarchy keeps working::
     │   ├── InvalidOutputError (TypeError)      the stage returned something that is not an output
     │   ├── StageCancelledError                 the stage was cancelled outside the run's control
     │   ├── StageTimeoutError (TimeoutError)    an attempt exceeded the stage's timeout
+    │   ├── WorkerLostError                     the process running a remote call died
+    │   ├── RemoteError                         a remote call raised what cannot cross back
     │   ├── CircuitOpenError                    the stage's circuit breaker is open: not called
     │   ├── BudgetExceededError                 a token or cost budget cannot cover the stage
     │   ├── RouteError                          a ROUTE stage chose none or a stray target
@@ -110,6 +112,7 @@ __all__ = [
     "MissingInputError",
     "MissingOutputError",
     "PipelineFileError",
+    "RemoteError",
     "RouteError",
     "RunCancelledError",
     "RunError",
@@ -133,6 +136,7 @@ __all__ = [
     "UnknownModelError",
     "UnknownPipelineError",
     "UnknownRunError",
+    "WorkerLostError",
 ]
 
 
@@ -575,6 +579,56 @@ class StageTimeoutError(StageError, TimeoutError):
             timeout=timeout,
             attempt=attempt,
         )
+
+
+class WorkerLostError(StageError):
+    """The process running the stage's call elsewhere (a Ray worker, a node) died before
+    the call ended: a failure of the attempt, retried under the stage's retry policy.
+
+    Attributes:
+        runner: the runner that ran it (``"ray"``).
+        reason: what the runner said happened.
+    """
+
+    def __init__(self, message: str, *, stage: str, runner: str, reason: str) -> None:
+        super().__init__(message, stage=stage)
+        self.runner = runner
+        self.reason = reason
+
+    @classmethod
+    def of(cls, stage: str, runner: str, reason: str) -> Self:
+        """The error with its standard message: ``stage 'embed': its ray worker died: ...``."""
+        return cls(f"stage {stage!r}: its {runner} worker died: {reason}", stage=stage,
+                   runner=runner, reason=reason)  # fmt: skip
+
+
+class RemoteError(StageError):
+    """The stage's call, run elsewhere (a Ray worker), raised an exception that does not
+    pickle, so it cannot be raised here as itself: this says what it was.
+
+    Attributes:
+        type_name: the exception's class, ``module.QualName``.
+        text: ``str()`` of the exception.
+        traceback: where it was raised, as the worker formatted it.
+    """
+
+    def __init__(self, message: str, *, stage: str, type_name: str, text: str,
+                 traceback: str) -> None:  # fmt: skip
+        super().__init__(message, stage=stage)
+        self.type_name = type_name
+        self.text = text
+        self.traceback = traceback
+
+    @classmethod
+    def of(cls, stage: str, type_name: str, text: str, traceback: str) -> Self:
+        """The error with its standard message, for an exception of ``type_name`` that did
+        not pickle: ``stage 'a' raised pkg.Boom: bad (where its call ran; ...)``."""
+        return cls(
+            f"stage {stage!r} raised {type_name}: {text} (where its call ran; the exception "
+            "does not pickle, so it is not raised here as itself: give it an __init__ that "
+            "its args rebuild, or a __reduce__)",
+            stage=stage, type_name=type_name, text=text, traceback=traceback,
+        )  # fmt: skip
 
 
 class CircuitOpenError(StageError):

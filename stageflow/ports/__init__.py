@@ -7,6 +7,7 @@ Each port states the contract an implementation must keep; adapters in
 from ._clock import Clock, Timer
 from ._events import EventLog, EventSink, PressureSink
 from ._records import InputRecord, Lease, RunRecord, StageRecord, UsageRecord
+from ._runner import StageRunner
 from ._store import CheckpointStore, InputStore, RunCatalog, RunStore
 
 __all__ = [
@@ -22,6 +23,7 @@ __all__ = [
     "RunRecord",
     "RunStore",
     "StageRecord",
+    "StageRunner",
     "Timer",
     "UsageRecord",
 ]

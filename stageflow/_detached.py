@@ -1,0 +1,299 @@
+"""A stage's call run elsewhere: the context it sees there, and what comes back.
+
+What every :class:`~stageflow.ports.StageRunner` does the same way: :func:`detach` makes a
+picklable copy of a :class:`~stageflow.StageContext` (its data, its inputs, its item or
+iteration, its attempt, its saved state, the trace context), :func:`run_detached` runs
+the stage with it on the other side, and :func:`attach` brings back what the stage
+reported (usage, state saves) into the engine's run, and returns its output.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import pickle
+import traceback
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from ._context import InputsSnapshot, LoopInfo
+from ._spec import stage_call
+from .errors import BudgetExceededError, ConfigurationError, RemoteError
+
+if TYPE_CHECKING:
+    from ._context import StageContext
+
+__all__ = ["DetachedContext", "DetachedResult", "attach", "attach_error", "detach", "run_detached"]
+
+
+class Report(NamedTuple):
+    """One ``ctx.usage.report`` made where the call ran."""
+
+    model: str | None
+    input_tokens: int
+    output_tokens: int
+    cost: float | None
+
+
+class DetachedResult(NamedTuple):
+    """What a call run elsewhere gives back: its output (what the stage returned), the
+    usage it reported and the state it saved, in order."""
+
+    output: Any
+    reports: tuple[Report, ...]
+    states: tuple[Any, ...]
+
+
+class _Usage:
+    """``ctx.usage`` where the call runs: reports are kept, and reach the run's ledger
+    and budgets when the call returns (:func:`attach`)."""
+
+    __slots__ = ("reports",)
+
+    def __init__(self) -> None:
+        self.reports: list[Report] = []
+
+    def report(self, *, model: str | None = None, input_tokens: int = 0, output_tokens: int = 0,
+               cost: float | None = None) -> Report:  # fmt: skip
+        """Record what this attempt spent (see :meth:`stageflow.StageUsage.report`)."""
+        for name, tokens in (("input_tokens", input_tokens), ("output_tokens", output_tokens)):
+            if isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 0:
+                raise ConfigurationError(f"usage.report({name}={tokens!r}): a count >= 0",
+                                         field=name, value=tokens)  # fmt: skip
+        report = Report(model, input_tokens, output_tokens, cost)
+        self.reports.append(report)
+        return report
+
+
+class _State:
+    """``ctx.state`` where the call runs: ``load`` gives what was saved before the call;
+    saves reach the store when the call returns, fail or succeed (:func:`attach`)."""
+
+    __slots__ = ("has", "saved", "saves")
+
+    def __init__(self, saved: tuple[bool, Any]) -> None:
+        self.has, self.saved = saved
+        self.saves: list[Any] = []
+
+    async def save(self, value: Any) -> None:
+        """Keep ``value`` as this stage's state."""
+        self.has, self.saved = True, value
+        self.saves.append(value)
+
+    async def load(self, default: Any = None) -> Any:
+        """The state last saved, or ``default``."""
+        return self.saved if self.has else default
+
+
+_NOTHING: Any = object()
+
+
+class DetachedContext:
+    """What a stage's call sees where a runner runs it: a copy of its
+    :class:`~stageflow.StageContext`, made by :func:`detach`, that pickles.
+
+    The same reads as the engine's context: ``run_id``, ``pipeline``, ``stage``,
+    ``attempt``, ``data``, ``inputs`` (an :class:`~stageflow.InputsSnapshot`: the same
+    ``get_from`` and errors), ``item``/``item_index``/``item_key`` in a map,
+    ``loop`` in a loop's body, ``idempotency_key``, ``usage.report(...)``,
+    ``state.load()``/``state.save()``. It has no clock, no events and no store: the
+    engine keeps those; ``cancelled`` is always False there (the runner stops the
+    call itself). ``traceparent`` carries the W3C trace context of the stage's span.
+    """
+
+    __slots__ = (
+        "_item",
+        "_state_saved",
+        "attempt",
+        "data",
+        "idempotency_key",
+        "inputs",
+        "loop",
+        "pipeline",
+        "run_id",
+        "stage",
+        "state",
+        "trace",
+        "usage",
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        *,
+        run_id: str,
+        pipeline: str,
+        stage: str,
+        attempt: int,
+        data: Mapping[str, Any],
+        inputs: InputsSnapshot,
+        item: tuple[Any, int, str] | None,
+        loop: LoopInfo | None,
+        idempotency_key: str,
+        state: tuple[bool, Any],
+        trace: Mapping[str, str],
+    ) -> None:
+        self.run_id = run_id
+        self.pipeline = pipeline
+        self.stage = stage
+        self.attempt = attempt
+        self.data = data
+        self.inputs = inputs
+        self._item = item
+        self.loop = loop
+        self.idempotency_key = idempotency_key
+        self._state_saved = state
+        self.trace = dict(trace)
+        self.usage = _Usage()
+        self.state = _State(state)
+
+    def __getstate__(self) -> dict[str, Any]:
+        names = ("attempt", "data", "idempotency_key", "inputs", "loop", "pipeline", "run_id",
+                 "stage", "trace", "_item", "_state_saved")  # fmt: skip
+        return {name: getattr(self, name) for name in names}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        for name, value in state.items():
+            object.__setattr__(self, name, value)
+        self.usage = _Usage()
+        self.state = _State(self._state_saved)
+
+    @property
+    def item(self) -> Any:
+        """The item this call of a map stage is for."""
+        return self._map_item()[0]
+
+    @property
+    def item_index(self) -> int:
+        """The item's position in the map's items."""
+        return int(self._map_item()[1])
+
+    @property
+    def item_key(self) -> str:
+        """The item's key."""
+        return str(self._map_item()[2])
+
+    def _map_item(self) -> tuple[Any, int, str]:
+        if self._item is None:
+            raise ConfigurationError(
+                f"stage {self.stage!r} is not a map stage: ctx.item is for with_map(...) stages",
+                field="item",
+                value=self.stage,
+            )
+        return self._item
+
+    @property
+    def cancelled(self) -> bool:
+        """Always False where the call runs: the runner stops a cancelled call itself."""
+        return False
+
+    def abandon(self) -> None:
+        """Nothing to do where the call runs (see :meth:`stageflow.StageContext.abandon`)."""
+
+    @property
+    def traceparent(self) -> str | None:
+        """The W3C ``traceparent`` of the stage's span in the engine (None: no trace)."""
+        return self.trace.get("traceparent")
+
+    def __repr__(self) -> str:
+        return f"<DetachedContext {self.run_id}/{self.stage} attempt {self.attempt}>"
+
+
+async def detach(ctx: StageContext) -> DetachedContext:
+    """A picklable copy of ``ctx``, for a stage's call to run elsewhere.
+
+    It holds the run's data and the stage's inputs (copied), its item or iteration, its
+    attempt, the state it saved before (read from the store now) and the trace context
+    of the current span (``traceparent``).
+    """
+    from opentelemetry import propagate
+
+    run = ctx._run
+    items = run.items
+    item = None if items is None else run.item_of(ctx._index)
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    saved = await ctx.state.load(_NOTHING)
+    state = (False, None) if saved is _NOTHING else (True, saved)
+    return DetachedContext(
+        run_id=ctx.run_id, pipeline=ctx.pipeline, stage=ctx.stage, attempt=ctx.attempt,
+        data=dict(ctx.data), inputs=ctx.inputs.snapshot(), item=item, loop=ctx.loop,
+        idempotency_key=ctx.idempotency_key, state=state, trace=carrier,
+    )  # fmt: skip
+
+
+def run_detached(stage: object, ctx: DetachedContext) -> DetachedResult:
+    """Call ``stage`` (what ``with_stage`` was given) with ``ctx``, where a runner runs it,
+    inside the trace context ``ctx`` carries: an async stage in an event loop of its own,
+    a plain function in the calling thread (so that an interrupt there stops it).
+
+    Returns what the stage returned, with the usage it reported and the state it saved.
+    Raises what the stage raised.
+    """
+    from opentelemetry import context, propagate
+
+    call = stage_call(ctx.stage, stage)
+    sync = getattr(call, "sync", None)  # a plain function: called in this thread, no loop
+    token = context.attach(propagate.extract(ctx.trace))
+    try:
+        out = sync(ctx) if sync is not None else asyncio.run(_call(call, ctx))
+        if inspect.iscoroutine(out):  # a sync wrapper around an async function
+            out = asyncio.run(out)
+    except BaseException as error:  # it travels back with what was spent before it
+        raised = error
+        if isinstance(error, Exception) and not _pickles(error):
+            kind = type(error)
+            where = "".join(traceback.format_exception(error))
+            raised = RemoteError.of(ctx.stage, f"{kind.__module__}.{kind.__qualname__}",
+                                    str(error), where)  # fmt: skip
+        with contextlib.suppress(AttributeError, TypeError):  # an error with __slots__
+            raised.__dict__[_CARRIED] = DetachedResult(None, tuple(ctx.usage.reports),
+                                                       tuple(ctx.state.saves))  # fmt: skip
+        if raised is error:
+            raise
+        raise raised from None
+    finally:
+        context.detach(token)
+    return DetachedResult(out, tuple(ctx.usage.reports), tuple(ctx.state.saves))
+
+
+def _pickles(error: BaseException) -> bool:
+    """Whether ``error`` comes back from pickling as an error of its type."""
+    try:
+        return type(pickle.loads(pickle.dumps(error))) is type(error)
+    except Exception:  # noqa: BLE001 - any failure means: it does not cross
+        return False
+
+
+_CARRIED = "_stageflow_detached"  # the attribute a failed call's reports travel back in
+
+
+async def _call(call: Any, ctx: DetachedContext) -> Any:
+    out = call(ctx)
+    return await out if inspect.isawaitable(out) else out
+
+
+async def attach_error(ctx: StageContext, error: BaseException) -> BaseException:
+    """Bring what a failed call reported and saved before it failed into the engine's
+    run (see :func:`attach`); return ``error``, to raise."""
+    carried = error.__dict__.pop(_CARRIED, None) if hasattr(error, "__dict__") else None
+    if isinstance(carried, DetachedResult):
+        with contextlib.suppress(BudgetExceededError):  # recorded; the call's error stands
+            await attach(ctx, carried)
+    return error
+
+
+async def attach(ctx: StageContext, result: DetachedResult) -> Any:
+    """Bring ``result`` into the engine's run: its usage reports to the run's ledger (and
+    budgets), its state saves to the store; return the stage's output.
+
+    Raises:
+        BudgetExceededError: a report took a ``block`` budget over (the usage is
+            recorded all the same: it was spent).
+    """
+    for value in result.states:
+        await ctx.state.save(value)
+    for report in result.reports:
+        ctx.usage.report(model=report.model, input_tokens=report.input_tokens,
+                         output_tokens=report.output_tokens, cost=report.cost)  # fmt: skip
+    return result.output

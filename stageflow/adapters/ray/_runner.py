@@ -1,0 +1,182 @@
+"""RayRunner: a stage's call as a Ray task, the scheduler and the chain staying in the driver."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Final
+
+from ..._check import number, refuse
+from ..._detached import DetachedResult, attach, attach_error, detach, run_detached
+from ...errors import ConfigurationError, WorkerLostError
+
+if TYPE_CHECKING:
+    from ..._context import StageCall, StageContext
+    from ..._spec import StageSpec
+
+__all__ = ["RayRunner"]
+
+_TASK_OPTIONS: Final = frozenset({
+    "num_cpus", "num_gpus", "memory", "resources", "accelerator_type", "label_selector",
+    "scheduling_strategy", "runtime_env",
+})  # fmt: skip
+"""The ``resources=`` keys a stage may give: Ray's task options that say where it runs."""
+
+
+def _ray() -> Any:
+    try:
+        import ray
+    except ImportError as error:  # pragma: no cover - the extra is not installed
+        raise ConfigurationError(
+            f"RayRunner needs Ray (pip install 'stageflow[ray]'): {error}",
+            field="runner",
+            value="ray",
+        ) from None
+    return ray
+
+
+def _execute(stage: object, ctx: Any) -> DetachedResult:
+    """The Ray task: the stage's call, in a worker."""
+    return run_detached(stage, ctx)
+
+
+class RayRunner:
+    """Runs stages' calls as Ray tasks: ``Engine(runners={"ray": RayRunner()})`` and
+    ``with_stage(..., runner="ray", resources={"num_cpus": 2})``, or
+    ``Engine(runner=RayRunner())`` for every stage.
+
+    The scheduler, the interceptors (timeouts, retries, breakers, budgets, checkpoints,
+    spans, metrics, logs) and the store stay in the driver; only the stage's call
+    crosses, with a copy of its context (:class:`~stageflow.DetachedContext`: data,
+    inputs, item, iteration, attempt, saved state, the W3C trace context). Ray's own
+    retries are off: the stage's retry policy decides. An exception raised remotely
+    arrives as itself (same type, same fields); a worker that dies mid-call is a
+    :class:`~stageflow.errors.WorkerLostError`, retried like any failure; a call
+    cancelled in the driver (a timeout, a cancelled run) cancels its task, by force
+    after ``cancel_grace`` seconds if it is stuck in code that does not yield.
+
+    Args:
+        address: the cluster (``"ray://head:10001"``, ``"auto"``), or None: the one this
+            process is connected to, else a local one started on first use.
+        namespace: the Ray namespace.
+        init: more keyword arguments for ``ray.init`` when this runner starts Ray.
+        cancel_grace: seconds between a cancel and a forced one (the worker is killed).
+    """
+
+    name = "ray"
+
+    def __init__(
+        self,
+        address: str | None = None,
+        *,
+        namespace: str | None = None,
+        init: Mapping[str, Any] | None = None,
+        cancel_grace: float = 1.0,
+    ) -> None:
+        if address is not None and not (isinstance(address, str) and address.strip()):
+            refuse("address", "a Ray address (str) or None", address)
+        if namespace is not None and not isinstance(namespace, str):
+            refuse("namespace", "a str or None", namespace)
+        if init is not None and not isinstance(init, Mapping):
+            refuse("init", "a mapping of ray.init keyword arguments", init)
+        number(cancel_grace, "cancel_grace", "a number of seconds >= 0", ge=0)
+        self.address = address
+        self.namespace = namespace
+        self.cancel_grace = float(cancel_grace)
+        self._init = dict(init or {})
+        self._remote: Any = None
+
+    def _started(self) -> Any:
+        ray = _ray()
+        if not ray.is_initialized():
+            options = {"namespace": self.namespace, "log_to_driver": False,
+                       "include_dashboard": False, **self._init}  # fmt: skip
+            ray.init(address=self.address, **options)
+        if self._remote is None:
+            self._remote = ray.remote(max_retries=0, retry_exceptions=False)(_execute)
+        return ray
+
+    def bind(self, spec: StageSpec, call: StageCall) -> StageCall:
+        """The stage's call as a Ray task, with ``spec.placement.resources`` as its options."""
+        ray = self._started()
+        resources = dict(spec.placement.resources) if spec.placement is not None else {}
+        unknown = sorted(set(resources) - _TASK_OPTIONS)
+        if unknown:
+            raise ConfigurationError(
+                f"stage {spec.name!r}: resources[{unknown[0]!r}] is no Ray task option "
+                f"(options: {', '.join(sorted(_TASK_OPTIONS))})",
+                field="resources",
+                value=unknown[0],
+            )
+        try:
+            remote = self._remote.options(**resources)
+        except (TypeError, ValueError) as error:
+            raise ConfigurationError(f"stage {spec.name!r}: resources={resources!r}: {error}",
+                                     field="resources", value=resources) from None  # fmt: skip
+        stage = ray.put(spec.stage)  # pickled once, not once per call
+        name = spec.name
+        grace = self.cancel_grace
+        lost = _lost_errors(ray)
+
+        async def remote_call(ctx: StageContext) -> Any:
+            detached = await detach(ctx)
+            ref = remote.remote(stage, detached)
+            try:
+                result = await ref
+            except asyncio.CancelledError:
+                _cancel(ray, ref, grace)
+                raise
+            except ray.exceptions.RayTaskError as error:
+                cause = error.cause if isinstance(error.cause, BaseException) else error
+                raise await attach_error(ctx, _with_remote_traceback(cause, error)) from None
+            except lost as error:
+                raise WorkerLostError.of(ctx.stage, "ray", f"{type(error).__name__}: "
+                                         f"{_first_line(error)}") from None  # fmt: skip
+            return await attach(ctx, result)
+
+        remote_call.__qualname__ = f"ray({name})"
+        return remote_call
+
+    def __repr__(self) -> str:
+        return f"RayRunner(address={self.address!r}, namespace={self.namespace!r})"
+
+
+def _lost_errors(ray: Any) -> tuple[type[BaseException], ...]:
+    """Ray's errors that mean the process (or node, or object) running the call is gone."""
+    names = ("WorkerCrashedError", "NodeDiedError", "ObjectLostError", "OwnerDiedError",
+             "LocalRayletDiedError", "RaySystemError", "OutOfMemoryError")  # fmt: skip
+    return tuple(getattr(ray.exceptions, n) for n in names if hasattr(ray.exceptions, n))
+
+
+def _cancel(ray: Any, ref: Any, grace: float) -> None:
+    """Cancel the task; force it (kill its worker) if it has not ended ``grace`` s later
+    (real seconds, on a thread of its own: the driver's loop may be gone by then)."""
+    if grace == 0:
+        ray.cancel(ref, force=True)
+        return
+    ray.cancel(ref)  # an interrupt in the worker: code that runs Python stops
+
+    def force() -> None:
+        ready, _ = ray.wait([ref], timeout=0)
+        if not ready:  # stuck (C code, a blocking call): kill the worker
+            ray.cancel(ref, force=True)
+
+    timer = threading.Timer(grace, force)
+    timer.daemon = True
+    timer.start()
+
+
+def _with_remote_traceback(cause: BaseException, error: BaseException) -> BaseException:
+    if cause is not error:
+        # The error Ray raises (RayTaskError, or its subclass of the cause's type) says
+        # where in the worker it was raised.
+        traceback = getattr(error, "traceback_str", None) or str(error)
+        if isinstance(traceback, str) and hasattr(cause, "add_note"):
+            cause.add_note(f"raised in a Ray worker:\n{traceback.rstrip()}")
+    return cause
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else "no details"

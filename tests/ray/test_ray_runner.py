@@ -1,0 +1,173 @@
+"""RayRunner on a real local Ray cluster: stages' calls in Ray workers, the scheduler, the
+interceptors and the store in the driver (this process)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from stageflow import (
+    Budget,
+    BudgetExceededError,
+    ConfigurationError,
+    Engine,
+    Pipeline,
+    RemoteError,
+    RetryPolicy,
+    RunStatus,
+    StageTimeoutError,
+    WorkerLostError,
+)
+from stageflow.adapters.ray import RayRunner
+from stageflow.testing import run_virtual
+
+from . import stages
+
+pytestmark = pytest.mark.usefixtures("ray_cluster")
+
+
+def engine(**settings: Any) -> Engine:
+    return Engine(runners={"ray": RayRunner(cancel_grace=settings.pop("grace", 1.0))},
+                  **settings)  # fmt: skip
+
+
+def test_a_stage_runs_in_a_worker_and_its_output_comes_back() -> None:
+    graph = (
+        Pipeline("p")
+        .with_stage("where", stages.where, runner="ray")
+        .with_stage("square", stages.square, dependencies=("where",), runner="ray")
+        .with_stage("here", stages.where, dependencies=("square",))
+        .build()
+    )
+    result = asyncio.run(engine().run(graph, data={"n": 4}))
+    assert result.status is RunStatus.COMPLETED
+    assert result["square"].data["square"] == 16
+    assert result["where"].data["pid"] != os.getpid()  # a Ray worker
+    assert result["square"].data["pid"] != os.getpid()
+    assert result["here"].data["pid"] == os.getpid()  # no runner: in the driver
+
+
+def test_resources_are_the_task_s_options() -> None:
+    graph = (
+        Pipeline("p")
+        .with_stage(
+            "a",
+            stages.assigned,
+            runner="ray",
+            resources={"num_cpus": 1, "resources": {"special": 1}},
+        )
+        .build()
+    )
+    result = asyncio.run(engine().run(graph))
+    assert result["a"].data["resources"] == {"CPU": 1.0, "special": 1.0}
+
+
+def test_a_resource_ray_does_not_know_is_refused_naming_the_stage() -> None:
+    graph = Pipeline("p").with_stage("a", stages.where, runner="ray",
+                                     resources={"num_cpu": 1}).build()  # fmt: skip
+    with pytest.raises(ConfigurationError, match="stage 'a': resources\\['num_cpu'\\]") as e:
+        asyncio.run(engine().run(graph))
+    assert e.value.field == "resources"
+
+
+def test_a_map_s_items_each_run_in_a_worker() -> None:
+    graph = (
+        Pipeline("p").with_stage("items", stages.items)
+        .with_map("double", stages.doubled, over="items.items", dependencies=("items",),
+                  runner="ray", max_parallel=2)
+        .build()
+    )  # fmt: skip
+    result = asyncio.run(engine().run(graph))
+    assert [r["v"] for r in result["double"].data["results"]] == [2, 4, 6, 8]
+    assert all(r["pid"] != os.getpid() for r in result["double"].data["results"])
+
+
+def test_usage_reported_in_a_worker_reaches_the_ledger_and_the_budget() -> None:
+    graph = Pipeline("p").with_stage("a", stages.spend, runner="ray").build()
+    assert asyncio.run(engine().run(graph)).usage.tokens == 400
+    over = asyncio.run(engine(budget=Budget(max_tokens=100)).run(graph))
+    assert over.status is RunStatus.FAILED
+    assert isinstance(over["a"].error, BudgetExceededError)
+
+
+def test_an_exception_raised_in_a_worker_arrives_as_itself_and_is_retried() -> None:
+    retry = RetryPolicy(attempts=2, base=1.0, retry_on=(stages.Pinned,))
+    graph = Pipeline("p").with_stage("a", stages.pinned, runner="ray", retry=retry).build()
+    result = run_virtual(engine().run(graph))  # the backoff on virtual time
+    error = result["a"].error
+    assert type(error) is stages.Pinned
+    assert (str(error), error.code) == ("attempt 2 failed", 7)
+    assert result["a"].attempts == 2
+    assert any("raised in a Ray worker" in note for note in error.__notes__)
+
+
+def test_an_exception_that_does_not_pickle_is_a_remote_error() -> None:
+    graph = Pipeline("p").with_stage("a", stages.unpicklable, runner="ray").build()
+    error = asyncio.run(engine().run(graph))["a"].error
+    assert isinstance(error, RemoteError)
+    assert error.type_name == "tests.ray.stages.Unpicklable"
+    assert "raise Unpicklable" in error.traceback
+
+
+def test_a_worker_killed_mid_call_is_a_lost_worker_and_is_retried() -> None:
+    retry = RetryPolicy(attempts=2, base=0.5, retry_on=(WorkerLostError,))
+    graph = Pipeline("p").with_stage("a", stages.dies_first, runner="ray", retry=retry).build()
+    result = run_virtual(engine().run(graph))
+    assert result.status is RunStatus.COMPLETED, result["a"].error
+    assert result["a"].attempts == 2
+    assert result["a"].data["attempt"] == 2
+
+
+def test_without_a_retry_a_lost_worker_fails_the_stage_saying_so() -> None:
+    graph = Pipeline("p").with_stage("a", stages.dies_first, runner="ray", retry=1).build()
+    error = asyncio.run(engine().run(graph))["a"].error
+    assert isinstance(error, WorkerLostError)
+    assert (error.stage, error.runner) == ("a", "ray")
+    assert "its ray worker died" in str(error)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _wait_for(check: Any, what: str, seconds: float = 60.0) -> None:
+    """Poll ``check()`` until true (a real effect in another process), or fail."""
+    deadline = time.monotonic() + seconds
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {seconds}s")
+        time.sleep(0.05)
+
+
+def test_a_cancelled_call_cancels_its_task_and_kills_a_stuck_worker(tmp_path: Path) -> None:
+    pidfile, release = tmp_path / "pid", tmp_path / "release"
+    graph = Pipeline("p").with_stage("a", stages.blocks, runner="ray").build()
+    data = {"pidfile": str(pidfile), "release": str(release)}
+
+    async def main() -> None:
+        run = asyncio.create_task(engine(grace=0.0).run(graph, data=data))
+        await asyncio.to_thread(_wait_for, pidfile.exists, "the remote call started")
+        run.cancel()
+        with pytest.raises(asyncio.CancelledError):  # a cancelled engine.run() re-raises
+            await run
+
+    asyncio.run(main())
+    pid = int(pidfile.read_text())
+    _wait_for(lambda: not _alive(pid), f"worker {pid} killed")
+
+
+def test_a_timeout_cancels_the_remote_call() -> None:
+    graph = Pipeline("p").with_stage("a", stages.blocks, runner="ray", timeout=30,
+                                     retry=1).build()  # fmt: skip
+    result = run_virtual(engine(grace=0.0).run(
+        graph, data={"pidfile": "/dev/null", "release": "/nonexistent/never"}))  # fmt: skip
+    assert isinstance(result["a"].error, StageTimeoutError)
