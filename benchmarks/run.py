@@ -143,7 +143,8 @@ REPO_ROOT = BENCH_DIR.parent
 DEFAULT_JSON = BENCH_DIR / "results.json"
 SECTIONS = (
     "W1", "W2", "W3", "W4", "W5", "W1-NOOP", "W5-OTEL", "W7", "W8", "W9", "W3-CEL", "W3-CEL-DEP",
-    "W6", "W6-PG", "W6-WIDE", "W7-DURABLE", "W10", "SERVICE", "BUILD", "LOAD", "SCALE", "IMPORT",
+    "W6", "W6-PG", "W6-WIDE", "W7-DURABLE", "W10", "SERVICE", "RAY", "BUILD", "LOAD", "SCALE",
+    "IMPORT",
 )  # fmt: skip
 WORKLOAD_TIMEOUT = 120.0  # seconds for one in-process workload, or one scaling subprocess
 
@@ -691,6 +692,31 @@ def measure_service(cfg: Config) -> list[Row]:
     return rows
 
 
+def measure_ray(cfg: Config) -> Row:
+    """RAY (``ray_bench.py``): a chain of trivial stages, each ``runner="ray"``, against the
+    same number of raw ``ray.remote`` round trips in a row, on one local Ray cluster."""
+    n = 50
+    row = Row(
+        "RAY",
+        f'RAY chain {n}, runner="ray" vs raw ray.remote',
+        "µs/stage",
+        target=Target("ratio", 1.2),
+        reference="a raw ray.remote round trip (await f.remote(x)), the same cluster",
+    )
+    log(f"  {row.label} ...")
+    try:
+        import ray_bench
+
+        figures = ray_bench.measure(n, max(3, cfg.durable_reps))
+    except Exception as exc:
+        row.error = repr(exc)
+        return row
+    row.bare, row.stageflow = figures["bare_us"], figures["stageflow_us"]
+    row.ratio = ratio(row.stageflow, row.bare)
+    row.details = figures
+    return row
+
+
 def measure_postgres(reps: int, *, with_stageflow: bool) -> Row:
     """W6-pg on a throwaway server of the tests' harness; skipped when it cannot run here."""
     row = Row(
@@ -1222,6 +1248,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows += measure_durable(cfg, with_stageflow=not sf_error)
     if "SERVICE" in cfg.sections and not sf_error:
         rows += measure_service(cfg)
+    if "RAY" in cfg.sections and not sf_error:
+        rows.append(measure_ray(cfg))
     if "BUILD" in cfg.sections:
         rows += measure_build(cfg, impls)
     if "LOAD" in cfg.sections:

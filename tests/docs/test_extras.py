@@ -35,6 +35,8 @@ NEEDS: dict[str, tuple[frozenset[str], str]] = {
     "hypothesis": (frozenset({"testing"}), "hypothesis"),
     "stageflow.testing.strategies": (frozenset({"testing"}), "hypothesis"),
     "mcp": (frozenset({"mcp"}), "mcp"),
+    "ray": (frozenset({"ray"}), "ray"),
+    "stageflow.adapters.ray": (frozenset({"ray"}), "ray"),
     "stageflow.adapters.mcp": (frozenset({"mcp"}), "mcp"),
     "fastapi": (frozenset({"server"}), "fastapi"),
     "stageflow.adapters.http": (frozenset({"server"}), "fastapi"),

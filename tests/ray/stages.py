@@ -84,3 +84,12 @@ async def doubled(ctx: Any) -> dict[str, Any]:
 
 async def items(ctx: Any) -> dict[str, Any]:
     return {"items": [1, 2, 3, 4]}
+
+
+async def step(ctx: Any) -> dict[str, Any]:
+    """A loop body's stage: its iteration and the previous iteration's output."""
+    previous = ctx.loop.previous
+    state = await ctx.state.load(0)
+    await ctx.state.save(state + 1)
+    return {"n": ctx.loop.iteration, "was": None if previous is None else previous["n"],
+            "key": ctx.idempotency_key}  # fmt: skip

@@ -171,3 +171,11 @@ def test_a_timeout_cancels_the_remote_call() -> None:
     result = run_virtual(engine(grace=0.0).run(
         graph, data={"pidfile": "/dev/null", "release": "/nonexistent/never"}))  # fmt: skip
     assert isinstance(result["a"].error, StageTimeoutError)
+
+
+def test_a_loop_body_stage_in_a_worker_sees_its_iteration() -> None:
+    body = Pipeline("body").with_stage("step", stages.step, runner="ray").build()
+    graph = Pipeline("p").with_loop("l", body, until=lambda out: out["n"] >= 3,
+                                    max_iterations=5).build()  # fmt: skip
+    result = asyncio.run(engine().run(graph, run_id="loop-run"))
+    assert result["l"].data == {"n": 3, "was": 2, "key": "loop-run:l[3].step"}

@@ -451,11 +451,13 @@ def test_a_detached_context_pickles_and_says_what_it_is() -> None:
         detached = await detach(ctx)
         again = pickle.loads(pickle.dumps(detached))
         assert isinstance(again, DetachedContext)
+        wired = DetachedContext.from_wire(detached.wire())
+        assert (wired.stage, wired.run_id, dict(wired.data)) == ("a", "r9", {"n": 2})
         again.usage.report(input_tokens=1)
         return {"repr": repr(again), "stage": again.stage, "reports": len(again.usage.reports)}
 
     result = run_virtual(Engine().run(Pipeline("p").with_stage("a", keep).build(),
-                                      run_id="r9"))  # fmt: skip
+                                      run_id="r9", data={"n": 2}))  # fmt: skip
     assert result["a"].data == {"repr": "<DetachedContext r9/a attempt 1>", "stage": "a",
                                 "reports": 1}  # fmt: skip
 

@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import atexit
 import threading
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Final
 
 from ..._check import number, refuse
-from ..._detached import DetachedResult, attach, attach_error, detach, run_detached
+from ..._detached import (
+    DetachedContext,
+    DetachedResult,
+    attach,
+    attach_error,
+    detach,
+    run_detached,
+)
 from ...errors import ConfigurationError, WorkerLostError
 
 if TYPE_CHECKING:
@@ -36,9 +44,29 @@ def _ray() -> Any:
     return ray
 
 
-def _execute(stage: object, ctx: Any) -> DetachedResult:
-    """The Ray task: the stage's call, in a worker."""
-    return run_detached(stage, ctx)
+_LOOP: list[asyncio.Runner] = []  # in a worker process: its one event loop for stages
+
+
+def _worker_loop() -> asyncio.Runner:
+    """The worker process's event loop for async stages, made on its first call and
+    closed when the process exits."""
+    if not _LOOP:
+        runner = asyncio.Runner()
+        atexit.register(runner.close)
+        _LOOP.append(runner)
+    return _LOOP[0]
+
+
+def _task(stage: object) -> Any:
+    """The Ray task of one stage: its call, in a worker. The stage travels in the task's
+    definition, which Ray exports to the cluster once, not with every call."""
+
+    def execute(wire: tuple[Any, ...]) -> tuple[Any, ...]:
+        result = run_detached(stage, DetachedContext.from_wire(wire), loop=_worker_loop())
+        return tuple(result)  # builtin values cross faster than a NamedTuple
+
+    execute.__qualname__ = execute.__name__ = f"stage_{getattr(stage, '__name__', 'call')}"
+    return execute
 
 
 class RayRunner:
@@ -85,7 +113,6 @@ class RayRunner:
         self.namespace = namespace
         self.cancel_grace = float(cancel_grace)
         self._init = dict(init or {})
-        self._remote: Any = None
 
     def _started(self) -> Any:
         ray = _ray()
@@ -93,8 +120,6 @@ class RayRunner:
             options = {"namespace": self.namespace, "log_to_driver": False,
                        "include_dashboard": False, **self._init}  # fmt: skip
             ray.init(address=self.address, **options)
-        if self._remote is None:
-            self._remote = ray.remote(max_retries=0, retry_exceptions=False)(_execute)
         return ray
 
     def bind(self, spec: StageSpec, call: StageCall) -> StageCall:
@@ -109,19 +134,19 @@ class RayRunner:
                 field="resources",
                 value=unknown[0],
             )
+        task = ray.remote(max_retries=0, retry_exceptions=False)(_task(spec.stage))
         try:
-            remote = self._remote.options(**resources)
+            remote = task.options(**resources)
         except (TypeError, ValueError) as error:
             raise ConfigurationError(f"stage {spec.name!r}: resources={resources!r}: {error}",
                                      field="resources", value=resources) from None  # fmt: skip
-        stage = ray.put(spec.stage)  # pickled once, not once per call
         name = spec.name
         grace = self.cancel_grace
         lost = _lost_errors(ray)
 
         async def remote_call(ctx: StageContext) -> Any:
             detached = await detach(ctx)
-            ref = remote.remote(stage, detached)
+            ref = remote.remote(detached.wire())
             try:
                 result = await ref
             except asyncio.CancelledError:
@@ -133,7 +158,7 @@ class RayRunner:
             except lost as error:
                 raise WorkerLostError.of(ctx.stage, "ray", f"{type(error).__name__}: "
                                          f"{_first_line(error)}") from None  # fmt: skip
-            return await attach(ctx, result)
+            return await attach(ctx, DetachedResult(*result))
 
         remote_call.__qualname__ = f"ray({name})"
         return remote_call
