@@ -467,13 +467,7 @@ class StageInputs(Mapping[str, Mapping[str, Any]]):
         """The output of ``dependency``, read-only."""
         output = self._output(dependency)
         if output is None:
-            raise MissingInputError(
-                f"stage {self._spec.name!r}: optional dependency {dependency!r} did not "
-                "complete, so it has no output; use get_from(..., default=...)",
-                stage=self._spec.name,
-                dependency=dependency,
-                key=None,
-            )
+            raise _no_output(self._spec.name, dependency)
         return MappingProxyType(output)  # read-only: siblings see the same output
 
     @overload
@@ -581,13 +575,7 @@ class InputsSnapshot(Mapping[str, Mapping[str, Any]]):
         """The output of ``dependency``, read-only."""
         output = self._output(dependency)
         if output is None:
-            raise MissingInputError(
-                f"stage {self._stage!r}: optional dependency {dependency!r} did not "
-                "complete, so it has no output; use get_from(..., default=...)",
-                stage=self._stage,
-                dependency=dependency,
-                key=None,
-            )
+            raise _no_output(self._stage, dependency)
         return MappingProxyType(output)
 
     def get_from(self, dependency: str, key: str, default: Any = _MISSING, *,
@@ -606,6 +594,16 @@ class InputsSnapshot(Mapping[str, Mapping[str, Any]]):
 
     def __repr__(self) -> str:
         return f"<InputsSnapshot of {self._stage!r}: {list(self._outputs)}>"
+
+
+def _no_output(stage: str, dependency: str) -> MissingInputError:
+    return MissingInputError(
+        f"stage {stage!r}: optional dependency {dependency!r} did not complete, so it has no "
+        "output; use get_from(..., default=...)",
+        stage=stage,
+        dependency=dependency,
+        key=None,
+    )
 
 
 def _value_of(stage: str, output: Mapping[str, Any] | None, dependency: str, key: str,

@@ -46,6 +46,7 @@ from stageflow.errors import InvalidOutputError
 from stageflow.ports import StageRunner
 from stageflow.testing import run_virtual
 
+from ..ray.stages import Pinned, Unpicklable
 from ._otel import Traces
 
 
@@ -346,27 +347,6 @@ def test_state_saved_there_reaches_the_store_and_a_resume_loads_it(tmp_path: Pat
     assert attempts == [0, 5]
 
 
-class Pinned(Exception):
-    """An exception with fields that pickles (its __reduce__ rebuilds it)."""
-
-    def __init__(self, message: str, *, code: int) -> None:
-        super().__init__(message)
-        self.code = code
-
-    def __reduce__(self) -> Any:
-        return (_pinned, (str(self), self.code))
-
-
-def _pinned(message: str, code: int) -> Pinned:
-    return Pinned(message, code=code)
-
-
-class Unpicklable(Exception):
-    def __init__(self, message: str, *, code: int) -> None:
-        super().__init__(message)
-        self.code = code
-
-
 def test_an_exception_raised_there_arrives_as_itself_with_its_fields() -> None:
     def raises(ctx: Any) -> None:
         raise Pinned("no luck", code=7)
@@ -389,7 +369,7 @@ def test_an_exception_that_does_not_pickle_arrives_as_a_remote_error_naming_it()
     result = run_virtual(Engine(runners={"x": PickleRunner()}).run(graph))
     error = result["a"].error
     assert isinstance(error, RemoteError)
-    assert error.type_name == f"{__name__}.Unpicklable"
+    assert error.type_name == "tests.ray.stages.Unpicklable"
     assert (error.stage, error.text) == ("a", "bad")
     assert "raise Unpicklable" in error.traceback
     assert "does not pickle" in str(error)

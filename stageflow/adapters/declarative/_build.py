@@ -607,6 +607,8 @@ class _Builder:
         given = decl.model_fields_set
         applies = {
             "with_": what == "handler",
+            "runner": what == "handler",
+            "resources": what == "handler",
             "routes": what in ("handler", "routes"),
             "output_stage": what in ("loop", "subgraph"),
         }
@@ -675,6 +677,10 @@ class _Builder:
                                    else Estimate(**decl.estimate.model_dump()))  # fmt: skip
         if decl.output is not None and decl.input is None:
             options["output"] = self.model(decl.output, (*where, "output"))
+        if decl.runner is not None:
+            options["runner"] = decl.runner
+        if decl.resources is not None:
+            options["resources"] = decl.resources
         if decl.routes is not None and decl.input is None:
             options["routes"] = tuple(r if isinstance(r, str) else r.to for r in decl.routes)
         return options
@@ -1048,7 +1054,8 @@ _OPTION_FIELDS = {
     "on_item_error": "on_item_error", "tags": "tags", "optional": "optional",
     "max_iterations": "loop", "until": "loop", "on_exhausted": "loop",
     "output_stage": "output_stage", "schema": "input", "prompt": "input",
-    "on_timeout": "input", "body": "loop", "graph": "subgraph",
+    "on_timeout": "input", "body": "loop", "graph": "subgraph", "runner": "runner",
+    "resources": "resources",
 }  # fmt: skip
 
 

@@ -199,6 +199,8 @@ class _Exporter:
             out["budget"]["policy"] = str(budget.policy)
         if spec.estimate is not None:
             out["estimate"] = {"tokens": spec.estimate.tokens, "cost": spec.estimate.cost}
+        if spec.placement is not None:
+            out.update(_placement(spec.placement, where))
         if spec.output is not None and not isinstance(dynamic, InputSpec):
             out["output"] = self.path(spec.output, where, "output")
         if spec.routes is not None:
@@ -307,6 +309,22 @@ def _policy(policy: Any, defaults: Any, where: str, what: str) -> dict[str, Any]
                                for cls in value]  # fmt: skip
         else:
             out[field.name] = _json(value, where, f"{what}.{field.name}")
+    return out
+
+
+def _placement(placement: Any, where: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if placement.runner is not None:
+        if not isinstance(placement.runner, str):
+            raise ConfigurationError(
+                f"stage {where!r}: its runner {placement.runner!r} is an object: a file names "
+                "runners (runner: ray, given to Engine(runners={...}))",
+                field=f"{where}.runner",
+                value=placement.runner,
+            )
+        out["runner"] = placement.runner
+    if placement.resources:
+        out["resources"] = _json(dict(placement.resources), where, "resources")
     return out
 
 

@@ -162,6 +162,13 @@ class StageDecl(_Strict):
     budget: BudgetDecl | None = None
     estimate: int | EstimateDecl | None = None
     output: str | None = Field(default=None, description="dotted path of its output model")
+    runner: str | None = Field(
+        default=None,
+        description="where its call runs: a runner's name the engine knows (Engine(runners=...))",
+    )
+    resources: dict[str, Any] | None = Field(
+        default=None, description="what the call needs where it runs ({num_cpus: 2})"
+    )
     routes: list[str | RouteDecl] | None = None
     over: str | Python | None = Field(default=None, description="a map: $stage.field or code")
     key: Expr | Python | None = None

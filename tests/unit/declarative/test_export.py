@@ -62,6 +62,7 @@ def _same_specs(a: StageGraph, b: StageGraph) -> None:
         assert left.when is right.when
         assert left.routes == right.routes
         assert dict(left.metadata) == dict(right.metadata)
+        assert left.placement == right.placement
         if left.dynamic is None:
             assert left.stage is right.stage
         elif hasattr(left.dynamic, "body"):
@@ -123,6 +124,10 @@ _options = st.fixed_dictionaries(
         ),
         "estimate": st.builds(Estimate, tokens=st.integers(0, 1000), cost=st.floats(0, 5)),
         "tags": st.frozensets(st.sampled_from(["net", "llm", "slow"]), min_size=1),
+        "runner": st.sampled_from(["ray", "gpu"]),
+        "resources": st.dictionaries(
+            st.sampled_from(["num_cpus", "num_gpus", "memory"]), st.integers(0, 4), min_size=1
+        ),
         "metadata": st.dictionaries(
             st.sampled_from(["owner", "description", "n"]),
             st.one_of(st.text(max_size=8), st.integers()),
@@ -302,6 +307,17 @@ def test_an_input_stage_round_trips(options: dict[str, Any]) -> None:
     assert (left.schema.schema, left.prompt, left.timeout, left.on_timeout, left.map) == (  # type: ignore[union-attr]
         right.schema.schema, right.prompt, right.timeout, right.on_timeout, right.map,  # type: ignore[union-attr]
     )  # fmt: skip
+
+
+def test_a_runner_object_has_no_name_to_write() -> None:
+    class Local:
+        def bind(self, spec: Any, call: Any) -> Any:
+            return call
+
+    graph = Pipeline("p").with_stage("a", work, runner=Local()).build()
+    with pytest.raises(ConfigurationError, match=r"its runner .* is an object") as e:
+        export_pipeline(graph)
+    assert e.value.field == "a.runner"
 
 
 def test_a_prompt_holding_an_expression_marker_is_refused() -> None:

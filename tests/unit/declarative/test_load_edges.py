@@ -364,3 +364,16 @@ def test_json_with_a_syntax_error_keeps_its_position(tmp_path: Path) -> None:
     with pytest.raises(PipelineFileError) as caught:
         load_pipeline(path)
     assert caught.value.line == 3
+
+
+def test_a_stage_s_runner_and_resources() -> None:
+    loaded = loads_pipeline(f"name: p\nstages:\n  - id: a\n    handler: {START}\n"
+                            "    runner: ray\n    resources: {num_cpus: 2}\n")  # fmt: skip
+    assert loaded.graph["a"].placement == ("ray", {"num_cpus": 2})
+
+
+def test_a_runner_on_an_input_stage_is_refused_not_ignored() -> None:
+    error = load_error("name: p\nstages:\n  - id: ok\n    input: {schema: boolean}\n"
+                       "    runner: ray\n")  # fmt: skip
+    assert error.field == "stages[0].runner"
+    assert "runner: does not apply to a stage with input:" in str(error)
