@@ -451,3 +451,25 @@ def test_a_bad_usage_report_there_is_refused_there() -> None:
     error = result["a"].error
     assert isinstance(error, ConfigurationError)
     assert error.field == "input_tokens"
+
+
+@pytest.mark.parametrize(
+    ("settings", "field"),
+    [
+        ({"address": 3}, "address"),
+        ({"address": " "}, "address"),
+        ({"namespace": 1}, "namespace"),
+        ({"init": ["num_cpus"]}, "init"),
+        ({"cancel_grace": -1}, "cancel_grace"),
+    ],
+    ids=["address-number", "address-blank", "namespace", "init", "grace"],
+)
+def test_a_ray_runner_refuses_bad_settings_before_starting_ray(settings: dict[str, Any],
+                                                               field: str) -> None:  # fmt: skip
+    from stageflow.adapters.ray import RayRunner
+
+    with pytest.raises(ConfigurationError) as caught:
+        RayRunner(**settings)
+    assert caught.value.field == field
+    shown = "RayRunner(address='ray://head:10001', namespace=None)"
+    assert repr(RayRunner("ray://head:10001")) == shown
