@@ -351,7 +351,9 @@ class JsonFormatter(logging.Formatter):
     then every field the record got through ``extra`` (stageflow's: ``run_id``,
     ``pipeline``, ``stage``, ``attempt``, ``outcome``, ``duration``, ``trace_id``,
     ``span_id``, ...), and ``exc`` with the traceback when there is one. Values
-    JSON cannot hold are written as their ``repr``.
+    JSON cannot hold are written as their ``repr``. Fields whose name starts with ``_``
+    are private to whoever set them and left out (Ray, once initialised, adds
+    ``_ray_timestamp_ns`` to every record of the process).
 
     Example:
         >>> import logging
@@ -374,7 +376,7 @@ class JsonFormatter(logging.Formatter):
             "message": record.getMessage(),
         }
         for key, value in record.__dict__.items():
-            if key not in _STANDARD and key not in out:
+            if key not in _STANDARD and key not in out and key[:1] != "_":
                 out[key] = value
         if record.exc_info:
             out["exc"] = self.formatException(record.exc_info)

@@ -424,6 +424,17 @@ class TestJsonFormatter:
 
         assert line["thing"] == "frozenset({1})"
 
+    def test_private_fields_are_left_out(self) -> None:
+        """What a library adds to every record (Ray: ``_ray_timestamp_ns``) is not ours."""
+        record = logging.LogRecord("x", logging.INFO, "", 0, "m", None, None)
+        record._ray_timestamp_ns = 1  # type: ignore[attr-defined]
+        record.stage = "fetch"
+
+        line = json.loads(JsonFormatter().format(record))
+
+        assert line["stage"] == "fetch"
+        assert "_ray_timestamp_ns" not in line
+
 
 class _Raising(logging.Filter):
     def __init__(self) -> None:
