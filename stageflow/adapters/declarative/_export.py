@@ -237,11 +237,12 @@ class _Exporter:
             out["schema"] = {"python": self.path(schema, where, "schema")}
         if isinstance(spec.prompt, str):
             if "${{" in spec.prompt:
-                raise ConfigurationError(
-                    f"stage {where!r}: its prompt holds '${{{{', which a file reads as an "
-                    "expression: give the prompt as a function",
-                    field=f"{where}.prompt",
-                    value=spec.prompt,
+                raise _refused(
+                    where,
+                    "prompt",
+                    "its prompt holds '${{', which a file reads "
+                    "as an expression: give the prompt as a function",
+                    spec.prompt,
                 )
             out["prompt"] = spec.prompt
         elif spec.prompt is not None:
@@ -265,13 +266,9 @@ class _Exporter:
         found = _dotted(obj)
         if found is None:
             hint = "; or name it in handlers=" if what == "handler" else ""
-            raise ConfigurationError(
-                f"stage {where!r}: its {what} {obj!r} has no importable path: export writes "
-                f"module.name, so it must be a module-level function, class or instance"
-                f"{hint}",
-                field=f"{where}.{what}",
-                value=obj,
-            )
+            raise _refused(where, what, f"its {what} {obj!r} has no importable path: export "
+                           "writes module.name, so it must be a module-level function, class "
+                           f"or instance{hint}", obj)  # fmt: skip
         return found
 
 
@@ -316,12 +313,9 @@ def _placement(placement: Any, where: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if placement.runner is not None:
         if not isinstance(placement.runner, str):
-            raise ConfigurationError(
-                f"stage {where!r}: its runner {placement.runner!r} is an object: a file names "
-                "runners (runner: ray, given to Engine(runners={...}))",
-                field=f"{where}.runner",
-                value=placement.runner,
-            )
+            raise _refused(where, "runner", f"its runner {placement.runner!r} is an object: "
+                           "a file names runners (runner: ray, given to "
+                           "Engine(runners={...}))", placement.runner)  # fmt: skip
         out["runner"] = placement.runner
     if placement.resources:
         out["resources"] = _json(dict(placement.resources), where, "resources")
@@ -337,6 +331,10 @@ def _json(value: Any, where: str, what: str) -> Any:
     try:
         return json.loads(json.dumps(value))
     except (TypeError, ValueError):
-        raise ConfigurationError(f"stage {where!r}: its {what} is not JSON data, which a "
-                                 f"file holds: {value!r}", field=f"{where}.{what}",
-                                 value=value) from None  # fmt: skip
+        raise _refused(where, what, f"its {what} is not JSON data, which a file holds: "
+                       f"{value!r}", value) from None  # fmt: skip
+
+
+def _refused(where: str, what: str, why: str, value: object) -> ConfigurationError:
+    """What export cannot write: ``stage '<where>': <why>``, field ``<where>.<what>``."""
+    return ConfigurationError(f"stage {where!r}: {why}", field=f"{where}.{what}", value=value)
