@@ -47,6 +47,7 @@ from ._spec import Placement, StageSpec
 from ._stage import Stage, StageKind, StageOutput, StageReturn
 from ._status import RunStatus, StageStatus
 from ._usage import Usage, UsageSummary
+from ._worker import Worker
 from .errors import (
     BudgetExceededError,
     CircuitOpenError,
@@ -131,12 +132,14 @@ from .ports import (
     Lease,
     PressureSink,
     RunCatalog,
+    RunQueue,
     RunRecord,
     RunStore,
     StageRecord,
     StageRunner,
     Timer,
     UsageRecord,
+    WorkerRecord,
 )
 
 if TYPE_CHECKING:
@@ -239,6 +242,7 @@ __all__ = [
     "RunInterceptor",
     "RunLeasedError",
     "RunNotRetryableError",
+    "RunQueue",
     "RunRecord",
     "RunResult",
     "RunService",
@@ -288,7 +292,9 @@ __all__ = [
     "UsageRecord",
     "UsageSummary",
     "WaitingForInput",
+    "Worker",
     "WorkerLostError",
+    "WorkerRecord",
     "__version__",
     "attach",
     "attach_error",

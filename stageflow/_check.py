@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 from typing import NoReturn
 
+from ._ids import QUEUE
 from .errors import ConfigurationError, InvalidOptionError
 
 __all__ = ["integer", "number", "refuse"]
@@ -127,3 +128,10 @@ def integer(
     if isinstance(value, int) and not isinstance(value, bool) and _within(value, gt, ge, lt, le):
         return value
     refuse(field, what, value, stage=stage, owner=owner, label=label)
+
+
+def check_queue(queue: object, field: str = "queue") -> str:
+    """``queue``, refused with ConfigurationError unless it is a queue's name."""
+    if not isinstance(queue, str) or QUEUE.fullmatch(queue) is None:
+        refuse(field, "a queue's name: 1 to 128 letters, digits, '_', '.', ':' or '-'", queue)
+    return queue

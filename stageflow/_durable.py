@@ -290,6 +290,41 @@ def _said(key: str, value: Any) -> str:
 _TAKEN_OVER = "the run's lease was taken over by another driver"
 
 
+def new_record(
+    graph: StageGraph,
+    run_id: str,
+    data: Mapping[str, Any],
+    status: RunStatus,
+    clock: Clock,
+    labels: Mapping[str, str] | None,
+    config: str,
+) -> RunRecord:
+    """The record of a new run of ``graph``, created now."""
+    shape = structure(graph)
+    now = clock.wall()
+    return RunRecord(
+        run_id,
+        graph.name,
+        fingerprint(shape),
+        _codec.dumps(dict(data), "the run's data"),
+        status,
+        now,
+        now,
+        structure=json.dumps(shape, separators=(",", ":")),
+        labels=dict(labels or {}),
+        config=config,
+    )
+
+
+def check_graph_of(record: RunRecord, graph: StageGraph) -> None:
+    """Raise GraphMismatchError, saying what changed, unless the run started with ``graph``."""
+    shape = structure(graph)
+    if record.fingerprint != fingerprint(shape):
+        before = json.loads(record.structure) if record.structure else {}
+        said = changes(before, shape) or ["its structure differs"]
+        raise GraphMismatchError.of(record.run_id, said, graph)
+
+
 def default_owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
@@ -311,6 +346,7 @@ class DurableRun:
         "_on_lost",
         "clock",
         "lease",
+        "requeue",
         "restored",
         "status",
         "store",
@@ -334,6 +370,8 @@ class DurableRun:
         self.restored = restored
         self.clock = clock
         self.usage: list[UsageRecord] = []  # what earlier drivers of the run spent
+        # Cancelled, the run goes back to its queue (a worker stopping) instead of ending.
+        self.requeue = False
         self._heartbeat: asyncio.Task[None] | None = None
         self._on_lost: Callable[[str], None] | None = None
 
@@ -354,20 +392,7 @@ class DurableRun:
     ) -> DurableRun:
         """Create the run in the store (with its governing ``config``), take its lease and
         declare its ``inputs`` (so that a value sent before its stage waits is kept)."""
-        shape = structure(graph)
-        now = clock.wall()
-        record = RunRecord(
-            run_id,
-            graph.name,
-            fingerprint(shape),
-            _codec.dumps(dict(data), "the run's data"),
-            RunStatus.RUNNING,
-            now,
-            now,
-            structure=json.dumps(shape, separators=(",", ":")),
-            labels=dict(labels or {}),
-            config=config,
-        )
+        record = new_record(graph, run_id, data, RunStatus.RUNNING, clock, labels, config)
         await store.create_run(record)
         lease = await store.acquire_lease(run_id, owner, ttl)
         if inputs:
@@ -386,18 +411,22 @@ class DurableRun:
         clock: Clock,
         record: RunRecord | None = None,
         take_over: bool = False,
+        lease: Lease | None = None,
     ) -> tuple[DurableRun, RunRecord, dict[str, Any]]:
         """Check the graph against the run's, take the lease, load what was done.
 
         ``record``: the run's record as :meth:`checked_record` returned it (default: read
         and checked here). ``take_over``: take the lease even from a driver whose lease
         has not expired (known dead; if it is not, its next fenced write raises
-        ``LeaseLostError`` and it stops its run). Returns the durable run, the run's
+        ``LeaseLostError`` and it stops its run). ``lease``: the run's lease, held already
+        (a worker claimed the run with it). Returns the durable run, the run's
         record as it was before the resume, and its data.
         """
         if record is None:
             record = await cls.checked_record(store, graph, run_id)
-        if take_over:
+        if lease is not None:  # taken already (a worker's claim)
+            pass
+        elif take_over:
             check_take_over(store)
             lease = await store.acquire_lease(run_id, owner, ttl, take_over=True)
         else:  # the call of stores that predate take_over
@@ -420,11 +449,7 @@ class DurableRun:
     async def checked_record(store: RunStore, graph: StageGraph, run_id: str) -> RunRecord:
         """The run's record, once ``graph`` is found to be the graph it started with."""
         record = await store.get_run(run_id)
-        shape = structure(graph)
-        if record.fingerprint != fingerprint(shape):
-            before = json.loads(record.structure) if record.structure else {}
-            said = changes(before, shape) or ["its structure differs"]
-            raise GraphMismatchError.of(run_id, said, graph)
+        check_graph_of(record, graph)
         return record
 
     # ------------------------------------------------------------ what interceptors use

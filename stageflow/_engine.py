@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from . import _codec
 from ._budget import Budget, ModelChain
-from ._check import integer, number, refuse
+from ._check import check_queue, integer, number, refuse
 from ._clock import LoopClock
 from ._context import StageCall, StageContext
 from ._durable import (
@@ -25,6 +25,7 @@ from ._durable import (
     default_owner,
     fingerprint,
     governing,
+    new_record,
     structure,
 )
 from ._dynamic import InputSpec, InvalidValue, MapSpec, invalid_input
@@ -59,13 +60,17 @@ from .interceptors._budget import BudgetInterceptor
 from .interceptors._checkpoint import CheckpointInterceptor, check_storable
 from .interceptors._retry import RetryInterceptor
 from .interceptors._timeout import TimeoutInterceptor
-from .ports import Clock, EventLog, EventSink, InputRecord, InputStore
+from .ports import Clock, EventLog, EventSink, InputRecord, InputStore, RunQueue
 
 if TYPE_CHECKING:
     from ._prices import PriceTable
-    from .ports import RunRecord, RunStore, StageRunner
+    from .ports import Lease, RunRecord, RunStore, StageRunner
 
 __all__ = ["Engine"]
+
+
+QUEUE_LABEL: Final = "stageflow.queue"
+"""The label of a submitted run (:meth:`Engine.submit`): the name of its queue."""
 
 
 class Engine:
@@ -471,6 +476,70 @@ class Engine:
         )  # fmt: skip
         return await compiled.run_call(run)
 
+    async def submit(
+        self,
+        graph: StageGraph,
+        data: Mapping[str, Any] | None = None,
+        *,
+        queue: str = "default",
+        priority: int = 0,
+        run_id: str | None = None,
+        timeout: float | None = None,
+        labels: Mapping[str, str] | None = None,
+    ) -> str:
+        """Record a run of ``graph`` for a worker to drive, and return its id at once.
+
+        The run is stored with status ``queued`` in ``queue``; nothing of it runs here. A
+        :class:`~stageflow.Worker` serving the queue (``stageflow worker --queue``) whose
+        catalog has a pipeline of ``graph``'s name claims it (higher ``priority`` first,
+        then the oldest) and drives it as :meth:`resume` would, with this engine's
+        governing settings as stored now (budget, prices, model chains, timeout,
+        max_parallel, fail_fast). Follow it as any run: ``stageflow show``, the event log,
+        the store's ``get_run``. Its inputs (``with_input``) are declared now, so values
+        may be sent before a worker claims it.
+
+        Args:
+            graph: what :meth:`Pipeline.build` returned; workers find it by its name.
+            data: the run's initial data.
+            queue: the queue's name (letters, digits, ``_.:-``; 1 to 128).
+            priority: higher is claimed first (an int of 32 bits).
+            run_id: the run's id (default: a new ULID).
+            timeout: seconds for each drive of the run (as ``run(timeout=)``).
+            labels: as :meth:`run`'s; ``stageflow.queue`` is added (the queue's name).
+
+        Raises:
+            ConfigurationError: an argument is invalid, or the engine's store is none or
+                keeps no queue (``field="store"``: ``SQLAlchemyStore`` does).
+            CodecError: as :meth:`run`'s, before anything is written.
+            RunExistsError: ``run_id`` is taken.
+        """
+        store: object = self.store
+        if not isinstance(store, RunQueue):
+            refuse(
+                "store",
+                "an engine's store that keeps queued runs (a RunQueue: SQLAlchemyStore)",
+                store,
+            )
+        _check_graph(graph, "submit")
+        frozen = _frozen_data(data)
+        if run_id is None:
+            run_id = new_run_id()
+        else:
+            _check_run_id(run_id)
+        check_queue(queue)
+        integer(priority, "priority", "an int of 32 bits", ge=-(2**31), le=2**31 - 1)
+        timeout = _check_timeout(timeout)
+        checked = dict(check_labels(labels) or {})
+        checked[QUEUE_LABEL] = queue
+        compiled = self._compiled(graph)
+        check_storable(graph)
+        config = config_text(self._governing(graph, timeout))
+        record = new_record(graph, run_id, frozen, RunStatus.QUEUED, self._clock, checked, config)
+        inputs = [InputRecord(run_id, spec.name, spec.dynamic.schema.text)  # type: ignore[union-attr]
+                  for spec in compiled.inputs]  # fmt: skip
+        await store.enqueue(record, queue=queue, priority=priority, inputs=inputs)
+        return run_id
+
     async def resume(
         self,
         run_id: str,
@@ -539,22 +608,40 @@ class Engine:
         _check_run_id(run_id)
         _check_graph(graph, "resume")
         check_storable(graph)
-        unlimited = timeout is not None and _check_timeout(timeout) is None  # math.inf
+        _check_timeout(timeout)
         if not isinstance(override, bool):
             refuse("override", "True or False", override)
         if not isinstance(take_over, bool):
             refuse("take_over", "True or False", take_over)
         self._check_inputs(graph, self._compiled(graph).inputs, wait)
         record = await DurableRun.checked_record(store, graph, run_id)
+        return await self._resumed(store, record, graph, timeout, override, take_over, wait)
+
+    async def _resumed(
+        self,
+        store: RunStore,
+        record: RunRecord,
+        graph: StageGraph,
+        timeout: float | None,
+        override: bool = False,
+        take_over: bool = False,
+        wait: bool = False,
+        lease: Lease | None = None,
+    ) -> RunResult:
+        """Drive a run whose record was checked against ``graph`` (``lease``: held already,
+        by a worker's claim)."""
+        run_id = record.run_id
+        unlimited = timeout is not None and _check_timeout(timeout) is None  # math.inf
         engine, timeout = self._resuming(record, graph, timeout, override)
         if unlimited:
             timeout = None
         durable, record, data = await DurableRun.resume(
             store, graph, run_id, owner=self._owner, ttl=self._lease_ttl, clock=self._clock,
-            record=record, take_over=take_over,
+            record=record, take_over=take_over, lease=lease,
         )  # fmt: skip
         run = RunContext(
-            graph, run_id, MappingProxyType(data), resumed=True, timeout=timeout,
+            graph, run_id, MappingProxyType(data), timeout=timeout,
+            resumed=record.status is not RunStatus.QUEUED,  # (a submitted run's first drive)
             durable=durable, labels=record.labels, clock=self._clock, wait=wait,
         )  # fmt: skip
         return await engine._compiled(graph).run_call(run)
@@ -668,7 +755,8 @@ class Engine:
         try:
             result = await state.execute(run.timeout, resumed=run.resumed)
         except asyncio.CancelledError:
-            await _finish(durable, RunStatus.CANCELLED, None, state, self._events)
+            ended = RunStatus.QUEUED if durable.requeue else RunStatus.CANCELLED
+            await _finish(durable, ended, None, state, self._events)
             raise
         except BaseException as error:
             await _finish(durable, RunStatus.FAILED, error, state, self._events)

@@ -51,13 +51,15 @@ class StageStatus(enum.StrEnum):
 
 class RunStatus(enum.StrEnum):
     """How a run ended (``RUNNING`` while it is driven; ``WAITING``: it stopped until an
-    input it waits for is given, and is not finished)."""
+    input it waits for is given, and is not finished; ``QUEUED``: submitted with
+    ``Engine.submit``, for a worker to claim, and not driven yet)."""
 
     RUNNING = "running"
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELLED = "cancelled"
     WAITING = "waiting"
+    QUEUED = "queued"
 
 
 # A run keeps each stage's status as a small int in a bytearray (see _outcomes).

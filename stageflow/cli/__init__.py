@@ -15,6 +15,7 @@ from ._files import validate as _validate
 from ._info import info
 from ._mcp import mcp
 from ._serve import serve, token
+from ._worker import submit, worker, workers
 
 app.command()(serve)
 app.command()(token)
@@ -26,6 +27,9 @@ app.command("validate")(_validate)
 app.command()(schema)
 app.command()(export)
 app.command()(pipelines)
+app.command()(submit)
+app.command()(worker)
+app.command()(workers)
 
 __all__ = [
     "EXIT_CANCELLED",

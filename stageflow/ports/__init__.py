@@ -6,6 +6,7 @@ Each port states the contract an implementation must keep; adapters in
 
 from ._clock import Clock, Timer
 from ._events import EventLog, EventSink, PressureSink
+from ._queue import RunQueue, WorkerRecord
 from ._records import InputRecord, Lease, RunRecord, StageRecord, UsageRecord
 from ._runner import StageRunner
 from ._store import CheckpointStore, InputStore, RunCatalog, RunStore
@@ -20,10 +21,12 @@ __all__ = [
     "Lease",
     "PressureSink",
     "RunCatalog",
+    "RunQueue",
     "RunRecord",
     "RunStore",
     "StageRecord",
     "StageRunner",
     "Timer",
     "UsageRecord",
+    "WorkerRecord",
 ]

@@ -835,7 +835,7 @@ class TestEvents:
         with sqlite3.connect(url.removeprefix("sqlite:///")) as db:
             version = db.execute("SELECT value FROM stageflow_meta").fetchone()
         db.close()
-        assert version == ("6",)
+        assert version == ("7",)
 
     def test_events_the_store_could_not_keep_are_said_to_be_missing(self, runner, url, flow):
         # The stage drops the events table under the running driver: its writes fail.

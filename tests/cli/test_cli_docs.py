@@ -25,7 +25,8 @@ def _section(name: str) -> str:
 def test_the_app_has_the_agreed_commands():
     assert set(COMMANDS) == {
         "run", "resume", "send", "runs", "show", "graph", "validate", "events",
-        "serve", "token", "mcp", "info", "schema", "export", "pipelines",
+        "serve", "token", "mcp", "info", "schema", "export", "pipelines", "submit", "worker",
+        "workers",
     }  # fmt: skip
 
 

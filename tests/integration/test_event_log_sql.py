@@ -388,8 +388,8 @@ class TestSchemaUpgrade:
         assert old.run_id == "old", "the runs of the version 5 database must be kept"
         assert read == [event("old", 1), event("old", 2)]
         assert "stageflow_events" in tables(where)
-        assert SCHEMA_VERSION == 6
-        assert asyncio.run(raw(where, VERSION)) == [("6",)]
+        assert SCHEMA_VERSION == 7
+        assert asyncio.run(raw(where, VERSION)) == [("7",)]
 
     def test_deleting_a_run_of_an_upgraded_database_works(self, backend):
         url, where = backend

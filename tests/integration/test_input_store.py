@@ -138,8 +138,8 @@ class TestSchemaUpgrade:
         assert old.run_id == "old", "the runs of the version 4 database must be kept"
         assert given == InputRecord("old", "approve", BOOL, value="true", given_at=1.0)
         assert "stageflow_inputs" in tables(where)
-        assert SCHEMA_VERSION == 6
-        assert asyncio.run(raw(where, VERSION)) == [("6",)]
+        assert SCHEMA_VERSION == 7
+        assert asyncio.run(raw(where, VERSION)) == [("7",)]
 
 
 class TestWaitsTogether:

@@ -41,8 +41,8 @@ class TestSchemaUpgrade:
             await store.aclose()
             return await raw(where, VERSION)
 
-        assert SCHEMA_VERSION == 6
-        assert asyncio.run(main()) == [("6",)]
+        assert SCHEMA_VERSION == 7
+        assert asyncio.run(main()) == [("7",)]
 
     def test_a_version_1_database_upgrades_itself_when_opened(self, backend):
         url, where = backend
@@ -78,7 +78,7 @@ class TestSchemaUpgrade:
         assert kept == ["old"], "the runs of the version 1 database must be kept"
         assert loaded == [report("new", "a"), report("new", "b", 5)]
         assert total == Usage(15, 2, 1.0)
-        assert asyncio.run(raw(where, VERSION)) == [("6",)]
+        assert asyncio.run(raw(where, VERSION)) == [("7",)]
 
     def test_two_stores_opening_a_version_1_database_at_once_both_work(self, backend):
         url, where = backend
@@ -102,7 +102,7 @@ class TestSchemaUpgrade:
 
         version, summaries = asyncio.run(main())
 
-        assert version == [("6",)]
+        assert version == [("7",)]
         assert [s.tokens for s in summaries] == [0, 0]
 
     def test_stores_opening_a_new_database_at_once_all_work(self, backend):
@@ -119,7 +119,7 @@ class TestSchemaUpgrade:
                 for store in stores:
                     await store.aclose()
 
-        assert asyncio.run(main()) == [("6",)]
+        assert asyncio.run(main()) == [("7",)]
 
 
 class TestLoadUsage:

@@ -18,11 +18,12 @@ from sqlalchemy import (
     Text,
 )
 
-SCHEMA_VERSION: Final = 6
+SCHEMA_VERSION: Final = 7
 """1: runs, stages, states. 2: usage (the table stageflow_usage). 3: run labels (the column
 stageflow_runs.labels). 4: the runs' governing configuration (the column stageflow_runs.config).
 5: the inputs of runs that wait for a person (the table stageflow_inputs). 6: the events of
-runs (the table stageflow_events)."""
+runs (the table stageflow_events). 7: queued runs (the columns stageflow_runs.queue, priority,
+ready_at and given_count) and workers (the table stageflow_workers)."""
 
 metadata = MetaData()
 
@@ -52,7 +53,28 @@ runs = Table(
     Column("labels", Text, nullable=False, server_default="{}"),
     # The run's governing configuration, stageflow's JSON text ("": none recorded; version 4).
     Column("config", Text, nullable=False, server_default=""),
+    # A submitted run's queue (NULL: a run not submitted), its priority (higher first), when
+    # it is claimable from (see CLAIM), and how many of its inputs had a value when it was
+    # last claimed: more later, and a waiting run is claimable again (version 7).
+    Column("queue", String(128)),
+    Column("priority", Integer, nullable=False, server_default="0"),
+    Column("ready_at", Float),
+    Column("given_count", Integer, nullable=False, server_default="0"),
     Index("stageflow_runs_listing", "status", "pipeline", "created_at"),
+    Index("stageflow_runs_queue", "queue", "priority", "ready_at"),
+)
+
+# One row per worker (stageflow worker), refreshed by its heartbeat (version 7).
+workers = Table(
+    "stageflow_workers",
+    metadata,
+    Column("owner", String(256), primary_key=True),
+    Column("host", String(256), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("queues", Text, nullable=False),  # a JSON array of str
+    Column("concurrency", Integer, nullable=False),
+    Column("started_at", Float, nullable=False),
+    Column("seen_at", Float, nullable=False),
 )
 
 stages = Table(
@@ -117,6 +139,13 @@ inputs = Table(
 
 ADD_LABELS: Final = "ALTER TABLE stageflow_runs ADD COLUMN labels TEXT NOT NULL DEFAULT '{}'"
 ADD_CONFIG: Final = "ALTER TABLE stageflow_runs ADD COLUMN config TEXT NOT NULL DEFAULT ''"
+ADD_QUEUE: Final = (
+    "ALTER TABLE stageflow_runs ADD COLUMN queue VARCHAR(128)",
+    "ALTER TABLE stageflow_runs ADD COLUMN priority INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE stageflow_runs ADD COLUMN ready_at FLOAT",
+    "ALTER TABLE stageflow_runs ADD COLUMN given_count INTEGER NOT NULL DEFAULT 0",
+    "CREATE INDEX IF NOT EXISTS stageflow_runs_queue ON stageflow_runs (queue, priority, ready_at)",
+)
 
 UPGRADES: Final[dict[int, tuple[str, ...]]] = {
     # 1 -> 2: the table stageflow_usage, which create_all (run on every open) has made.
@@ -129,6 +158,8 @@ UPGRADES: Final[dict[int, tuple[str, ...]]] = {
     4: (),
     # 5 -> 6: the table stageflow_events, which create_all has made.
     5: (),
+    # 6 -> 7: the queue's columns and index (stageflow_workers: create_all has made it).
+    6: ADD_QUEUE,
 }
 """The statements that take a database from a version to the next, after create_all.
 
@@ -232,8 +263,17 @@ SELECT r.run_id, s.stage, s.status, s.output, s.attempts, s.started, s.ended, s.
 FROM stageflow_runs AS r LEFT JOIN stageflow_stages AS s ON s.run_id = r.run_id
 WHERE r.run_id = :run_id"""
 
+# A run set back to queued (a worker stopped before finishing it) is claimable at once; one
+# stopped to wait, once its earliest input deadline passes (or an input is given: CLAIM).
 SET_STATUS: Final = f"""
-UPDATE stageflow_runs SET status = :status, error = :error, updated_at = :now
+UPDATE stageflow_runs
+SET status = CAST(:status AS VARCHAR(16)), error = :error,
+  updated_at = CAST(:now AS DOUBLE PRECISION), ready_at = CASE CAST(:status AS VARCHAR(16))
+    WHEN 'queued' THEN CAST(:now AS DOUBLE PRECISION)
+    WHEN 'waiting' THEN (
+      SELECT MIN(i.deadline) FROM stageflow_inputs AS i
+      WHERE i.run_id = stageflow_runs.run_id AND i.value IS NULL)
+    ELSE ready_at END
 WHERE {HELD} RETURNING run_id"""
 
 SAVE_STATE: Final = f"""
@@ -479,3 +519,91 @@ SELECT run_id FROM gone"""
 # in the same transaction.
 DELETE_RUN_FOR: Final = {"sqlite": DELETE_RUN, "postgresql": _and_events(DELETE_RUN)}
 PRUNE_FOR: Final = {"sqlite": PRUNE, "postgresql": _and_events(PRUNE)}
+
+# --------------------------------------------------------------------------- queue
+
+# A submitted run: created queued, claimable at once (ready_at = created_at).
+ENQUEUE_RUN: Final = f"""
+INSERT INTO stageflow_runs ({RUN_COLUMNS}, lease_token, queue, priority, ready_at)
+VALUES (:run_id, :pipeline, :fingerprint, :data, :status, :created_at, :updated_at, :error,
+        :structure, :labels, :config, 0, :queue, :priority, :created_at)
+ON CONFLICT (run_id) DO NOTHING
+RETURNING run_id"""
+
+# PostgreSQL: the run and its inputs in one statement (the inputs as RECORD_USAGE's records);
+# SQLite runs ENQUEUE_RUN, then DECLARE_INPUT for each, in one transaction.
+ENQUEUE_WITH_INPUTS: Final = f"""
+WITH run AS ({ENQUEUE_RUN}),
+added AS (
+  INSERT INTO stageflow_inputs ({INPUT_COLUMNS})
+  SELECT run.run_id, i.name, i.schema, i.prompt, i.deadline, i.waiting_since, i.value,
+         i.given_at
+  FROM run, json_to_recordset(CAST(:records AS JSON)) AS i (
+    name TEXT, schema TEXT, prompt TEXT, deadline DOUBLE PRECISION,
+    waiting_since DOUBLE PRECISION, value TEXT, given_at DOUBLE PRECISION)
+)
+SELECT run_id FROM run"""
+
+_GIVEN: Final = """(
+  SELECT COUNT(*) FROM stageflow_inputs AS i
+  WHERE i.run_id = {run}.run_id AND i.value IS NOT NULL)"""
+
+# The claimable runs of a queue, best first: queued (or set back to queued) and ready, running
+# with its lease expired or released (its driver died: a take-over), or waiting with a
+# deadline passed or more inputs given than when it was last claimed (values are given once
+# and never taken back, so a count that grew is an input the last drive may not have seen).
+_CANDIDATE: Final = f"""
+SELECT c.run_id FROM stageflow_runs AS c
+WHERE c.queue = :queue AND (c.lease_owner IS NULL OR c.lease_expires <= :now)
+  AND ((c.status IN ('queued', 'running') AND c.ready_at <= :now)
+       OR (c.status = 'waiting'
+           AND (c.ready_at <= :now OR {_GIVEN.format(run="c")} > c.given_count)))
+ORDER BY c.priority DESC, c.ready_at, c.run_id
+LIMIT 1"""
+
+# With a limit, no claim while that many runs of the queue are leased (unexpired).
+_UNDER_LIMIT: Final = """
+  AND (SELECT COUNT(*) FROM stageflow_runs AS l
+       WHERE l.queue = :queue AND l.lease_owner IS NOT NULL AND l.lease_expires > :now) < :limit"""
+
+
+def _claim(candidate: str, limited: bool) -> str:
+    return f"""
+UPDATE stageflow_runs
+SET lease_owner = :owner, lease_token = lease_token + 1, lease_expires = :expires,
+    ready_at = :now, given_count = {_GIVEN.format(run="stageflow_runs")}
+WHERE run_id = ({candidate}){_UNDER_LIMIT if limited else ""}
+RETURNING lease_token, lease_expires, {RUN_COLUMNS}"""
+
+
+# Take the best candidate's lease: SQLite runs one write at a time, each on the newest data;
+# PostgreSQL skips the candidates other claims hold locked (FOR UPDATE SKIP LOCKED: workers
+# claiming at once each take another run) and, with a limit, claims under the queue's
+# advisory lock (CLAIM_LOCK, in the same transaction), so that the count is of every claim
+# committed before.
+CLAIM_FOR: Final = {
+    ("sqlite", False): _claim(_CANDIDATE, False),
+    ("sqlite", True): _claim(_CANDIDATE, True),
+    ("postgresql", False): _claim(_CANDIDATE + " FOR UPDATE SKIP LOCKED", False),
+    ("postgresql", True): _claim(_CANDIDATE + " FOR UPDATE SKIP LOCKED", True),
+}
+# (Two int keys: a space apart from LOCK_SCHEMA's one bigint key.)
+CLAIM_LOCK: Final = "SELECT pg_advisory_xact_lock(1937006439, hashtext(:queue))"
+
+WORKER_COLUMNS: Final = "owner, host, pid, queues, concurrency, started_at, seen_at"
+
+BEAT_WORKER: Final = f"""
+INSERT INTO stageflow_workers ({WORKER_COLUMNS})
+VALUES (:owner, :host, :pid, :queues, :concurrency, :started_at, :seen_at)
+ON CONFLICT (owner) DO UPDATE SET
+  queues = excluded.queues, concurrency = excluded.concurrency, seen_at = excluded.seen_at"""
+
+# Each worker seen since :after, with a row per run it holds (a row of NULL: none).
+LIST_WORKERS: Final = """
+SELECT w.owner, w.host, w.pid, w.queues, w.concurrency, w.started_at, w.seen_at, r.run_id
+FROM stageflow_workers AS w
+LEFT JOIN stageflow_runs AS r ON r.lease_owner = w.owner AND r.lease_expires > :now
+WHERE w.seen_at >= :after
+ORDER BY w.started_at, w.owner, r.run_id"""
+
+FORGET_WORKER: Final = "DELETE FROM stageflow_workers WHERE owner = :owner"

@@ -19,7 +19,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from ..._check import number
+from ..._check import check_queue, integer, number
 from ..._events import Event
 from ..._status import FINISHED, RunStatus, StageStatus
 from ..._usage import Usage, UsageSummary
@@ -41,9 +41,11 @@ from ...ports import (
     InputRecord,
     InputStore,
     Lease,
+    RunQueue,
     RunRecord,
     StageRecord,
     UsageRecord,
+    WorkerRecord,
 )
 from .._retention import Retention
 from .._shared import (
@@ -63,7 +65,7 @@ Rows = list[tuple[Any, ...]]
 _T = TypeVar("_T")
 
 
-class SQLAlchemyStore(CheckpointStore, InputStore, EventLog):
+class SQLAlchemyStore(CheckpointStore, InputStore, EventLog, RunQueue):
     """A RunStore and RunCatalog (a CheckpointStore), an InputStore and an EventLog, in SQLite
     or PostgreSQL, through SQLAlchemy 2.
 
@@ -222,13 +224,7 @@ class SQLAlchemyStore(CheckpointStore, InputStore, EventLog):
 
     async def create_run(self, run: RunRecord) -> None:
         """Create a run (``RunExistsError`` if its id is taken)."""
-        params = {
-            "run_id": run.run_id, "pipeline": run.pipeline, "fingerprint": run.fingerprint,
-            "data": run.data, "status": run.status.value, "created_at": run.created_at,
-            "updated_at": run.updated_at, "error": run.error, "structure": run.structure,
-            "labels": _labels_text(run.labels), "config": run.config,
-        }  # fmt: skip
-        if not await self._run(sql.INSERT_RUN, params):
+        if not await self._run(sql.INSERT_RUN, _run_params(run)):
             raise RunExistsError.of(run.run_id)
         await self._retention.maybe_prune(self._clock(), self._prune_before)
 
@@ -506,6 +502,76 @@ class SQLAlchemyStore(CheckpointStore, InputStore, EventLog):
             raise UnknownRunError.of(run_id)
         return {row[2]: InputRecord(*row[1:]) for row in rows if row[2] is not None}
 
+    # ------------------------------------------------------------------ queue
+
+    async def enqueue(
+        self,
+        run: RunRecord,
+        *,
+        queue: str,
+        priority: int = 0,
+        inputs: Sequence[InputRecord] = (),
+    ) -> None:
+        """Record a queued run and its inputs, in one transaction (``RunExistsError`` if its
+        id is taken: then nothing is written)."""
+        check_queue(queue)
+        integer(priority, "priority", "an int", ge=-(2**31), le=2**31 - 1)
+        params = _run_params(run) | {"queue": queue, "priority": priority}
+        rows = [_input_params(r) for r in inputs if r.run_id == run.run_id]
+        if len(rows) != len(inputs):
+            raise ConfigurationError(
+                f"an input of another run than {run.run_id!r}", field="inputs", value=inputs
+            )
+        if not await self._call(lambda: self._db.enqueue(params, rows)):
+            raise RunExistsError.of(run.run_id)
+        await self._retention.maybe_prune(self._clock(), self._prune_before)
+
+    async def claim(
+        self, queue: str, owner: str, ttl: float, *, limit: int | None = None
+    ) -> tuple[RunRecord, Lease] | None:
+        """Lease the best claimable run of ``queue`` (one statement; on PostgreSQL with a
+        ``limit``, one transaction under the queue's lock); None if there is none."""
+        now = self._clock()
+        params: dict[str, Any] = {"queue": queue, "owner": owner, "now": now, "expires": now + ttl}
+        if limit is not None:
+            params["limit"] = limit
+        statement = sql.CLAIM_FOR[self._db.dialect, limit is not None]
+        rows = await self._call(lambda: self._db.claim(statement, params, limit is not None))
+        if not rows:
+            return None
+        token, expires, *run = rows[0]
+        record = _run_record(tuple(run))
+        return record, Lease(record.run_id, owner, token, expires)
+
+    async def beat_worker(self, worker: WorkerRecord) -> None:
+        """Record the worker, or refresh its ``seen_at``, queues and concurrency."""
+        params = {
+            "owner": worker.owner, "host": worker.host, "pid": worker.pid,
+            "queues": json.dumps(list(worker.queues)), "concurrency": worker.concurrency,
+            "started_at": worker.started_at, "seen_at": worker.seen_at,
+        }  # fmt: skip
+        await self._run(sql.BEAT_WORKER, params)
+
+    async def list_workers(self, *, seen_after: float | None = None) -> list[WorkerRecord]:
+        """The workers seen at or after ``seen_after`` (all: None), oldest first, each with
+        the runs it holds an unexpired lease on (one statement)."""
+        after = -math.inf if seen_after is None else seen_after
+        rows = await self._run(sql.LIST_WORKERS, {"after": after, "now": self._clock()})
+        found: dict[str, tuple[tuple[Any, ...], list[str]]] = {}
+        for *worker, run_id in rows:
+            _, held = found.setdefault(worker[0], (tuple(worker), []))
+            if run_id is not None:
+                held.append(run_id)
+        return [
+            WorkerRecord(owner, host, pid, tuple(json.loads(queues)), concurrency, started, seen,
+                         tuple(held))
+            for (owner, host, pid, queues, concurrency, started, seen), held in found.values()
+        ]  # fmt: skip
+
+    async def forget_worker(self, owner: str) -> None:
+        """Remove the worker's record (nothing if there is none)."""
+        await self._run(sql.FORGET_WORKER, {"owner": owner})
+
     # ------------------------------------------------------------------ events
 
     async def append_events(self, events: Sequence[Event]) -> None:
@@ -544,6 +610,15 @@ class SQLAlchemyStore(CheckpointStore, InputStore, EventLog):
 
     def __repr__(self) -> str:
         return f"<SQLAlchemyStore {self.url}>"
+
+
+def _run_params(run: RunRecord) -> dict[str, Any]:
+    return {
+        "run_id": run.run_id, "pipeline": run.pipeline, "fingerprint": run.fingerprint,
+        "data": run.data, "status": run.status.value, "created_at": run.created_at,
+        "updated_at": run.updated_at, "error": run.error, "structure": run.structure,
+        "labels": _labels_text(run.labels), "config": run.config,
+    }  # fmt: skip
 
 
 def _run_record(row: tuple[Any, ...]) -> RunRecord:
@@ -711,6 +786,21 @@ def _delete_runs(conn: sqlite3.Connection, statement: str, params: Mapping[str, 
         conn.executemany(sql.DELETE_EVENTS, [{"run_id": run_id} for (run_id,) in gone])
         conn.execute("COMMIT")
         return gone
+    finally:
+        if conn.in_transaction:  # a statement failed
+            conn.execute("ROLLBACK")
+
+
+def _enqueue(conn: sqlite3.Connection, params: Mapping[str, Any], inputs: list[Any]) -> Rows:
+    """ENQUEUE_RUN, then DECLARE_INPUT for each input, in one write transaction; the run's
+    row (none: its id is taken, and nothing was written)."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        made = conn.execute(sql.ENQUEUE_RUN, params).fetchall()
+        if made:
+            conn.executemany(sql.DECLARE_INPUT, inputs)
+        conn.execute("COMMIT")
+        return made
     finally:
         if conn.in_transaction:  # a statement failed
             conn.execute("ROLLBACK")
@@ -982,18 +1072,31 @@ class _SQLite:
         self._wrote(len(rows))
         return []
 
-    async def delete_runs(self, statement: str, params: Mapping[str, Any]) -> Rows:
+    def delete_runs(self, statement: str, params: Mapping[str, Any]) -> Awaitable[Rows]:
         """DELETE_RUN or PRUNE, and DELETE_EVENTS for each run deleted, in one transaction;
         the ids of the runs deleted."""
+        return self._transaction(_delete_runs, statement, params)
+
+    def enqueue(self, params: Mapping[str, Any], inputs: list[Any]) -> Awaitable[Rows]:
+        """The run and its inputs, in one transaction; the run's row (none: id taken)."""
+        return self._transaction(_enqueue, params, inputs)
+
+    def claim(self, statement: str, params: Mapping[str, Any], limited: bool) -> Awaitable[Rows]:
+        """CLAIM_FOR's statement: one write, on the newest data (writes run one at a time)."""
+        return self._run_now(statement, params)
+
+    async def _transaction(self, write: Callable[..., Rows], *args: Any) -> Rows:
+        """``write(conn, *args)`` (a transaction of its own) on the loop's connection, or, if
+        another process holds the lock, on a connection that waits for it in a thread."""
         assert self.conn is not None
         try:
-            gone = _delete_runs(self.conn, statement, params)
+            rows = write(self.conn, *args)
         except sqlite3.OperationalError as error:
             if "locked" not in str(error) and "busy" not in str(error):
                 raise
-            gone = await asyncio.to_thread(self._waiting, _delete_runs, statement, params)
+            rows = await asyncio.to_thread(self._waiting, write, *args)
         self._wrote(1)
-        return gone
+        return rows
 
     def _waiting(self, write: Callable[..., _T], *args: Any) -> _T:
         """``write(conn, *args)`` on a connection of its own that waits for the lock (in a
@@ -1131,10 +1234,7 @@ class _Postgres:
 
     async def run(self, statement: str, params: Mapping[str, Any], *, group: bool = False) -> Rows:
         assert self.pool is not None
-        prepared = self.statements.get(statement)
-        if prepared is None:
-            prepared = self.statements[statement] = _numbered(statement)
-        text, names = prepared
+        text, names = self._prepared(statement)
         args = [params[name] for name in names]
         try:
             if self.own_busy or self.own is None:
@@ -1192,6 +1292,40 @@ class _Postgres:
         """DELETE_RUN_FOR or PRUNE_FOR: the runs and their events, in one statement; the
         ids of the runs deleted."""
         return await self.run(statement, params)
+
+    async def enqueue(self, params: Mapping[str, Any], inputs: list[dict[str, Any]]) -> Rows:
+        """The run and its inputs, in one statement; the run's row (none: id taken)."""
+        if not inputs:
+            return await self.run(sql.ENQUEUE_RUN, params)
+        records = [
+            r | {"deadline": _json_float(r["deadline"]),
+                 "waiting_since": _json_float(r["waiting_since"]),
+                 "given_at": _json_float(r["given_at"])}
+            for r in inputs
+        ]  # fmt: skip
+        return await self.run(sql.ENQUEUE_WITH_INPUTS, {**params, "records": json.dumps(records)})
+
+    async def claim(self, statement: str, params: Mapping[str, Any], limited: bool) -> Rows:
+        """CLAIM_FOR's statement; with a limit, after CLAIM_LOCK in the same transaction (the
+        count then sees every claim committed under the lock before)."""
+        if not limited:
+            return await self.run(statement, params)
+        assert self.pool is not None
+        lock, _ = self._prepared(sql.CLAIM_LOCK)
+        text, names = self._prepared(statement)
+        try:
+            async with self.pool.acquire() as conn, conn.transaction():
+                await conn.execute(lock, params["queue"])
+                rows = await conn.fetch(text, *[params[name] for name in names])
+        except self.failures as error:
+            raise StoreError(f"{self.url.render_as_string(hide_password=True)}: {error}") from error
+        return [tuple(row) for row in rows]
+
+    def _prepared(self, statement: str) -> tuple[str, tuple[str, ...]]:
+        prepared = self.statements.get(statement)
+        if prepared is None:
+            prepared = self.statements[statement] = _numbered(statement)
+        return prepared
 
     async def close(self) -> None:
         if self.pool is not None:
