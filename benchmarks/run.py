@@ -143,7 +143,8 @@ REPO_ROOT = BENCH_DIR.parent
 DEFAULT_JSON = BENCH_DIR / "results.json"
 SECTIONS = (
     "W1", "W2", "W3", "W4", "W5", "W1-NOOP", "W5-OTEL", "W7", "W8", "W9", "W3-CEL", "W3-CEL-DEP",
-    "W6", "W6-PG", "W6-WIDE", "W7-DURABLE", "W10", "SERVICE", "RAY", "BUILD", "LOAD", "SCALE",
+    "W6", "W6-PG", "W6-WIDE", "W7-DURABLE", "W10", "SERVICE", "RAY", "WORKERS", "BUILD", "LOAD",
+    "SCALE",
     "IMPORT",
 )  # fmt: skip
 WORKLOAD_TIMEOUT = 120.0  # seconds for one in-process workload, or one scaling subprocess
@@ -173,8 +174,8 @@ class Config:
 
 FULL = Config(20, 7, 100_000, 5, 10, SECTIONS, 15, 1000, 50, 100_000)
 QUICK = Config(
-    5, 3, 100_000, 1, 3, tuple(s for s in SECTIONS if s not in ("SCALE", "W6-PG")), 3, 100, 20,
-    10_000,
+    5, 3, 100_000, 1, 3, tuple(s for s in SECTIONS if s not in ("SCALE", "W6-PG", "WORKERS")), 3,
+    100, 20, 10_000,
 )  # fmt: skip
 
 
@@ -717,6 +718,35 @@ def measure_ray(cfg: Config) -> Row:
     return row
 
 
+def measure_workers(cfg: Config) -> list[Row]:
+    """WORKERS (``workers_bench.py``): queued runs driven by ``stageflow worker`` processes
+    on a throwaway PostgreSQL server: an idle worker's submit -> start latency, and runs/s
+    of 4 workers against 1 (concurrency 4 each). One pass; skipped without PostgreSQL."""
+    label = "WORKERS queued runs"
+    log(f"  {label} (a throwaway server, worker processes) ...")
+    try:
+        import workers_bench
+
+        figures = workers_bench.summary(workers_bench.measure())
+    except Exception as exc:
+        return [Row("WORKERS", label, "runs/s", error=repr(exc))]
+    if "skipped" in figures:
+        return [Row("WORKERS", label, "runs/s", skipped=figures["skipped"])]
+    problems = figures["problems"]
+    poll, n = figures["poll_s"], figures["runs"]
+    return [
+        Row("WORKERS-start-p50", f"WORKERS submit -> start p50, --poll {poll:g}", "ms",
+            stageflow=figures["latency_p50_ms"], details=figures,
+            error=f"{len(problems)} problem(s): {problems[:3]}" if problems else None),
+        Row("WORKERS-start-p99", f"WORKERS submit -> start p99, --poll {poll:g}", "ms",
+            stageflow=figures["latency_p99_ms"]),
+        Row("WORKERS-rate", f"WORKERS runs/s, {n} runs, 4 workers vs 1 (higher is better)",
+            "runs/s", bare=figures["rate_1_worker_runs_per_s"],
+            stageflow=figures["rate_4_workers_runs_per_s"], ratio=figures["ratio_4v1"],
+            reference="1 worker of concurrency 4, the same runs"),
+    ]  # fmt: skip
+
+
 def measure_postgres(reps: int, *, with_stageflow: bool) -> Row:
     """W6-pg on a throwaway server of the tests' harness; skipped when it cannot run here."""
     row = Row(
@@ -1250,6 +1280,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         rows += measure_service(cfg)
     if "RAY" in cfg.sections and not sf_error:
         rows.append(measure_ray(cfg))
+    if "WORKERS" in cfg.sections and not sf_error:
+        rows += measure_workers(cfg)
     if "BUILD" in cfg.sections:
         rows += measure_build(cfg, impls)
     if "LOAD" in cfg.sections:
