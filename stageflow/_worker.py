@@ -23,7 +23,13 @@ from ._durable import check_graph_of
 from ._engine import Engine
 from ._run import RunCall, RunContext
 from ._status import RunStatus
-from .errors import GraphMismatchError, LeaseLostError, StoreError, UnknownRunError
+from .errors import (
+    ConfigurationError,
+    GraphMismatchError,
+    LeaseLostError,
+    StoreError,
+    UnknownRunError,
+)
 from .ports import RunQueue, WorkerRecord
 
 if TYPE_CHECKING:
@@ -270,7 +276,8 @@ class Worker:
             try:
                 graph = self._catalog[record.pipeline].graph
                 check_graph_of(record, graph)
-            except GraphMismatchError as error:
+                self._engine._resuming(record, graph, None, False)  # money settings differ?
+            except (GraphMismatchError, ConfigurationError) as error:
                 status = await self._refuse(lease, str(error))
                 return
             result = await self._engine._resumed(self._store, record, graph, None, lease=lease)  # type: ignore[arg-type]

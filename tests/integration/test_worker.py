@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from stageflow import (
+    Budget,
     Catalog,
     ConfigurationError,
     Engine,
@@ -312,6 +313,28 @@ class TestRefusals:
         lacking, mismatched = using(url, body)
         assert "no pipeline 'other'" in (lacking or "")
         assert "extra" in (mismatched or ""), "the mismatch says what changed"
+        assert calls.made == []
+
+    def test_a_run_submitted_with_other_money_settings_fails_saying_which(self, url):
+        calls = Calls()
+        graph = chain(calls).build()
+
+        async def body(store):
+            run_id = await Engine(store=store, budget=Budget(max_tokens=100)).submit(graph)
+            worker = Worker(Engine(store=store, budget=Budget(max_tokens=5)), {"chain": graph},
+                            poll=0.01)  # fmt: skip
+            task = asyncio.ensure_future(worker.run())
+
+            async def failed():
+                return (await store.get_run(run_id)).status is RunStatus.FAILED
+
+            await until(failed, "the run recorded as failed")
+            worker.stop()
+            await task
+            return (await store.get_run(run_id)).error
+
+        error = using(url, body)
+        assert "budget" in (error or ""), error
         assert calls.made == []
 
     @pytest.mark.parametrize(
