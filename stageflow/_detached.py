@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import inspect
 import pickle
 import traceback
@@ -263,7 +264,13 @@ def run_detached(
     sync = getattr(call, "sync", None)  # a plain function: called in this thread, no loop
     token = context.attach(propagate.extract(ctx.trace))
     try:
-        run = asyncio.run if loop is None else loop.run
+        if loop is None:
+            run: Any = asyncio.run
+        else:  # a kept Runner runs in the context it copied when made: give it this one
+
+            def run(coro: Any) -> Any:
+                return loop.run(coro, context=contextvars.copy_context())
+
         out = sync(ctx) if sync is not None else run(_call(call, ctx))
         if inspect.iscoroutine(out):  # a sync wrapper around an async function
             out = run(out)

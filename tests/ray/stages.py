@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -93,3 +94,91 @@ async def step(ctx: Any) -> dict[str, Any]:
     await ctx.state.save(state + 1)
     return {"n": ctx.loop.iteration, "was": None if previous is None else previous["n"],
             "key": ctx.idempotency_key}  # fmt: skip
+
+
+# ----------------------------------------------------------------------- worker tracing
+
+
+def setup_tracing() -> None:
+    """A Ray worker's setup hook (see conftest.py): with ``STAGEFLOW_TEST_SPANS`` set,
+    the global TracerProvider is the real SDK's, exporting every span it ends as a JSON
+    line to that file; without it, nothing (the worker has no SDK, as by default)."""
+    path = os.environ.get("STAGEFLOW_TEST_SPANS")
+    if not path:
+        return
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(_json_lines(Path(path))))
+    trace.set_tracer_provider(provider)
+
+
+def _json_lines(path: Path) -> Any:
+    """An exporter appending each span to ``path`` as a JSON line (name, ids, parent)."""
+    from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+
+    class JsonLines(SpanExporter):
+        def export(self, spans: Any) -> SpanExportResult:
+            lines = []
+            for span in spans:
+                parent = span.parent
+                lines.append(json.dumps({
+                    "name": span.name,
+                    "trace_id": f"{span.context.trace_id:032x}",
+                    "span_id": f"{span.context.span_id:016x}",
+                    "parent": None if parent is None else f"{parent.span_id:016x}",
+                    "parent_remote": None if parent is None else parent.is_remote,
+                    "attributes": dict(span.attributes or {}),
+                    "pid": os.getpid(),
+                }) + "\n")  # fmt: skip
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                os.write(fd, "".join(lines).encode())
+            finally:
+                os.close(fd)
+            return SpanExportResult.SUCCESS
+
+    return JsonLines()
+
+
+def _inner(ctx: Any) -> dict[str, Any]:
+    from opentelemetry import trace
+
+    tracer = trace.get_tracer("tests.ray")
+    with tracer.start_as_current_span("inner", attributes={"run": ctx.run_id, "stage": ctx.stage}):
+        return {"pid": os.getpid(), "traceparent": ctx.traceparent}
+
+
+def traced_sync(ctx: Any) -> dict[str, Any]:
+    """Makes a span ``inner`` (the worker's global tracer) in a sync stage."""
+    return _inner(ctx)
+
+
+async def traced_async(ctx: Any) -> dict[str, Any]:
+    """Makes a span ``inner`` (the worker's global tracer) in an async stage."""
+    return _inner(ctx)
+
+
+# ----------------------------------------------------------------------- crash and resume
+
+
+def recorded(ctx: Any) -> dict[str, Any]:
+    """A stage ``s<i>`` of a chain: appends ``run stage attempt pid`` to data["calls"]
+    (fsync'd) when it starts, sleeps data["sleep"] seconds, and returns ``v``: its
+    dependency ``s<i-1>``'s ``v`` + 1 (1 for ``s0``)."""
+    _append(Path(ctx.data["calls"]), f"{ctx.run_id} {ctx.stage} {ctx.attempt} {os.getpid()}\n")
+    time.sleep(float(ctx.data.get("sleep", 0.3)))
+    i = int(ctx.stage[1:])
+    v = 1 if i == 0 else ctx.inputs.get_from(f"s{i - 1}", "v", type=int) + 1
+    return {"v": v, "pid": os.getpid()}
+
+
+def _append(path: Path, line: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line.encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)

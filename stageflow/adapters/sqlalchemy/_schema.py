@@ -61,8 +61,9 @@ runs = Table(
     Column("ready_at", Float),
     Column("given_count", Integer, nullable=False, server_default="0"),
     Index("stageflow_runs_listing", "status", "pipeline", "created_at"),
-    Index("stageflow_runs_queue", "queue", "priority", "ready_at"),
 )
+# A claim's order (CLAIM_FOR): a queue's runs by priority, highest first, then readiness.
+Index("stageflow_runs_queue", runs.c.queue, runs.c.priority.desc(), runs.c.ready_at)
 
 # One row per worker (stageflow worker), refreshed by its heartbeat (version 7).
 workers = Table(
@@ -144,7 +145,8 @@ ADD_QUEUE: Final = (
     "ALTER TABLE stageflow_runs ADD COLUMN priority INTEGER NOT NULL DEFAULT 0",
     "ALTER TABLE stageflow_runs ADD COLUMN ready_at FLOAT",
     "ALTER TABLE stageflow_runs ADD COLUMN given_count INTEGER NOT NULL DEFAULT 0",
-    "CREATE INDEX IF NOT EXISTS stageflow_runs_queue ON stageflow_runs (queue, priority, ready_at)",
+    "CREATE INDEX IF NOT EXISTS stageflow_runs_queue ON stageflow_runs "
+    "(queue, priority DESC, ready_at)",
 )
 
 UPGRADES: Final[dict[int, tuple[str, ...]]] = {
@@ -264,7 +266,8 @@ FROM stageflow_runs AS r LEFT JOIN stageflow_stages AS s ON s.run_id = r.run_id
 WHERE r.run_id = :run_id"""
 
 # A run set back to queued (a worker stopped before finishing it) is claimable at once; one
-# stopped to wait, once its earliest input deadline passes (or an input is given: CLAIM).
+# stopped to wait, once its earliest deadline still ahead passes (one passed already is an
+# input that timed out) or an input is given (CLAIM).
 SET_STATUS: Final = f"""
 UPDATE stageflow_runs
 SET status = CAST(:status AS VARCHAR(16)), error = :error,
@@ -272,7 +275,8 @@ SET status = CAST(:status AS VARCHAR(16)), error = :error,
     WHEN 'queued' THEN CAST(:now AS DOUBLE PRECISION)
     WHEN 'waiting' THEN (
       SELECT MIN(i.deadline) FROM stageflow_inputs AS i
-      WHERE i.run_id = stageflow_runs.run_id AND i.value IS NULL)
+      WHERE i.run_id = stageflow_runs.run_id AND i.value IS NULL
+        AND i.deadline > CAST(:now AS DOUBLE PRECISION))
     ELSE ready_at END
 WHERE {HELD} RETURNING run_id"""
 
