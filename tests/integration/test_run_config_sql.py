@@ -11,6 +11,7 @@ import json
 
 from stageflow import Budget, BudgetExceededError, Engine, Pipeline, RunRecord, RunStatus
 from stageflow.adapters.sqlalchemy import SQLAlchemyStore
+from stageflow.adapters.sqlalchemy._schema import SCHEMA_VERSION
 
 from ._sql import VERSION, raw
 from .test_run_labels_sql import columns
@@ -47,7 +48,7 @@ def test_a_version_3_database_gains_the_config_column_when_opened(backend):
 
     assert old.config == "", "a run of the older database has no stored configuration"
     assert new.config == '{"version":1}'
-    assert asyncio.run(raw(where, VERSION)) == [("6",)]
+    assert asyncio.run(raw(where, VERSION)) == [(str(SCHEMA_VERSION),)]
 
 
 def test_a_resume_from_another_store_object_restores_the_budget(backend):

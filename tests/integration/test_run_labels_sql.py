@@ -15,6 +15,7 @@ import pytest
 from stageflow import Engine, Pipeline, RunContext, RunRecord, RunResult, RunStatus, StoreError
 from stageflow.adapters.sqlalchemy import SQLAlchemyStore
 from stageflow.adapters.sqlalchemy import _schema as sql
+from stageflow.adapters.sqlalchemy._schema import SCHEMA_VERSION
 
 from ._sql import VERSION, raw
 from .test_usage_store_sql import report
@@ -122,7 +123,7 @@ class TestSchemaUpgrade:
         assert [(r.run_id, r.labels) for r in listed] == [("new", LABELS), ("old", {})]
         assert usage == [report("new", "a")]
         assert "labels" in columns(where)
-        assert asyncio.run(raw(where, VERSION)) == [("6",)]
+        assert asyncio.run(raw(where, VERSION)) == [(str(SCHEMA_VERSION),)]
 
     def test_two_stores_opening_a_version_2_database_at_once_both_work(self, backend):
         # Both may run the ADD COLUMN: the second finds the column there, and goes on.
@@ -143,7 +144,7 @@ class TestSchemaUpgrade:
 
         assert [[r.run_id for r in runs] for runs in listed] == [["old"]] * 3
         assert [r.labels for r in got] == [LABELS] * 3
-        assert asyncio.run(raw(where, VERSION)) == [("6",)]
+        assert asyncio.run(raw(where, VERSION)) == [(str(SCHEMA_VERSION),)]
 
     def test_an_upgrade_statement_that_fails_otherwise_is_a_store_error(self, backend, monkeypatch):
         url, where = backend
@@ -174,7 +175,7 @@ class TestSchemaUpgrade:
 
         asyncio.run(open_and_close())
         assert [r.run_id for r in asyncio.run(open_and_close())] == ["old"]
-        assert asyncio.run(raw(where, VERSION)) == [("6",)]
+        assert asyncio.run(raw(where, VERSION)) == [(str(SCHEMA_VERSION),)]
 
 
 class TestEngine:
