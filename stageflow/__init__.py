@@ -37,6 +37,7 @@ from ._eventlog import EventLogSink, follow_events
 from ._events import Event, EventType
 from ._graph import StageGraph
 from ._ledger import StageUsage, UsageLedger
+from ._outputref import OutputRef
 from ._pipeline import Pipeline
 from ._policies import Backoff, CircuitBreakerPolicy, RetryPolicy
 from ._result import PendingInput, RunResult, StageResult
@@ -221,6 +222,7 @@ __all__ = [
     "MissingOutputError",
     "ModelChain",
     "ModelPrice",
+    "OutputRef",
     "PendingInput",
     "Pipeline",
     "PipelineFileError",

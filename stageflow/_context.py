@@ -30,6 +30,7 @@ from . import _codec
 from ._check import integer, number
 from ._events import EventType
 from ._ledger import StageUsage, UsageLedger
+from ._outputref import OutputRef
 from ._services import RunServices
 from ._stage import Stage, StageOutput, StageReturn
 from ._status import COMPLETED
@@ -542,8 +543,15 @@ class StageInputs(Mapping[str, Mapping[str, Any]]):
         return f"<StageInputs of {self._spec.name!r}: {list(self)}>"
 
     def snapshot(self) -> InputsSnapshot:
-        """These inputs as plain data: what a stage whose call runs elsewhere reads."""
-        return InputsSnapshot(self._spec.name, {d: dict(self[d]) for d in self}, self._known())
+        """These inputs as plain data: what a stage whose call runs elsewhere reads. An
+        output a runner left where it ran (an :class:`~stageflow.OutputRef`) is kept as
+        that reference, for the runner to hand on."""
+        outputs: dict[str, Mapping[str, Any]] = {}
+        for d in self:
+            output = self._output(d)
+            assert output is not None  # iterating gives the completed ones
+            outputs[d] = output if isinstance(output, OutputRef) else dict(output)
+        return InputsSnapshot(self._spec.name, outputs, self._known())
 
 
 class InputsSnapshot(Mapping[str, Mapping[str, Any]]):

@@ -4,7 +4,9 @@ What every :class:`~stageflow.ports.StageRunner` does the same way: :func:`detac
 picklable copy of a :class:`~stageflow.StageContext` (its data, its inputs, its item or
 iteration, its attempt, its saved state, the trace context), :func:`run_detached` runs
 the stage with it on the other side, and :func:`attach` brings back what the stage
-reported (usage, state saves) into the engine's run, and returns its output.
+reported (usage, state saves) into the engine's run, and returns its output. An
+:class:`OutputRef` is an output left where the call ran, for the runner to hand on to
+dependents it runs too.
 """
 
 from __future__ import annotations
@@ -25,7 +27,14 @@ from .errors import BudgetExceededError, ConfigurationError, RemoteError
 if TYPE_CHECKING:
     from ._context import StageContext
 
-__all__ = ["DetachedContext", "DetachedResult", "attach", "attach_error", "detach", "run_detached"]
+__all__ = [
+    "DetachedContext",
+    "DetachedResult",
+    "attach",
+    "attach_error",
+    "detach",
+    "run_detached",
+]
 
 
 class Report(NamedTuple):

@@ -34,6 +34,7 @@ from ._graph import StageGraph, set_default_run
 from ._ids import RUN_ID, new_run_id
 from ._ledger import Governance
 from ._nested import BodyCalls, map_call, nested_call
+from ._outputref import fetched
 from ._pipeline import Pipeline
 from ._policies import RetryPolicy
 from ._result import RunResult, RunStatus
@@ -363,20 +364,52 @@ class Engine:
                 self._selective,
                 self._execute,
                 self._body_calls,
-                tuple(self._placed(spec) for spec in graph.stages),
+                self._placed(graph),
             )
             self._chains[graph] = compiled
         return compiled
 
-    def _placed(self, spec: StageSpec) -> StageCall:
-        """The stage's own call, where it runs: in this process (``spec.call``), or
-        through its runner (``with_stage(runner=)``, else ``Engine(runner=)``)."""
+    def _placed(self, graph: StageGraph) -> tuple[StageCall, ...]:
+        """Each stage's own call, where it runs: in this process (``spec.call``), or
+        through its runner (``with_stage(runner=)``, else ``Engine(runner=)``).
+
+        A runner may leave an output where it ran (an :class:`~stageflow.OutputRef`): it
+        stays a reference only while every stage that reads it is a plain stage, with no
+        ``when=``, on the same runner, which hands it on; otherwise it is fetched when
+        the call returns (see :class:`~stageflow.OutputRef`)."""
+        default = self._settings["runner"]
+        if default is None and all(spec.placement is None for spec in graph.stages):
+            return tuple(spec.call for spec in graph.stages)  # the common case: the loop
+        runners = tuple(self._runner_of(spec) for spec in graph.stages)
+        stages = graph.stages
+        calls: list[StageCall] = []
+        for i, spec in enumerate(stages):
+            runner = runners[i]
+            if runner is None:
+                calls.append(spec.call)
+                continue
+            call: StageCall = runner.bind(spec, spec.call)
+            readers = graph.successors[i]
+            handed = (
+                readers and spec.output is None and spec.dynamic is None
+                and all(runners[j] is runner and stages[j].dynamic is None
+                        and stages[j].when is None for j in readers)
+            )  # fmt: skip
+            if not handed:
+                call = _fetching(call)
+            if spec.output is not None:  # the model is checked here, on what came back
+                call = validated_call(spec.name, spec.output, call)
+            calls.append(call)
+        return tuple(calls)
+
+    def _runner_of(self, spec: StageSpec) -> StageRunner | None:
+        """The runner of ``spec``'s call, or None: in the event loop."""
         placement = spec.placement
         default = self._settings["runner"]
         if placement is None and default is None:
-            return spec.call  # the common case: in the event loop
+            return None
         if spec.dynamic is not None and not isinstance(spec.dynamic, MapSpec):
-            return spec.call  # an input, loop or subgraph calls no code of its own
+            return None  # an input, loop or subgraph calls no code of its own
         runner = default if placement is None or placement.runner is None else placement.runner
         if runner is None:
             raise ConfigurationError(
@@ -395,11 +428,10 @@ class Engine:
                     field="runner",
                     value=runner,
                 )
-            runner = runners[runner]
-        call: StageCall = runner.bind(spec, spec.call)
-        if spec.output is not None:  # the model is checked here, on what came back
-            call = validated_call(spec.name, spec.output, call)
-        return call
+            named: StageRunner = runners[runner]
+            return named
+        chosen: StageRunner = runner
+        return chosen
 
     def _body_calls(self, body: StageGraph, flags: tuple[bool, ...]) -> tuple[StageCall, ...]:
         """The calls of a loop's or subgraph's body, as composed for the run's variant."""
@@ -1105,6 +1137,16 @@ def _check_without(without: object) -> frozenset[str]:
             value=without,
         )
     return names
+
+
+def _fetching(call: StageCall) -> StageCall:
+    """``call``, an output it left where it ran (an OutputRef) fetched when it returns."""
+
+    async def fetching(ctx: StageContext) -> Any:
+        return await fetched(await call(ctx))
+
+    fetching.__qualname__ = getattr(call, "__qualname__", "call")
+    return fetching
 
 
 def _check_runners(runner: object, runners: object) -> None:

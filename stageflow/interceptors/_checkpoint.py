@@ -9,6 +9,7 @@ from .. import _codec
 from .._context import StageCall, StageContext
 from .._dynamic import LoopSpec
 from .._events import EventType
+from .._outputref import OutputRef
 from .._spec import OutputModel, StageSpec
 from .._stage import StageOutput
 from .._status import StageStatus
@@ -114,6 +115,8 @@ class CheckpointInterceptor:
             # commit in thousands, the garbage collector going through all they hold.
             del spent
             if output.status in _KEPT:
+                if isinstance(output.data, OutputRef):  # left where a runner ran it
+                    await output.data.fetch()
                 # durable.save, inline: a coroutine less on every stage's path, where a map's
                 # items wait for their group's commit in thousands.
                 try:

@@ -182,3 +182,45 @@ def _append(path: Path, line: str) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+class Tripwire:
+    """A value that writes, to the file it names, the pid of each process that unpickles
+    it (pickling writes nothing): where its data was materialised."""
+
+    pickled = 0  # times pickled in this process
+
+    def __init__(self, path: str, payload: bytes) -> None:
+        self.path = path
+        self.payload = payload
+
+    def __reduce__(self) -> Any:
+        Tripwire.pickled += 1
+        return (_arrived, (self.path, self.payload))
+
+
+def _arrived(path: str, payload: bytes) -> Tripwire:
+    with open(path, "a") as file:
+        file.write(f"{os.getpid()}\n")
+    return Tripwire(path, payload)
+
+
+def produce(ctx: Any) -> dict[str, Any]:
+    """A Tripwire of data["size"] bytes, noting data["trip"]."""
+    return {"blob": Tripwire(ctx.data["trip"], b"x" * int(ctx.data["size"])), "pid": os.getpid()}
+
+
+def consume(ctx: Any) -> dict[str, Any]:
+    blob = ctx.inputs.get_from("produce", "blob", type=Tripwire)
+    return {"size": len(blob.payload), "pid": os.getpid()}
+
+
+def passes(ctx: Any) -> dict[str, Any]:
+    """Hands its dependency's blob on, unread."""
+    (dependency,) = ctx.inputs
+    return {"blob": ctx.inputs.get_from(dependency, "blob")}
+
+
+def data_size(ctx: Any) -> dict[str, Any]:
+    """The size of the Tripwire in the run's data."""
+    return {"size": len(ctx.data["blob"].payload)}

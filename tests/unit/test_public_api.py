@@ -93,6 +93,7 @@ PUBLIC: dict[ModuleType, list[str]] = {
         "MissingOutputError",
         "ModelChain",
         "ModelPrice",
+        "OutputRef",
         "PendingInput",
         "Pipeline",
         "PipelineFileError",

@@ -461,8 +461,18 @@ def test_a_bad_usage_report_there_is_refused_there() -> None:
         ({"namespace": 1}, "namespace"),
         ({"init": ["num_cpus"]}, "init"),
         ({"cancel_grace": -1}, "cancel_grace"),
+        ({"put_above": -1}, "put_above"),
+        ({"put_above": "1MB"}, "put_above"),
     ],
-    ids=["address-number", "address-blank", "namespace", "init", "grace"],
+    ids=[
+        "address-number",
+        "address-blank",
+        "namespace",
+        "init",
+        "grace",
+        "put-negative",
+        "put-text",
+    ],
 )
 def test_a_ray_runner_refuses_bad_settings_before_starting_ray(settings: dict[str, Any],
                                                                field: str) -> None:  # fmt: skip

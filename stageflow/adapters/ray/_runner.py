@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import pickle
 import threading
+from collections import OrderedDict
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Final
 
-from ..._check import number, refuse
+from ..._check import integer, number, refuse
 from ..._detached import (
     DetachedContext,
     DetachedResult,
@@ -17,7 +19,10 @@ from ..._detached import (
     detach,
     run_detached,
 )
-from ...errors import ConfigurationError, WorkerLostError
+from ..._outputref import OutputRef
+from ..._stage import StageOutput
+from ..._status import StageStatus
+from ...errors import ConfigurationError, InvalidOutputError, WorkerLostError
 
 if TYPE_CHECKING:
     from ..._context import StageCall, StageContext
@@ -30,6 +35,7 @@ _TASK_OPTIONS: Final = frozenset({
     "scheduling_strategy", "runtime_env",
 })  # fmt: skip
 """The ``resources=`` keys a stage may give: Ray's task options that say where it runs."""
+_PUTS: Final = 32  # runs whose data a RayRunner keeps put (an LRU)
 
 
 def _ray() -> Any:
@@ -59,14 +65,58 @@ def _worker_loop() -> asyncio.Runner:
 
 def _task(stage: object) -> Any:
     """The Ray task of one stage: its call, in a worker. The stage travels in the task's
-    definition, which Ray exports to the cluster once, not with every call."""
+    definition, which Ray exports to the cluster once, not with every call.
 
-    def execute(wire: tuple[Any, ...]) -> tuple[Any, ...]:
-        result = run_detached(stage, DetachedContext.from_wire(wire), loop=_worker_loop())
-        return tuple(result)  # builtin values cross faster than a NamedTuple
+    It returns two objects: what the engine needs at once (how the stage ended, the
+    usage it reported, the state it saved) and the output data, which stays in Ray's
+    object store until someone fetches it. Outputs handed on from other remote stages
+    come as further arguments (Ray resolves them where the task runs), in the order of
+    the ``None`` they stand for among the inputs."""
+    name = getattr(stage, "__name__", "call")
 
-    execute.__qualname__ = execute.__name__ = f"stage_{getattr(stage, '__name__', 'call')}"
+    def execute(wire: tuple[Any, ...], *handed: Any) -> tuple[Any, Any]:
+        if wire[4] is None:  # the run's data, put in the object store once per run
+            wire = (*wire[:4], handed[0], *wire[5:])
+            handed = handed[1:]
+        if handed:
+            outputs = wire[5]
+            values = iter(handed)
+            for dependency, output in outputs.items():
+                if output is None:
+                    outputs[dependency] = next(values)
+        ctx = DetachedContext.from_wire(wire)
+        out, reports, states = run_detached(stage, ctx, loop=_worker_loop())
+        if type(out) is dict:
+            return (None, reports, states), out  # builtin values cross faster
+        if isinstance(out, StageOutput):
+            ended = (out.status.value, out.reason, out.routes)
+            return (ended, reports, states), dict(out.data)
+        if out is None:
+            return (None, reports, states), {}
+        if isinstance(out, Mapping):
+            return (None, reports, states), dict(out)
+        raise InvalidOutputError.of(ctx.stage, out)
+
+    execute.__qualname__ = execute.__name__ = f"stage_{name}"
     return execute
+
+
+class _RayOutput(OutputRef):
+    """An output in Ray's object store: handed on to remote dependents as its ObjectRef."""
+
+    __slots__ = ("ref",)
+
+    def __init__(self, runner: RayRunner, ref: Any) -> None:
+        super().__init__(runner)
+        self.ref = ref
+
+    async def load(self) -> Mapping[str, Any]:
+        data: Mapping[str, Any] = await self.ref
+        return data
+
+    def load_blocking(self) -> Mapping[str, Any]:
+        data: Mapping[str, Any] = _ray().get(self.ref)
+        return data
 
 
 class RayRunner:
@@ -90,6 +140,9 @@ class RayRunner:
         namespace: the Ray namespace.
         init: more keyword arguments for ``ray.init`` when this runner starts Ray.
         cancel_grace: seconds between a cancel and a forced one (the worker is killed).
+        put_above: run data larger than this many bytes (pickled) is put in Ray's
+            object store once per run, each remote call getting a reference, rather
+            than sent with every call.
     """
 
     name = "ray"
@@ -101,6 +154,7 @@ class RayRunner:
         namespace: str | None = None,
         init: Mapping[str, Any] | None = None,
         cancel_grace: float = 1.0,
+        put_above: int = 100_000,
     ) -> None:
         if address is not None and not (isinstance(address, str) and address.strip()):
             refuse("address", "a Ray address (str) or None", address)
@@ -109,9 +163,13 @@ class RayRunner:
         if init is not None and not isinstance(init, Mapping):
             refuse("init", "a mapping of ray.init keyword arguments", init)
         number(cancel_grace, "cancel_grace", "a number of seconds >= 0", ge=0)
+        integer(put_above, "put_above", "a number of bytes >= 0", ge=0)
         self.address = address
         self.namespace = namespace
         self.cancel_grace = float(cancel_grace)
+        self.put_above = put_above
+        # id(a run's data) -> (that data, its ObjectRef or None): the last _PUTS runs'
+        self._puts: OrderedDict[int, tuple[Mapping[str, Any], Any]] = OrderedDict()
         self._init = dict(init or {})
 
     def _started(self) -> Any:
@@ -134,7 +192,7 @@ class RayRunner:
                 field="resources",
                 value=unknown[0],
             )
-        task = ray.remote(max_retries=0, retry_exceptions=False)(_task(spec.stage))
+        task = ray.remote(max_retries=0, retry_exceptions=False, num_returns=2)(_task(spec.stage))
         try:
             remote = task.options(**resources)
         except (TypeError, ValueError) as error:
@@ -145,10 +203,21 @@ class RayRunner:
         lost = _lost_errors(ray)
 
         async def remote_call(ctx: StageContext) -> Any:
-            detached = await detach(ctx)
-            ref = remote.remote(detached.wire())
+            wire = (await detach(ctx)).wire()
+            handed = []  # in the object store: arguments of the task's own
+            if wire[4]:
+                put = self._put(ctx.data, wire[4])
+                if put is not None:
+                    wire = (*wire[:4], None, *wire[5:])  # its stand-in
+                    handed.append(put)
+            outputs = wire[5]
+            for dependency, output in outputs.items():
+                if type(output) is _RayOutput and output.runner is self:
+                    handed.append(output.ref)
+                    outputs[dependency] = None  # its stand-in
+            ref, data = remote.remote(wire, *handed)
             try:
-                result = await ref
+                ended, reports, states = await ref
             except asyncio.CancelledError:
                 _cancel(ray, ref, grace)
                 raise
@@ -158,10 +227,34 @@ class RayRunner:
             except lost as error:
                 raise WorkerLostError.of(ctx.stage, "ray", f"{type(error).__name__}: "
                                          f"{_first_line(error)}") from None  # fmt: skip
-            return await attach(ctx, DetachedResult(*result))
+            await attach(ctx, DetachedResult(None, reports, states))
+            output = _RayOutput(self, data)
+            if ended is None:
+                return StageOutput(StageStatus.COMPLETED, output)
+            status, reason, routes = ended
+            return StageOutput(StageStatus(status), output, reason, routes)
 
         remote_call.__qualname__ = f"ray({name})"
         return remote_call
+
+    def _put(self, data: Mapping[str, Any], copy: dict[str, Any]) -> Any:
+        """The run's data as an object put in Ray's object store once (its ObjectRef),
+        when it is large enough for that to pay (``put_above`` bytes pickled); else None:
+        it goes with each call. The last ``_PUTS`` runs' are kept."""
+        puts = self._puts
+        held = puts.get(id(data))
+        if held is not None and held[0] is data:
+            puts.move_to_end(id(data))
+            return held[1]
+        buffers: list[int] = []  # what pickles out of band (arrays) is counted, not copied
+        pickled = pickle.dumps(copy, protocol=5, buffer_callback=lambda b: buffers.append(
+            b.raw().nbytes))  # fmt: skip
+        size = len(pickled) + sum(buffers)
+        ref = _ray().put(copy) if size > self.put_above else None
+        puts[id(data)] = (data, ref)
+        if len(puts) > _PUTS:
+            puts.popitem(last=False)
+        return ref
 
     def __repr__(self) -> str:
         return f"RayRunner(address={self.address!r}, namespace={self.namespace!r})"
