@@ -57,6 +57,11 @@ class _Frozen:
         slots: tuple[str, ...] = type(self).__slots__
         return tuple(object.__getattribute__(self, n) for n in slots)
 
+    def __reduce__(self) -> tuple[object, ...]:
+        # Pickled (a runner ships model chains with a detached context): its fields
+        # as they are, set again past the immutability.
+        return _rebuilt, (type(self), self._fields())
+
     def __eq__(self, other: object) -> bool:
         if type(other) is not type(self):
             return NotImplemented
@@ -64,6 +69,13 @@ class _Frozen:
 
     def __hash__(self) -> int:
         return hash(self._fields())
+
+
+def _rebuilt(cls: type[_Frozen], fields: tuple[object, ...]) -> _Frozen:
+    made = object.__new__(cls)
+    for name, value in zip(cls.__slots__, fields, strict=True):
+        object.__setattr__(made, name, value)
+    return made
 
 
 class Budget(_Frozen):

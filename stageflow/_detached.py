@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ._context import InputsSnapshot, LoopInfo
+from ._ledger import NO_DOWNGRADE, ModelPlan, choose_model, no_model_left
 from ._spec import stage_call
 from .errors import BudgetExceededError, ConfigurationError, RemoteError
 
@@ -48,11 +49,13 @@ class Report(NamedTuple):
 
 class DetachedResult(NamedTuple):
     """What a call run elsewhere gives back: its output (what the stage returned), the
-    usage it reported and the state it saved, in order."""
+    usage it reported, the state it saved, and the models ``ctx.model()`` chose there
+    (``(preferred, chosen)``, chosen None: none was left), in order."""
 
     output: Any
     reports: tuple[Report, ...]
     states: tuple[Any, ...]
+    models: tuple[tuple[str, str | None], ...] = ()
 
 
 class _Usage:
@@ -114,8 +117,10 @@ class DetachedContext:
 
     __slots__ = (
         "_item",
+        "_models",
         "_state_saved",
         "attempt",
+        "chosen",
         "data",
         "idempotency_key",
         "inputs",
@@ -142,6 +147,7 @@ class DetachedContext:
         idempotency_key: str,
         state: tuple[bool, Any],
         trace: Mapping[str, str],
+        models: ModelPlan = NO_DOWNGRADE,
     ) -> None:
         self.run_id = run_id
         self.pipeline = pipeline
@@ -154,12 +160,14 @@ class DetachedContext:
         self.idempotency_key = idempotency_key
         self._state_saved = state
         self.trace = dict(trace)
+        self._models = models
         self.usage = _Usage()
         self.state = _State(state)
+        self.chosen: list[tuple[str, str | None]] = []
 
     def __getstate__(self) -> dict[str, Any]:
         names = ("attempt", "data", "idempotency_key", "inputs", "loop", "pipeline", "run_id",
-                 "stage", "trace", "_item", "_state_saved")  # fmt: skip
+                 "stage", "trace", "_item", "_models", "_state_saved")  # fmt: skip
         return {name: getattr(self, name) for name in names}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -167,6 +175,23 @@ class DetachedContext:
             object.__setattr__(self, name, value)
         self.usage = _Usage()
         self.state = _State(self._state_saved)
+        self.chosen = []
+
+    def model(self, preferred: str) -> str:
+        """The model to use for ``preferred``, as :meth:`stageflow.StageContext.model`
+        says: the downgrade the budgets called for when the call was sent. What it
+        chooses is told in the engine when the call returns (``budget.downgraded``).
+
+        Raises:
+            BudgetExceededError: the budget calls for a model below the end of the chain.
+        """
+        plan = self._models
+        target = choose_model(plan, self.stage, preferred)
+        if plan.steps:
+            self.chosen.append((preferred, target))
+        if target is None:
+            raise no_model_left(plan, self.stage, preferred)
+        return target
 
     def wire(self) -> tuple[Any, ...]:
         """This context as builtin values only (str, int, dict, tuple, None): what a
@@ -174,20 +199,22 @@ class DetachedContext:
         less than for an object); :meth:`from_wire` makes the context again."""
         inputs = self.inputs
         loop = None if self.loop is None else tuple(self.loop)
+        models = None if self._models.steps == 0 else tuple(self._models)
         return (self.run_id, self.pipeline, self.stage, self.attempt, dict(self.data),
                 dict(inputs._outputs), inputs._stage, inputs._known, self._item, loop,
-                self.idempotency_key, self._state_saved, self.trace)  # fmt: skip
+                self.idempotency_key, self._state_saved, self.trace, models)  # fmt: skip
 
     @classmethod
     def from_wire(cls, wire: tuple[Any, ...]) -> DetachedContext:
         """The context :meth:`wire` gave."""
         (run_id, pipeline, stage, attempt, data, outputs, owner, known, item, loop, key,
-         state, trace) = wire  # fmt: skip
+         state, trace, models) = wire  # fmt: skip
         return cls(
             run_id=run_id, pipeline=pipeline, stage=stage, attempt=attempt, data=data,
             inputs=InputsSnapshot(owner, outputs, tuple(known)), item=item,
             loop=None if loop is None else LoopInfo(*loop), idempotency_key=key,
             state=tuple(state), trace=trace,
+            models=NO_DOWNGRADE if models is None else ModelPlan(*models),
         )  # fmt: skip
 
     @property
@@ -236,7 +263,7 @@ async def detach(ctx: StageContext) -> DetachedContext:
 
     It holds the run's data and the stage's inputs (copied), its item or iteration, its
     attempt, the state it saved before (read from the store now) and the trace context
-    of the current span (``traceparent``).
+    of the current span (``traceparent``), and the downgrade ``ctx.model()`` makes now.
     """
     from opentelemetry import propagate
 
@@ -251,6 +278,7 @@ async def detach(ctx: StageContext) -> DetachedContext:
         run_id=ctx.run_id, pipeline=ctx.pipeline, stage=ctx.stage, attempt=ctx.attempt,
         data=dict(ctx.data), inputs=ctx.inputs.snapshot(), item=item, loop=ctx.loop,
         idempotency_key=ctx.idempotency_key, state=state, trace=carrier,
+        models=run.usage_ledger().model_plan(ctx.stage),
     )  # fmt: skip
 
 
@@ -292,13 +320,15 @@ def run_detached(
                                     str(error), where)  # fmt: skip
         with contextlib.suppress(AttributeError, TypeError):  # an error with __slots__
             raised.__dict__[_CARRIED] = DetachedResult(None, tuple(ctx.usage.reports),
-                                                       tuple(ctx.state.saves))  # fmt: skip
+                                                       tuple(ctx.state.saves),
+                                                       tuple(ctx.chosen))  # fmt: skip
         if raised is error:
             raise
         raise raised from None
     finally:
         context.detach(token)
-    return DetachedResult(out, tuple(ctx.usage.reports), tuple(ctx.state.saves))
+    return DetachedResult(out, tuple(ctx.usage.reports), tuple(ctx.state.saves),
+                          tuple(ctx.chosen))  # fmt: skip
 
 
 def _pickles(error: BaseException) -> bool:
@@ -337,6 +367,12 @@ async def attach(ctx: StageContext, result: DetachedResult) -> Any:
     """
     for value in result.states:
         await ctx.state.save(value)
+    if result.models:  # what ctx.model() chose there, told here (events, budget.exceeded)
+        ledger = ctx._run.usage_ledger()
+        plan = ledger.model_plan(ctx.stage)
+        for preferred, chosen in result.models:
+            with contextlib.suppress(BudgetExceededError):  # raised there already
+                ledger.chose(ctx, plan, preferred, chosen)
     for report in result.reports:
         ctx.usage.report(model=report.model, input_tokens=report.input_tokens,
                          output_tokens=report.output_tokens, cost=report.cost)  # fmt: skip

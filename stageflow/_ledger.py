@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Callable, Iterable, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 from ._budget import Budget, CostPolicy, Estimate, ModelChain
 from ._check import integer, number, refuse
@@ -25,7 +25,15 @@ if TYPE_CHECKING:
     from ._context import StageContext
     from ._prices import PriceTable
 
-__all__ = ["Governance", "StageUsage", "UsageLedger"]
+__all__ = [
+    "NO_DOWNGRADE",
+    "Governance",
+    "ModelPlan",
+    "StageUsage",
+    "UsageLedger",
+    "choose_model",
+    "no_model_left",
+]
 
 _NO_ESTIMATE = Estimate()
 
@@ -416,51 +424,79 @@ class UsageLedger:
 
     def model(self, ctx: StageContext, preferred: str) -> str:
         """The model a stage should use for ``preferred`` now (maybe a cheaper one)."""
-        if not isinstance(preferred, str) or not preferred:
-            raise ConfigurationError(
-                f"stage {ctx.stage!r}: ctx.model() takes a model name, not {preferred!r}",
-                field="model",
-                value=preferred,
-            )
-        with self.lock:
-            steps = self.level + self.depth.get(ctx.stage, 0)
-        if steps == 0:
-            return preferred
-        chain = self.governance.chains.get(preferred)
-        target = None if chain is None else chain.after(preferred, steps)
-        if target is None:
-            scope = self.run if self.level else self.stages[ctx.stage]
-            assert scope.budget is not None
-            limit = "tokens" if scope.budget.max_tokens is not None else "cost"
-            maximum = scope.budget.max_tokens if limit == "tokens" else scope.budget.max_cost
-            spent = scope.spent.tokens if limit == "tokens" else scope.spent.cost or 0.0
-            self._exceeded(
-                ctx,
-                "run" if self.level else "stage",
-                limit,
-                maximum,
-                spent,
-                CostPolicy.DOWNGRADE,
-                model=preferred,
-            )
-            why = (
-                f": {preferred!r} is in no model chain"
-                if chain is None
-                else f": no model {steps} step(s) below {preferred!r} in {chain!r}"
-            )
-            raise BudgetExceededError.of(
-                ctx.stage,
-                "run" if self.level else "stage",
-                limit,
-                maximum or 0.0,
-                spent,
-                0,
-                why,
-            )
-        self.emit(
-            ctx, EventType.BUDGET_DOWNGRADED, {"model": preferred, "to": target, "steps": steps}
-        )
+        plan = self.model_plan(ctx.stage)
+        target = choose_model(plan, ctx.stage, preferred)
+        self.chose(ctx, plan, preferred, target)
+        assert target is not None  # chose() raised otherwise
         return target
+
+    def model_plan(self, stage: str) -> ModelPlan:
+        """What ``ctx.model()`` of ``stage`` decides with, now (see :func:`choose_model`)."""
+        with self.lock:
+            steps = self.level + self.depth.get(stage, 0)
+        if steps == 0:
+            return NO_DOWNGRADE
+        scope = self.run if self.level else self.stages[stage]
+        assert scope.budget is not None
+        limit = "tokens" if scope.budget.max_tokens is not None else "cost"
+        maximum = scope.budget.max_tokens if limit == "tokens" else scope.budget.max_cost
+        spent = scope.spent.tokens if limit == "tokens" else scope.spent.cost or 0.0
+        return ModelPlan(steps, self.governance.chains, "run" if self.level else "stage",
+                         limit, maximum, spent)  # fmt: skip
+
+    def chose(self, ctx: StageContext, plan: ModelPlan, preferred: str, target: str | None) -> None:
+        """Tell what ``ctx.model(preferred)`` chose (a downgrade, or none left: then
+        raise BudgetExceededError)."""
+        if target is None:
+            self._exceeded(ctx, plan.scope, plan.limit, plan.maximum, plan.spent,
+                           CostPolicy.DOWNGRADE, model=preferred)  # fmt: skip
+            raise no_model_left(plan, ctx.stage, preferred)
+        if target != preferred:
+            self.emit(ctx, EventType.BUDGET_DOWNGRADED,
+                      {"model": preferred, "to": target, "steps": plan.steps})  # fmt: skip
+
+
+class ModelPlan(NamedTuple):
+    """What ``ctx.model()`` decides with: the downgrade steps the budgets call for, the
+    model chains, and the budget that calls for them (scope, limit, maximum, spent).
+    Plain values: a runner ships it with a detached context."""
+
+    steps: int
+    chains: Mapping[str, ModelChain]
+    scope: str
+    limit: str
+    maximum: float | None
+    spent: float
+
+
+NO_DOWNGRADE: Final = ModelPlan(0, {}, "run", "tokens", None, 0.0)
+
+
+def choose_model(plan: ModelPlan, stage: str, preferred: object) -> str | None:
+    """The model ``stage`` should use for ``preferred`` under ``plan``: itself, a cheaper
+    one of its chain, or None: no model that many steps below it."""
+    if not isinstance(preferred, str) or not preferred:
+        raise ConfigurationError(
+            f"stage {stage!r}: ctx.model() takes a model name, not {preferred!r}",
+            field="model",
+            value=preferred,
+        )
+    if plan.steps == 0:
+        return preferred
+    chain = plan.chains.get(preferred)
+    return None if chain is None else chain.after(preferred, plan.steps)
+
+
+def no_model_left(plan: ModelPlan, stage: str, preferred: str) -> BudgetExceededError:
+    """The error of ``ctx.model(preferred)`` when no model is cheap enough."""
+    chain = plan.chains.get(preferred)
+    why = (
+        f": {preferred!r} is in no model chain"
+        if chain is None
+        else f": no model {plan.steps} step(s) below {preferred!r} in {chain!r}"
+    )
+    return BudgetExceededError.of(stage, plan.scope, plan.limit, plan.maximum or 0.0, plan.spent,
+                                  0, why)  # fmt: skip
 
 
 def _checked(

@@ -224,3 +224,10 @@ def passes(ctx: Any) -> dict[str, Any]:
 def data_size(ctx: Any) -> dict[str, Any]:
     """The size of the Tripwire in the run's data."""
     return {"size": len(ctx.data["blob"].payload)}
+
+
+def on_the_model_given(ctx: Any) -> dict[str, Any]:
+    """Spends 400 tokens on the model ctx.model() gives for gpt-4o."""
+    model = ctx.model("gpt-4o")
+    ctx.usage.report(model=model, input_tokens=300, output_tokens=100)
+    return {"model": model}

@@ -16,6 +16,7 @@ from stageflow import (
     BudgetExceededError,
     ConfigurationError,
     Engine,
+    ModelChain,
     Pipeline,
     RemoteError,
     RetryPolicy,
@@ -93,6 +94,20 @@ def test_usage_reported_in_a_worker_reaches_the_ledger_and_the_budget() -> None:
     over = asyncio.run(engine(budget=Budget(max_tokens=100)).run(graph))
     assert over.status is RunStatus.FAILED
     assert isinstance(over["a"].error, BudgetExceededError)
+
+
+def test_ctx_model_in_a_worker_downgrades_as_the_run_s_budget_says() -> None:
+    pipeline, before = Pipeline("downgrades"), ()
+    for i in range(4):
+        pipeline = pipeline.with_stage(f"s{i}", stages.on_the_model_given, dependencies=before,
+                                       estimate=400, runner="ray")  # fmt: skip
+        before = (f"s{i}",)
+    budget = Budget(max_tokens=1000, policy="downgrade")
+    chain = ModelChain("gpt-4o", "gpt-4o-mini", "local")
+    result = asyncio.run(engine(budget=budget, model_chains=[chain]).run(pipeline.build()))
+    assert [result[f"s{i}"].data["model"] for i in range(4)] == [
+        "gpt-4o", "gpt-4o", "gpt-4o-mini", "local"]  # fmt: skip
+    assert result.usage.tokens == 1600
 
 
 def test_an_exception_raised_in_a_worker_arrives_as_itself_and_is_retried() -> None:

@@ -27,10 +27,12 @@ from stageflow import (
     Engine,
     InvalidOptionError,
     MissingInputError,
+    ModelChain,
     Pipeline,
     Placement,
     RemoteError,
     RetryPolicy,
+    RunResult,
     RunStatus,
     StageContext,
     StageSpec,
@@ -44,8 +46,9 @@ from stageflow import (
 from stageflow.adapters.sqlalchemy import SQLAlchemyStore
 from stageflow.errors import InvalidOutputError
 from stageflow.ports import StageRunner
-from stageflow.testing import run_virtual
+from stageflow.testing import RecordingSink, run_virtual
 
+from ..ray import stages
 from ..ray.stages import Pinned, Unpicklable
 from ._otel import Traces
 
@@ -311,6 +314,52 @@ def test_usage_reported_there_reaches_the_ledger_and_the_budget() -> None:
     over = run_virtual(Engine(runners={"x": runner}, budget=Budget(max_tokens=500)).run(graph))
     assert over.status is RunStatus.FAILED
     assert isinstance(over["a"].error, BudgetExceededError)
+
+
+def downgrading(runner: str | None) -> tuple[RunResult, list[tuple[str, str, dict[str, Any]]]]:
+    pipeline, before = Pipeline("downgrades"), ()
+    for i in range(5):
+        pipeline = pipeline.with_stage(f"s{i}", stages.on_the_model_given, dependencies=before,
+                                       estimate=400, runner=runner)  # fmt: skip
+        before = (f"s{i}",)
+    sink = RecordingSink()
+    engine = Engine(runners={"x": PickleRunner()}, sink=sink,
+                    budget=Budget(max_tokens=1000, policy="downgrade"),
+                    model_chains=[ModelChain("gpt-4o", "gpt-4o-mini", "local")])  # fmt: skip
+    result = run_virtual(engine.run(pipeline.build()))
+    told = [(e.type, e.stage, dict(e.data)) for e in sink.events if e.type.startswith("budget.")]
+    return result, told
+
+
+def test_ctx_model_there_downgrades_as_the_budget_says_and_is_told_here() -> None:
+    result, told = downgrading("x")
+    # 0 + 400 and 400 + 400 fit; 800 + 400 does not: mini, then local, then nothing.
+    assert [result[f"s{i}"].data.get("model") for i in range(4)] == [
+        "gpt-4o", "gpt-4o", "gpt-4o-mini", "local"]  # fmt: skip
+    error = result["s4"].error
+    assert isinstance(error, BudgetExceededError)
+    assert error.scope == "run"
+    assert "no model 3 step(s) below 'gpt-4o'" in str(error)
+    downgraded = [(stage, data["to"]) for kind, stage, data in told if kind == "budget.downgraded"]
+    assert downgraded == [("s2", "gpt-4o-mini"), ("s3", "local")]
+    assert told[-1][:2] == ("budget.exceeded", "s4")
+    assert told[-1][2]["model"] == "gpt-4o"
+    assert result.usage.tokens == 4 * 400
+    local, told_here = downgrading(None)  # the same run, every call in the engine
+    assert told == told_here
+    assert str(local["s4"].error) == str(error)
+
+
+def test_ctx_model_there_refuses_what_is_no_model_name() -> None:
+    def bad(ctx: Any) -> None:
+        ctx.model("")
+
+    graph = Pipeline("p").with_stage("bad", bad, runner="x").build()
+    result = run_virtual(Engine(runners={"x": PickleRunner()}).run(graph))
+    error = result["bad"].error
+    assert isinstance(error, ConfigurationError)
+    assert error.field == "model"
+    assert "stage 'bad': ctx.model() takes a model name" in str(error)
 
 
 def test_usage_reported_before_a_failure_there_still_counts() -> None:

@@ -85,16 +85,15 @@ def _task(stage: object) -> Any:
                 if output is None:
                     outputs[dependency] = next(values)
         ctx = DetachedContext.from_wire(wire)
-        out, reports, states = run_detached(stage, ctx, loop=_worker_loop())
+        out, *told = run_detached(stage, ctx, loop=_worker_loop())  # told: reports, ...
         if type(out) is dict:
-            return (None, reports, states), out  # builtin values cross faster
+            return (None, *told), out  # builtin values cross faster
         if isinstance(out, StageOutput):
-            ended = (out.status.value, out.reason, out.routes)
-            return (ended, reports, states), dict(out.data)
+            return ((out.status.value, out.reason, out.routes), *told), dict(out.data)
         if out is None:
-            return (None, reports, states), {}
+            return (None, *told), {}
         if isinstance(out, Mapping):
-            return (None, reports, states), dict(out)
+            return (None, *told), dict(out)
         raise InvalidOutputError.of(ctx.stage, out)
 
     execute.__qualname__ = execute.__name__ = f"stage_{name}"
@@ -217,7 +216,7 @@ class RayRunner:
                     outputs[dependency] = None  # its stand-in
             ref, data = remote.remote(wire, *handed)
             try:
-                ended, reports, states = await ref
+                ended, *told = await ref
             except asyncio.CancelledError:
                 _cancel(ray, ref, grace)
                 raise
@@ -227,7 +226,7 @@ class RayRunner:
             except lost as error:
                 raise WorkerLostError.of(ctx.stage, "ray", f"{type(error).__name__}: "
                                          f"{_first_line(error)}") from None  # fmt: skip
-            await attach(ctx, DetachedResult(None, reports, states))
+            await attach(ctx, DetachedResult(None, *told))
             output = _RayOutput(self, data)
             if ended is None:
                 return StageOutput(StageStatus.COMPLETED, output)
