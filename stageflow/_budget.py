@@ -73,7 +73,8 @@ class _Frozen:
 
 def _rebuilt(cls: type[_Frozen], fields: tuple[object, ...]) -> _Frozen:
     made = object.__new__(cls)
-    for name, value in zip(cls.__slots__, fields, strict=True):
+    slots: tuple[str, ...] = cls.__slots__
+    for name, value in zip(slots, fields, strict=True):
         object.__setattr__(made, name, value)
     return made
 
