@@ -303,10 +303,22 @@ def run_detached(
     try:
         if loop is None:
             run: Any = asyncio.run
-        else:  # a kept Runner runs in the context it copied when made: give it this one
+        else:
+            kept = loop.get_loop()
 
             def run(coro: Any) -> Any:
-                return loop.run(coro, context=contextvars.copy_context())
+                # Not Runner.run: a SIGINT handler set and reset every call costs three
+                # times the rest. The task runs in this context (the trace's), and an
+                # interrupt (a cancel) leaves no task behind in the kept loop.
+                task = kept.create_task(coro, context=contextvars.copy_context())
+                try:
+                    return kept.run_until_complete(task)
+                except BaseException:
+                    if not task.done():
+                        task.cancel()
+                        with contextlib.suppress(BaseException):
+                            kept.run_until_complete(task)
+                    raise
 
         out = sync(ctx) if sync is not None else run(_call(call, ctx))
         if inspect.iscoroutine(out):  # a sync wrapper around an async function

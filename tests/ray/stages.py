@@ -231,3 +231,32 @@ def on_the_model_given(ctx: Any) -> dict[str, Any]:
     model = ctx.model("gpt-4o")
     ctx.usage.report(model=model, input_tokens=300, output_tokens=100)
     return {"model": model}
+
+
+def sized(ctx: Any) -> dict[str, Any]:
+    """Plain data of about data["size"] bytes."""
+    return {"text": "x" * int(ctx.data["size"]), "n": [1, 2.5, None, True], "nested": {"k": b"v"}}
+
+
+def passes_text(ctx: Any) -> dict[str, Any]:
+    return {"length": len(ctx.inputs.get_from("sized", "text", type=str))}
+
+
+async def beats(ctx: Any) -> dict[str, Any]:
+    """An async stage: writes its pid to data["pidfile"], then a beat to data["beats"]
+    every 20 ms, forever."""
+    import asyncio
+
+    Path(ctx.data["pidfile"]).write_text(str(os.getpid()))
+    beats = Path(ctx.data["beats"])
+    while True:
+        with beats.open("a") as file:
+            file.write(".")
+        await asyncio.sleep(0.02)
+
+
+async def tasks_here(ctx: Any) -> dict[str, Any]:
+    """This worker's pid, and the tasks its event loop holds besides this call's."""
+    import asyncio
+
+    return {"pid": os.getpid(), "others": len(asyncio.all_tasks()) - 1}

@@ -127,3 +127,27 @@ def test_large_run_data_is_put_in_the_object_store_once(
     assert result.ok, result
     assert {result[n].data["size"] for n in "abc"} == {200_000}
     assert stages.Tripwire.pickled - before == pickled  # in the driver: measured, then put
+
+
+@pytest.mark.parametrize(
+    ("size", "inline_below", "kept"),
+    [(1000, 100_000, False), (200_000, 100_000, True), (1000, 0, True)],
+    ids=["small-comes-back", "large-stays", "all-stay"],
+)
+def test_small_plain_outputs_come_back_with_the_call_others_stay(
+    size: int, inline_below: int, kept: bool
+) -> None:
+    graph = (
+        Pipeline("sizes")
+        .with_stage("sized", stages.sized, runner="ray")
+        .with_stage("after", stages.passes_text, dependencies=("sized",), runner="ray")
+        .build()
+    )
+    engine = Engine(runners={"ray": RayRunner(inline_below=inline_below)})
+    result = asyncio.run(engine.run(graph, {"size": size}))
+    assert result.ok, result
+    data = result["sized"].data
+    assert isinstance(data, OutputRef) is kept
+    assert len(data["text"]) == size
+    assert data["nested"] == {"k": b"v"}
+    assert result["after"].data == {"length": size}

@@ -180,6 +180,36 @@ def test_a_cancelled_call_cancels_its_task_and_kills_a_stuck_worker(tmp_path: Pa
     _wait_for(lambda: not _alive(pid), f"worker {pid} killed")
 
 
+def test_a_cancelled_async_call_stops_and_leaves_its_worker_s_loop_clean(tmp_path: Path) -> None:
+    pidfile, beats = tmp_path / "pid", tmp_path / "beats"
+    graph = Pipeline("p").with_stage("a", stages.beats, runner="ray").build()
+    data = {"pidfile": str(pidfile), "beats": str(beats)}
+
+    async def main() -> None:
+        run = asyncio.create_task(engine(grace=5.0).run(graph, data=data))
+        await asyncio.to_thread(_wait_for, lambda: beats.exists() and beats.stat().st_size > 2,
+                                "the remote call beating")  # fmt: skip
+        run.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await run
+
+    asyncio.run(main())
+    pid = int(pidfile.read_text())
+    time.sleep(0.3)  # real time: the worker's loop, not the engine's
+    size = beats.stat().st_size
+    time.sleep(0.3)
+    assert beats.stat().st_size == size  # stopped by the interrupt, not left in the loop
+    assert _alive(pid)  # not killed: the interrupt was enough
+    again = Pipeline("q").with_stage("w", stages.tasks_here, runner="ray").build()
+    for _ in range(50):  # until a call lands on that worker: its loop holds nothing
+        here = asyncio.run(engine().run(again))["w"].data
+        if here["pid"] == pid:
+            assert here["others"] == 0
+            break
+    else:
+        pytest.fail(f"no call ran on worker {pid} again")
+
+
 def test_a_timeout_cancels_the_remote_call() -> None:
     graph = Pipeline("p").with_stage("a", stages.blocks, runner="ray", timeout=30,
                                      retry=1).build()  # fmt: skip

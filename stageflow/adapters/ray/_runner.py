@@ -63,13 +63,15 @@ def _worker_loop() -> asyncio.Runner:
     return _LOOP[0]
 
 
-def _task(stage: object) -> Any:
+def _task(stage: object, inline_below: int) -> Any:
     """The Ray task of one stage: its call, in a worker. The stage travels in the task's
     definition, which Ray exports to the cluster once, not with every call.
 
     It returns two objects: what the engine needs at once (how the stage ended, the
-    usage it reported, the state it saved) and the output data, which stays in Ray's
-    object store until someone fetches it. Outputs handed on from other remote stages
+    usage it reported, the state it saved, the models it chose: ``told``) and the output
+    data, which stays in Ray's object store until someone fetches it — unless it is
+    small plain data (under ``inline_below`` bytes), which comes back with the rest (Ray
+    keeps such objects in the driver anyway). Outputs handed on from other remote stages
     come as further arguments (Ray resolves them where the task runs), in the order of
     the ``None`` they stand for among the inputs."""
     name = getattr(stage, "__name__", "call")
@@ -85,19 +87,53 @@ def _task(stage: object) -> Any:
                 if output is None:
                     outputs[dependency] = next(values)
         ctx = DetachedContext.from_wire(wire)
-        out, *told = run_detached(stage, ctx, loop=_worker_loop())  # told: reports, ...
-        if type(out) is dict:
-            return (None, *told), out  # builtin values cross faster
-        if isinstance(out, StageOutput):
-            return ((out.status.value, out.reason, out.routes), *told), dict(out.data)
-        if out is None:
-            return (None, *told), {}
-        if isinstance(out, Mapping):
-            return (None, *told), dict(out)
-        raise InvalidOutputError.of(ctx.stage, out)
+        out, *told = run_detached(stage, ctx, loop=_worker_loop())
+        ended = None
+        if type(out) is not dict:
+            if isinstance(out, StageOutput):
+                ended = (out.status.value, out.reason, out.routes)
+                out = out.data if type(out.data) is dict else dict(out.data)
+            elif out is None:
+                out = {}
+            elif isinstance(out, Mapping):
+                out = dict(out)
+            else:
+                raise InvalidOutputError.of(ctx.stage, out)
+        if _smaller(out, inline_below):
+            return (ended, out, *told), None
+        return (ended, None, *told), out
 
     execute.__qualname__ = execute.__name__ = f"stage_{name}"
     return execute
+
+
+_PLAIN: Final = (str, bytes, int, float, bool, type(None))
+
+
+def _smaller(data: dict[str, Any], limit: int) -> bool:
+    """Whether ``data`` is plain values (dicts, lists, tuples, str, bytes, numbers, None)
+    of fewer than ``limit`` bytes, about: looked at until it is known not to be."""
+    room = limit
+    stack: list[Any] = [data]
+    while stack:
+        value = stack.pop()
+        kind = type(value)
+        if kind is dict:
+            room -= 64 + 16 * len(value)
+            stack.extend(value.values())
+            stack.extend(value.keys())
+        elif kind is list or kind is tuple:
+            room -= 56 + 8 * len(value)
+            stack.extend(value)
+        elif kind is str or kind is bytes:
+            room -= 40 + len(value)
+        elif kind in _PLAIN:
+            room -= 16
+        else:  # an object of its own: its size is unknown (an array, a model...)
+            return False
+        if room < 0:
+            return False
+    return True
 
 
 class _RayOutput(OutputRef):
@@ -142,6 +178,11 @@ class RayRunner:
         put_above: run data larger than this many bytes (pickled) is put in Ray's
             object store once per run, each remote call getting a reference, rather
             than sent with every call.
+        inline_below: an output of plain values (dicts, lists, str, bytes, numbers)
+            smaller than this many bytes comes back to the driver with the call, as Ray
+            keeps small objects there anyway; a larger one, or one holding objects of
+            other types (arrays...), stays in Ray's object store, handed on to remote
+            dependents as a reference (0: every output stays there).
     """
 
     name = "ray"
@@ -154,6 +195,7 @@ class RayRunner:
         init: Mapping[str, Any] | None = None,
         cancel_grace: float = 1.0,
         put_above: int = 100_000,
+        inline_below: int = 100_000,
     ) -> None:
         if address is not None and not (isinstance(address, str) and address.strip()):
             refuse("address", "a Ray address (str) or None", address)
@@ -163,10 +205,12 @@ class RayRunner:
             refuse("init", "a mapping of ray.init keyword arguments", init)
         number(cancel_grace, "cancel_grace", "a number of seconds >= 0", ge=0)
         integer(put_above, "put_above", "a number of bytes >= 0", ge=0)
+        integer(inline_below, "inline_below", "a number of bytes >= 0", ge=0)
         self.address = address
         self.namespace = namespace
         self.cancel_grace = float(cancel_grace)
         self.put_above = put_above
+        self.inline_below = inline_below
         # id(a run's data) -> (that data, its ObjectRef or None): the last _PUTS runs'
         self._puts: OrderedDict[int, tuple[Mapping[str, Any], Any]] = OrderedDict()
         self._init = dict(init or {})
@@ -191,7 +235,8 @@ class RayRunner:
                 field="resources",
                 value=unknown[0],
             )
-        task = ray.remote(max_retries=0, retry_exceptions=False, num_returns=2)(_task(spec.stage))
+        options = {"max_retries": 0, "retry_exceptions": False, "num_returns": 2}
+        task = ray.remote(**options)(_task(spec.stage, self.inline_below))
         try:
             remote = task.options(**resources)
         except (TypeError, ValueError) as error:
@@ -216,7 +261,7 @@ class RayRunner:
                     outputs[dependency] = None  # its stand-in
             ref, data = remote.remote(wire, *handed)
             try:
-                ended, *told = await ref
+                ended, inline, *told = await ref
             except asyncio.CancelledError:
                 _cancel(ray, ref, grace)
                 raise
@@ -227,8 +272,10 @@ class RayRunner:
                 raise WorkerLostError.of(ctx.stage, "ray", f"{type(error).__name__}: "
                                          f"{_first_line(error)}") from None  # fmt: skip
             await attach(ctx, DetachedResult(None, *told))
-            output = _RayOutput(self, data)
-            if ended is None:
+            if ended is None and inline is not None:
+                return inline  # the common case: a small dict
+            output = _RayOutput(self, data) if inline is None else inline
+            if ended is None:  # an OutputRef is a Mapping: a StageOutput says it is kept
                 return StageOutput(StageStatus.COMPLETED, output)
             status, reason, routes = ended
             return StageOutput(StageStatus(status), output, reason, routes)
