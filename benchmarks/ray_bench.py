@@ -5,11 +5,12 @@ the same chain fetching each output to the driver (which sends it up again).
 Both sides run on one local Ray cluster (2 CPUs) started here: "bare" awaits a trivial
 remote function ``n`` times in a row, each call taking the previous result (a chain: one
 round trip at a time); "stageflow" runs a chain of ``n`` stages, each ``runner="ray"``
-(a trivial stage function as the task), through an ``Engine`` with its default
-interceptors. Both sides are warmed up first (the workers started), then alternate; the
-figures are the medians of ``reps`` passes, per call / per stage, the ratio the median of
-each pass's. ``engine_part_us`` is what stageflow's own code costs per stage (measured
-in-process, Ray's calls replaced by completed futures).
+(``trivial_stage``, a plain function as ``trivial`` is, as the task), through an
+``Engine`` with its default interceptors; ``async_us`` is the same chain of an async
+stage (run on the worker's event loop). Both sides are warmed up first (the workers
+started), then alternate; the figures are the medians of ``reps`` passes, per call / per
+stage, the ratio the median of each pass's. ``engine_part_us`` is what stageflow's own
+code costs per stage (measured in-process, Ray's calls replaced by completed futures).
 
 RAY-HANDOFF: ``n`` stages, each passing on a ``size``-byte blob it read from its
 dependency (so every output is in Ray's object store); "handed" is ``RayRunner`` as it is,
@@ -32,11 +33,13 @@ def trivial(x: int) -> int:
     return x + 1
 
 
-async def trivial_stage(ctx: Any) -> dict[str, Any]:
+def trivial_stage(ctx: Any) -> dict[str, Any]:
+    """The stage twin of ``trivial``: a plain function, called in the worker's thread."""
     return {}
 
 
-def sync_stage(ctx: Any) -> dict[str, Any]:
+async def async_stage(ctx: Any) -> dict[str, Any]:
+    """The same as an async function: run on the worker's event loop."""
     return {}
 
 
@@ -107,17 +110,13 @@ def measure_handoff(n: int = 20, size: int = 4_000_000, reps: int = 3) -> dict[s
 def measure(n: int = 50, reps: int = 5) -> dict[str, Any]:
     import ray
 
-    from stageflow import Engine, Pipeline
+    from stageflow import Engine
     from stageflow.adapters.ray import RayRunner
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         remote = ray.remote(max_retries=0)(trivial)
-        pipeline = Pipeline("ray-chain")
-        for i in range(n):
-            deps = (f"s{i - 1}",) if i else ()
-            pipeline = pipeline.with_stage(f"s{i}", trivial_stage, dependencies=deps, runner="ray")
-        graph = pipeline.build()
+        graph, async_graph = _chain(trivial_stage, n), _chain(async_stage, n)
         engine = Engine(runners={"ray": RayRunner()})
 
         async def bare() -> float:
@@ -127,7 +126,7 @@ def measure(n: int = 50, reps: int = 5) -> dict[str, Any]:
                 x = await remote.remote(x)
             return (time.perf_counter() - start) / n
 
-        async def staged() -> float:
+        async def staged(graph: Any) -> float:
             start = time.perf_counter()
             result = await engine.run(graph)
             elapsed = time.perf_counter() - start
@@ -135,13 +134,16 @@ def measure(n: int = 50, reps: int = 5) -> dict[str, Any]:
             return elapsed / n
 
         asyncio.run(bare())  # warm-up: workers started, functions exported
-        asyncio.run(staged())
-        bares, stageds = [], []
+        asyncio.run(staged(graph))
+        asyncio.run(staged(async_graph))
+        bares, stageds, asyncs = [], [], []
         for _ in range(reps):
             gc.collect()
             bares.append(asyncio.run(bare()))
             gc.collect()
-            stageds.append(asyncio.run(staged()))
+            stageds.append(asyncio.run(staged(graph)))
+            gc.collect()
+            asyncs.append(asyncio.run(staged(async_graph)))
     finally:
         ray.shutdown()
     # A round trip varies by a third from pass to pass on a shared 2-core machine: the
@@ -151,7 +153,18 @@ def measure(n: int = 50, reps: int = 5) -> dict[str, Any]:
     return {"bare_us": statistics.median(bares) * 1e6,
             "stageflow_us": statistics.median(stageds) * 1e6, "ratio": paired,
             "best_bare_us": min(bares) * 1e6, "best_stageflow_us": min(stageds) * 1e6,
+            "async_us": statistics.median(asyncs) * 1e6,
             "engine_part_us": engine_part(), "n": n, "reps": reps}  # fmt: skip
+
+
+def _chain(stage: Any, n: int) -> Any:
+    from stageflow import Pipeline
+
+    pipeline = Pipeline("ray-chain")
+    for i in range(n):
+        deps = (f"s{i - 1}",) if i else ()
+        pipeline = pipeline.with_stage(f"s{i}", stage, dependencies=deps, runner="ray")
+    return pipeline.build()
 
 
 def engine_part(n: int = 200, reps: int = 20) -> float:
@@ -159,7 +172,7 @@ def engine_part(n: int = 200, reps: int = 20) -> float:
     scheduler, detach, the wire, the call in the worker, attach): a chain of ``n``
     stages through RayRunner with Ray's task calls replaced by completed futures, run in
     this process (a plain-function stage: no worker event loop)."""
-    from stageflow import Engine, Pipeline
+    from stageflow import Engine
     from stageflow.adapters.ray import _runner
 
     class Done:  # a remote function whose call has already returned
@@ -188,11 +201,7 @@ def engine_part(n: int = 200, reps: int = 20) -> float:
         def remote(self, **options: Any) -> Any:
             return Done
 
-    pipeline = Pipeline("engine-part")
-    for i in range(n):
-        deps = (f"s{i - 1}",) if i else ()
-        pipeline = pipeline.with_stage(f"s{i}", sync_stage, dependencies=deps, runner="ray")
-    graph = pipeline.build()
+    graph = _chain(trivial_stage, n)
     real, _runner._ray = _runner._ray, NoRay  # type: ignore[assignment]
     try:
         engine = Engine(runners={"ray": _runner.RayRunner()})

@@ -719,7 +719,8 @@ def measure_ray(cfg: Config) -> list[Row]:
     row.details = figures
     row.note = (f"stageflow's own code, both sides, is {figures['engine_part_us']:.0f} µs "
                 f"of each stage (measured without Ray); best passes {figures['best_bare_us']:.0f}"
-                f" vs {figures['best_stageflow_us']:.0f} µs")  # fmt: skip
+                f" vs {figures['best_stageflow_us']:.0f} µs; an async stage "
+                f"{figures['async_us']:.0f} µs")  # fmt: skip
     handoff = Row(
         "RAY-HANDOFF",
         "RAY-HANDOFF chain 20, a 4 MB output handed on vs fetched to the driver",
