@@ -68,6 +68,26 @@ def test_resources_are_the_task_s_options() -> None:
     assert result["a"].data["resources"] == {"CPU": 1.0, "special": 1.0}
 
 
+def test_stages_of_one_function_each_get_their_own_resources() -> None:
+    graph = (
+        Pipeline("p")
+        .with_stage("a", stages.assigned, runner="ray", resources={"num_cpus": 1})
+        .with_stage(
+            "b",
+            stages.assigned,
+            runner="ray",
+            dependencies=("a",),
+            resources={"num_cpus": 0.5, "resources": {"special": 0.5}},
+        )
+        .with_stage("c", stages.assigned, runner="ray", dependencies=("b",))
+        .build()
+    )
+    result = asyncio.run(engine().run(graph))
+    assert result["a"].data["resources"] == {"CPU": 1.0}
+    assert result["b"].data["resources"] == {"CPU": 0.5, "special": 0.5}
+    assert result["c"].data["resources"] == {"CPU": 1.0}  # Ray's default
+
+
 def test_a_resource_ray_does_not_know_is_refused_naming_the_stage() -> None:
     graph = Pipeline("p").with_stage("a", stages.where, runner="ray",
                                      resources={"num_cpu": 1}).build()  # fmt: skip
