@@ -543,14 +543,17 @@ class StageInputs(Mapping[str, Mapping[str, Any]]):
         return f"<StageInputs of {self._spec.name!r}: {list(self)}>"
 
     def snapshot(self) -> InputsSnapshot:
-        """These inputs as plain data: what a stage whose call runs elsewhere reads. An
-        output a runner left where it ran (an :class:`~stageflow.OutputRef`) is kept as
-        that reference, for the runner to hand on."""
+        """These inputs as plain data: what a stage whose call runs elsewhere reads (the
+        outputs themselves, not copies: the snapshot gives read-only views of them, and a
+        runner may tell one it has sent before by its identity). An output a runner left
+        where it ran (an :class:`~stageflow.OutputRef`) is kept as that reference, for
+        the runner to hand on."""
         outputs: dict[str, Mapping[str, Any]] = {}
         for d in self:
             output = self._output(d)
             assert output is not None  # iterating gives the completed ones
-            outputs[d] = output if isinstance(output, OutputRef) else dict(output)
+            plain = type(output) is dict or isinstance(output, OutputRef)
+            outputs[d] = output if plain else dict(output)
         return InputsSnapshot(self._spec.name, outputs, self._known())
 
 

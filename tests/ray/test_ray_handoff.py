@@ -112,7 +112,7 @@ def test_how_a_remote_stage_ended_comes_back_with_its_reason() -> None:
     assert "'bad' returned list" in str(result["bad"].error)
 
 
-@pytest.mark.parametrize(("put_above", "pickled"), [(1000, 2), (10_000_000, 1 + 3)],
+@pytest.mark.parametrize(("put_above", "pickled"), [(1000, 1), (10_000_000, 1 + 3)],
                          ids=["put-once", "sent-each-call"])  # fmt: skip
 def test_large_run_data_is_put_in_the_object_store_once(
     tmp_path: Path, put_above: int, pickled: int
@@ -126,7 +126,21 @@ def test_large_run_data_is_put_in_the_object_store_once(
     result = asyncio.run(engine.run(graph.build(), {"blob": blob}))
     assert result.ok, result
     assert {result[n].data["size"] for n in "abc"} == {200_000}
-    assert stages.Tripwire.pickled - before == pickled  # in the driver: measured, then put
+    assert stages.Tripwire.pickled - before == pickled  # in the driver: measured (and put)
+
+
+def test_a_large_output_of_the_driver_is_put_once_for_all_its_remote_dependents(
+    tmp_path: Path,
+) -> None:
+    graph = Pipeline("fan-out").with_stage("produce", stages.produce)  # in the driver
+    for name in ("a", "b", "c"):
+        graph = graph.with_stage(name, stages.consume, dependencies=("produce",), runner="ray")
+    before = stages.Tripwire.pickled
+    data = {"trip": str(tmp_path / "trip"), "size": 200_000}
+    result = asyncio.run(Engine(runners={"ray": RayRunner()}).run(graph.build(), data))
+    assert result.ok, result
+    assert {result[n].data["size"] for n in "abc"} == {200_000}
+    assert stages.Tripwire.pickled - before == 1
 
 
 @pytest.mark.parametrize(
@@ -151,3 +165,15 @@ def test_small_plain_outputs_come_back_with_the_call_others_stay(
     assert len(data["text"]) == size
     assert data["nested"] == {"k": b"v"}
     assert result["after"].data == {"length": size}
+
+
+def test_a_runner_keeps_what_it_put_for_its_last_puts_only() -> None:
+    import ray
+
+    runner = RayRunner(put_above=0)
+    outputs = [{"n": i} for i in range(40)]
+    refs = [runner._put(output, output) for output in outputs]
+    assert all(isinstance(ref, ray.ObjectRef) for ref in refs)
+    assert runner._put(outputs[-1], outputs[-1]) is refs[-1]  # the same object: once
+    assert len(runner._puts) == 16
+    assert runner._put(outputs[0], outputs[0]) is not refs[0]  # forgotten: put again

@@ -37,7 +37,8 @@ _TASK_OPTIONS: Final = frozenset({
     "scheduling_strategy", "runtime_env",
 })  # fmt: skip
 """The ``resources=`` keys a stage may give: Ray's task options that say where it runs."""
-_PUTS: Final = 32  # runs whose data a RayRunner keeps put (an LRU)
+_PUTS: Final = 16  # run data and outputs a RayRunner keeps put (an LRU)...
+_PUT_BYTES: Final = 1 << 30  # ... of at most this many bytes in all
 
 
 def _ray() -> Any:
@@ -117,11 +118,11 @@ def _task(stage: object, inline_below: int) -> Any:
     def execute(wire: Any, *handed: Any) -> tuple[Any, Any]:
         wire = _decoded(wire)
         if wire[4] is None:  # the run's data, put in the object store once per run
-            wire = (*wire[:4], handed[0], *wire[5:])
+            wire = (*wire[:4], _decoded(handed[0]), *wire[5:])
             handed = handed[1:]
         if handed:
             outputs = wire[5]
-            values = iter(handed)
+            values = map(_decoded, handed)  # what was put is pickle's bytes
             for dependency, output in outputs.items():
                 if output is None:
                     outputs[dependency] = next(values)
@@ -215,9 +216,9 @@ class RayRunner:
         namespace: the Ray namespace.
         init: more keyword arguments for ``ray.init`` when this runner starts Ray.
         cancel_grace: seconds between a cancel and a forced one (the worker is killed).
-        put_above: run data larger than this many bytes (pickled) is put in Ray's
-            object store once per run, each remote call getting a reference, rather
-            than sent with every call.
+        put_above: run data, and a stage's output read by remote stages, larger than
+            this many bytes (pickled) is put in Ray's object store once, each remote
+            call getting a reference, rather than sent with every call.
         inline_below: an output of plain values (dicts, lists, str, bytes, numbers)
             smaller than this many bytes comes back to the driver with the call, as Ray
             keeps small objects there anyway; a larger one, or one holding objects of
@@ -251,8 +252,9 @@ class RayRunner:
         self.cancel_grace = float(cancel_grace)
         self.put_above = put_above
         self.inline_below = inline_below
-        # id(a run's data) -> (that data, its ObjectRef or None): the last _PUTS runs'
-        self._puts: OrderedDict[int, tuple[Mapping[str, Any], Any]] = OrderedDict()
+        # id(a run's data or an output) -> (it, its ObjectRef or None): the last _PUTS
+        self._puts: OrderedDict[int, tuple[Mapping[str, Any], Any, int]] = OrderedDict()
+        self._put_bytes = 0
         self._tasks: dict[int, tuple[object, Any]] = {}  # id(stage) -> (stage, its function)
         self._init = dict(init or {})
 
@@ -308,6 +310,11 @@ class RayRunner:
                 if type(output) is _RayOutput and output.runner is self:
                     handed.append(output.ref)
                     outputs[dependency] = None  # its stand-in
+                elif output:  # a large one, put once for every dependent
+                    put = self._put(output, output)
+                    if put is not None:
+                        handed.append(put)
+                        outputs[dependency] = None
             ref, data = remote.remote(encoded(wire), *handed)
             try:
                 ended, inline, *told = _decoded(await ref)
@@ -332,23 +339,24 @@ class RayRunner:
         remote_call.__qualname__ = f"ray({name})"
         return remote_call
 
-    def _put(self, data: Mapping[str, Any], copy: dict[str, Any]) -> Any:
-        """The run's data as an object put in Ray's object store once (its ObjectRef),
-        when it is large enough for that to pay (``put_above`` bytes pickled); else None:
-        it goes with each call. The last ``_PUTS`` runs' are kept."""
+    def _put(self, data: Mapping[str, Any], copy: Mapping[str, Any]) -> Any:
+        """``data`` (a run's data, a stage's output) as an object put in Ray's object
+        store once (its ObjectRef: pickle's bytes, which the task decodes), when it is
+        large enough for that to pay (over ``put_above`` bytes); else None: it goes with
+        each call. What was put stays there while it is among the last ``_PUTS`` asked
+        for, and those hold at most ``_PUT_BYTES`` (told apart by identity)."""
         puts = self._puts
         held = puts.get(id(data))
         if held is not None and held[0] is data:
             puts.move_to_end(id(data))
             return held[1]
-        buffers: list[int] = []  # what pickles out of band (arrays) is counted, not copied
-        pickled = pickle.dumps(copy, protocol=5, buffer_callback=lambda b: buffers.append(
-            b.raw().nbytes))  # fmt: skip
-        size = len(pickled) + sum(buffers)
-        ref = _ray().put(copy) if size > self.put_above else None
-        puts[id(data)] = (data, ref)
-        if len(puts) > _PUTS:
-            puts.popitem(last=False)
+        encoded = _encoder()(copy)
+        size = len(encoded) if type(encoded) is bytes else 0  # 0: Ray's serializer's
+        ref = _ray().put(encoded) if size > self.put_above else None
+        puts[id(data)] = (data, ref, size if ref is not None else 0)
+        self._put_bytes += puts[id(data)][2]
+        while len(puts) > _PUTS or (self._put_bytes > _PUT_BYTES and len(puts) > 1):
+            self._put_bytes -= puts.popitem(last=False)[1][2]
         return ref
 
     def __repr__(self) -> str:
