@@ -28,14 +28,7 @@ from .errors import BudgetExceededError, ConfigurationError, RemoteError
 if TYPE_CHECKING:
     from ._context import StageContext
 
-__all__ = [
-    "DetachedContext",
-    "DetachedResult",
-    "attach",
-    "attach_error",
-    "detach",
-    "run_detached",
-]
+__all__ = ["DetachedContext", "DetachedResult", "attach", "attach_error", "detach", "run_detached"]
 
 
 class Report(NamedTuple):
@@ -110,8 +103,8 @@ class DetachedContext:
     ``attempt``, ``data``, ``inputs`` (an :class:`~stageflow.InputsSnapshot`: the same
     ``get_from`` and errors), ``item``/``item_index``/``item_key`` in a map,
     ``loop`` in a loop's body, ``idempotency_key``, ``usage.report(...)``,
-    ``state.load()``/``state.save()``. It has no clock, no events and no store: the
-    engine keeps those; ``cancelled`` is always False there (the runner stops the
+    ``state.load()``/``state.save()``, ``model(preferred)``. It has no clock, no events
+    and no store: the engine keeps those; ``cancelled`` is always False there (the runner stops the
     call itself). ``traceparent`` carries the W3C trace context of the stage's span.
     """
 
@@ -261,7 +254,7 @@ class DetachedContext:
 async def detach(ctx: StageContext) -> DetachedContext:
     """A picklable copy of ``ctx``, for a stage's call to run elsewhere.
 
-    It holds the run's data and the stage's inputs (copied), its item or iteration, its
+    It holds the run's data (copied) and the stage's inputs, its item or iteration, its
     attempt, the state it saved before (read from the store now) and the trace context
     of the current span (``traceparent``), and the downgrade ``ctx.model()`` makes now.
     """

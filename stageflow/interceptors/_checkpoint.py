@@ -115,8 +115,9 @@ class CheckpointInterceptor:
             # commit in thousands, the garbage collector going through all they hold.
             del spent
             if output.status in _KEPT:
-                if isinstance(output.data, OutputRef):  # left where a runner ran it
-                    await output.data.fetch()
+                data = output.data
+                if type(data) is not dict and isinstance(data, OutputRef):
+                    await data.fetch()  # left where a runner ran the call
                 # durable.save, inline: a coroutine less on every stage's path, where a map's
                 # items wait for their group's commit in thousands.
                 try:

@@ -183,19 +183,25 @@ def _wait_for(check: Any, what: str, seconds: float = 60.0) -> None:
         time.sleep(0.05)
 
 
-def test_a_cancelled_call_cancels_its_task_and_kills_a_stuck_worker(tmp_path: Path) -> None:
-    pidfile, release = tmp_path / "pid", tmp_path / "release"
-    graph = Pipeline("p").with_stage("a", stages.blocks, runner="ray").build()
-    data = {"pidfile": str(pidfile), "release": str(release)}
+def cancelled_once_started(graph: Any, data: dict[str, Any], grace: float,
+                           started: Any) -> None:  # fmt: skip
+    """Run ``graph`` and cancel the run once ``started()`` says its remote call is going."""
 
     async def main() -> None:
-        run = asyncio.create_task(engine(grace=0.0).run(graph, data=data))
-        await asyncio.to_thread(_wait_for, pidfile.exists, "the remote call started")
+        run = asyncio.create_task(engine(grace=grace).run(graph, data=data))
+        await asyncio.to_thread(_wait_for, started, "the remote call started")
         run.cancel()
         with pytest.raises(asyncio.CancelledError):  # a cancelled engine.run() re-raises
             await run
 
     asyncio.run(main())
+
+
+def test_a_cancelled_call_cancels_its_task_and_kills_a_stuck_worker(tmp_path: Path) -> None:
+    pidfile, release = tmp_path / "pid", tmp_path / "release"
+    graph = Pipeline("p").with_stage("a", stages.blocks, runner="ray").build()
+    data = {"pidfile": str(pidfile), "release": str(release)}
+    cancelled_once_started(graph, data, 0.0, pidfile.exists)
     pid = int(pidfile.read_text())
     _wait_for(lambda: not _alive(pid), f"worker {pid} killed")
 
@@ -204,16 +210,7 @@ def test_a_cancelled_async_call_stops_and_leaves_its_worker_s_loop_clean(tmp_pat
     pidfile, beats = tmp_path / "pid", tmp_path / "beats"
     graph = Pipeline("p").with_stage("a", stages.beats, runner="ray").build()
     data = {"pidfile": str(pidfile), "beats": str(beats)}
-
-    async def main() -> None:
-        run = asyncio.create_task(engine(grace=5.0).run(graph, data=data))
-        await asyncio.to_thread(_wait_for, lambda: beats.exists() and beats.stat().st_size > 2,
-                                "the remote call beating")  # fmt: skip
-        run.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await run
-
-    asyncio.run(main())
+    cancelled_once_started(graph, data, 5.0, lambda: beats.exists() and beats.stat().st_size > 2)
     pid = int(pidfile.read_text())
     time.sleep(0.3)  # real time: the worker's loop, not the engine's
     size = beats.stat().st_size

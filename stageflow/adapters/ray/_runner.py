@@ -64,8 +64,8 @@ def _encoder() -> Callable[[Any], Any]:
     """This process's encoder: a value as pickle's bytes, which Ray sends ten times faster
     than a tuple of dicts it serializes itself; or the value as it is, for Ray to
     serialize, when it holds what Ray serializes its own way (object refs, actor handles,
-    types with a serializer registered in Ray: kept count of, or made so) or what pickle
-    cannot (a lambda: Ray's cloudpickle can)."""
+    types with a serializer registered in Ray before the first call: kept count of, or
+    made so) or what pickle cannot (a lambda: Ray's cloudpickle can)."""
     if not _ENCODERS:
         ray = _ray()
         own = (ray.ObjectRef, ray.actor.ActorHandle, *ray.cloudpickle.CloudPickler.dispatch)
