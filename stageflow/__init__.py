@@ -40,8 +40,10 @@ from ._ledger import StageUsage, UsageLedger
 from ._outputref import OutputRef
 from ._pipeline import Pipeline
 from ._policies import Backoff, CircuitBreakerPolicy, RetryPolicy
+from ._redact import known_secret
 from ._result import PendingInput, RunResult, StageResult
 from ._run import RunCall, RunContext
+from ._secrets import SecretRef
 from ._service import RunService
 from ._sinks import BufferedSink, FanOutSink, JsonLinesSink, LegacyEventSink, LoggingSink
 from ._spec import Placement, StageSpec
@@ -136,6 +138,7 @@ from .ports import (
     RunQueue,
     RunRecord,
     RunStore,
+    SecretResolver,
     StageRecord,
     StageRunner,
     Timer,
@@ -253,6 +256,8 @@ __all__ = [
     "RunTimeoutError",
     "RunWaitingError",
     "SchemaError",
+    "SecretRef",
+    "SecretResolver",
     "SelectiveInterceptor",
     "SelfDependencyError",
     "Stage",
@@ -302,6 +307,7 @@ __all__ = [
     "attach_error",
     "detach",
     "follow_events",
+    "known_secret",
     "run_detached",
 ]
 

@@ -29,6 +29,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any, Final
 
+from ._redact import MASK, SECRETS, is_secret_value
 from .errors import CodecError
 
 __all__ = [
@@ -104,6 +105,8 @@ def encode(value: Any, where: str = "value") -> Any:
         return {TAG: "dataclass", "c": _path_of(kind), "v": fields}
     if _is_model(value):
         return {TAG: "model", "c": _path_of(kind), "v": value.model_dump(mode="json")}
+    if is_secret_value(value):
+        raise _secret_refused(where)
     raise CodecError(
         f"{where} is a {_path_of(kind)}, which cannot be stored faithfully; use JSON "
         "types, tuples, sets, bytes, datetimes, Decimal, UUID, enums, dataclasses or "
@@ -183,11 +186,36 @@ def dumps(value: Any, where: str = "value", *, stage: str | None = None) -> str:
     """
     try:
         data = encode(value, where)
+        text = _compact(data)
+        if SECRETS.active and SECRETS.found(text):  # a secret's text, put there by hand
+            raise _secret_refused(_where_secret(data, where))
     except CodecError as error:
         if stage is not None and error.stage is None:
             error.stage = stage
         raise
-    return _compact(data)
+    return text
+
+
+def _secret_refused(where: str) -> CodecError:
+    return CodecError(
+        f"{where} is a secret (or holds one): stageflow never stores a secret's value; "
+        "keep the SecretRef and resolve it where it is used (ctx.secret(ref))",
+        field=where,
+        value=MASK,
+    )
+
+
+def _where_secret(data: Any, where: str) -> str:
+    """Where in ``data`` (encoded) the first str holding a known secret is."""
+    if isinstance(data, str):
+        return where
+    items = data.items() if isinstance(data, dict) else enumerate(data) if isinstance(
+        data, list) else ()  # fmt: skip
+    for key, item in items:
+        if SECRETS.found(_compact(item)):
+            inner = item if not (isinstance(item, dict) and TAG in item) else item.get("v")
+            return _where_secret(inner, f"{where}[{key!r}]")
+    return where
 
 
 # json.dumps with options makes an encoder per call, which costs about as much as encoding

@@ -31,12 +31,15 @@ from ._check import integer, number
 from ._events import EventType
 from ._ledger import StageUsage, UsageLedger
 from ._outputref import OutputRef
+from ._secrets import SecretRef, resolve_secret
 from ._services import RunServices
 from ._stage import Stage, StageOutput, StageReturn
 from ._status import COMPLETED
 from .errors import ConfigurationError, InputTypeError, MissingInputError, StageCancelledError
 
 if TYPE_CHECKING:
+    from pydantic import SecretStr
+
     from ._durable import DurableRun
     from ._legacy import ContextSnapshot, Entry
     from ._spec import StageSpec
@@ -258,6 +261,18 @@ class StageContext:
         """
         ledger = self._run.ledger
         return () if ledger is None else ledger.reported(self.stage)
+
+    async def secret(self, ref: SecretRef) -> SecretStr:
+        """The secret ``ref`` names, resolved now (``env``, ``file``, or a scheme of the
+        engine's ``secrets=``), as a pydantic ``SecretStr``: masked in ``repr``, ``str``
+        and f-strings; ``.get_secret_value()`` gives its text, which stageflow masks
+        wherever it writes text from now on and refuses to store.
+
+        Raises:
+            ConfigurationError: ``ref`` is no SecretRef, or it cannot be resolved (naming
+                the reference, never a value).
+        """
+        return await resolve_secret(ref, self._run.secrets)
 
     def model(self, preferred: str) -> str:
         """The model to use now for ``preferred``: itself, or a cheaper one of its

@@ -65,7 +65,7 @@ from .ports import Clock, EventLog, EventSink, InputRecord, InputStore, RunQueue
 
 if TYPE_CHECKING:
     from ._prices import PriceTable
-    from .ports import Lease, RunRecord, RunStore, StageRunner
+    from .ports import Lease, RunRecord, RunStore, SecretResolver, StageRunner
 
 __all__ = ["Engine"]
 
@@ -137,6 +137,8 @@ class Engine:
             ``RayRunner()``; the scheduler and the interceptors stay here.
         runners: runners by name, for ``with_stage(runner="ray")``: a name no runner
             has is an error when a run of the graph starts, naming the stage.
+        secrets: :class:`~stageflow.ports.SecretResolver` s by scheme, for
+            ``ctx.secret(SecretRef("vault", name))`` (``env`` and ``file`` need none).
 
     Example:
         >>> import asyncio
@@ -195,9 +197,11 @@ class Engine:
         event_log: EventLog | None = None,
         runner: StageRunner | None = None,
         runners: Mapping[str, StageRunner] | None = None,
+        secrets: Mapping[str, SecretResolver] | None = None,
     ) -> None:
         user = _given_interceptors(interceptors)
         _check_runners(runner, runners)
+        _check_secrets(secrets)
         number(input_poll, "input_poll", "a positive number of seconds", gt=0)
         chains = _model_chains(model_chains)
         registry = _registry(circuit_breakers)
@@ -236,6 +240,7 @@ class Engine:
             "model_chains": chains, "without": dropped, "input_poll": input_poll,
             "event_log": event_log,  # its EventLogSink, which replace() shares
             "runner": runner, "runners": MappingProxyType(dict(runners or {})),
+            "secrets": MappingProxyType(dict(secrets or {})),
             # replace() shares the registry, unless the breaker came in `interceptors`
             "circuit_breakers": None if own_breaker else registry,
         })  # fmt: skip
@@ -743,6 +748,7 @@ class Engine:
             durable=durable,
         )
         state.flags = flags
+        state.secrets = self._settings["secrets"]
         events = self._events
         if events is not None:
             if run.resumed:  # a run's events are numbered on across its drives
@@ -1147,6 +1153,24 @@ def _fetching(call: StageCall) -> StageCall:
 
     fetching.__qualname__ = getattr(call, "__qualname__", "call")
     return fetching
+
+
+def _check_secrets(secrets: object) -> None:
+    if secrets is None:
+        return
+    if not isinstance(secrets, Mapping):
+        refuse("secrets", "a mapping of schemes to SecretResolvers", secrets)
+    for scheme, resolver in secrets.items():
+        if not isinstance(scheme, str) or not scheme or scheme in ("env", "file"):
+            refuse("secrets", "a mapping whose keys are schemes other than env and file "
+                   "(non-empty str)", scheme)  # fmt: skip
+        if not inspect.iscoroutinefunction(getattr(resolver, "resolve", None)):
+            raise ConfigurationError(
+                f"secrets[{scheme!r}] must be a SecretResolver (an object with an async "
+                f"resolve(name)), not {type(resolver).__qualname__}",
+                field=f"secrets.{scheme}",
+                value=type(resolver).__qualname__,
+            )
 
 
 def _check_runners(runner: object, runners: object) -> None:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Final
 from ._context import LoopInfo, StageCall, StageContext, new_context
 from ._dynamic import LoopSpec, MapSpec
 from ._events import EventType
+from ._redact import redacted
 from ._scheduler import RunState, lone, normalize_output
 from ._services import RunServices
 from ._spec import MAX_NAME_LENGTH
@@ -351,7 +352,7 @@ def _fail(part: RunServices, k: int, error: BaseException) -> int:
     outcomes = part.outcomes
     outcomes.status[k] = FAILED
     outcomes.errors[k] = error
-    outcomes.reasons[k] = f"{type(error).__name__}: {error}"
+    outcomes.reasons[k] = redacted(f"{type(error).__name__}: {error}")
     return FAILED
 
 

@@ -20,6 +20,7 @@ from ._context import new_context
 from ._dynamic import LoopSpec
 from ._events import EventType
 from ._outcomes import Outcomes, StageResults
+from ._redact import redacted
 from ._result import RunResult, RunStatus
 from ._services import RunServices
 from ._spec import check_route
@@ -547,7 +548,7 @@ class RunState(RunServices):
         outcomes = self.outcomes
         outcomes.status[i] = FAILED
         outcomes.errors[i] = error
-        outcomes.reasons[i] = f"{type(error).__name__}: {error}"
+        outcomes.reasons[i] = redacted(f"{type(error).__name__}: {error}")
         return FAILED
 
     def record_cancelled(self, i: int) -> None:

@@ -14,23 +14,26 @@ import asyncio
 import logging
 import threading
 from collections.abc import Callable, Mapping, Sequence
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Final
 
 from ._clock import bound
 from ._events import Event
 from ._ledger import Governance, UsageLedger
 from ._outcomes import Outcomes
+from ._redact import SECRETS, redacted_data
 
 if TYPE_CHECKING:
     from ._context import LoopInfo, StageContext
     from ._durable import DurableRun
     from ._graph import StageGraph
-    from .ports import Clock, EventSink
+    from .ports import Clock, EventSink, SecretResolver
 
 __all__ = ["RunServices"]
 
 logger = logging.getLogger("stageflow")
 _LEDGER_LOCK: Final = threading.Lock()
+_NO_RESOLVERS: Final[Mapping[str, Any]] = MappingProxyType({})
 
 
 class RunServices:
@@ -52,6 +55,7 @@ class RunServices:
         "pipeline",
         "root",
         "run_id",
+        "secrets",
         "seq",
         "sink",
         "sink_errors",
@@ -96,6 +100,7 @@ class RunServices:
         self.ledger: UsageLedger | None = None
         if durable is not None:
             self.usage_ledger()
+        self.secrets: Mapping[str, SecretResolver] = _NO_RESOLVERS  # the engine's secrets=
         self.root: RunServices = self  # the run's own services; a nested part's: the run's
         self.enclosing: StageContext | None = None
         self.loop_info: LoopInfo | None = None
@@ -120,6 +125,7 @@ class RunServices:
         part.pipeline = self.pipeline
         part.root = self.root
         part.run_id = self.run_id
+        part.secrets = self.secrets
         part.seq = 0  # the root's counts events (see event())
         part.sink = self.sink
         part.sink_errors = 0
@@ -166,6 +172,8 @@ class RunServices:
         """Send one event to the sink (on the loop's thread; the caller checked ``sink``)."""
         root = self.root
         root.seq += 1
+        if SECRETS.active:  # known secrets never leave in an event
+            data = redacted_data(data)
         event = Event(
             type_, self.run_id, self.pipeline, stage, root.seq, self.wall(), attempt, data
         )

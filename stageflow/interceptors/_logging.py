@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, Final, NamedTuple
 from .._check import integer
 from .._context import StageCall, StageContext
 from .._dynamic import MapSpec
+from .._redact import SECRETS, redacted, redacted_data
 from .._result import RunResult, RunStatus, StageResult
 from .._run import RunCall, RunContext
 from .._spec import StageSpec
@@ -140,6 +141,11 @@ class LoggingInterceptor(TelemetryErrors):
     ) -> None:
         try:
             extra.update(_trace_ids())
+            if SECRETS.active:  # known secrets masked before any handler sees the record
+                message, args = redacted(message % args if args else message), ()
+                extra = redacted_data(extra)
+                if error is not None:
+                    error = _masked_error(error)
             self.logger.log(level, message, *args, extra=extra, exc_info=error)
         except Exception as failure:  # noqa: BLE001 - telemetry never breaks a run
             self.failed(failure, "logging a record")
@@ -344,6 +350,23 @@ def _jsonable(value: object) -> object:
     return repr(value)
 
 
+class _MaskedError(Exception):
+    """Stands for an exception whose text holds a known secret, in a log record."""
+
+
+def _masked_error(error: BaseException) -> BaseException:
+    """``error``, or a stand-in with its type's name and its text masked, when its text
+    or its traceback hold a known secret (a handler formats it as it likes)."""
+    import traceback
+
+    text = "".join(traceback.format_exception(error))
+    if not SECRETS.found(text):
+        return error
+    stand_in = _MaskedError(redacted(f"{type(error).__qualname__}: {error}"))
+    stand_in.add_note(redacted(text.rstrip()))
+    return stand_in
+
+
 class JsonFormatter(logging.Formatter):
     """Formats each log record as one JSON object per line.
 
@@ -382,4 +405,4 @@ class JsonFormatter(logging.Formatter):
             out["exc"] = self.formatException(record.exc_info)
         if record.stack_info:
             out["stack"] = self.formatStack(record.stack_info)
-        return json.dumps(out, default=_jsonable, ensure_ascii=False)
+        return redacted(json.dumps(out, default=_jsonable, ensure_ascii=False))

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from .._clock import is_loop_clock
 from .._context import StageCall, StageContext
 from .._dynamic import InputSpec, MapSpec
+from .._redact import SECRETS, redacted
 from .._result import RunResult, RunStatus
 from .._run import RunCall, RunContext
 from .._spec import StageSpec
@@ -212,7 +213,7 @@ class TracingInterceptor(TelemetryErrors):
         try:
             outcome = outcome_of_error(error)
             if outcome == FAILED:
-                span.record_exception(error)
+                _record_exception(span, error)
                 _error_status(span, f"{type(error).__name__}: {error}")
             span.set_attributes({ATTEMPTS: ctx.attempts, OUTCOME: outcome})
             reports = ctx.usage_reports  # what a failed stage spent counts too
@@ -252,7 +253,7 @@ class TracingInterceptor(TelemetryErrors):
                 try:
                     outcome = outcome_of_error(error)
                     if outcome == FAILED:
-                        span.record_exception(error)
+                        _record_exception(span, error)
                         _error_status(span, f"{type(error).__name__}: {error}")
                     span.set_attribute(OUTCOME, outcome)
                     span.end(_ns(run.clock))
@@ -300,7 +301,22 @@ def _add_usage(span: Span, reports: Sequence[UsageRecord]) -> None:
 def _error_status(span: Span, description: str) -> None:
     from opentelemetry.trace import Status, StatusCode
 
-    span.set_status(Status(StatusCode.ERROR, description))
+    span.set_status(Status(StatusCode.ERROR, redacted(description)))
+
+
+def _record_exception(span: Span, error: BaseException) -> None:
+    """``span.record_exception(error)``, known secrets masked in its message and trace."""
+    if not SECRETS.active:
+        span.record_exception(error)
+        return
+    import traceback
+
+    span.add_event("exception", {
+        "exception.type": f"{type(error).__module__}.{type(error).__qualname__}",
+        "exception.message": redacted(str(error)),
+        "exception.stacktrace": redacted("".join(traceback.format_exception(error))),
+        "exception.escaped": "False",
+    })  # fmt: skip
 
 
 def _ns(clock: Clock) -> int | None:

@@ -9,6 +9,7 @@ from ._events import EventLog, EventSink, PressureSink
 from ._queue import RunQueue, WorkerRecord
 from ._records import InputRecord, Lease, RunRecord, StageRecord, UsageRecord
 from ._runner import StageRunner
+from ._secrets import SecretResolver
 from ._store import CheckpointStore, InputStore, RunCatalog, RunStore
 
 __all__ = [
@@ -24,6 +25,7 @@ __all__ = [
     "RunQueue",
     "RunRecord",
     "RunStore",
+    "SecretResolver",
     "StageRecord",
     "StageRunner",
     "Timer",
