@@ -29,6 +29,7 @@ from .._durable import DurableRun
 from .._engine import Engine
 from .._events import Event
 from .._graph import StageGraph
+from .._redact import redacted
 from .._result import PendingInput, RunResult, RunStatus, StageResult
 from .._service import run_json, usage_json
 from .._sinks import FanOutSink
@@ -70,6 +71,30 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+
+class _Masking:
+    """A text stream whose writes have every known secret masked (see ``_redact``)."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        self._stream.write(redacted(text))
+        return len(text)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+@app.callback()
+def _masked() -> None:
+    # Every command: what it prints has the secrets its runs resolved masked (a failed
+    # stage's message, a traceback with --verbose).
+    if not isinstance(sys.stdout, _Masking):
+        sys.stdout = _Masking(sys.stdout)
+    if not isinstance(sys.stderr, _Masking):
+        sys.stderr = _Masking(sys.stderr)
 
 
 class GraphFormat(enum.StrEnum):
