@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ._context import InputsSnapshot, LoopInfo
 from ._ledger import NO_DOWNGRADE, ModelPlan, choose_model, no_model_left
+from ._sdkusage import usage_of_response
 from ._spec import stage_call
 from .errors import BudgetExceededError, ConfigurationError, RemoteError
 
@@ -70,6 +71,14 @@ class _Usage:
         report = Report(model, input_tokens, output_tokens, cost)
         self.reports.append(report)
         return report
+
+    def report_response(self, response: Any, *, model: str | None = None,
+                        cost: float | None = None) -> Report:  # fmt: skip
+        """Record what an LLM SDK's response says it used (see
+        :meth:`stageflow.StageUsage.report_response`)."""
+        used = usage_of_response(response)
+        return self.report(model=model or used.model, input_tokens=used.input_tokens,
+                           output_tokens=used.output_tokens, cost=cost)  # fmt: skip
 
 
 class _State:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Final, NamedTuple
 from ._budget import Budget, CostPolicy, Estimate, ModelChain
 from ._check import integer, number, refuse
 from ._events import EventType
+from ._sdkusage import usage_of_response
 from ._usage import Usage, UsageSummary
 from .errors import BudgetExceededError, ConfigurationError, UnknownModelError
 from .ports import UsageRecord
@@ -555,6 +556,23 @@ class StageUsage:
         """
         ctx = self._ctx
         return self._ledger.report(ctx, ctx.spec.budget, model, input_tokens, output_tokens, cost)
+
+    def report_response(
+        self, response: Any, *, model: str | None = None, cost: float | None = None
+    ) -> Usage:
+        """:meth:`report` what an LLM SDK's ``response`` says it used: an OpenAI (or
+        OpenAI-compatible) chat completion, Responses API response or embedding, an
+        Anthropic message, or their JSON as a dict. ``model``: the model to price it as
+        (default: the response's own, which may be a dated name such as
+        ``gpt-4o-2024-08-06``: a price table must know it).
+
+        Raises:
+            ConfigurationError: ``response`` has no usage of a known shape; and what
+                :meth:`report` raises.
+        """
+        used = usage_of_response(response)
+        return self.report(model=model or used.model, input_tokens=used.input_tokens,
+                           output_tokens=used.output_tokens, cost=cost)  # fmt: skip
 
     @property
     def spent(self) -> Usage:
