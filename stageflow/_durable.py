@@ -25,6 +25,7 @@ from ._budget import Budget, ModelChain
 from ._check import number
 from ._dynamic import InputSpec, LoopSpec, MapSpec
 from ._graph import StageGraph
+from ._redact import redacted
 from ._spec import StageSpec
 from ._stage import StageOutput
 from ._status import RunStatus, StageStatus, routed_reason, routes_of
@@ -600,7 +601,7 @@ class DurableRun:
             if usage:  # reported by stages that were cancelled or stopped before storing it
                 await self.store.record_usage(self.lease, usage)
             if status is not self.status or status is not RunStatus.COMPLETED:
-                text = None if error is None else f"{type(error).__name__}: {error}"
+                text = None if error is None else redacted(f"{type(error).__name__}: {error}")
                 await self.store.set_status(self.lease, status, text)
         except LeaseLostError:
             logger.warning("run %s ended after its lease was lost", self.lease.run_id)

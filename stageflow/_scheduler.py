@@ -814,7 +814,7 @@ class RunState(RunServices):
         if self.first_error is None:
             self.first_error = error
         self.failed += 1
-        self.stop(f"{type(error).__name__}: {error}")
+        self.stop(redacted(f"{type(error).__name__}: {error}"))
 
     def settle(self) -> None:
         """After a stop: give every stage that has no outcome one."""

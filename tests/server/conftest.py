@@ -114,9 +114,12 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def start_server(folder: Path, tokens: tuple[str, str] | None = None) -> Server:
+def start_server(
+    folder: Path, tokens: tuple[str, str] | None = None, catalog: str = CATALOG
+) -> Server:
     """Start ``stageflow serve`` on the SQLite file of ``folder``; return once /healthz
-    answers. ``tokens``: the run and read secrets to use again (a restart)."""
+    answers. ``tokens``: the run and read secrets to use again (a restart); ``catalog``:
+    the ``--pipelines`` it serves."""
     (folder / "gates").mkdir(parents=True, exist_ok=True)
     if tokens is None:
         run_secret, run_token = new_token("tester", ["run"])
@@ -134,7 +137,7 @@ def start_server(folder: Path, tokens: tuple[str, str] | None = None) -> Server:
         with log.open("wb") as out:
             process = subprocess.Popen(
                 [sys.executable, "-m", "stageflow.cli", "serve",
-                 "--store", f"sqlite:///{folder / 'runs.db'}", "--pipelines", CATALOG,
+                 "--store", f"sqlite:///{folder / 'runs.db'}", "--pipelines", catalog,
                  "--port", str(port), "--tokens-file", str(folder / "tokens"),
                  "--heartbeat", str(HEARTBEAT), "--log-level", "warning"],
                 cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
