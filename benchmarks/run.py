@@ -142,7 +142,8 @@ BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
 DEFAULT_JSON = BENCH_DIR / "results.json"
 SECTIONS = (
-    "W1", "W2", "W3", "W4", "W5", "W1-NOOP", "W5-OTEL", "W7", "W8", "W9", "W3-CEL", "W3-CEL-DEP",
+    "W1", "W2", "W3", "W4", "W5", "W1-NOOP", "W1-ASSIST", "W5-OTEL", "W7", "W8", "W9", "W3-CEL",
+    "W3-CEL-DEP",
     "W6", "W6-PG", "W6-WIDE", "W7-DURABLE", "W10", "SERVICE", "RAY", "WORKERS", "BUILD", "LOAD",
     "SCALE",
     "IMPORT",
@@ -367,6 +368,37 @@ def w1_noop_sides(with_logging: bool) -> Callable[[bool], Sequence[Impl]]:
     return sides
 
 
+def w1_assist_sides(with_stageflow: bool) -> Sequence[Impl]:
+    """W1 on a plain Engine, and on one with an AssistanceInterceptor whose stages ask for
+    no assistance: what assistance costs the stages that do not use it (issue 18)."""
+    if not with_stageflow:
+        raise Unavailable("both sides are stageflow, which does not import")
+    from stageflow import AssistanceInterceptor, Engine
+    from stageflow.testing import ScriptedAssistant
+
+    assisted = AssistanceInterceptor(ScriptedAssistant())
+
+    def prepare(interceptors: list[Any]) -> Callable[..., Any]:
+        def prepared(name: str, spec: Sequence[Any], options: Resilience | None) -> Any:
+            engine = Engine(max_parallel=None, interceptors=interceptors)
+            return engine, stageflow_build(name, spec)
+
+        return prepared
+
+    def runner(prepared: tuple[Any, Any]) -> Any:
+        engine, graph = prepared
+        return lambda: engine.run(graph)
+
+    def verify(result: Any, n: int) -> None:
+        if result.status != "completed" or len(result) != n:
+            raise RuntimeError(f"stageflow run ended with status {result.status!r}")
+        if assisted.assistant.calls:  # type: ignore[attr-defined]
+            raise RuntimeError("a stage without assist= was assisted")
+
+    return [Impl("bare", prepare([]), runner, verify),
+            Impl("stageflow", prepare([assisted]), runner, verify)]  # fmt: skip
+
+
 RUN_WORKLOADS = (
     RunWorkload("W1", "W1 chain 1000", lambda: chain(1000), "µs/stage", Target("ratio", 1.5)),
     RunWorkload("W2", "W2 fan-out 1000", lambda: fan(1000), "µs/stage", Target("ratio", 1.5)),
@@ -398,6 +430,15 @@ RUN_WORKLOADS = (
         Target("ratio", 1.1),  # records off: the run's stages go unwrapped (applies)
         section="W1-NOOP",
         sides=w1_noop_sides(with_logging=True),
+        reference="stageflow on a plain Engine()",
+    ),
+    RunWorkload(
+        "W1-assist",
+        "W1-assist chain 1000 +AssistanceInterceptor, no assist=",
+        lambda: chain(1000),
+        "µs/stage",
+        Target("ratio", 1.05),  # it wraps nothing: the same calls
+        sides=w1_assist_sides,
         reference="stageflow on a plain Engine()",
     ),
     RunWorkload(

@@ -8,6 +8,7 @@ Build a graph with :class:`Pipeline`, run it with an :class:`Engine`::
 
 from typing import TYPE_CHECKING
 
+from ._assist import AssistanceConfig, AssistUsage, Diagnosis, Findings, Verdict
 from ._budget import Budget, CostPolicy, Estimate, ModelChain
 from ._catalog import Catalog, CatalogEntry
 from ._clock import LoopClock
@@ -52,6 +53,7 @@ from ._status import RunStatus, StageStatus
 from ._usage import Usage, UsageSummary
 from ._worker import Worker
 from .errors import (
+    AssistanceBlockedError,
     BudgetExceededError,
     CircuitOpenError,
     CodecError,
@@ -106,6 +108,7 @@ from .errors import (
     WorkerLostError,
 )
 from .interceptors import (
+    AssistanceInterceptor,
     BaseInterceptor,
     BudgetInterceptor,
     CheckpointInterceptor,
@@ -133,6 +136,7 @@ from .ports import (
     InputRecord,
     InputStore,
     Lease,
+    LLMAssistant,
     PressureSink,
     RunCatalog,
     RunQueue,
@@ -153,6 +157,10 @@ if TYPE_CHECKING:
 from ._version import __version__
 
 __all__ = [
+    "AssistUsage",
+    "AssistanceBlockedError",
+    "AssistanceConfig",
+    "AssistanceInterceptor",
     "Backoff",
     "BaseInterceptor",
     "Budget",
@@ -176,6 +184,7 @@ __all__ = [
     "CycleError",
     "DetachedContext",
     "DetachedResult",
+    "Diagnosis",
     "DuplicateDependencyError",
     "DuplicateStageError",
     "DurableRun",
@@ -189,6 +198,7 @@ __all__ = [
     "EventType",
     "ExpressionError",
     "FanOutSink",
+    "Findings",
     "GraphError",
     "GraphMismatchError",
     "InputAlreadyGivenError",
@@ -208,6 +218,7 @@ __all__ = [
     "InvalidStageNameError",
     "JsonFormatter",
     "JsonLinesSink",
+    "LLMAssistant",
     "Lease",
     "LeaseLostError",
     "LegacyEventSink",
@@ -298,6 +309,7 @@ __all__ = [
     "UsageLedger",
     "UsageRecord",
     "UsageSummary",
+    "Verdict",
     "WaitingForInput",
     "Worker",
     "WorkerLostError",

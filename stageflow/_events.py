@@ -51,6 +51,10 @@ class EventType(enum.StrEnum):
     INPUT_WAITING = "input.waiting"
     INPUT_RECEIVED = "input.received"
     INPUT_TIMED_OUT = "input.timed_out"
+    ASSIST_VALIDATED = "assist.validated"
+    ASSIST_ANALYZED = "assist.analyzed"
+    ASSIST_DIAGNOSED = "assist.diagnosed"
+    ASSIST_FAILED = "assist.failed"
 
     @property
     def is_terminal(self) -> bool:

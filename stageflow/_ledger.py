@@ -320,9 +320,12 @@ class UsageLedger:
         input_tokens: int,
         output_tokens: int,
         cost: float | None,
+        label: str | None = None,
     ) -> Usage:
-        """Record what an attempt spent; warn, notify or block as the budgets say."""
-        stage = ctx.stage
+        """Record what an attempt spent; warn, notify or block as the budgets say.
+        ``label``: the stage name to record it under instead of ``ctx``'s (the run's
+        budget applies to it, a stage budget as ``budget`` says)."""
+        stage = ctx.stage if label is None else label
         if (
             type(input_tokens) is not int
             or type(output_tokens) is not int

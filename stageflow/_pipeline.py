@@ -33,6 +33,7 @@ from ._stage import StageKind
 from .errors import GraphError, InvalidOptionError
 
 if TYPE_CHECKING:
+    from ._assist import AssistOption
     from ._context import StageContext, StageLike
     from .ports import StageRunner
 
@@ -115,6 +116,7 @@ class Pipeline:
             routes: StageNames | None = None,
             runner: str | StageRunner | None = None,
             resources: Mapping[str, Any] | None = None,
+            assist: AssistOption | None = None,
         ) -> Pipeline:
             """Return a new Pipeline with one more stage (see ``help(Pipeline.with_stage)``).
 
@@ -145,6 +147,7 @@ class Pipeline:
             routes: Iterable[str] | None = None,
             runner: str | StageRunner | None = None,
             resources: Mapping[str, Any] | None = None,
+            assist: AssistOption | None = None,
             **unknown: Any,
         ) -> Pipeline:
             """Return a new Pipeline with one more stage.
@@ -191,6 +194,10 @@ class Pipeline:
                     the engine's ``runner=``, else its event loop).
                 resources: what the call needs where it runs, for its runner (Ray:
                     ``{"num_cpus": 2, "num_gpus": 1, "memory": 2**30}``).
+                assist: LLM assistance for the stage, done by the engine's
+                    :class:`~stageflow.AssistanceInterceptor`: modes (``"validate"``,
+                    ``"analyze"``, ``"diagnose"``) or
+                    :class:`~stageflow.AssistanceConfig` objects (timeout, policy).
 
             Raises:
                 InvalidStageNameError: ``name`` is not a valid name.
@@ -202,6 +209,7 @@ class Pipeline:
             spec = make_spec(
                 name, stage, kind, dependencies, optional, tags, metadata, timeout, retry,
                 circuit_breaker, budget, estimate, output, when, routes, runner, resources,
+                assist,
             )  # fmt: skip
             new = _new_pipeline(Pipeline)  # _extend, inlined: with_stage is BUILD's hot path
             new._name = self._name

@@ -16,6 +16,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 from . import _codec
+from ._assist import AssistanceConfig, check_assist
 from ._budget import Budget, Estimate
 from ._check import integer, number, refuse
 from ._policies import CircuitBreakerPolicy, RetryPolicy
@@ -72,6 +73,8 @@ class StageSpec(NamedTuple):
         placement: where its call runs (:class:`~stageflow.Placement`: ``runner=`` and
             ``resources=``), or None: in the engine's event loop, or the engine's
             default runner.
+        assist: the LLM assistance asked for (``with_stage(assist=)``: one
+            :class:`~stageflow.AssistanceConfig` per mode), or None.
     """
 
     name: str
@@ -92,6 +95,7 @@ class StageSpec(NamedTuple):
     routes: tuple[str, ...] | None = None
     dynamic: MapSpec | LoopSpec | InputSpec | None = None
     placement: Placement | None = None
+    assist: tuple[AssistanceConfig, ...] | None = None
 
 
 class Placement(NamedTuple):
@@ -154,6 +158,7 @@ OPTIONS: Final = (
     "routes",
     "runner",
     "resources",
+    "assist",
 )
 
 
@@ -204,6 +209,7 @@ def make_spec(
     routes: object = None,
     runner: object = None,
     resources: object = None,
+    assist: object = None,
 ) -> StageSpec:
     """Validate ``with_stage``'s arguments into a StageSpec (errors name stage, option, value).
 
@@ -239,10 +245,11 @@ def make_spec(
         and routes is None
         and runner is None
         and resources is None
+        and assist is None
     ):
         return _new_spec(
             (name, stage, kind, deps, opt, _NO_NAMES, _EMPTY, stage_call(name, stage),
-             None, None, None, None, None, None, None, None, None, None)
+             None, None, None, None, None, None, None, None, None, None, None)
         )  # fmt: skip
     options = (
         tags, metadata, timeout, retry, circuit_breaker, budget, estimate, output, when, routes
@@ -266,7 +273,10 @@ def make_spec(
     placement = None if runner is None and resources is None else (
         _placement(name, runner, resources)
     )  # fmt: skip
-    return _new_spec((name, stage, kind, deps, opt, tag_set, meta, call, *rest, None, placement))
+    assisted = None if assist is None else check_assist(name, "assist", assist)
+    return _new_spec(
+        (name, stage, kind, deps, opt, tag_set, meta, call, *rest, None, placement, assisted)
+    )
 
 
 def _placement(stage: str, runner: object, resources: object) -> Placement:

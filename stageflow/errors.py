@@ -34,6 +34,7 @@ the builtin hierarchy keeps working::
     │   ├── RemoteError                         a remote call raised what cannot cross back
     │   ├── CircuitOpenError                    the stage's circuit breaker is open: not called
     │   ├── BudgetExceededError                 a token or cost budget cannot cover the stage
+    │   ├── AssistanceBlockedError              its LLM pre-validation said no (policy block)
     │   ├── RouteError                          a ROUTE stage chose none or a stray target
     │   ├── MapError (TypeError)                a map's ``over`` is missing or no sequence
     │   ├── MapItemError                        an item failed (``on_item_error="fail"``)
@@ -85,6 +86,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Self
 
 __all__ = [
+    "AssistanceBlockedError",
     "BudgetExceededError",
     "CircuitOpenError",
     "CodecError",
@@ -528,6 +530,28 @@ class StageFailedError(StageError):
     def of(cls, stage: str, reason: str) -> Self:
         """The error with its standard message: ``stage 'a' failed: <reason>``."""
         return cls(f"stage {stage!r} failed: {reason}", stage=stage, reason=reason)
+
+
+class AssistanceBlockedError(StageError):
+    """A pre-validation by the LLM assistant said the stage's input is not fit, and the
+    stage's ``assist=`` policy is ``block``: the stage did not run.
+
+    Attributes:
+        text: what the assistant said (known secrets masked).
+        confidence: how sure it said it was, 0 to 1.
+    """
+
+    def __init__(self, message: str, *, stage: str, text: str, confidence: float) -> None:
+        super().__init__(message, stage=stage)
+        self.text = text
+        self.confidence = confidence
+
+    @classmethod
+    def of(cls, stage: str, text: str, confidence: float) -> Self:
+        """The error with its standard message."""
+        said = f": {text}" if text else ""
+        message = f"stage {stage!r} blocked by its pre-validation (confidence {confidence:g})"
+        return cls(message + said, stage=stage, text=text, confidence=confidence)
 
 
 class InvalidOutputError(StageError, TypeError):

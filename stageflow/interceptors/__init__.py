@@ -6,6 +6,7 @@ apply, so an interceptor that does not apply to a stage costs that stage nothing
 Lower ``priority`` wraps outer; see :class:`Priority` for the built-ins' order.
 """
 
+from ._assist import AssistanceInterceptor
 from ._base import (
     BaseInterceptor,
     Interceptor,
@@ -29,6 +30,7 @@ from ._timeout import TimeoutInterceptor
 from ._tracing import TracingInterceptor
 
 __all__ = [
+    "AssistanceInterceptor",
     "BaseInterceptor",
     "BudgetInterceptor",
     "CheckpointInterceptor",

@@ -32,7 +32,9 @@ class Priority(enum.IntEnum):
     """Default priorities of the built-in interceptors: lower runs first (outer).
 
     Tracing is outermost so that its span covers everything, retries included;
-    checkpoint sits outside retry so that a restored stage runs nothing; timeout is
+    checkpoint sits outside retry so that a restored stage runs nothing; assistance
+    between them (a restored stage is not assisted again; a pre-validation runs once, a
+    diagnosis after the last attempt); timeout is
     innermost so that it limits one attempt. ``USER`` (1000) is the default for
     your own interceptors: closest to the stage.
     """
@@ -41,6 +43,7 @@ class Priority(enum.IntEnum):
     METRICS = 200
     LOGGING = 300
     CHECKPOINT = 400
+    ASSISTANCE = 450
     RETRY = 500
     CIRCUIT_BREAKER = 600
     BUDGET = 700

@@ -4,6 +4,7 @@ Each port states the contract an implementation must keep; adapters in
 ``stageflow.adapters`` (and your own classes) implement them.
 """
 
+from ._assistant import LLMAssistant
 from ._clock import Clock, Timer
 from ._events import EventLog, EventSink, PressureSink
 from ._queue import RunQueue, WorkerRecord
@@ -19,6 +20,7 @@ __all__ = [
     "EventSink",
     "InputRecord",
     "InputStore",
+    "LLMAssistant",
     "Lease",
     "PressureSink",
     "RunCatalog",

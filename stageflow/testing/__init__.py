@@ -1,6 +1,8 @@
 """Helpers for testing pipelines, interceptors and sinks — yours and ours.
 
 - :class:`RecordingSink` keeps every event for assertions.
+- :class:`ScriptedAssistant` is an LLM assistant answering from a script (for
+  :class:`~stageflow.AssistanceInterceptor`).
 - :func:`run_virtual` runs a coroutine on :class:`VirtualTimeLoop`, where
   ``asyncio.sleep``, timeouts and stageflow's clock all run on virtual time: a
   pipeline that sleeps for an hour finishes in milliseconds, deterministically.
@@ -34,6 +36,7 @@
 
 from typing import TYPE_CHECKING
 
+from ._assistant import ScriptedAssistant
 from ._clock import ManualClock
 from ._event_contract import EVENT_LOG_CHECKS, EventLogFactory, check_event_log
 from ._input_contract import INPUT_STORE_CHECKS, InputStoreFactory, check_input_store
@@ -86,6 +89,7 @@ __all__ = [  # noqa: RUF022
     "RUN_STORE_CHECKS",
     "RecordingSink",
     "RunStoreFactory",
+    "ScriptedAssistant",
     "StoreFactory",
     "VirtualTimeLoop",
     "check_checkpoint_store",

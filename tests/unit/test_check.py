@@ -179,4 +179,4 @@ class TestWithStageOptions:
 
         assert first.tags is first.optional is second.tags
         assert first.metadata is second.metadata
-        assert first[8:] == second[8:] == (None,) * 10
+        assert first[8:] == second[8:] == (None,) * 11

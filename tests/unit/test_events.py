@@ -353,6 +353,10 @@ class TestEvent:
             "input.waiting",
             "input.received",
             "input.timed_out",
+            "assist.validated",
+            "assist.analyzed",
+            "assist.diagnosed",
+            "assist.failed",
             "run.waiting",
         }
 

@@ -101,6 +101,7 @@ class TestInterceptorOrder:
             "METRICS",
             "LOGGING",
             "CHECKPOINT",
+            "ASSISTANCE",
             "RETRY",
             "CIRCUIT_BREAKER",
             "BUDGET",
