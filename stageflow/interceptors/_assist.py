@@ -104,8 +104,11 @@ class AssistanceInterceptor:
         assistant = self.assistant
 
         async def assisted(ctx: StageContext) -> Any:
-            context = self._context(ctx)
+            # Made once, when first needed: a stage that asks only for a diagnosis and
+            # succeeds builds none.
+            context = self._context(ctx) if validate is not None else None
             if validate is not None:
+                assert context is not None
                 verdict = await self._ask(
                     ctx, validate, Verdict, assistant.pre_validate(name, context, validate.timeout)
                 )
@@ -118,6 +121,7 @@ class AssistanceInterceptor:
                 out = await call(ctx)
             except Exception as error:
                 if diagnose is not None:
+                    context = context or self._context(ctx)
                     sent = self._bounded(_error_of(error))
                     asked = assistant.diagnose_error(name, sent, context, diagnose.timeout)
                     diagnosis = await self._ask(ctx, diagnose, Diagnosis, asked)
@@ -127,6 +131,7 @@ class AssistanceInterceptor:
                                   confidence=diagnosis.confidence, text=diagnosis.text)  # fmt: skip
                 raise
             if analyze is not None and _completed(out):
+                context = context or self._context(ctx)
                 data = out.data if isinstance(out, StageOutput) else out or {}
                 findings = await self._ask(ctx, analyze, Findings, assistant.analyze_output(
                     name, self._bounded(dict(data)), context, analyze.timeout))  # fmt: skip
