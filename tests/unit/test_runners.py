@@ -512,6 +512,8 @@ def test_a_bad_usage_report_there_is_refused_there() -> None:
         ({"cancel_grace": -1}, "cancel_grace"),
         ({"put_above": -1}, "put_above"),
         ({"put_above": "1MB"}, "put_above"),
+        ({"inline_below": -1}, "inline_below"),
+        ({"inline_below": 1.5}, "inline_below"),
     ],
     ids=[
         "address-number",
@@ -521,6 +523,8 @@ def test_a_bad_usage_report_there_is_refused_there() -> None:
         "grace",
         "put-negative",
         "put-text",
+        "inline-negative",
+        "inline-float",
     ],
 )
 def test_a_ray_runner_refuses_bad_settings_before_starting_ray(settings: dict[str, Any],
