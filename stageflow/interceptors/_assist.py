@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Final
 from .._assist import AssistanceConfig, AssistUsage, Diagnosis, Findings, Verdict
 from .._check import integer, refuse
 from .._events import EventType
+from .._outputref import OutputRef
 from .._redact import MASK, is_secret_value, redacted
 from .._stage import StageOutput
 from .._status import StageStatus
@@ -133,6 +134,8 @@ class AssistanceInterceptor:
             if analyze is not None and _completed(out):
                 context = context or self._context(ctx)
                 data = out.data if isinstance(out, StageOutput) else out or {}
+                if isinstance(data, OutputRef):  # left where a runner ran the call
+                    data = await data.fetch()
                 findings = await self._ask(ctx, analyze, Findings, assistant.analyze_output(
                     name, self._bounded(dict(data)), context, analyze.timeout))  # fmt: skip
                 if findings is not None:

@@ -251,3 +251,20 @@ def test_a_pickled_reference_is_its_data() -> None:
 def test_an_output_ref_needs_both_loads() -> None:
     with pytest.raises(TypeError, match="abstract"):
         OutputRef(None)  # type: ignore[abstract]
+
+
+def test_an_analysis_of_a_handed_output_fetches_it_without_blocking() -> None:
+    from stageflow import AssistanceInterceptor
+    from stageflow.testing import ScriptedAssistant
+
+    held, assistant = HoldingRunner(), ScriptedAssistant()
+    engine = Engine(runners={"held": held}, interceptors=[AssistanceInterceptor(assistant)])
+    graph = Pipeline("held").with_stage("a", start, runner="held", assist="analyze")
+    graph = graph.with_stage("b", one_more, dependencies=("a",), runner="held").build()
+    result = run_virtual(engine.run(graph))
+    assert result.ok, result
+    ((mode, _, sent),) = assistant.calls
+    assert (mode, sent["output"]) == ("analyze", {"n": 1, "items": [1, 2, 3]})
+    assert held.fetches["a"] == 1
+    assert held.blocking == Counter()
+    assert held.handed == [("a", "b")]  # still handed on
