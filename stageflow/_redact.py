@@ -21,6 +21,8 @@ import threading
 from collections.abc import Mapping
 from typing import Any, Final
 
+from .errors import ConfigurationError
+
 __all__ = [
     "MASK",
     "MIN_LENGTH",
@@ -101,7 +103,18 @@ SECRETS: Final = Secrets()
 
 def known_secret(value: str) -> None:
     """Mask ``value`` wherever stageflow writes text from now on (a secret obtained
-    otherwise than through a :class:`~stageflow.SecretRef`)."""
+    otherwise than through a :class:`~stageflow.SecretRef`). A value shorter than
+    :data:`MIN_LENGTH` characters is not masked (it would mask them everywhere).
+
+    Raises:
+        ConfigurationError: ``value`` is not a str (its type named, never the value).
+    """
+    if not isinstance(value, str):
+        raise ConfigurationError(
+            f"known_secret() takes the secret's text (a str), not {type(value).__qualname__}",
+            field="value",
+            value=type(value).__qualname__,
+        )
     SECRETS.add(value)
 
 

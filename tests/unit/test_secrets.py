@@ -190,6 +190,14 @@ def test_a_known_secret_is_masked_as_it_is_and_as_json_or_base64_would_write_it(
         assert not SECRETS.found(redacted(text)), text
 
 
+def test_known_secret_refuses_what_is_no_text_without_showing_it() -> None:
+    with pytest.raises(ConfigurationError, match="not bytes") as caught:
+        known_secret(b"sk-bytes-secret")  # type: ignore[arg-type]
+    assert caught.value.field == "value"
+    assert caught.value.value == "bytes"
+    assert not SECRETS.active
+
+
 def test_nothing_is_masked_while_no_secret_is_known_nor_a_short_one() -> None:
     assert not SECRETS.active
     assert redacted("abc sk-live") == "abc sk-live"
